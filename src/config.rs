@@ -1,0 +1,136 @@
+//! Validated settings: what the rest of sockhold runs on, built from the
+//! command line by `cli.rs`. Pure; also home of the duration grammar.
+
+use crate::addr::ListenSpec;
+use nix::sys::signal::Signal;
+use std::ffi::OsString;
+use std::time::Duration;
+
+/// When a new generation counts as ready to take over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// Only when it sends `READY=1` on its NOTIFY_SOCKET.
+    Notify,
+    /// When it sends `READY=1`, or when it is still running after this long.
+    Delay(Duration),
+}
+
+/// What to do when the current child exits on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Restart after a non-zero exit or death by signal; exit after a clean exit.
+    OnFailure,
+    /// Restart whatever the status.
+    Always,
+    /// Never restart: sockhold exits with the child's status.
+    Never,
+}
+
+/// Settings of the generation state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorSettings {
+    pub ready: ReadyMode,
+    pub ready_timeout: Duration,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub restart: RestartPolicy,
+    /// First restart delay; it doubles with every consecutive crash.
+    pub restart_delay: Duration,
+    pub restart_max_delay: Duration,
+    /// A child that ran this long before it crashed resets the backoff.
+    pub healthy_after: Duration,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            ready: ReadyMode::Delay(Duration::from_secs(1)),
+            ready_timeout: Duration::from_secs(60),
+            stop_signal: Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(10),
+            restart: RestartPolicy::OnFailure,
+            restart_delay: Duration::from_millis(100),
+            restart_max_delay: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<ListenSpec>,
+    /// `None`: the system maximum (net.core.somaxconn).
+    pub backlog: Option<i32>,
+    /// Mode of Unix socket files; `None`: as the umask makes it.
+    pub socket_mode: Option<u32>,
+    pub command: Vec<OsString>,
+    pub supervisor: SupervisorSettings,
+    /// Signals passed on to the current generation.
+    pub forward_signals: Vec<Signal>,
+}
+
+/// Parses `500ms`, `1.5s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| "not a duration".to_string())?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "ms" => 0.001,
+        "us" => 0.000_001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit '{unit}'")),
+    };
+    let seconds = value * seconds_per_unit;
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err("duration too long".to_string());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Prints a duration the way the log uses it: `250ms`, `1.5s`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        format!("{millis}ms")
+    } else if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("3 weeks"), Err("unknown unit 'weeks'".to_string()));
+    }
+
+    #[test]
+    fn durations_print_short() {
+        assert_eq!(format_duration(Duration::from_millis(212)), "212ms");
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

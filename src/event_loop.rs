@@ -1,0 +1,272 @@
+//! The driver: one mio `Poll`, the only place sockhold waits. Signals come
+//! in through signal-hook-mio, child exits are reaped with
+//! `waitpid(-1, WNOHANG)` until none is left, readiness datagrams arrive on
+//! the generations' notify sockets, and the poll timeout is the
+//! supervisor's next deadline (none while idle: zero wakeups).
+//! The supervisor decides; this file carries out its actions.
+
+use crate::config::Config;
+use crate::error::{Error, exit};
+use crate::listen::Listener;
+use crate::readiness::{self, NotifySocket};
+use crate::signals;
+use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
+use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Supervisor};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+const SIGNALS: Token = Token(0);
+/// Notify sockets use tokens from here on: `NOTIFY_BASE + generation`.
+const NOTIFY_BASE: usize = 1 << 32;
+
+pub struct EventLoop {
+    poll: Poll,
+    signals: Signals,
+    supervisor: Supervisor,
+    listeners: Vec<Listener>,
+    notify_sockets: HashMap<GenerationId, NotifySocket>,
+    command: Vec<OsString>,
+    /// sockhold's environment without what was addressed to it.
+    inherited_env: Vec<(OsString, OsString)>,
+    forward_signals: Vec<Signal>,
+}
+
+impl EventLoop {
+    pub fn new(config: Config, listeners: Vec<Listener>) -> Result<EventLoop, Error> {
+        let poll = Poll::new().map_err(|e| io_error("cannot create the event loop", e))?;
+        let mut handled = vec![Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT];
+        handled.extend(config.forward_signals.iter().copied());
+        let mut signals = Signals::new(handled.iter().map(|s| *s as i32))
+            .map_err(|e| io_error("cannot install signal handlers", e))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| io_error("cannot watch signals", e))?;
+        // Orphaned grandchildren are reparented to us and reaped by the
+        // waitpid loop, instead of piling up as zombies under init.
+        if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
+            log::warn!("cannot become a child subreaper: {}", crate::error::errno_text(errno));
+        }
+        Ok(EventLoop {
+            poll,
+            signals,
+            supervisor: Supervisor::new(config.supervisor),
+            listeners,
+            notify_sockets: HashMap::new(),
+            command: config.command,
+            inherited_env: spawn::inherited_environment(),
+            forward_signals: config.forward_signals,
+        })
+    }
+
+    /// Runs until the supervisor says to exit; returns the exit status.
+    pub fn run(mut self) -> Result<i32, Error> {
+        let mut events = Events::with_capacity(64);
+        let mut status = self.dispatch(Event::Start);
+        while status.is_none() {
+            let timeout = self
+                .supervisor
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(io_error("cannot wait for events", error)),
+            }
+            let mut incoming = Vec::new();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.take_signals(&mut incoming),
+                    Token(token) if token >= NOTIFY_BASE => {
+                        self.take_notifications((token - NOTIFY_BASE) as GenerationId, &mut incoming);
+                    }
+                    Token(_) => {}
+                }
+            }
+            incoming.push(Event::Tick);
+            for event in incoming {
+                status = self.dispatch(event);
+                if status.is_some() {
+                    break;
+                }
+            }
+        }
+        for listener in &self.listeners {
+            listener.remove_socket_file();
+        }
+        Ok(status.unwrap_or(exit::INTERNAL))
+    }
+
+    /// Feeds one event to the supervisor and carries out its actions, which
+    /// may produce further events (a spawn's outcome).
+    fn dispatch(&mut self, event: Event) -> Option<i32> {
+        let mut pending = VecDeque::from([event]);
+        while let Some(event) = pending.pop_front() {
+            for action in self.supervisor.handle(event, Instant::now()) {
+                match action {
+                    Action::Spawn { generation } => pending.push_back(self.spawn(generation)),
+                    Action::Signal { pid, signal } => {
+                        if let Err(errno) = nix::sys::signal::kill(pid, signal) {
+                            // ESRCH: it exited already; its exit is on its way.
+                            log::debug!("cannot send {} to pid {pid}: {errno}", signals::name(signal));
+                        }
+                    }
+                    Action::Forget { generation } => self.forget(generation),
+                    Action::Exit { status } => return Some(status),
+                }
+            }
+        }
+        None
+    }
+
+    fn take_signals(&mut self, incoming: &mut Vec<Event>) {
+        let received: Vec<i32> = self.signals.pending().collect();
+        for number in received {
+            let Ok(signal) = Signal::try_from(number) else {
+                continue;
+            };
+            match signal {
+                Signal::SIGCHLD => reap_children(incoming),
+                Signal::SIGHUP => incoming.push(Event::Reload),
+                Signal::SIGTERM | Signal::SIGINT => incoming.push(Event::Stop { signal }),
+                other if self.forward_signals.contains(&other) => {
+                    incoming.push(Event::Forward { signal: other });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn take_notifications(&mut self, generation: GenerationId, incoming: &mut Vec<Event>) {
+        let Some(socket) = self.notify_sockets.get(&generation) else {
+            return;
+        };
+        let main_pid = self.supervisor.pid_of(generation);
+        loop {
+            let message = match socket.receive() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(errno) => {
+                    log::warn!("cannot read generation {generation}'s notify socket: {errno}");
+                    break;
+                }
+            };
+            let trusted = match (message.sender, main_pid) {
+                (Some(sender), Some(main)) => readiness::is_same_or_descendant(sender, main),
+                _ => false,
+            };
+            if !trusted {
+                log::warn!(
+                    "ignoring notify message from pid {} on generation {generation}'s socket: not one of its processes",
+                    message.sender.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                );
+                continue;
+            }
+            if let Some(status) = &message.status {
+                log::debug!("generation {generation} status: {status}");
+            }
+            if message.ready {
+                incoming.push(Event::Ready { generation });
+            }
+        }
+    }
+
+    /// Starts the child of `generation` and reports how that went.
+    fn spawn(&mut self, generation: GenerationId) -> Event {
+        let failed = |reason: String, code: i32| Event::SpawnFailed {
+            generation,
+            reason,
+            status: ChildStatus::Exited(code),
+        };
+        let path_var = self
+            .inherited_env
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.as_os_str());
+        let program = match spawn::resolve_program(&self.command[0], path_var) {
+            Ok(program) => program,
+            Err(error) => {
+                let reason = match &error {
+                    ResolveError::NotFound => "command not found".to_string(),
+                    ResolveError::NotExecutable(why) => format!("cannot execute: {why}"),
+                };
+                return failed(reason, error.exit_status());
+            }
+        };
+        let notify = match NotifySocket::new() {
+            Ok(notify) => notify,
+            Err(errno) => return failed(format!("cannot create a notify socket: {errno}"), exit::OS),
+        };
+        let mut env = self.inherited_env.clone();
+        env.push(("LISTEN_FDS".into(), self.listeners.len().to_string().into()));
+        let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
+        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
+        env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
+        let fds = self.listeners.iter().map(Listener::raw_fd).collect();
+        let spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
+            Ok(spec) => spec,
+            Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
+        };
+        match spawn::spawn(&spec) {
+            Ok(pid) => {
+                let token = Token(NOTIFY_BASE + generation as usize);
+                let raw = notify.fd().as_raw_fd();
+                if let Err(error) = self.poll.registry().register(&mut SourceFd(&raw), token, Interest::READABLE) {
+                    log::warn!("cannot watch generation {generation}'s notify socket: {error}");
+                }
+                self.notify_sockets.insert(generation, notify);
+                Event::Spawned { generation, pid }
+            }
+            Err(SpawnError::Exec(errno)) => {
+                let code = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
+                    exit::NOT_FOUND
+                } else {
+                    exit::CANNOT_EXECUTE
+                };
+                failed(format!("cannot execute: {}", crate::error::errno_text(errno)), code)
+            }
+            Err(error @ SpawnError::Fork(_)) => failed(error.to_string(), exit::OS),
+        }
+    }
+
+    fn forget(&mut self, generation: GenerationId) {
+        if let Some(notify) = self.notify_sockets.remove(&generation) {
+            let raw = notify.fd().as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+    }
+}
+
+/// One SIGCHLD can stand for many exits: reap until nothing is left.
+fn reap_children(incoming: &mut Vec<Event>) {
+    loop {
+        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => incoming.push(Event::Exited {
+                pid,
+                status: ChildStatus::Exited(code),
+            }),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => incoming.push(Event::Exited {
+                pid,
+                status: ChildStatus::Signaled(signal),
+            }),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(_) => {}
+            Err(Errno::EINTR) => {}
+            Err(errno) => {
+                log::warn!("waitpid failed: {errno}");
+                break;
+            }
+        }
+    }
+}
+
+fn io_error(what: &str, error: std::io::Error) -> Error {
+    Error::new(exit::OS, format!("{what}: {error}"))
+}

@@ -1,0 +1,346 @@
+//! Making and adopting the listening sockets sockhold holds: TCP, Unix
+//! stream (path and abstract), and inherited fds. Unix socket files follow
+//! three rules: a stale file (nobody accepts on it) is replaced, a live one
+//! is refused, and the file is removed at exit only if it is still ours.
+//!
+//! Every socket is created CLOEXEC and left blocking: O_NONBLOCK lives on the
+//! open file description, which the children share, and a server that does
+//! blocking accept(2) must get a blocking socket.
+
+use crate::addr::{ListenAddress, ListenSpec};
+use crate::error::Error;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    UnixAddr, sockopt,
+};
+use nix::sys::stat::Mode;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::linux::fs::MetadataExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// One socket sockhold holds for its whole life.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    /// Its entry in LISTEN_FDNAMES.
+    pub name: String,
+    /// `tcp 127.0.0.1:43121`, `unix /run/app.sock`, `unix @name`: the real
+    /// address, for the log.
+    pub description: String,
+    /// The socket file we created, removed at exit if it is still ours.
+    created_file: Option<CreatedFile>,
+}
+
+#[derive(Debug)]
+struct CreatedFile {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl Listener {
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Removes the Unix socket file if it is still the one we created, so
+    /// that a file another process has since bound at that path survives.
+    pub fn remove_socket_file(&self) {
+        let Some(created) = &self.created_file else {
+            return;
+        };
+        match std::fs::symlink_metadata(&created.path) {
+            Ok(meta) if meta.st_dev() == created.device && meta.st_ino() == created.inode => {
+                if let Err(error) = std::fs::remove_file(&created.path) {
+                    log::warn!("cannot remove {}: {error}", created.path.display());
+                }
+            }
+            _ => log::debug!(
+                "{} is no longer our socket file; left in place",
+                created.path.display()
+            ),
+        }
+    }
+}
+
+/// How the sockets are made.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketOptions {
+    pub backlog: Option<i32>,
+    pub socket_mode: Option<u32>,
+}
+
+/// Binds (or adopts) every socket in order; the index gives the child's fd
+/// (3 + index) and the default name.
+pub fn open_all(specs: &[ListenSpec], options: SocketOptions) -> Result<Vec<Listener>, Error> {
+    let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        match open_one(spec, index, options) {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => {
+                for done in &listeners {
+                    done.remove_socket_file();
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// The name a socket gets in LISTEN_FDNAMES when `NAME=` was not given: the
+/// fd number the child finds it at.
+pub fn default_name(index: usize) -> String {
+    format!("fd{}", crate::spawn::FIRST_PASSED_FD as usize + index)
+}
+
+fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<Listener, Error> {
+    let backlog = match options.backlog {
+        Some(n) => Backlog::new(n.min(Backlog::MAXCONN.into())).unwrap_or(Backlog::MAXCONN),
+        // -1 asks Linux for its maximum (net.core.somaxconn).
+        None => Backlog::MAXALLOWABLE,
+    };
+    let name = spec.name.clone().unwrap_or_else(|| default_name(index));
+    let cannot = |errno: Errno| Error::os("cannot listen on", &spec.text, errno, hint_for(errno, &spec.address));
+    let (fd, description, created_file) = match &spec.address {
+        ListenAddress::TcpAll { port } => {
+            let fd = bind_tcp_all(*port, backlog).map_err(cannot)?;
+            let description = format!("tcp {}", local_address(&fd));
+            (fd, description, None)
+        }
+        ListenAddress::Tcp(address) => {
+            let fd = bind_tcp(*address, None, backlog).map_err(cannot)?;
+            let description = format!("tcp {}", local_address(&fd));
+            (fd, description, None)
+        }
+        ListenAddress::Unix(path) => {
+            let (fd, created) = bind_unix_path(path, backlog, options.socket_mode, &spec.text)?;
+            (fd, format!("unix {}", path.display()), Some(created))
+        }
+        ListenAddress::Abstract(abstract_name) => {
+            let address = UnixAddr::new_abstract(abstract_name.as_bytes()).map_err(cannot)?;
+            let fd = bind_unix(&address, backlog).map_err(cannot)?;
+            (fd, format!("unix @{abstract_name}"), None)
+        }
+        ListenAddress::Fd(number) => {
+            let fd = adopt_fd(*number, &spec.text)?;
+            let description = format!("inherited fd {number} ({})", local_address(&fd));
+            (fd, description, None)
+        }
+    };
+    let listener = Listener {
+        fd,
+        name,
+        description,
+        created_file,
+    };
+    log::info!(
+        "listening on {} (fd {}, name {})",
+        listener.description,
+        crate::spawn::FIRST_PASSED_FD as usize + index,
+        listener.name
+    );
+    Ok(listener)
+}
+
+fn hint_for(errno: Errno, address: &ListenAddress) -> &'static str {
+    let unix = matches!(address, ListenAddress::Unix(_) | ListenAddress::Abstract(_));
+    match errno {
+        Errno::EADDRINUSE if unix => "another process holds that name; choose another or stop that process",
+        Errno::EADDRINUSE => "another process holds it; choose another port or stop that process",
+        Errno::EACCES if unix => "check the permissions of the directory",
+        Errno::EACCES | Errno::EPERM => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher port or run as root"
+        }
+        Errno::EADDRNOTAVAIL => "that address is not on this machine; check `ip addr`",
+        Errno::EAFNOSUPPORT => "this machine has no such address family (IPv6 disabled?)",
+        Errno::ENOENT => "the directory does not exist; create it first",
+        _ => "",
+    }
+}
+
+fn tcp_socket(family: AddressFamily) -> Result<OwnedFd, Errno> {
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // Lets a restarted sockhold bind while old connections sit in TIME_WAIT.
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    Ok(fd)
+}
+
+fn bind_tcp(address: SocketAddr, v6_only: Option<bool>, backlog: Backlog) -> Result<OwnedFd, Errno> {
+    let fd = match address {
+        SocketAddr::V4(v4) => {
+            let fd = tcp_socket(AddressFamily::Inet)?;
+            socket::bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?;
+            fd
+        }
+        SocketAddr::V6(v6) => {
+            let fd = tcp_socket(AddressFamily::Inet6)?;
+            if let Some(v6_only) = v6_only {
+                socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6_only)?;
+            }
+            socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+            fd
+        }
+    };
+    socket::listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+/// `[::]:port` with IPv4 mapped in; `0.0.0.0:port` where IPv6 is absent.
+fn bind_tcp_all(port: u16, backlog: Backlog) -> Result<OwnedFd, Errno> {
+    let any6 = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+    match bind_tcp(any6, Some(false), backlog) {
+        Err(Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL) => {
+            log::debug!("no IPv6 here; listening on IPv4 only");
+            let any4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+            bind_tcp(any4, None, backlog)
+        }
+        other => other,
+    }
+}
+
+fn bind_unix(address: &UnixAddr, backlog: Backlog) -> Result<OwnedFd, Errno> {
+    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::bind(fd.as_raw_fd(), address)?;
+    socket::listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+fn bind_unix_path(
+    path: &Path,
+    backlog: Backlog,
+    mode: Option<u32>,
+    text: &str,
+) -> Result<(OwnedFd, CreatedFile), Error> {
+    let address = ListenAddress::Unix(path.to_owned());
+    let cannot = |errno: Errno| Error::os("cannot listen on", text, errno, hint_for(errno, &address));
+    clear_stale_socket_file(path, text)?;
+    let unix_address = UnixAddr::new(path).map_err(cannot)?;
+    // bind(2) creates the file with 0777 & ~umask. Setting the umask to the
+    // complement of the wanted mode for just this call makes the file born
+    // with that mode: there is no window with looser permissions. sockhold is
+    // single-threaded, so no other file is created meanwhile.
+    let bound = match mode {
+        Some(mode) => {
+            let previous = nix::sys::stat::umask(Mode::from_bits_truncate(!mode & 0o777));
+            let bound = bind_unix(&unix_address, backlog);
+            nix::sys::stat::umask(previous);
+            bound
+        }
+        None => bind_unix(&unix_address, backlog),
+    };
+    let fd = bound.map_err(cannot)?;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| Error::os("cannot listen on", text, io_errno(&e), "the socket file vanished after bind"))?;
+    Ok((
+        fd,
+        CreatedFile {
+            path: path.to_owned(),
+            device: meta.st_dev(),
+            inode: meta.st_ino(),
+        },
+    ))
+}
+
+fn io_errno(error: &std::io::Error) -> Errno {
+    Errno::from_raw(error.raw_os_error().unwrap_or(libc_eio()))
+}
+
+fn libc_eio() -> i32 {
+    Errno::EIO as i32
+}
+
+/// A leftover socket file nobody accepts on is removed; a live one, or a
+/// file that is not a socket, is an error.
+fn clear_stale_socket_file(path: &Path, text: &str) -> Result<(), Error> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::new(
+            crate::error::exit::OS,
+            format!(
+                "cannot listen on '{text}': the file exists and is not a socket (remove it or choose another path)"
+            ),
+        ));
+    }
+    let probe = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
+    let address = UnixAddr::new(path).map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
+    match socket::connect(probe.as_raw_fd(), &address) {
+        Ok(()) => Err(Error::new(
+            crate::error::exit::OS,
+            format!(
+                "cannot listen on '{text}': already in use by another process (stop it, or choose another path)"
+            ),
+        )),
+        Err(Errno::ECONNREFUSED) => {
+            log::info!("removing stale socket file {}", path.display());
+            std::fs::remove_file(path).map_err(|e| {
+                Error::os("cannot remove stale socket", text, io_errno(&e), "remove it by hand")
+            })
+        }
+        Err(errno) => Err(Error::os("cannot listen on", text, errno, "cannot tell whether the existing socket is live")),
+    }
+}
+
+/// Takes over an inherited fd after checking that it really is a listening
+/// stream socket: passing anything else to the child as a socket would
+/// break it in ways hard to trace.
+fn adopt_fd(number: RawFd, text: &str) -> Result<OwnedFd, Error> {
+    let refuse = |reason: &str| {
+        Error::new(
+            crate::error::exit::USAGE,
+            format!("cannot adopt '{text}': {reason} (pass a listening socket on that fd)"),
+        )
+    };
+    if nix::fcntl::fcntl(
+        // SAFETY: only inspected; ownership is taken below once it is known open.
+        unsafe { BorrowedFd::borrow_raw(number) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_err()
+    {
+        return Err(refuse("no such open file descriptor"));
+    }
+    // SAFETY: the fd is open (checked above) and nothing else in sockhold
+    // owns it: inherited fds are not touched before this point.
+    let fd = unsafe { OwnedFd::from_raw_fd(number) };
+    match socket::getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::Stream) => {}
+        Ok(_) => return Err(refuse("not a stream socket")),
+        Err(_) => return Err(refuse("not a socket")),
+    }
+    if !socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+        return Err(refuse("the socket is not listening"));
+    }
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(|errno| Error::os("cannot adopt", text, errno, ""))?;
+    Ok(fd)
+}
+
+/// The real local address (port 0 becomes the port the kernel chose).
+fn local_address(fd: &OwnedFd) -> String {
+    match socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(address) => {
+            if let Some(v4) = address.as_sockaddr_in() {
+                SocketAddr::from(std::net::SocketAddrV4::from(*v4)).to_string()
+            } else if let Some(v6) = address.as_sockaddr_in6() {
+                SocketAddr::from(std::net::SocketAddrV6::from(*v6)).to_string()
+            } else if let Some(unix) = address.as_unix_addr() {
+                match (unix.path(), unix.as_abstract()) {
+                    (Some(path), _) => format!("unix {}", path.display()),
+                    (None, Some(name)) => format!("unix @{}", String::from_utf8_lossy(name)),
+                    _ => "unix (unnamed)".to_string(),
+                }
+            } else {
+                "unknown address".to_string()
+            }
+        }
+        Err(errno) => format!("unknown address ({})", crate::error::errno_text(errno)),
+    }
+}

@@ -1,0 +1,879 @@
+//! Generations and their state machine: data in, actions out. No system
+//! calls and no clock of its own: every event comes with `now`, and the
+//! driver asks `next_deadline()` when to come back. Unit-tested with a fake
+//! clock and fake pids.
+//!
+//! A generation is one run of the command. At most one generation is
+//! *current* (serving and in charge); a *starting* one takes over when it is
+//! ready; *stopping* ones have been sent the stop signal and get SIGKILL at
+//! their deadline.
+
+use crate::config::{ReadyMode, RestartPolicy, SupervisorSettings, format_duration};
+use crate::signals;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub type GenerationId = u64;
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStatus {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl ChildStatus {
+    /// The shell convention: the code itself, or 128+N for signal N.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ChildStatus::Exited(code) => code,
+            ChildStatus::Signaled(signal) => crate::error::exit::SIGNAL_BASE + signal as i32,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ChildStatus::Exited(0)
+    }
+}
+
+impl fmt::Display for ChildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildStatus::Exited(code) => write!(f, "status {code}"),
+            ChildStatus::Signaled(signal) => write!(f, "signal {}", signals::name(*signal)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// sockhold is up: start generation 1.
+    Start,
+    /// SIGHUP: start a new generation on the same sockets.
+    Reload,
+    /// SIGTERM or SIGINT received by sockhold.
+    Stop { signal: Signal },
+    /// A signal to pass on to the current child.
+    Forward { signal: Signal },
+    /// The driver started the child of a generation.
+    Spawned { generation: GenerationId, pid: Pid },
+    /// The driver could not start it; `status` is what a shell would report.
+    SpawnFailed {
+        generation: GenerationId,
+        reason: String,
+        status: ChildStatus,
+    },
+    /// A verified `READY=1` from the generation's processes.
+    Ready { generation: GenerationId },
+    /// A child was reaped.
+    Exited { pid: Pid, status: ChildStatus },
+    /// Time passed; deadlines may be due.
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start the child of this generation and report `Spawned`/`SpawnFailed`.
+    Spawn { generation: GenerationId },
+    Signal { pid: Pid, signal: Signal },
+    /// The generation is gone: release what the driver holds for it.
+    Forget { generation: GenerationId },
+    /// Every child is gone: exit with this status.
+    Exit { status: i32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Spawned, not yet ready. `ready_at`: when the delay makes it ready.
+    Starting {
+        ready_at: Option<Instant>,
+        give_up_at: Instant,
+    },
+    Current { since: Instant },
+    /// Sent the stop signal; `kill_at` is None once SIGKILL was sent.
+    /// `then_restart_policy`: it never became ready and nobody is serving,
+    /// so its end decides what comes next, as a crash would.
+    Stopping {
+        kill_at: Option<Instant>,
+        then_restart_policy: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Generation {
+    id: GenerationId,
+    /// None only between `Spawn` and `Spawned`.
+    pid: Option<Pid>,
+    role: Role,
+    started_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Nobody is serving; the next generation starts at this time.
+    WaitingToRestart { at: Instant },
+    /// Stopping everything; exit once every generation is gone.
+    ShuttingDown {
+        /// The signal that asked for the stop; None when the child ended and
+        /// the restart policy said not to restart.
+        requested_by: Option<Signal>,
+        /// The generation whose end decides the exit status.
+        primary: Option<GenerationId>,
+        exit_status: i32,
+    },
+    Exited,
+}
+
+pub struct Supervisor {
+    settings: SupervisorSettings,
+    generations: Vec<Generation>,
+    next_id: GenerationId,
+    phase: Phase,
+    /// A reload asked for while another was in flight (at most one).
+    reload_queued: bool,
+    /// Crashes in a row, for the backoff.
+    consecutive_failures: u32,
+    /// Restarts after a crash, over sockhold's life.
+    pub restarts: u64,
+}
+
+impl Supervisor {
+    pub fn new(settings: SupervisorSettings) -> Supervisor {
+        Supervisor {
+            settings,
+            generations: Vec::new(),
+            next_id: 1,
+            phase: Phase::Running,
+            reload_queued: false,
+            consecutive_failures: 0,
+            restarts: 0,
+        }
+    }
+
+    /// Handles one event to completion and says what the driver must do.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Start => self.start_generation(now, &mut actions),
+            Event::Reload => self.reload(now, &mut actions),
+            Event::Stop { signal } => self.stop(signal, now, &mut actions),
+            Event::Forward { signal } => self.forward(signal, &mut actions),
+            Event::Spawned { generation, pid } => self.spawned(generation, pid, now),
+            Event::SpawnFailed {
+                generation,
+                reason,
+                status,
+            } => {
+                if let Some(index) = self.index_of(generation) {
+                    let g = self.generations.remove(index);
+                    actions.push(Action::Forget { generation });
+                    self.failed_before_ready(g.id, &format!("could not start ({reason})"), status, now, &mut actions);
+                }
+            }
+            Event::Ready { generation } => {
+                if let Some(index) = self.index_of(generation) {
+                    if matches!(self.generations[index].role, Role::Starting { .. }) {
+                        let waited = now.saturating_duration_since(self.generations[index].started_at);
+                        log::info!("generation {generation} ready: READY=1 after {}", format_duration(waited));
+                        self.promote(index, now, &mut actions);
+                    }
+                }
+            }
+            Event::Exited { pid, status } => self.exited(pid, status, now, &mut actions),
+            Event::Tick => self.tick(now, &mut actions),
+        }
+        if let Phase::ShuttingDown { exit_status, .. } = self.phase {
+            if self.generations.is_empty() {
+                self.phase = Phase::Exited;
+                actions.push(Action::Exit { status: exit_status });
+            }
+        }
+        actions
+    }
+
+    /// The earliest time `Tick` has work to do; None: wait for events only.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let from_generations = self.generations.iter().filter_map(|g| match g.role {
+            Role::Starting { ready_at, give_up_at } => {
+                Some(ready_at.map_or(give_up_at, |ready| ready.min(give_up_at)))
+            }
+            Role::Current { .. } => None,
+            Role::Stopping { kill_at, .. } => kill_at,
+        });
+        let restart = match self.phase {
+            Phase::WaitingToRestart { at } => Some(at),
+            _ => None,
+        };
+        from_generations.chain(restart).min()
+    }
+
+    /// The pid that forwarded signals go to: the current child, or the
+    /// starting one when nobody is current yet.
+    pub fn main_pid(&self) -> Option<Pid> {
+        self.current()
+            .or_else(|| self.newest_starting())
+            .and_then(|index| self.generations[index].pid)
+    }
+
+    /// The main pid of a generation (to check who sent a notify message).
+    pub fn pid_of(&self, generation: GenerationId) -> Option<Pid> {
+        self.index_of(generation).and_then(|index| self.generations[index].pid)
+    }
+
+    fn index_of(&self, generation: GenerationId) -> Option<usize> {
+        self.generations.iter().position(|g| g.id == generation)
+    }
+
+    fn current(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .position(|g| matches!(g.role, Role::Current { .. }))
+    }
+
+    fn newest_starting(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .rposition(|g| matches!(g.role, Role::Starting { .. }))
+    }
+
+    fn start_generation(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.generations.push(Generation {
+            id,
+            pid: None,
+            role: Role::Starting {
+                ready_at: None,
+                give_up_at: now + self.settings.ready_timeout,
+            },
+            started_at: now,
+        });
+        actions.push(Action::Spawn { generation: id });
+    }
+
+    fn spawned(&mut self, generation: GenerationId, pid: Pid, now: Instant) {
+        let ready_at = match self.settings.ready {
+            ReadyMode::Delay(delay) => Some(now + delay),
+            ReadyMode::Notify => None,
+        };
+        let give_up_at = now + self.settings.ready_timeout;
+        if let Some(index) = self.index_of(generation) {
+            let g = &mut self.generations[index];
+            g.pid = Some(pid);
+            g.started_at = now;
+            g.role = Role::Starting { ready_at, give_up_at };
+            log::info!("generation {generation} started: pid {pid}");
+        }
+    }
+
+    fn reload(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        match self.phase {
+            Phase::ShuttingDown { .. } | Phase::Exited => {
+                log::info!("reload ignored: sockhold is stopping");
+            }
+            Phase::WaitingToRestart { .. } => {
+                log::info!("reload: starting a new generation now instead of waiting to restart");
+                self.phase = Phase::Running;
+                self.start_generation(now, actions);
+            }
+            Phase::Running => {
+                if let Some(index) = self.newest_starting() {
+                    let starting = self.generations[index].id;
+                    if self.reload_queued {
+                        log::info!("reload already queued behind generation {starting}");
+                    } else {
+                        self.reload_queued = true;
+                        log::info!("reload queued: generation {starting} is still starting");
+                    }
+                } else {
+                    log::info!("reload: starting generation {}", self.next_id);
+                    self.start_generation(now, actions);
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, signal: Signal, actions: &mut Vec<Action>) {
+        match self.main_pid() {
+            Some(pid) => {
+                log::debug!("passing {} to pid {pid}", signals::name(signal));
+                actions.push(Action::Signal { pid, signal });
+            }
+            None => log::warn!("no child to pass {} to", signals::name(signal)),
+        }
+    }
+
+    fn stop(&mut self, signal: Signal, now: Instant, actions: &mut Vec<Action>) {
+        if let Phase::ShuttingDown { .. } = self.phase {
+            // A second request means "now": users press Ctrl-C twice.
+            log::warn!("{} again while stopping: SIGKILL to every child", signals::name(signal));
+            for g in &mut self.generations {
+                if let Some(pid) = g.pid {
+                    actions.push(Action::Signal { pid, signal: Signal::SIGKILL });
+                }
+                g.role = Role::Stopping {
+                    kill_at: None,
+                    then_restart_policy: false,
+                };
+            }
+            return;
+        }
+        log::info!("{} received: stopping", signals::name(signal));
+        let primary = self
+            .current()
+            .or_else(|| self.newest_starting())
+            .map(|index| self.generations[index].id);
+        self.phase = Phase::ShuttingDown {
+            requested_by: Some(signal),
+            primary,
+            exit_status: crate::error::exit::OK,
+        };
+        self.reload_queued = false;
+        for index in 0..self.generations.len() {
+            self.stop_generation(index, now, actions);
+        }
+    }
+
+    /// Sends the stop signal unless the generation is already stopping.
+    fn stop_generation(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
+        let g = &mut self.generations[index];
+        if let Role::Stopping { .. } = g.role {
+            return;
+        }
+        g.role = Role::Stopping {
+            kill_at: Some(now + self.settings.stop_timeout),
+            then_restart_policy: false,
+        };
+        if let Some(pid) = g.pid {
+            log::info!(
+                "generation {} stopping: {} to pid {pid}",
+                g.id,
+                signals::name(self.settings.stop_signal)
+            );
+            actions.push(Action::Signal {
+                pid,
+                signal: self.settings.stop_signal,
+            });
+        }
+    }
+
+    /// The generation at `index` is ready: it becomes current and the one
+    /// it replaces is stopped.
+    fn promote(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
+        if let Some(old) = self.current() {
+            self.stop_generation(old, now, actions);
+        }
+        self.generations[index].role = Role::Current { since: now };
+        if self.reload_queued {
+            self.reload_queued = false;
+            log::info!("reload: starting queued generation {}", self.next_id);
+            self.start_generation(now, actions);
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, status: ChildStatus, now: Instant, actions: &mut Vec<Action>) {
+        let Some(index) = self.generations.iter().position(|g| g.pid == Some(pid)) else {
+            log::debug!("reaped pid {pid} ({status}), not a generation's main process");
+            return;
+        };
+        let g = self.generations.remove(index);
+        actions.push(Action::Forget { generation: g.id });
+        if let Phase::ShuttingDown {
+            requested_by,
+            primary: Some(primary),
+            ref mut exit_status,
+        } = self.phase
+        {
+            if primary == g.id {
+                // A stop that was asked for and honoured exits 0, so that a
+                // clean stop is not reported as a failure.
+                let honoured = requested_by.is_some_and(|asked| {
+                    status.success()
+                        || status == ChildStatus::Signaled(self.settings.stop_signal)
+                        || status == ChildStatus::Signaled(asked)
+                });
+                *exit_status = if honoured { 0 } else { status.exit_code() };
+            }
+        }
+        match g.role {
+            Role::Stopping {
+                then_restart_policy, ..
+            } => {
+                log::info!("generation {} exited with {status}", g.id);
+                if then_restart_policy && self.phase == Phase::Running && self.current().is_none() {
+                    self.apply_restart_policy(g.id, status, Duration::ZERO, now, actions);
+                }
+            }
+            Role::Starting { .. } => {
+                let why = format!("exited with {status} before ready");
+                self.failed_before_ready(g.id, &why, status, now, actions);
+            }
+            Role::Current { since } => {
+                log::warn!("generation {} (pid {pid}) exited on its own with {status}", g.id);
+                if let Some(next) = self.newest_starting() {
+                    log::info!("generation {} is starting and will take over", self.generations[next].id);
+                } else if self.phase == Phase::Running {
+                    let ran_for = now.saturating_duration_since(since);
+                    self.apply_restart_policy(g.id, status, ran_for, now, actions);
+                }
+            }
+        }
+    }
+
+    /// A starting generation is gone before it became ready.
+    fn failed_before_ready(
+        &mut self,
+        generation: GenerationId,
+        why: &str,
+        status: ChildStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Running {
+            log::info!("generation {generation} {why}");
+            return;
+        }
+        match self.current() {
+            Some(current) => {
+                log::warn!(
+                    "reload failed: generation {generation} {why}; generation {} keeps serving",
+                    self.generations[current].id
+                );
+                if self.reload_queued {
+                    self.reload_queued = false;
+                    log::info!("reload: starting queued generation {}", self.next_id);
+                    self.start_generation(now, actions);
+                }
+            }
+            None => {
+                log::warn!("generation {generation} {why}");
+                self.apply_restart_policy(generation, status, Duration::ZERO, now, actions);
+            }
+        }
+    }
+
+    /// Nobody is serving any more: restart, or stop and exit with `status`.
+    fn apply_restart_policy(
+        &mut self,
+        generation: GenerationId,
+        status: ChildStatus,
+        ran_for: Duration,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let restart = match self.settings.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            log::info!("generation {generation} ended with {status}; not restarting: exiting");
+            self.phase = Phase::ShuttingDown {
+                requested_by: None,
+                primary: None,
+                exit_status: status.exit_code(),
+            };
+            for index in 0..self.generations.len() {
+                self.stop_generation(index, now, actions);
+            }
+            return;
+        }
+        if ran_for >= self.settings.healthy_after {
+            self.consecutive_failures = 0;
+        }
+        let delay = self.restart_delay();
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.restarts += 1;
+        log::info!("restarting in {} (restart {})", format_duration(delay), self.restarts);
+        self.phase = Phase::WaitingToRestart { at: now + delay };
+    }
+
+    /// 100ms, 200ms, 400ms, ... up to the cap.
+    fn restart_delay(&self) -> Duration {
+        let doublings = self.consecutive_failures.min(30);
+        self.settings
+            .restart_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.settings.restart_max_delay)
+    }
+
+    fn tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if let Phase::WaitingToRestart { at } = self.phase {
+            if at <= now {
+                self.phase = Phase::Running;
+                self.start_generation(now, actions);
+            }
+        }
+        let mut index = 0;
+        while index < self.generations.len() {
+            let g = &self.generations[index];
+            match g.role {
+                Role::Starting { ready_at, .. } if ready_at.is_some_and(|at| at <= now) => {
+                    let waited = now.saturating_duration_since(g.started_at);
+                    log::info!("generation {} ready: still running after {}", g.id, format_duration(waited));
+                    self.promote(index, now, actions);
+                }
+                Role::Starting { give_up_at, .. } if give_up_at <= now => {
+                    self.not_ready_in_time(index, now, actions);
+                }
+                Role::Stopping {
+                    kill_at: Some(at),
+                    then_restart_policy,
+                } if at <= now => {
+                    if let Some(pid) = g.pid {
+                        log::warn!(
+                            "generation {} did not stop within {}: SIGKILL to pid {pid}",
+                            g.id,
+                            format_duration(self.settings.stop_timeout)
+                        );
+                        actions.push(Action::Signal {
+                            pid,
+                            signal: Signal::SIGKILL,
+                        });
+                    }
+                    self.generations[index].role = Role::Stopping {
+                        kill_at: None,
+                        then_restart_policy,
+                    };
+                }
+                _ => {}
+            }
+            index += 1;
+        }
+    }
+
+    fn not_ready_in_time(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
+        let id = self.generations[index].id;
+        let timeout = format_duration(self.settings.ready_timeout);
+        let current = self.current().map(|current| self.generations[current].id);
+        match current {
+            Some(current) => log::warn!(
+                "reload failed: generation {id} not ready after {timeout}; generation {current} keeps serving"
+            ),
+            None => log::warn!("generation {id} not ready after {timeout}"),
+        }
+        self.stop_generation(index, now, actions);
+        if current.is_none() {
+            if let Role::Stopping { kill_at, .. } = self.generations[index].role {
+                self.generations[index].role = Role::Stopping {
+                    kill_at,
+                    then_restart_policy: true,
+                };
+            }
+        } else if self.reload_queued {
+            self.reload_queued = false;
+            self.start_generation(now, actions);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TERM: Signal = Signal::SIGTERM;
+
+    fn settings() -> SupervisorSettings {
+        SupervisorSettings::default()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn pid(n: i32) -> Pid {
+        Pid::from_raw(n)
+    }
+
+    /// A supervisor whose generation 1 runs as pid 100 and is current.
+    fn serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
+        let mut sup = Supervisor::new(settings);
+        assert_eq!(sup.handle(Event::Start, t0), vec![Action::Spawn { generation: 1 }]);
+        sup.handle(Event::Spawned { generation: 1, pid: pid(100) }, t0);
+        assert!(sup.handle(Event::Ready { generation: 1 }, t0).is_empty());
+        sup
+    }
+
+    #[test]
+    fn reload_stops_the_old_generation_only_once_the_new_is_ready() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        assert_eq!(sup.handle(Event::Reload, t0), vec![Action::Spawn { generation: 2 }]);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        assert!(sup.handle(Event::Tick, t0 + ms(500)).is_empty(), "nothing before ready");
+        assert_eq!(
+            sup.handle(Event::Ready { generation: 2 }, t0 + ms(600)),
+            vec![Action::Signal { pid: pid(100), signal: TERM }]
+        );
+        assert_eq!(sup.main_pid(), Some(pid(200)));
+        assert_eq!(
+            sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Signaled(TERM) }, t0 + ms(700)),
+            vec![Action::Forget { generation: 1 }]
+        );
+    }
+
+    #[test]
+    fn delay_mode_makes_a_running_child_ready_after_the_delay() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Reload, t0);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            sup.handle(Event::Tick, t0 + Duration::from_secs(1)),
+            vec![Action::Signal { pid: pid(100), signal: TERM }]
+        );
+    }
+
+    #[test]
+    fn failed_reload_leaves_the_old_generation_serving() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Reload, t0);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        let actions = sup.handle(Event::Exited { pid: pid(200), status: ChildStatus::Exited(1) }, t0 + ms(10));
+        assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
+        assert_eq!(sup.main_pid(), Some(pid(100)));
+        assert_eq!(sup.next_deadline(), None, "no restart, no timers");
+    }
+
+    #[test]
+    fn not_ready_in_time_is_stopped_then_killed_and_the_old_keeps_serving() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.ready = ReadyMode::Notify;
+        s.ready_timeout = ms(500);
+        s.stop_timeout = ms(300);
+        let mut sup = serving(s, t0);
+        sup.handle(Event::Reload, t0);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        assert_eq!(
+            sup.handle(Event::Tick, t0 + ms(500)),
+            vec![Action::Signal { pid: pid(200), signal: TERM }]
+        );
+        assert_eq!(
+            sup.handle(Event::Tick, t0 + ms(800)),
+            vec![Action::Signal { pid: pid(200), signal: Signal::SIGKILL }]
+        );
+        assert_eq!(sup.main_pid(), Some(pid(100)));
+        sup.handle(Event::Exited { pid: pid(200), status: ChildStatus::Signaled(Signal::SIGKILL) }, t0 + ms(801));
+        assert_eq!(sup.main_pid(), Some(pid(100)));
+        assert_eq!(sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn reloads_during_a_reload_queue_at_most_one() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Reload, t0);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        assert!(sup.handle(Event::Reload, t0).is_empty());
+        assert!(sup.handle(Event::Reload, t0).is_empty());
+        assert!(sup.handle(Event::Reload, t0).is_empty());
+        let actions = sup.handle(Event::Ready { generation: 2 }, t0 + ms(10));
+        assert_eq!(
+            actions,
+            vec![Action::Signal { pid: pid(100), signal: TERM }, Action::Spawn { generation: 3 }]
+        );
+        sup.handle(Event::Spawned { generation: 3, pid: pid(300) }, t0 + ms(10));
+        let actions = sup.handle(Event::Ready { generation: 3 }, t0 + ms(20));
+        assert_eq!(actions, vec![Action::Signal { pid: pid(200), signal: TERM }], "no fourth generation");
+    }
+
+    #[test]
+    fn crash_restarts_with_doubling_backoff_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.restart_max_delay = ms(350);
+        let mut sup = serving(s, t0);
+        let mut now = t0;
+        let mut pid_counter = 100;
+        for expected_delay in [100, 200, 350, 350] {
+            let actions = sup.handle(Event::Exited { pid: pid(pid_counter), status: ChildStatus::Exited(3) }, now);
+            assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
+            assert_eq!(sup.next_deadline(), Some(now + ms(expected_delay)));
+            now += ms(expected_delay);
+            let actions = sup.handle(Event::Tick, now);
+            let [Action::Spawn { generation }] = actions[..] else { panic!("{actions:?}") };
+            pid_counter += 100;
+            sup.handle(Event::Spawned { generation, pid: pid(pid_counter) }, now);
+            sup.handle(Event::Ready { generation }, now);
+        }
+        assert_eq!(sup.restarts, 4);
+    }
+
+    #[test]
+    fn a_child_that_ran_long_enough_resets_the_backoff() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        for _ in 0..3 {
+            sup.consecutive_failures += 1;
+        }
+        let later = t0 + Duration::from_secs(60);
+        sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(1) }, later);
+        assert_eq!(sup.next_deadline(), Some(later + ms(100)));
+    }
+
+    #[test]
+    fn restart_never_exits_with_the_child_status() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.restart = RestartPolicy::Never;
+        let mut sup = serving(s, t0);
+        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(7) }, t0);
+        assert_eq!(actions, vec![Action::Forget { generation: 1 }, Action::Exit { status: 7 }]);
+    }
+
+    #[test]
+    fn on_failure_exits_zero_after_a_clean_exit() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(0) }, t0);
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+    }
+
+    #[test]
+    fn death_by_signal_exits_128_plus_n_under_never() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.restart = RestartPolicy::Never;
+        let mut sup = serving(s, t0);
+        let actions = sup.handle(
+            Event::Exited { pid: pid(100), status: ChildStatus::Signaled(Signal::SIGSEGV) },
+            t0,
+        );
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 139 }));
+    }
+
+    #[test]
+    fn requested_and_honoured_stop_exits_zero() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        assert_eq!(
+            sup.handle(Event::Stop { signal: TERM }, t0),
+            vec![Action::Signal { pid: pid(100), signal: TERM }]
+        );
+        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Signaled(TERM) }, t0);
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+    }
+
+    #[test]
+    fn stop_that_the_child_does_not_honour_exits_with_its_status() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Stop { signal: Signal::SIGINT }, t0);
+        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(3) }, t0);
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 3 }));
+    }
+
+    #[test]
+    fn stop_timeout_sends_sigkill_and_exit_reports_it() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Stop { signal: TERM }, t0);
+        assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(
+            sup.handle(Event::Tick, t0 + Duration::from_secs(10)),
+            vec![Action::Signal { pid: pid(100), signal: Signal::SIGKILL }]
+        );
+        assert_eq!(sup.next_deadline(), None);
+        let actions = sup.handle(
+            Event::Exited { pid: pid(100), status: ChildStatus::Signaled(Signal::SIGKILL) },
+            t0 + Duration::from_secs(10),
+        );
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 137 }));
+    }
+
+    #[test]
+    fn stop_waits_for_every_generation() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Reload, t0);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        let actions = sup.handle(Event::Stop { signal: TERM }, t0);
+        assert_eq!(
+            actions,
+            vec![Action::Signal { pid: pid(100), signal: TERM }, Action::Signal { pid: pid(200), signal: TERM }]
+        );
+        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(0) }, t0);
+        assert!(!actions.contains(&Action::Exit { status: 0 }));
+        let actions = sup.handle(Event::Exited { pid: pid(200), status: ChildStatus::Exited(0) }, t0);
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+    }
+
+    #[test]
+    fn second_stop_request_kills_at_once() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Stop { signal: Signal::SIGINT }, t0);
+        assert_eq!(
+            sup.handle(Event::Stop { signal: Signal::SIGINT }, t0),
+            vec![Action::Signal { pid: pid(100), signal: Signal::SIGKILL }]
+        );
+    }
+
+    #[test]
+    fn forwarded_signals_go_to_the_current_child() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Reload, t0);
+        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        assert_eq!(
+            sup.handle(Event::Forward { signal: Signal::SIGUSR1 }, t0),
+            vec![Action::Signal { pid: pid(100), signal: Signal::SIGUSR1 }]
+        );
+    }
+
+    #[test]
+    fn initial_failure_under_on_failure_restarts_and_reload_skips_the_wait() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(settings());
+        sup.handle(Event::Start, t0);
+        sup.handle(Event::Spawned { generation: 1, pid: pid(100) }, t0);
+        sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(1) }, t0);
+        assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
+        assert_eq!(sup.handle(Event::Reload, t0), vec![Action::Spawn { generation: 2 }]);
+    }
+
+    #[test]
+    fn spawn_failure_on_reload_keeps_the_old_generation() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.handle(Event::Reload, t0);
+        let actions = sup.handle(
+            Event::SpawnFailed {
+                generation: 2,
+                reason: "no such file".into(),
+                status: ChildStatus::Exited(127),
+            },
+            t0,
+        );
+        assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
+        assert_eq!(sup.main_pid(), Some(pid(100)));
+    }
+
+    #[test]
+    fn first_generation_never_ready_is_stopped_and_restarted() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.ready = ReadyMode::Notify;
+        s.ready_timeout = ms(100);
+        let mut sup = Supervisor::new(s);
+        sup.handle(Event::Start, t0);
+        sup.handle(Event::Spawned { generation: 1, pid: pid(100) }, t0);
+        sup.handle(Event::Tick, t0 + ms(100));
+        sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Signaled(TERM) }, t0 + ms(110));
+        assert_eq!(sup.next_deadline(), Some(t0 + ms(210)));
+    }
+
+    #[test]
+    fn orphans_are_reaped_quietly() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        assert!(sup.handle(Event::Exited { pid: pid(999), status: ChildStatus::Exited(0) }, t0).is_empty());
+        assert_eq!(sup.main_pid(), Some(pid(100)));
+    }
+}
