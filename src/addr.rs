@@ -131,7 +131,12 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
             port: parse_port(text)?,
         });
     }
-    if let Some(port) = text.strip_prefix("*:").or_else(|| text.strip_prefix(':')) {
+    if let Some(port) = text.strip_prefix("*:") {
+        return Ok(ListenAddress::TcpAll {
+            port: parse_port(port)?,
+        });
+    }
+    if let Some(port) = text.strip_prefix(':').filter(|p| p.bytes().all(|b| b.is_ascii_digit())) {
         return Ok(ListenAddress::TcpAll {
             port: parse_port(port)?,
         });

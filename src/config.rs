@@ -79,7 +79,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| "not a duration".to_string())?;
-    let seconds_per_unit = match unit.trim() {
+    let unit = unit.trim();
+    let seconds_per_unit = match unit {
         "" | "s" | "sec" => 1.0,
         "ms" => 0.001,
         "us" => 0.000_001,
