@@ -22,7 +22,9 @@ const FDNAME_MAX: usize = 255;
 pub enum ListenAddress {
     /// Every local address: `[::]:port` dual-stack, or `0.0.0.0:port`
     /// where the machine has no IPv6.
-    TcpAll { port: u16 },
+    TcpAll {
+        port: u16,
+    },
     Tcp(SocketAddr),
     Unix(PathBuf),
     /// Linux abstract namespace, without the leading `@`.
@@ -47,8 +49,7 @@ pub struct AddrError {
     pub hint: &'static str,
 }
 
-const FORMS_HINT: &str =
-    "use a port (8080), IP:PORT (127.0.0.1:8080, [::1]:8080), a Unix socket path with a '/' (./app.sock), @abstract or fd:N";
+const FORMS_HINT: &str = "use a port (8080), IP:PORT (127.0.0.1:8080, [::1]:8080), a Unix socket path with a '/' (./app.sock), @abstract or fd:N";
 
 fn refuse(reason: impl Into<String>, hint: &'static str) -> AddrError {
     AddrError {
@@ -104,7 +105,10 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
             return Err(refuse("empty abstract socket name", "write @name"));
         }
         if abstract_name.len() > UNIX_PATH_MAX - 1 {
-            return Err(refuse("abstract name too long (at most 106 bytes)", "use a shorter name"));
+            return Err(refuse(
+                "abstract name too long (at most 106 bytes)",
+                "use a shorter name",
+            ));
         }
         return Ok(ListenAddress::Abstract(abstract_name.to_owned()));
     }
@@ -120,7 +124,10 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
     if text.contains('/') {
         if text.len() > UNIX_PATH_MAX {
             return Err(refuse(
-                format!("Unix socket path is {} bytes, the limit is {UNIX_PATH_MAX}", text.len()),
+                format!(
+                    "Unix socket path is {} bytes, the limit is {UNIX_PATH_MAX}",
+                    text.len()
+                ),
                 "use a shorter path",
             ));
         }
@@ -136,7 +143,10 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
             port: parse_port(port)?,
         });
     }
-    if let Some(port) = text.strip_prefix(':').filter(|p| p.bytes().all(|b| b.is_ascii_digit())) {
+    if let Some(port) = text
+        .strip_prefix(':')
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Ok(ListenAddress::TcpAll {
             port: parse_port(port)?,
         });
@@ -147,7 +157,10 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
 fn parse_ip_port(text: &str) -> Result<ListenAddress, AddrError> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let Some((host, port)) = rest.split_once("]:") else {
-            return Err(refuse("missing port after an IPv6 address", "write [::1]:8080"));
+            return Err(refuse(
+                "missing port after an IPv6 address",
+                "write [::1]:8080",
+            ));
         };
         (host, port)
     } else {
@@ -211,14 +224,26 @@ mod tests {
 
     #[test]
     fn ip_and_port() {
-        assert_eq!(address("127.0.0.1:0"), ListenAddress::Tcp("127.0.0.1:0".parse().unwrap()));
-        assert_eq!(address("[::1]:8080"), ListenAddress::Tcp("[::1]:8080".parse().unwrap()));
-        assert_eq!(address("[::]:8080"), ListenAddress::Tcp("[::]:8080".parse().unwrap()));
+        assert_eq!(
+            address("127.0.0.1:0"),
+            ListenAddress::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            address("[::1]:8080"),
+            ListenAddress::Tcp("[::1]:8080".parse().unwrap())
+        );
+        assert_eq!(
+            address("[::]:8080"),
+            ListenAddress::Tcp("[::]:8080".parse().unwrap())
+        );
     }
 
     #[test]
     fn unix_abstract_and_fd() {
-        assert_eq!(address("/tmp/a.sock"), ListenAddress::Unix("/tmp/a.sock".into()));
+        assert_eq!(
+            address("/tmp/a.sock"),
+            ListenAddress::Unix("/tmp/a.sock".into())
+        );
         assert_eq!(address("./a.sock"), ListenAddress::Unix("./a.sock".into()));
         assert_eq!(address("@app"), ListenAddress::Abstract("app".into()));
         assert_eq!(address("fd:3"), ListenAddress::Fd(3));
@@ -228,21 +253,51 @@ mod tests {
     fn names_are_split_only_when_they_cannot_be_addresses() {
         let spec = parse_listen("http=[::]:8080").unwrap();
         assert_eq!(spec.name.as_deref(), Some("http"));
-        assert_eq!(spec.address, ListenAddress::Tcp("[::]:8080".parse().unwrap()));
+        assert_eq!(
+            spec.address,
+            ListenAddress::Tcp("[::]:8080".parse().unwrap())
+        );
         let path = parse_listen("/srv/a=b.sock").unwrap();
         assert_eq!(path.name, None);
         assert_eq!(path.address, ListenAddress::Unix("/srv/a=b.sock".into()));
-        assert_eq!(parse_listen("api=/run/a.sock").unwrap().name.as_deref(), Some("api"));
+        assert_eq!(
+            parse_listen("api=/run/a.sock").unwrap().name.as_deref(),
+            Some("api")
+        );
     }
 
     #[test]
     fn bad_addresses_say_why() {
-        assert_eq!(parse_listen("70000").unwrap_err().reason, "port out of range");
-        assert_eq!(parse_listen("127.0.0.1:99999").unwrap_err().reason, "port out of range");
-        assert_eq!(parse_listen("127.0.0.1").unwrap_err().reason, "missing port");
-        assert!(parse_listen("example.com:80").unwrap_err().reason.contains("not an IP address"));
-        assert!(parse_listen("::1:80").unwrap_err().reason.contains("brackets"));
-        assert!(parse_listen("app.sock").unwrap_err().reason.contains("not a port"));
+        assert_eq!(
+            parse_listen("70000").unwrap_err().reason,
+            "port out of range"
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:99999").unwrap_err().reason,
+            "port out of range"
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1").unwrap_err().reason,
+            "missing port"
+        );
+        assert!(
+            parse_listen("example.com:80")
+                .unwrap_err()
+                .reason
+                .contains("not an IP address")
+        );
+        assert!(
+            parse_listen("::1:80")
+                .unwrap_err()
+                .reason
+                .contains("brackets")
+        );
+        assert!(
+            parse_listen("app.sock")
+                .unwrap_err()
+                .reason
+                .contains("not a port")
+        );
         assert!(parse_listen("").is_err());
         assert!(parse_listen("fd:1").is_err());
         assert!(parse_listen(&format!("/{}", "x".repeat(120))).is_err());

@@ -229,9 +229,15 @@ mod tests {
 
     #[test]
     fn defaults_match_the_man_page() {
-        let config = parse(&["-l", "8080", "--", "true"]).unwrap().into_config().unwrap();
+        let config = parse(&["-l", "8080", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
         assert_eq!(config.supervisor, SupervisorSettings::default());
-        assert_eq!(config.forward_signals, vec![Signal::SIGUSR1, Signal::SIGUSR2]);
+        assert_eq!(
+            config.forward_signals,
+            vec![Signal::SIGUSR1, Signal::SIGUSR2]
+        );
         assert_eq!(config.backlog, None);
     }
 
@@ -253,7 +259,10 @@ mod tests {
     #[test]
     fn ready_accepts_notify_or_a_duration() {
         assert_eq!(parse_ready("notify"), Ok(ReadyMode::Notify));
-        assert_eq!(parse_ready("250ms"), Ok(ReadyMode::Delay(Duration::from_millis(250))));
+        assert_eq!(
+            parse_ready("250ms"),
+            Ok(ReadyMode::Delay(Duration::from_millis(250)))
+        );
         assert!(parse_ready("later").is_err());
     }
 }

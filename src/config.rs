@@ -76,9 +76,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| "not a duration".to_string())?;
+    let value: f64 = number.parse().map_err(|_| "not a duration".to_string())?;
     let unit = unit.trim();
     let seconds_per_unit = match unit {
         "" | "s" | "sec" => 1.0,
@@ -125,7 +123,10 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_duration("3 weeks"), Err("unknown unit 'weeks'".to_string()));
+        assert_eq!(
+            parse_duration("3 weeks"),
+            Err("unknown unit 'weeks'".to_string())
+        );
     }
 
     #[test]

@@ -57,7 +57,6 @@ impl Error {
         };
         Error::new(status, format_line(what, culprit, &errno_text(errno), hint))
     }
-
 }
 
 fn format_line(what: &str, culprit: &str, reason: &str, hint: &str) -> String {
@@ -93,14 +92,28 @@ mod tests {
 
     #[test]
     fn permission_errors_exit_77_and_others_71() {
-        assert_eq!(Error::os("cannot listen on", "x", Errno::EACCES, "").exit_status, 77);
-        assert_eq!(Error::os("cannot listen on", "x", Errno::EPERM, "").exit_status, 77);
-        assert_eq!(Error::os("cannot listen on", "x", Errno::EADDRINUSE, "").exit_status, 71);
+        assert_eq!(
+            Error::os("cannot listen on", "x", Errno::EACCES, "").exit_status,
+            77
+        );
+        assert_eq!(
+            Error::os("cannot listen on", "x", Errno::EPERM, "").exit_status,
+            77
+        );
+        assert_eq!(
+            Error::os("cannot listen on", "x", Errno::EADDRINUSE, "").exit_status,
+            71
+        );
     }
 
     #[test]
     fn message_names_culprit_reason_and_hint() {
-        let e = Error::os("cannot listen on", "127.0.0.1:80", Errno::EADDRINUSE, "choose another port");
+        let e = Error::os(
+            "cannot listen on",
+            "127.0.0.1:80",
+            Errno::EADDRINUSE,
+            "choose another port",
+        );
         assert_eq!(
             e.message,
             "cannot listen on '127.0.0.1:80': address already in use (choose another port)"

@@ -42,7 +42,12 @@ pub struct EventLoop {
 impl EventLoop {
     pub fn new(config: Config, listeners: Vec<Listener>) -> Result<EventLoop, Error> {
         let poll = Poll::new().map_err(|e| io_error("cannot create the event loop", e))?;
-        let mut handled = vec![Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT];
+        let mut handled = vec![
+            Signal::SIGCHLD,
+            Signal::SIGHUP,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+        ];
         handled.extend(config.forward_signals.iter().copied());
         let mut signals = Signals::new(handled.iter().map(|s| *s as i32))
             .map_err(|e| io_error("cannot install signal handlers", e))?;
@@ -52,7 +57,10 @@ impl EventLoop {
         // Orphaned grandchildren are reparented to us and reaped by the
         // waitpid loop, instead of piling up as zombies under init.
         if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
-            log::warn!("cannot become a child subreaper: {}", crate::error::errno_text(errno));
+            log::warn!(
+                "cannot become a child subreaper: {}",
+                crate::error::errno_text(errno)
+            );
         }
         Ok(EventLoop {
             poll,
@@ -85,7 +93,10 @@ impl EventLoop {
                 match event.token() {
                     SIGNALS => self.take_signals(&mut incoming),
                     Token(token) if token >= NOTIFY_BASE => {
-                        self.take_notifications((token - NOTIFY_BASE) as GenerationId, &mut incoming);
+                        self.take_notifications(
+                            (token - NOTIFY_BASE) as GenerationId,
+                            &mut incoming,
+                        );
                     }
                     Token(_) => {}
                 }
@@ -115,7 +126,10 @@ impl EventLoop {
                     Action::Signal { pid, signal } => {
                         if let Err(errno) = nix::sys::signal::kill(pid, signal) {
                             // ESRCH: it exited already; its exit is on its way.
-                            log::debug!("cannot send {} to pid {pid}: {errno}", signals::name(signal));
+                            log::debug!(
+                                "cannot send {} to pid {pid}: {errno}",
+                                signals::name(signal)
+                            );
                         }
                     }
                     Action::Forget { generation } => self.forget(generation),
@@ -165,7 +179,9 @@ impl EventLoop {
             if !trusted {
                 log::warn!(
                     "ignoring notify message from pid {} on generation {generation}'s socket: not one of its processes",
-                    message.sender.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                    message
+                        .sender
+                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
                 );
                 continue;
             }
@@ -202,7 +218,9 @@ impl EventLoop {
         };
         let notify = match NotifySocket::new() {
             Ok(notify) => notify,
-            Err(errno) => return failed(format!("cannot create a notify socket: {errno}"), exit::OS),
+            Err(errno) => {
+                return failed(format!("cannot create a notify socket: {errno}"), exit::OS);
+            }
         };
         let mut env = self.inherited_env.clone();
         env.push(("LISTEN_FDS".into(), self.listeners.len().to_string().into()));
@@ -218,7 +236,11 @@ impl EventLoop {
             Ok(pid) => {
                 let token = Token(NOTIFY_BASE + generation as usize);
                 let raw = notify.fd().as_raw_fd();
-                if let Err(error) = self.poll.registry().register(&mut SourceFd(&raw), token, Interest::READABLE) {
+                if let Err(error) =
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&raw), token, Interest::READABLE)
+                {
                     log::warn!("cannot watch generation {generation}'s notify socket: {error}");
                 }
                 self.notify_sockets.insert(generation, notify);
@@ -230,7 +252,10 @@ impl EventLoop {
                 } else {
                     exit::CANNOT_EXECUTE
                 };
-                failed(format!("cannot execute: {}", crate::error::errno_text(errno)), code)
+                failed(
+                    format!("cannot execute: {}", crate::error::errno_text(errno)),
+                    code,
+                )
             }
             Err(error @ SpawnError::Fork(_)) => failed(error.to_string(), exit::OS),
         }

@@ -104,7 +104,14 @@ fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<L
         None => Backlog::MAXALLOWABLE,
     };
     let name = spec.name.clone().unwrap_or_else(|| default_name(index));
-    let cannot = |errno: Errno| Error::os("cannot listen on", &spec.text, errno, hint_for(errno, &spec.address));
+    let cannot = |errno: Errno| {
+        Error::os(
+            "cannot listen on",
+            &spec.text,
+            errno,
+            hint_for(errno, &spec.address),
+        )
+    };
     let (fd, description, created_file) = match &spec.address {
         ListenAddress::TcpAll { port } => {
             let fd = bind_tcp_all(*port, backlog).map_err(cannot)?;
@@ -149,7 +156,9 @@ fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<L
 fn hint_for(errno: Errno, address: &ListenAddress) -> &'static str {
     let unix = matches!(address, ListenAddress::Unix(_) | ListenAddress::Abstract(_));
     match errno {
-        Errno::EADDRINUSE if unix => "another process holds that name; choose another or stop that process",
+        Errno::EADDRINUSE if unix => {
+            "another process holds that name; choose another or stop that process"
+        }
         Errno::EADDRINUSE => "another process holds it; choose another port or stop that process",
         Errno::EACCES if unix => "check the permissions of the directory",
         Errno::EACCES | Errno::EPERM => {
@@ -169,7 +178,11 @@ fn tcp_socket(family: AddressFamily) -> Result<OwnedFd, Errno> {
     Ok(fd)
 }
 
-fn bind_tcp(address: SocketAddr, v6_only: Option<bool>, backlog: Backlog) -> Result<OwnedFd, Errno> {
+fn bind_tcp(
+    address: SocketAddr,
+    v6_only: Option<bool>,
+    backlog: Backlog,
+) -> Result<OwnedFd, Errno> {
     let fd = match address {
         SocketAddr::V4(v4) => {
             let fd = tcp_socket(AddressFamily::Inet)?;
@@ -203,7 +216,12 @@ fn bind_tcp_all(port: u16, backlog: Backlog) -> Result<OwnedFd, Errno> {
 }
 
 fn bind_unix(address: &UnixAddr, backlog: Backlog) -> Result<OwnedFd, Errno> {
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     socket::bind(fd.as_raw_fd(), address)?;
     socket::listen(&fd, backlog)?;
     Ok(fd)
@@ -216,7 +234,8 @@ fn bind_unix_path(
     text: &str,
 ) -> Result<(OwnedFd, CreatedFile), Error> {
     let address = ListenAddress::Unix(path.to_owned());
-    let cannot = |errno: Errno| Error::os("cannot listen on", text, errno, hint_for(errno, &address));
+    let cannot =
+        |errno: Errno| Error::os("cannot listen on", text, errno, hint_for(errno, &address));
     clear_stale_socket_file(path, text)?;
     let unix_address = UnixAddr::new(path).map_err(cannot)?;
     // bind(2) creates the file with 0777 & ~umask. Setting the umask to the
@@ -233,8 +252,14 @@ fn bind_unix_path(
         None => bind_unix(&unix_address, backlog),
     };
     let fd = bound.map_err(cannot)?;
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| Error::os("cannot listen on", text, io_errno(&e), "the socket file vanished after bind"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| {
+        Error::os(
+            "cannot listen on",
+            text,
+            io_errno(&e),
+            "the socket file vanished after bind",
+        )
+    })?;
     Ok((
         fd,
         CreatedFile {
@@ -268,9 +293,15 @@ fn clear_stale_socket_file(path: &Path, text: &str) -> Result<(), Error> {
             ),
         ));
     }
-    let probe = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
-    let address = UnixAddr::new(path).map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
+    let probe = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
+    let address =
+        UnixAddr::new(path).map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
     match socket::connect(probe.as_raw_fd(), &address) {
         Ok(()) => Err(Error::new(
             crate::error::exit::OS,
@@ -281,10 +312,20 @@ fn clear_stale_socket_file(path: &Path, text: &str) -> Result<(), Error> {
         Err(Errno::ECONNREFUSED) => {
             log::info!("removing stale socket file {}", path.display());
             std::fs::remove_file(path).map_err(|e| {
-                Error::os("cannot remove stale socket", text, io_errno(&e), "remove it by hand")
+                Error::os(
+                    "cannot remove stale socket",
+                    text,
+                    io_errno(&e),
+                    "remove it by hand",
+                )
             })
         }
-        Err(errno) => Err(Error::os("cannot listen on", text, errno, "cannot tell whether the existing socket is live")),
+        Err(errno) => Err(Error::os(
+            "cannot listen on",
+            text,
+            errno,
+            "cannot tell whether the existing socket is live",
+        )),
     }
 }
 
@@ -318,8 +359,11 @@ fn adopt_fd(number: RawFd, text: &str) -> Result<OwnedFd, Error> {
     if !socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
         return Err(refuse("the socket is not listening"));
     }
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(|errno| Error::os("cannot adopt", text, errno, ""))?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|errno| Error::os("cannot adopt", text, errno, ""))?;
     Ok(fd)
 }
 

@@ -57,9 +57,17 @@ fn report_usage_error(error: &clap::Error) -> i32 {
             exit::OK
         }
         _ => {
+            // clap's message runs until the first blank line (a missing
+            // argument is named on the line after the sentence); fold it
+            // into one line.
             let rendered = error.to_string();
-            let first_line = rendered.lines().next().unwrap_or("invalid arguments");
-            let message = first_line.strip_prefix("error: ").unwrap_or(first_line);
+            let message: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
             eprintln!("sockhold: error: {message} (see sockhold --help)");
             exit::USAGE
         }

@@ -138,9 +138,8 @@ impl ChildSpec {
         listen_pid: bool,
     ) -> Result<ChildSpec, String> {
         let to_c = |bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| {
-                format!("'{}' contains a NUL byte", String::from_utf8_lossy(bytes))
-            })
+            CString::new(bytes)
+                .map_err(|_| format!("'{}' contains a NUL byte", String::from_utf8_lossy(bytes)))
         };
         let program = to_c(program.as_os_str().as_bytes())?;
         let argv = args
@@ -166,7 +165,6 @@ impl ChildSpec {
             listen_pid,
         })
     }
-
 }
 
 /// Why a child did not start.
@@ -181,8 +179,12 @@ pub enum SpawnError {
 impl std::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SpawnError::Fork(errno) => write!(f, "cannot fork: {}", crate::error::errno_text(*errno)),
-            SpawnError::Exec(errno) => write!(f, "cannot execute: {}", crate::error::errno_text(*errno)),
+            SpawnError::Fork(errno) => {
+                write!(f, "cannot fork: {}", crate::error::errno_text(*errno))
+            }
+            SpawnError::Exec(errno) => {
+                write!(f, "cannot execute: {}", crate::error::errno_text(*errno))
+            }
         }
     }
 }
@@ -286,7 +288,9 @@ pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
         // The child has exited (or is about to); reap it here so its status
         // does not reach the supervisor as a generation's exit.
         let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(SpawnError::Exec(Errno::from_raw(i32::from_ne_bytes(errno_bytes))));
+        return Err(SpawnError::Exec(Errno::from_raw(i32::from_ne_bytes(
+            errno_bytes,
+        ))));
     }
     Ok(pid)
 }
@@ -312,17 +316,12 @@ struct ChildPlan<'a> {
 /// Must only be called in a freshly forked child of a single-threaded
 /// process, with `plan` built as in `spawn`.
 unsafe fn run_child(plan: &ChildPlan) -> ! {
-    // SAFETY (whole body): every call is async-signal-safe (signal-safety(7)),
+    // SAFETY: every call below is async-signal-safe (signal-safety(7)) and
     // every pointer comes from `spawn` and stays valid in this copy of memory.
     unsafe {
         // 1. Default disposition for every signal. Rust ignores SIGPIPE and
         //    exec keeps ignored signals ignored, so this must be explicit.
-        let mut default_action: libc::sigaction = std::mem::zeroed();
-        default_action.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..libc::SIGRTMAX() + 1 {
-            // Fails harmlessly for SIGKILL, SIGSTOP and glibc's reserved ones.
-            libc::sigaction(signal, &default_action, std::ptr::null_mut());
-        }
+        reset_signal_dispositions();
         // 2. Empty signal mask (the parent blocked everything across fork).
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -380,6 +379,60 @@ unsafe fn run_child(plan: &ChildPlan) -> ! {
     }
 }
 
+/// Sets every signal to its default disposition, including the two that
+/// glibc reserves for itself (32 and 33) and refuses to touch through
+/// sigaction(3): a parent that ignored them would otherwise pass that on.
+///
+/// # Safety
+/// Child side only (see `run_child`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn reset_signal_dispositions() {
+    /// The kernel's `struct sigaction` on these architectures (uapi
+    /// asm-generic/signal.h with SA_RESTORER): handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default_action = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        // SAFETY: rt_sigaction(2) with a valid struct and an 8-byte sigset;
+        // it fails harmlessly for SIGKILL and SIGSTOP.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default_action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+/// Elsewhere: sigaction(3), which leaves glibc's reserved signals alone.
+///
+/// # Safety
+/// Child side only (see `run_child`).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+unsafe fn reset_signal_dispositions() {
+    // SAFETY: sigaction(2) with a zeroed (SIG_DFL) action.
+    unsafe {
+        let mut default_action: libc::sigaction = std::mem::zeroed();
+        default_action.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..libc::SIGRTMAX() + 1 {
+            libc::sigaction(signal, &default_action, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Reports errno to the parent and ends the child: 127 when the program is
 /// missing, 126 when it cannot be executed (as shells and tini do).
 ///
@@ -408,7 +461,13 @@ unsafe fn fail(error_pipe: c_int) -> ! {
 unsafe fn close_from(first: c_int) {
     // SAFETY: close_range(2) and close(2) are plain system calls.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) == 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        ) == 0
+        {
             return;
         }
         // Kernels before 5.9: close one by one up to the fd limit.
@@ -466,15 +525,29 @@ mod tests {
     #[test]
     fn resolves_like_execvp() {
         let path = Some(OsStr::new("/nonexistent:/usr/bin:/bin"));
-        assert!(resolve_program(OsStr::new("sh"), path).unwrap().ends_with("sh"));
-        assert_eq!(resolve_program(OsStr::new("no-such-program-x"), path), Err(ResolveError::NotFound));
-        assert_eq!(resolve_program(OsStr::new("/nonexistent/x"), path), Err(ResolveError::NotFound));
-        let plain_file = std::env::temp_dir().join(format!("sockhold-plain-{}", std::process::id()));
+        assert!(
+            resolve_program(OsStr::new("sh"), path)
+                .unwrap()
+                .ends_with("sh")
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("no-such-program-x"), path),
+            Err(ResolveError::NotFound)
+        );
+        assert_eq!(
+            resolve_program(OsStr::new("/nonexistent/x"), path),
+            Err(ResolveError::NotFound)
+        );
+        let plain_file =
+            std::env::temp_dir().join(format!("sockhold-plain-{}", std::process::id()));
         std::fs::write(&plain_file, "not a program").unwrap();
         let refused = resolve_program(plain_file.as_os_str(), path);
         std::fs::remove_file(&plain_file).unwrap();
         assert!(matches!(refused, Err(ResolveError::NotExecutable(_))));
-        assert!(matches!(resolve_program(OsStr::new("/tmp"), path), Err(ResolveError::NotExecutable(_))));
+        assert!(matches!(
+            resolve_program(OsStr::new("/tmp"), path),
+            Err(ResolveError::NotExecutable(_))
+        ));
     }
 
     #[test]

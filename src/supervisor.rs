@@ -76,12 +76,21 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start the child of this generation and report `Spawned`/`SpawnFailed`.
-    Spawn { generation: GenerationId },
-    Signal { pid: Pid, signal: Signal },
+    Spawn {
+        generation: GenerationId,
+    },
+    Signal {
+        pid: Pid,
+        signal: Signal,
+    },
     /// The generation is gone: release what the driver holds for it.
-    Forget { generation: GenerationId },
+    Forget {
+        generation: GenerationId,
+    },
     /// Every child is gone: exit with this status.
-    Exit { status: i32 },
+    Exit {
+        status: i32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +100,9 @@ enum Role {
         ready_at: Option<Instant>,
         give_up_at: Instant,
     },
-    Current { since: Instant },
+    Current {
+        since: Instant,
+    },
     /// Sent the stop signal; `kill_at` is None once SIGKILL was sent.
     /// `then_restart_policy`: it never became ready and nobody is serving,
     /// so its end decides what comes next, as a crash would.
@@ -114,7 +125,9 @@ struct Generation {
 enum Phase {
     Running,
     /// Nobody is serving; the next generation starts at this time.
-    WaitingToRestart { at: Instant },
+    WaitingToRestart {
+        at: Instant,
+    },
     /// Stopping everything; exit once every generation is gone.
     ShuttingDown {
         /// The signal that asked for the stop; None when the child ended and
@@ -170,14 +183,24 @@ impl Supervisor {
                 if let Some(index) = self.index_of(generation) {
                     let g = self.generations.remove(index);
                     actions.push(Action::Forget { generation });
-                    self.failed_before_ready(g.id, &format!("could not start ({reason})"), status, now, &mut actions);
+                    self.failed_before_ready(
+                        g.id,
+                        &format!("could not start ({reason})"),
+                        status,
+                        now,
+                        &mut actions,
+                    );
                 }
             }
             Event::Ready { generation } => {
                 if let Some(index) = self.index_of(generation) {
                     if matches!(self.generations[index].role, Role::Starting { .. }) {
-                        let waited = now.saturating_duration_since(self.generations[index].started_at);
-                        log::info!("generation {generation} ready: READY=1 after {}", format_duration(waited));
+                        let waited =
+                            now.saturating_duration_since(self.generations[index].started_at);
+                        log::info!(
+                            "generation {generation} ready: READY=1 after {}",
+                            format_duration(waited)
+                        );
                         self.promote(index, now, &mut actions);
                     }
                 }
@@ -188,7 +211,9 @@ impl Supervisor {
         if let Phase::ShuttingDown { exit_status, .. } = self.phase {
             if self.generations.is_empty() {
                 self.phase = Phase::Exited;
-                actions.push(Action::Exit { status: exit_status });
+                actions.push(Action::Exit {
+                    status: exit_status,
+                });
             }
         }
         actions
@@ -197,9 +222,10 @@ impl Supervisor {
     /// The earliest time `Tick` has work to do; None: wait for events only.
     pub fn next_deadline(&self) -> Option<Instant> {
         let from_generations = self.generations.iter().filter_map(|g| match g.role {
-            Role::Starting { ready_at, give_up_at } => {
-                Some(ready_at.map_or(give_up_at, |ready| ready.min(give_up_at)))
-            }
+            Role::Starting {
+                ready_at,
+                give_up_at,
+            } => Some(ready_at.map_or(give_up_at, |ready| ready.min(give_up_at))),
             Role::Current { .. } => None,
             Role::Stopping { kill_at, .. } => kill_at,
         });
@@ -220,7 +246,8 @@ impl Supervisor {
 
     /// The main pid of a generation (to check who sent a notify message).
     pub fn pid_of(&self, generation: GenerationId) -> Option<Pid> {
-        self.index_of(generation).and_then(|index| self.generations[index].pid)
+        self.index_of(generation)
+            .and_then(|index| self.generations[index].pid)
     }
 
     fn index_of(&self, generation: GenerationId) -> Option<usize> {
@@ -264,7 +291,10 @@ impl Supervisor {
             let g = &mut self.generations[index];
             g.pid = Some(pid);
             g.started_at = now;
-            g.role = Role::Starting { ready_at, give_up_at };
+            g.role = Role::Starting {
+                ready_at,
+                give_up_at,
+            };
             log::info!("generation {generation} started: pid {pid}");
         }
     }
@@ -309,10 +339,16 @@ impl Supervisor {
     fn stop(&mut self, signal: Signal, now: Instant, actions: &mut Vec<Action>) {
         if let Phase::ShuttingDown { .. } = self.phase {
             // A second request means "now": users press Ctrl-C twice.
-            log::warn!("{} again while stopping: SIGKILL to every child", signals::name(signal));
+            log::warn!(
+                "{} again while stopping: SIGKILL to every child",
+                signals::name(signal)
+            );
             for g in &mut self.generations {
                 if let Some(pid) = g.pid {
-                    actions.push(Action::Signal { pid, signal: Signal::SIGKILL });
+                    actions.push(Action::Signal {
+                        pid,
+                        signal: Signal::SIGKILL,
+                    });
                 }
                 g.role = Role::Stopping {
                     kill_at: None,
@@ -400,7 +436,8 @@ impl Supervisor {
         }
         match g.role {
             Role::Stopping {
-                then_restart_policy, ..
+                then_restart_policy,
+                ..
             } => {
                 log::info!("generation {} exited with {status}", g.id);
                 if then_restart_policy && self.phase == Phase::Running && self.current().is_none() {
@@ -412,9 +449,15 @@ impl Supervisor {
                 self.failed_before_ready(g.id, &why, status, now, actions);
             }
             Role::Current { since } => {
-                log::warn!("generation {} (pid {pid}) exited on its own with {status}", g.id);
+                log::warn!(
+                    "generation {} (pid {pid}) exited on its own with {status}",
+                    g.id
+                );
                 if let Some(next) = self.newest_starting() {
-                    log::info!("generation {} is starting and will take over", self.generations[next].id);
+                    log::info!(
+                        "generation {} is starting and will take over",
+                        self.generations[next].id
+                    );
                 } else if self.phase == Phase::Running {
                     let ran_for = now.saturating_duration_since(since);
                     self.apply_restart_policy(g.id, status, ran_for, now, actions);
@@ -487,7 +530,11 @@ impl Supervisor {
         let delay = self.restart_delay();
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.restarts += 1;
-        log::info!("restarting in {} (restart {})", format_duration(delay), self.restarts);
+        log::info!(
+            "restarting in {} (restart {})",
+            format_duration(delay),
+            self.restarts
+        );
         self.phase = Phase::WaitingToRestart { at: now + delay };
     }
 
@@ -513,7 +560,11 @@ impl Supervisor {
             match g.role {
                 Role::Starting { ready_at, .. } if ready_at.is_some_and(|at| at <= now) => {
                     let waited = now.saturating_duration_since(g.started_at);
-                    log::info!("generation {} ready: still running after {}", g.id, format_duration(waited));
+                    log::info!(
+                        "generation {} ready: still running after {}",
+                        g.id,
+                        format_duration(waited)
+                    );
                     self.promote(index, now, actions);
                 }
                 Role::Starting { give_up_at, .. } if give_up_at <= now => {
@@ -591,8 +642,17 @@ mod tests {
     /// A supervisor whose generation 1 runs as pid 100 and is current.
     fn serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
         let mut sup = Supervisor::new(settings);
-        assert_eq!(sup.handle(Event::Start, t0), vec![Action::Spawn { generation: 1 }]);
-        sup.handle(Event::Spawned { generation: 1, pid: pid(100) }, t0);
+        assert_eq!(
+            sup.handle(Event::Start, t0),
+            vec![Action::Spawn { generation: 1 }]
+        );
+        sup.handle(
+            Event::Spawned {
+                generation: 1,
+                pid: pid(100),
+            },
+            t0,
+        );
         assert!(sup.handle(Event::Ready { generation: 1 }, t0).is_empty());
         sup
     }
@@ -601,16 +661,37 @@ mod tests {
     fn reload_stops_the_old_generation_only_once_the_new_is_ready() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        assert_eq!(sup.handle(Event::Reload, t0), vec![Action::Spawn { generation: 2 }]);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
-        assert!(sup.handle(Event::Tick, t0 + ms(500)).is_empty(), "nothing before ready");
+        assert_eq!(
+            sup.handle(Event::Reload, t0),
+            vec![Action::Spawn { generation: 2 }]
+        );
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
+        assert!(
+            sup.handle(Event::Tick, t0 + ms(500)).is_empty(),
+            "nothing before ready"
+        );
         assert_eq!(
             sup.handle(Event::Ready { generation: 2 }, t0 + ms(600)),
-            vec![Action::Signal { pid: pid(100), signal: TERM }]
+            vec![Action::Signal {
+                pid: pid(100),
+                signal: TERM
+            }]
         );
         assert_eq!(sup.main_pid(), Some(pid(200)));
         assert_eq!(
-            sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Signaled(TERM) }, t0 + ms(700)),
+            sup.handle(
+                Event::Exited {
+                    pid: pid(100),
+                    status: ChildStatus::Signaled(TERM)
+                },
+                t0 + ms(700)
+            ),
             vec![Action::Forget { generation: 1 }]
         );
     }
@@ -620,11 +701,20 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.handle(Event::Reload, t0);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(
             sup.handle(Event::Tick, t0 + Duration::from_secs(1)),
-            vec![Action::Signal { pid: pid(100), signal: TERM }]
+            vec![Action::Signal {
+                pid: pid(100),
+                signal: TERM
+            }]
         );
     }
 
@@ -633,8 +723,20 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.handle(Event::Reload, t0);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
-        let actions = sup.handle(Event::Exited { pid: pid(200), status: ChildStatus::Exited(1) }, t0 + ms(10));
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(200),
+                status: ChildStatus::Exited(1),
+            },
+            t0 + ms(10),
+        );
         assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
         assert_eq!(sup.main_pid(), Some(pid(100)));
         assert_eq!(sup.next_deadline(), None, "no restart, no timers");
@@ -649,17 +751,35 @@ mod tests {
         s.stop_timeout = ms(300);
         let mut sup = serving(s, t0);
         sup.handle(Event::Reload, t0);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
         assert_eq!(
             sup.handle(Event::Tick, t0 + ms(500)),
-            vec![Action::Signal { pid: pid(200), signal: TERM }]
+            vec![Action::Signal {
+                pid: pid(200),
+                signal: TERM
+            }]
         );
         assert_eq!(
             sup.handle(Event::Tick, t0 + ms(800)),
-            vec![Action::Signal { pid: pid(200), signal: Signal::SIGKILL }]
+            vec![Action::Signal {
+                pid: pid(200),
+                signal: Signal::SIGKILL
+            }]
         );
         assert_eq!(sup.main_pid(), Some(pid(100)));
-        sup.handle(Event::Exited { pid: pid(200), status: ChildStatus::Signaled(Signal::SIGKILL) }, t0 + ms(801));
+        sup.handle(
+            Event::Exited {
+                pid: pid(200),
+                status: ChildStatus::Signaled(Signal::SIGKILL),
+            },
+            t0 + ms(801),
+        );
         assert_eq!(sup.main_pid(), Some(pid(100)));
         assert_eq!(sup.next_deadline(), None);
     }
@@ -669,18 +789,43 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.handle(Event::Reload, t0);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
         assert!(sup.handle(Event::Reload, t0).is_empty());
         assert!(sup.handle(Event::Reload, t0).is_empty());
         assert!(sup.handle(Event::Reload, t0).is_empty());
         let actions = sup.handle(Event::Ready { generation: 2 }, t0 + ms(10));
         assert_eq!(
             actions,
-            vec![Action::Signal { pid: pid(100), signal: TERM }, Action::Spawn { generation: 3 }]
+            vec![
+                Action::Signal {
+                    pid: pid(100),
+                    signal: TERM
+                },
+                Action::Spawn { generation: 3 }
+            ]
         );
-        sup.handle(Event::Spawned { generation: 3, pid: pid(300) }, t0 + ms(10));
+        sup.handle(
+            Event::Spawned {
+                generation: 3,
+                pid: pid(300),
+            },
+            t0 + ms(10),
+        );
         let actions = sup.handle(Event::Ready { generation: 3 }, t0 + ms(20));
-        assert_eq!(actions, vec![Action::Signal { pid: pid(200), signal: TERM }], "no fourth generation");
+        assert_eq!(
+            actions,
+            vec![Action::Signal {
+                pid: pid(200),
+                signal: TERM
+            }],
+            "no fourth generation"
+        );
     }
 
     #[test]
@@ -692,14 +837,28 @@ mod tests {
         let mut now = t0;
         let mut pid_counter = 100;
         for expected_delay in [100, 200, 350, 350] {
-            let actions = sup.handle(Event::Exited { pid: pid(pid_counter), status: ChildStatus::Exited(3) }, now);
+            let actions = sup.handle(
+                Event::Exited {
+                    pid: pid(pid_counter),
+                    status: ChildStatus::Exited(3),
+                },
+                now,
+            );
             assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
             assert_eq!(sup.next_deadline(), Some(now + ms(expected_delay)));
             now += ms(expected_delay);
             let actions = sup.handle(Event::Tick, now);
-            let [Action::Spawn { generation }] = actions[..] else { panic!("{actions:?}") };
+            let [Action::Spawn { generation }] = actions[..] else {
+                panic!("{actions:?}")
+            };
             pid_counter += 100;
-            sup.handle(Event::Spawned { generation, pid: pid(pid_counter) }, now);
+            sup.handle(
+                Event::Spawned {
+                    generation,
+                    pid: pid(pid_counter),
+                },
+                now,
+            );
             sup.handle(Event::Ready { generation }, now);
         }
         assert_eq!(sup.restarts, 4);
@@ -713,7 +872,13 @@ mod tests {
             sup.consecutive_failures += 1;
         }
         let later = t0 + Duration::from_secs(60);
-        sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(1) }, later);
+        sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(1),
+            },
+            later,
+        );
         assert_eq!(sup.next_deadline(), Some(later + ms(100)));
     }
 
@@ -723,15 +888,30 @@ mod tests {
         let mut s = settings();
         s.restart = RestartPolicy::Never;
         let mut sup = serving(s, t0);
-        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(7) }, t0);
-        assert_eq!(actions, vec![Action::Forget { generation: 1 }, Action::Exit { status: 7 }]);
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(7),
+            },
+            t0,
+        );
+        assert_eq!(
+            actions,
+            vec![Action::Forget { generation: 1 }, Action::Exit { status: 7 }]
+        );
     }
 
     #[test]
     fn on_failure_exits_zero_after_a_clean_exit() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(0) }, t0);
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(0),
+            },
+            t0,
+        );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 
@@ -742,7 +922,10 @@ mod tests {
         s.restart = RestartPolicy::Never;
         let mut sup = serving(s, t0);
         let actions = sup.handle(
-            Event::Exited { pid: pid(100), status: ChildStatus::Signaled(Signal::SIGSEGV) },
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Signaled(Signal::SIGSEGV),
+            },
             t0,
         );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 139 }));
@@ -754,9 +937,18 @@ mod tests {
         let mut sup = serving(settings(), t0);
         assert_eq!(
             sup.handle(Event::Stop { signal: TERM }, t0),
-            vec![Action::Signal { pid: pid(100), signal: TERM }]
+            vec![Action::Signal {
+                pid: pid(100),
+                signal: TERM
+            }]
         );
-        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Signaled(TERM) }, t0);
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Signaled(TERM),
+            },
+            t0,
+        );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 
@@ -764,8 +956,19 @@ mod tests {
     fn stop_that_the_child_does_not_honour_exits_with_its_status() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Stop { signal: Signal::SIGINT }, t0);
-        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(3) }, t0);
+        sup.handle(
+            Event::Stop {
+                signal: Signal::SIGINT,
+            },
+            t0,
+        );
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(3),
+            },
+            t0,
+        );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 3 }));
     }
 
@@ -777,11 +980,17 @@ mod tests {
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(
             sup.handle(Event::Tick, t0 + Duration::from_secs(10)),
-            vec![Action::Signal { pid: pid(100), signal: Signal::SIGKILL }]
+            vec![Action::Signal {
+                pid: pid(100),
+                signal: Signal::SIGKILL
+            }]
         );
         assert_eq!(sup.next_deadline(), None);
         let actions = sup.handle(
-            Event::Exited { pid: pid(100), status: ChildStatus::Signaled(Signal::SIGKILL) },
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Signaled(Signal::SIGKILL),
+            },
             t0 + Duration::from_secs(10),
         );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 137 }));
@@ -792,15 +1001,42 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.handle(Event::Reload, t0);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
         let actions = sup.handle(Event::Stop { signal: TERM }, t0);
         assert_eq!(
             actions,
-            vec![Action::Signal { pid: pid(100), signal: TERM }, Action::Signal { pid: pid(200), signal: TERM }]
+            vec![
+                Action::Signal {
+                    pid: pid(100),
+                    signal: TERM
+                },
+                Action::Signal {
+                    pid: pid(200),
+                    signal: TERM
+                }
+            ]
         );
-        let actions = sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(0) }, t0);
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(0),
+            },
+            t0,
+        );
         assert!(!actions.contains(&Action::Exit { status: 0 }));
-        let actions = sup.handle(Event::Exited { pid: pid(200), status: ChildStatus::Exited(0) }, t0);
+        let actions = sup.handle(
+            Event::Exited {
+                pid: pid(200),
+                status: ChildStatus::Exited(0),
+            },
+            t0,
+        );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 
@@ -808,10 +1044,23 @@ mod tests {
     fn second_stop_request_kills_at_once() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Stop { signal: Signal::SIGINT }, t0);
+        sup.handle(
+            Event::Stop {
+                signal: Signal::SIGINT,
+            },
+            t0,
+        );
         assert_eq!(
-            sup.handle(Event::Stop { signal: Signal::SIGINT }, t0),
-            vec![Action::Signal { pid: pid(100), signal: Signal::SIGKILL }]
+            sup.handle(
+                Event::Stop {
+                    signal: Signal::SIGINT
+                },
+                t0
+            ),
+            vec![Action::Signal {
+                pid: pid(100),
+                signal: Signal::SIGKILL
+            }]
         );
     }
 
@@ -820,10 +1069,24 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.handle(Event::Reload, t0);
-        sup.handle(Event::Spawned { generation: 2, pid: pid(200) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
         assert_eq!(
-            sup.handle(Event::Forward { signal: Signal::SIGUSR1 }, t0),
-            vec![Action::Signal { pid: pid(100), signal: Signal::SIGUSR1 }]
+            sup.handle(
+                Event::Forward {
+                    signal: Signal::SIGUSR1
+                },
+                t0
+            ),
+            vec![Action::Signal {
+                pid: pid(100),
+                signal: Signal::SIGUSR1
+            }]
         );
     }
 
@@ -832,10 +1095,25 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(settings());
         sup.handle(Event::Start, t0);
-        sup.handle(Event::Spawned { generation: 1, pid: pid(100) }, t0);
-        sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Exited(1) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 1,
+                pid: pid(100),
+            },
+            t0,
+        );
+        sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(1),
+            },
+            t0,
+        );
         assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
-        assert_eq!(sup.handle(Event::Reload, t0), vec![Action::Spawn { generation: 2 }]);
+        assert_eq!(
+            sup.handle(Event::Reload, t0),
+            vec![Action::Spawn { generation: 2 }]
+        );
     }
 
     #[test]
@@ -863,9 +1141,21 @@ mod tests {
         s.ready_timeout = ms(100);
         let mut sup = Supervisor::new(s);
         sup.handle(Event::Start, t0);
-        sup.handle(Event::Spawned { generation: 1, pid: pid(100) }, t0);
+        sup.handle(
+            Event::Spawned {
+                generation: 1,
+                pid: pid(100),
+            },
+            t0,
+        );
         sup.handle(Event::Tick, t0 + ms(100));
-        sup.handle(Event::Exited { pid: pid(100), status: ChildStatus::Signaled(TERM) }, t0 + ms(110));
+        sup.handle(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Signaled(TERM),
+            },
+            t0 + ms(110),
+        );
         assert_eq!(sup.next_deadline(), Some(t0 + ms(210)));
     }
 
@@ -873,7 +1163,16 @@ mod tests {
     fn orphans_are_reaped_quietly() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        assert!(sup.handle(Event::Exited { pid: pid(999), status: ChildStatus::Exited(0) }, t0).is_empty());
+        assert!(
+            sup.handle(
+                Event::Exited {
+                    pid: pid(999),
+                    status: ChildStatus::Exited(0)
+                },
+                t0
+            )
+            .is_empty()
+        );
         assert_eq!(sup.main_pid(), Some(pid(100)));
     }
 }

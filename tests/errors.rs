@@ -1,0 +1,150 @@
+//! Bad input: one clear error line naming the culprit, and the documented
+//! exit status.
+
+use crate::harness::*;
+
+/// Runs sockhold, expects it to fail at once with `code`, and returns its
+/// one error line.
+fn fails_with(code: i32, args: &[&str]) -> String {
+    let (got, log) = run_to_exit(args);
+    assert_eq!(got, code, "exit status for {args:?}; log:\n{log}");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("sockhold: error: "))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "exactly one error line for {args:?}; log:\n{log}"
+    );
+    errors[0].to_string()
+}
+
+#[test]
+fn invalid_address_is_a_usage_error() {
+    let line = fails_with(64, &["-l", "example.com:80", "--", "true"]);
+    assert!(
+        line.contains("'example.com:80'") && line.contains("not an IP address"),
+        "{line}"
+    );
+}
+
+#[test]
+fn port_out_of_range_is_a_usage_error() {
+    let line = fails_with(64, &["-l", "127.0.0.1:65536", "--", "true"]);
+    assert!(
+        line.contains("'127.0.0.1:65536'") && line.contains("port out of range"),
+        "{line}"
+    );
+}
+
+#[test]
+fn address_in_use_is_an_os_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let line = fails_with(71, &["-l", &address, "--", "true"]);
+    assert!(
+        line.contains(&format!(
+            "cannot listen on '{address}': address already in use"
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn permission_denied_exits_77() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run sockhold as another user");
+        return;
+    }
+    // As nobody, a port below 1024 is refused by the kernel.
+    let mut sockhold = Sockhold::command()
+        .uid(65534, 65534)
+        .args(["-l", "127.0.0.1:1", "--", "/bin/true"])
+        .start();
+    let status = sockhold.wait_exit();
+    let log = sockhold.log_text();
+    assert_eq!(status.code(), Some(77), "{log}");
+    assert!(
+        log.contains("cannot listen on '127.0.0.1:1': permission denied"),
+        "{log}"
+    );
+}
+
+#[test]
+fn missing_command_exits_127() {
+    let line = fails_with(
+        127,
+        &["-l", "127.0.0.1:0", "--", "no-such-command-sockhold-test"],
+    );
+    assert!(
+        line.contains("'no-such-command-sockhold-test': command not found"),
+        "{line}"
+    );
+}
+
+#[test]
+fn non_executable_command_exits_126() {
+    let dir = TempDir::new();
+    let script = dir.join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let line = fails_with(126, &["-l", "127.0.0.1:0", "--", script.to_str().unwrap()]);
+    assert!(line.contains("no execute permission"), "{line}");
+}
+
+#[test]
+fn unknown_signal_name_is_a_usage_error() {
+    let line = fails_with(
+        64,
+        &[
+            "--stop-signal",
+            "SIGNOPE",
+            "-l",
+            "127.0.0.1:0",
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        line.contains("'SIGNOPE'") && line.contains("unknown signal"),
+        "{line}"
+    );
+    let line = fails_with(
+        64,
+        &[
+            "--forward-signals",
+            "USR1,BOGUS",
+            "-l",
+            "127.0.0.1:0",
+            "--",
+            "true",
+        ],
+    );
+    assert!(line.contains("'BOGUS'"), "{line}");
+}
+
+#[test]
+fn bad_duration_is_a_usage_error() {
+    let line = fails_with(
+        64,
+        &["--stop-timeout", "soon", "-l", "127.0.0.1:0", "--", "true"],
+    );
+    assert!(
+        line.contains("'soon'") && line.contains("not a duration"),
+        "{line}"
+    );
+}
+
+#[test]
+fn missing_command_on_the_command_line_is_a_usage_error() {
+    let line = fails_with(64, &["-l", "127.0.0.1:0"]);
+    assert!(line.contains("COMMAND"), "{line}");
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let (code, _) = run_to_exit(&["--help"]);
+    assert_eq!(code, 0);
+    let (code, _) = run_to_exit(&["--version"]);
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,319 @@
+//! What every integration test needs: a sockhold process started on port 0
+//! in its own temp dir, its log lines as events to wait on, clients, and
+//! cleanup by pid of everything it started (sockhold and every child pid
+//! it logged), so that no test leaves a process behind.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn sockhold_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sockhold")
+}
+
+pub fn test_child_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_test_child")
+}
+
+/// A fresh directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        // Short: Unix socket paths are limited to 107 bytes.
+        let path = std::env::temp_dir().join(format!(
+            "sh{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running sockhold, its stderr as a stream of lines.
+pub struct Sockhold {
+    pub pid: Pid,
+    lines: Receiver<String>,
+    /// Every line seen so far (the stream is consumed by waits).
+    pub log: Arc<Mutex<Vec<String>>>,
+    exit: Receiver<ExitStatus>,
+    exit_status: Option<ExitStatus>,
+    /// Child pids read from "generation N started: pid P" lines.
+    child_pids: Arc<Mutex<Vec<Pid>>>,
+    /// sockhold's working directory, removed when the test ends.
+    _dir: TempDir,
+}
+
+pub struct Builder {
+    command: Command,
+    dir: TempDir,
+}
+
+impl Builder {
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Builder {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Builder {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Runs `hook` in the forked child before exec (e.g. to leak an fd).
+    ///
+    /// # Safety
+    /// As `CommandExt::pre_exec`: the hook must be async-signal-safe.
+    pub unsafe fn pre_exec(
+        mut self,
+        hook: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Builder {
+        // SAFETY: passed on from the caller's contract.
+        unsafe { self.command.pre_exec(hook) };
+        self
+    }
+
+    pub fn uid(mut self, uid: u32, gid: u32) -> Builder {
+        self.command.uid(uid).gid(gid);
+        self
+    }
+
+    pub fn start(mut self) -> Sockhold {
+        self.command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("start sockhold");
+        let pid = Pid::from_raw(child.id() as i32);
+        let stderr = child.stderr.take().unwrap();
+        let (line_tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let child_pids = Arc::new(Mutex::new(Vec::new()));
+        {
+            let log = Arc::clone(&log);
+            let child_pids = Arc::clone(&child_pids);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(pid) = line.split("started: pid ").nth(1) {
+                        if let Ok(pid) = pid.trim().parse::<i32>() {
+                            child_pids.lock().unwrap().push(Pid::from_raw(pid));
+                        }
+                    }
+                    if std::env::var_os("SOCKHOLD_TEST_ECHO").is_some() {
+                        eprintln!("[{pid}] {line}");
+                    }
+                    log.lock().unwrap().push(line.clone());
+                    let _ = line_tx.send(line);
+                }
+            });
+        }
+        let (exit_tx, exit) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_tx.send(status);
+            }
+        });
+        Sockhold {
+            pid,
+            lines,
+            log,
+            exit,
+            exit_status: None,
+            child_pids,
+            _dir: self.dir,
+        }
+    }
+}
+
+impl Sockhold {
+    /// `sockhold` with these arguments, in a new temp dir.
+    pub fn command() -> Builder {
+        let dir = TempDir::new();
+        let mut command = Command::new(sockhold_bin());
+        command.current_dir(dir.path());
+        Builder { command, dir }
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log so far
+    /// if it does not come within `WAIT` or sockhold exits first.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_within(needle, WAIT).unwrap_or_else(|| {
+            panic!(
+                "no log line with {needle:?} within {WAIT:?}; log:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    pub fn wait_for_within(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return None;
+                }
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The real address of the n-th TCP socket (from the "listening on" lines).
+    pub fn tcp_address(&self, index: usize) -> SocketAddr {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found: Vec<SocketAddr> = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|line| line.split("listening on tcp ").nth(1))
+                .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+                .collect();
+            if let Some(address) = found.get(index) {
+                return *address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no tcp socket {index} in log:\n{}",
+                self.log_text()
+            );
+            self.wait_for_within("listening on", Duration::from_millis(100));
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid, signal).expect("signal sockhold");
+    }
+
+    /// Waits for sockhold to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit_status {
+            return status;
+        }
+        let status = self.exit.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!(
+                "sockhold did not exit within {WAIT:?}; log:\n{}",
+                self.log_text()
+            )
+        });
+        self.exit_status = Some(status);
+        // Let the reader thread take the last lines.
+        let _ = self.wait_for_within("\u{0}never", Duration::from_millis(50));
+        status
+    }
+
+    pub fn child_pids(&self) -> Vec<Pid> {
+        self.child_pids.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sockhold {
+    fn drop(&mut self) {
+        if self.exit_status.is_none() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.exit.recv_timeout(WAIT);
+        }
+        for pid in self.child_pids() {
+            // Children are ours (or already reaped and gone); SIGKILL by
+            // pid, never by name.
+            if pid_is_alive(pid) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+pub fn pid_is_alive(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Connects, reads everything the server says, and returns it.
+pub fn request_tcp(address: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::Error::other("empty answer"));
+    }
+    Ok(answer)
+}
+
+pub fn request_unix(path: &Path) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::Error::other("empty answer"));
+    }
+    Ok(answer)
+}
+
+/// The `pid=` field of a test_child answer.
+pub fn answer_pid(answer: &str) -> i32 {
+    answer
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("pid="))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in answer {answer:?}"))
+}
+
+/// Runs sockhold to completion (for commands that must fail at once) and
+/// returns its exit code and log.
+pub fn run_to_exit(args: &[&str]) -> (i32, String) {
+    let mut sockhold = Sockhold::command().args(args).start();
+    let status = sockhold.wait_exit();
+    (status.code().unwrap_or(-1), sockhold.log_text())
+}

@@ -1,0 +1,477 @@
+//! `test_child`: a tiny server that the integration tests run under `sockhold`.
+//!
+//! It takes its listening sockets the way a socket-activated daemon does
+//! (`LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`, fds 3..; or Server::Starter's
+//! `SERVER_STARTER_PORT`), answers every connection with one line naming its
+//! pid (so a test can tell which generation served it), and can misbehave on
+//! request: exit at once, boot slowly, ignore SIGTERM, crash later...
+//!
+//! Usage: `test_child [OPTIONS]`
+//!
+//! ```text
+//! --exit-at-start CODE  exit with CODE right after the LISTEN_PID check
+//! --ready-after MS      sleep MS ms, send READY=1 to $NOTIFY_SOCKET, then serve
+//! --never-ready         serve at once, never send READY=1 (the default)
+//! --ignore-term         ignore SIGTERM (the supervisor has to SIGKILL us)
+//! --term-exit CODE      on SIGTERM, exit with CODE (default: die of SIGTERM)
+//! --exit-after MS       after MS ms of serving, exit with --exit-code
+//! --exit-code N         status for --exit-after (default 1)
+//! --die-by-signal SIG   with --exit-after: raise signal number SIG instead
+//! --report              answer with a report of what the supervisor gave us
+//! --tag TEXT            add `tag=TEXT` to answers
+//! --graceful            on SIGTERM, finish the connection in hand and exit 0
+//! --log-signals         print `test_child: got SIG...` on USR1/USR2/WINCH/QUIT
+//! ```
+//!
+//! Plain answer: `pid=<pid>[ tag=<TEXT>] fd=<listening fd>\n`.
+//!
+//! Exit codes: 2 = bad command line, 3 = bad environment (LISTEN_PID is not
+//! ours, no sockets passed), 0 = every listening fd was closed or failed.
+//!
+//! It has no Rust `main`: `#![no_main]` plus a C `main` skips the std runtime
+//! start-up, which would otherwise set SIGPIPE to SIG_IGN and reopen closed
+//! fds 0-2 on /dev/null before we could look, hiding exactly what `--report`
+//! is meant to show (the fds and signal state the supervisor left us).
+
+#![no_main]
+
+use std::ffi::{CStr, c_char, c_int};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigHandler, SigSet, Signal, raise, signal};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, accept, recv, send, sendto,
+    shutdown, socket,
+};
+
+/// Command-line options, see the module doc.
+#[derive(Default)]
+struct Opts {
+    exit_at_start: Option<i32>,
+    ready_after: Option<u64>,
+    ignore_term: bool,
+    term_exit: Option<i32>,
+    exit_after: Option<u64>,
+    exit_code: Option<i32>,
+    die_by_signal: Option<i32>,
+    report: bool,
+    tag: Option<String>,
+    graceful: bool,
+    log_signals: bool,
+}
+
+/// What the supervisor handed us, captured before we change anything.
+struct Snapshot {
+    fds: Vec<RawFd>,
+    sig_ign: String,
+    sig_blk: String,
+}
+
+/// Exit status used by the SIGTERM handler (`--term-exit`).
+static TERM_EXIT_CODE: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_sigterm(_: c_int) {
+    // SAFETY: _exit is async-signal-safe; it skips atexit handlers and flushing.
+    unsafe { libc::_exit(TERM_EXIT_CODE.load(Ordering::Relaxed)) }
+}
+
+/// Write end of the self-pipe that `--graceful` SIGTERM wakes poll with.
+static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_graceful_term(_: c_int) {
+    let fd = STOP_PIPE.load(Ordering::Relaxed);
+    // SAFETY: write(2) is async-signal-safe; the pipe stays open for life.
+    unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+}
+
+extern "C" fn on_logged_signal(number: c_int) {
+    let message: &[u8] = match number {
+        libc::SIGUSR1 => b"test_child: got SIGUSR1\n",
+        libc::SIGUSR2 => b"test_child: got SIGUSR2\n",
+        libc::SIGWINCH => b"test_child: got SIGWINCH\n",
+        libc::SIGQUIT => b"test_child: got SIGQUIT\n",
+        _ => b"test_child: got another signal\n",
+    };
+    // SAFETY: write(2) is async-signal-safe.
+    unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+}
+
+/// Installs `handler` without SA_RESTART, so that a blocking accept(2) is
+/// interrupted and the serve loop sees the stop request at once.
+fn install(signal_number: Signal, handler: extern "C" fn(c_int)) {
+    let action = nix::sys::signal::SigAction::new(
+        SigHandler::Handler(handler),
+        nix::sys::signal::SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handlers only make async-signal-safe calls.
+    unsafe { nix::sys::signal::sigaction(signal_number, &action) }.expect("install handler");
+}
+
+/// C entry point (see the module doc for why this is not a Rust `main`).
+/// argv is read from here rather than `std::env::args`, which without the
+/// std runtime is only filled in on glibc.
+#[unsafe(no_mangle)]
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    // First thing: nothing may open an fd or touch a signal before this.
+    let snapshot = Snapshot::take();
+
+    let args: Vec<String> = (1..argc.max(0) as usize)
+        .map(|i| {
+            // SAFETY: the C runtime passes argc valid NUL-terminated strings.
+            let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
+            arg.to_string_lossy().into_owned()
+        })
+        .collect();
+    let opts = match parse_args(&args) {
+        Ok(opts) => opts,
+        Err(msg) => {
+            eprintln!("test_child: {msg}");
+            return 2;
+        }
+    };
+
+    let pid = std::process::id();
+    check_listen_pid(pid);
+    if let Some(code) = opts.exit_at_start {
+        return code;
+    }
+
+    if opts.ignore_term {
+        // SAFETY: a plain disposition change.
+        unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
+    } else if let Some(code) = opts.term_exit {
+        TERM_EXIT_CODE.store(code, Ordering::Relaxed);
+        // SAFETY: the handler only calls _exit.
+        unsafe { signal(Signal::SIGTERM, SigHandler::Handler(on_sigterm)) }
+            .expect("install SIGTERM handler");
+    }
+
+    let mut stop_read = None;
+    if opts.graceful {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .expect("pipe2");
+        STOP_PIPE.store(
+            std::os::fd::IntoRawFd::into_raw_fd(write),
+            Ordering::Relaxed,
+        );
+        install(Signal::SIGTERM, on_graceful_term);
+        stop_read = Some(std::os::fd::IntoRawFd::into_raw_fd(read));
+    }
+    if opts.log_signals {
+        for number in [
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+            Signal::SIGQUIT,
+        ] {
+            install(number, on_logged_signal);
+        }
+    }
+
+    let fds = listening_fds();
+
+    if let Some(ms) = opts.ready_after {
+        // Not serving while "booting" lets a test tell a ready child from a booting one.
+        std::thread::sleep(Duration::from_millis(ms));
+        notify_ready();
+    }
+
+    serve(fds, stop_read, &opts, &snapshot, pid)
+}
+
+fn parse_args(args: &[String]) -> Result<Opts, String> {
+    fn value<T: std::str::FromStr>(
+        it: &mut std::slice::Iter<String>,
+        name: &str,
+    ) -> Result<T, String> {
+        let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
+        v.parse().map_err(|_| format!("{name}: bad value {v:?}"))
+    }
+
+    let mut opts = Opts::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--exit-at-start" => opts.exit_at_start = Some(value(&mut it, arg)?),
+            "--ready-after" => opts.ready_after = Some(value(&mut it, arg)?),
+            "--never-ready" => opts.ready_after = None,
+            "--ignore-term" => opts.ignore_term = true,
+            "--term-exit" => opts.term_exit = Some(value(&mut it, arg)?),
+            "--exit-after" => opts.exit_after = Some(value(&mut it, arg)?),
+            "--exit-code" => opts.exit_code = Some(value(&mut it, arg)?),
+            "--die-by-signal" => opts.die_by_signal = Some(value(&mut it, arg)?),
+            "--report" => opts.report = true,
+            "--tag" => opts.tag = Some(value(&mut it, arg)?),
+            "--graceful" => opts.graceful = true,
+            "--log-signals" => opts.log_signals = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if opts.ignore_term && opts.term_exit.is_some() {
+        return Err("--ignore-term and --term-exit exclude each other".into());
+    }
+    if opts.exit_after.is_none() && (opts.exit_code.is_some() || opts.die_by_signal.is_some()) {
+        return Err("--exit-code and --die-by-signal need --exit-after".into());
+    }
+    if let Some(sig) = opts.die_by_signal {
+        Signal::try_from(sig).map_err(|_| format!("--die-by-signal: bad signal {sig}"))?;
+    }
+    Ok(opts)
+}
+
+impl Snapshot {
+    fn take() -> Snapshot {
+        // fds first: reading /proc/self/status below opens (and closes) one more.
+        let fds = open_fds();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map_or_else(|| "?".to_string(), |v| v.trim().to_string())
+        };
+        Snapshot {
+            fds,
+            sig_ign: field("SigIgn:"),
+            sig_blk: field("SigBlk:"),
+        }
+    }
+}
+
+/// Sorted fds open in this process, without the one used to list them.
+fn open_fds() -> Vec<RawFd> {
+    // collect() consumes the ReadDir, so its own fd is closed once this returns.
+    let mut fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    // The directory's fd was in the listing but is closed now: keep only fds still open.
+    // SAFETY: F_GETFD only queries the descriptor.
+    fds.retain(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1);
+    fds.sort_unstable();
+    fds
+}
+
+/// Exit 3 unless LISTEN_PID (when set, or required by LISTEN_FDS) is our pid.
+fn check_listen_pid(pid: u32) {
+    let listen_pid = std::env::var("LISTEN_PID").ok();
+    if listen_pid.is_none() && std::env::var_os("LISTEN_FDS").is_none() {
+        return; // Server::Starter mode: no LISTEN_PID to check.
+    }
+    if listen_pid.as_deref() != Some(pid.to_string().as_str()) {
+        let shown = listen_pid.unwrap_or_else(|| "UNSET".into());
+        eprintln!("test_child: LISTEN_PID={shown} but my pid is {pid}");
+        std::process::exit(3);
+    }
+}
+
+/// Listening fds from LISTEN_FDS, else from SERVER_STARTER_PORT; exit 3 if neither.
+fn listening_fds() -> Vec<RawFd> {
+    let fail = |msg: String| -> ! {
+        eprintln!("test_child: {msg}");
+        std::process::exit(3)
+    };
+    if let Ok(n) = std::env::var("LISTEN_FDS") {
+        let n: RawFd = n
+            .parse()
+            .unwrap_or_else(|_| fail(format!("bad LISTEN_FDS={n:?}")));
+        return (3..3 + n).collect();
+    }
+    if let Ok(spec) = std::env::var("SERVER_STARTER_PORT") {
+        // "host:port=fd;path=fd;..." -- the fd is after the last '='.
+        return spec
+            .split(';')
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .rsplit_once('=')
+                    .and_then(|(_, fd)| fd.parse().ok())
+                    .unwrap_or_else(|| fail(format!("bad SERVER_STARTER_PORT entry {entry:?}")))
+            })
+            .collect();
+    }
+    fail("neither LISTEN_FDS nor SERVER_STARTER_PORT is set".into())
+}
+
+/// Send READY=1 to $NOTIFY_SOCKET; problems are reported but not fatal.
+fn notify_ready() {
+    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+        eprintln!("test_child: --ready-after but NOTIFY_SOCKET is not set");
+        return;
+    };
+    let result = (|| {
+        let addr = match path.strip_prefix('@') {
+            Some(name) => UnixAddr::new_abstract(name.as_bytes())?,
+            None => UnixAddr::new(path.as_str())?,
+        };
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        sendto(sock.as_raw_fd(), b"READY=1", &addr, MsgFlags::empty())
+    })();
+    if let Err(e) = result {
+        eprintln!("test_child: sending READY=1 to {path}: {e}");
+    }
+}
+
+/// Accept loop over all listening fds; returns the exit status.
+fn serve(
+    mut fds: Vec<RawFd>,
+    stop_read: Option<RawFd>,
+    opts: &Opts,
+    snapshot: &Snapshot,
+    pid: u32,
+) -> c_int {
+    let had_fds = !fds.is_empty();
+    let deadline = opts
+        .exit_after
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    loop {
+        if had_fds && fds.is_empty() {
+            return 0; // every listening fd is gone
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return exit_now(opts);
+                }
+                // Round up so we do not spin on a sub-millisecond remainder.
+                PollTimeout::try_from(left.as_millis() + 1).unwrap_or(PollTimeout::MAX)
+            }
+        };
+
+        let revents: Vec<PollFlags> = {
+            let mut pfds: Vec<PollFd> = fds
+                .iter()
+                .chain(stop_read.iter())
+                // SAFETY: the fds stay open for this scope (we never close them).
+                .map(|&fd| PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::POLLIN))
+                .collect();
+            match poll(&mut pfds, timeout) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("test_child: poll: {e}");
+                    return 1;
+                }
+            }
+            pfds.iter()
+                .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+                .collect()
+        };
+        if stop_read.is_some() && revents[fds.len()].contains(PollFlags::POLLIN) {
+            return 0; // graceful SIGTERM: nothing in hand
+        }
+
+        let mut dead = Vec::new();
+        for (&fd, rev) in fds.iter().zip(revents) {
+            if rev.intersects(PollFlags::POLLNVAL | PollFlags::POLLERR) {
+                dead.push(fd);
+            } else if rev.contains(PollFlags::POLLIN) {
+                if !handle_one(fd, opts, snapshot, pid) {
+                    dead.push(fd);
+                }
+            } else if rev.contains(PollFlags::POLLHUP) {
+                dead.push(fd);
+            }
+        }
+        fds.retain(|fd| !dead.contains(fd));
+    }
+}
+
+/// Accept and answer one connection on `listener`.
+/// Returns false if the listening fd itself is unusable.
+fn handle_one(listener: RawFd, opts: &Opts, snapshot: &Snapshot, pid: u32) -> bool {
+    let conn = match accept(listener) {
+        // SAFETY: accept just gave us this fd; OwnedFd closes it on drop.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        // Someone else took it (O_NONBLOCK listener shared with another process), or a
+        // per-connection failure: keep serving.
+        Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO) => return true,
+        Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => return true,
+        Err(e) => {
+            eprintln!("test_child: accept on fd {listener}: {e}");
+            return false;
+        }
+    };
+    let c = conn.as_raw_fd();
+
+    // Swallow whatever the client already sent: closing with unread data makes the
+    // kernel send RST, which can destroy our answer before the client reads it.
+    let mut buf = [0u8; 4096];
+    while matches!(recv(c, &mut buf, MsgFlags::MSG_DONTWAIT), Ok(n) if n > 0) {}
+
+    let answer = if opts.report {
+        report(snapshot, pid, opts.tag.as_deref())
+    } else {
+        let tag = opts
+            .tag
+            .as_ref()
+            .map(|t| format!(" tag={t}"))
+            .unwrap_or_default();
+        format!("pid={pid}{tag} fd={listener}\n")
+    };
+
+    // MSG_NOSIGNAL: a vanished client must not kill us with SIGPIPE. Errors
+    // (EPIPE, ECONNRESET, ...) only end this connection.
+    let mut rest = answer.as_bytes();
+    while !rest.is_empty() {
+        match send(c, rest, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = shutdown(c, Shutdown::Write);
+    true
+}
+
+fn report(snapshot: &Snapshot, pid: u32, tag: Option<&str>) -> String {
+    let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "UNSET".into());
+    let fds: Vec<String> = snapshot.fds.iter().map(|fd| fd.to_string()).collect();
+    let mut out = format!("pid={pid}\n");
+    if let Some(tag) = tag {
+        out += &format!("tag={tag}\n");
+    }
+    out += &format!("fds={}\n", fds.join(" "));
+    for name in [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+    ] {
+        out += &format!("{name}={}\n", env(name));
+    }
+    out += &format!("SigIgn={}\nSigBlk={}\n", snapshot.sig_ign, snapshot.sig_blk);
+    out
+}
+
+/// End of `--exit-after`: exit with --exit-code, or die of --die-by-signal.
+fn exit_now(opts: &Opts) -> c_int {
+    if let Some(sig) = opts.die_by_signal.and_then(|s| Signal::try_from(s).ok()) {
+        // Make sure the signal is neither ignored (e.g. --ignore-term) nor blocked.
+        // SAFETY: restoring the default disposition.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+        let mut set = SigSet::empty();
+        set.add(sig);
+        let _ = set.thread_unblock();
+        let _ = raise(sig);
+        // Still alive: the signal's default action is not fatal (e.g. SIGCHLD).
+        eprintln!("test_child: survived signal {sig}");
+    }
+    opts.exit_code.unwrap_or(1)
+}

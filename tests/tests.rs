@@ -1,0 +1,10 @@
+//! Integration tests: the real sockhold binary, real child processes,
+//! loopback and Unix sockets. One test binary; one module per behaviour.
+
+mod harness;
+
+mod child_world;
+mod errors;
+mod exit_status;
+mod reload;
+mod unix_sockets;
