@@ -134,6 +134,9 @@ impl EventLoop {
                     }
                     Action::Forget { generation } => self.forget(generation),
                     Action::Exit { status } => return Some(status),
+                    // Outcomes for outside watchers (systemd, control
+                    // clients); the log already tells them to a person.
+                    Action::Report(_) => {}
                 }
             }
         }

@@ -91,6 +91,36 @@ pub enum Action {
     Exit {
         status: i32,
     },
+    /// Something that those watching from outside (systemd, control
+    /// clients) want to know.
+    Report(Report),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// A generation started at launch or after a crash is ready.
+    Ready { generation: GenerationId, pid: Pid },
+    /// A reload began: this generation is starting next to the current one.
+    ReloadStarted { generation: GenerationId },
+    /// The reloaded generation is ready and now current.
+    ReloadSucceeded { generation: GenerationId, pid: Pid },
+    /// The reloaded generation did not become ready; the old one serves on.
+    ReloadFailed {
+        generation: GenerationId,
+        reason: String,
+    },
+    /// A reload that was not even attempted.
+    ReloadRefused { reason: String },
+    /// sockhold is stopping every generation.
+    Stopping,
+}
+
+/// Why a generation was started; a reload's outcome is reported as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Launch,
+    Reload,
+    Restart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +149,7 @@ struct Generation {
     pid: Option<Pid>,
     role: Role,
     started_at: Instant,
+    cause: Cause,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +201,7 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         match event {
-            Event::Start => self.start_generation(now, &mut actions),
+            Event::Start => self.start_generation(Cause::Launch, now, &mut actions),
             Event::Reload => self.reload(now, &mut actions),
             Event::Stop { signal } => self.stop(signal, now, &mut actions),
             Event::Forward { signal } => self.forward(signal, &mut actions),
@@ -185,6 +216,7 @@ impl Supervisor {
                     actions.push(Action::Forget { generation });
                     self.failed_before_ready(
                         g.id,
+                        g.cause,
                         &format!("could not start ({reason})"),
                         status,
                         now,
@@ -266,7 +298,7 @@ impl Supervisor {
             .rposition(|g| matches!(g.role, Role::Starting { .. }))
     }
 
-    fn start_generation(&mut self, now: Instant, actions: &mut Vec<Action>) {
+    fn start_generation(&mut self, cause: Cause, now: Instant, actions: &mut Vec<Action>) {
         let id = self.next_id;
         self.next_id += 1;
         self.generations.push(Generation {
@@ -277,8 +309,12 @@ impl Supervisor {
                 give_up_at: now + self.settings.ready_timeout,
             },
             started_at: now,
+            cause,
         });
         actions.push(Action::Spawn { generation: id });
+        if cause == Cause::Reload {
+            actions.push(Action::Report(Report::ReloadStarted { generation: id }));
+        }
     }
 
     fn spawned(&mut self, generation: GenerationId, pid: Pid, now: Instant) {
@@ -303,11 +339,14 @@ impl Supervisor {
         match self.phase {
             Phase::ShuttingDown { .. } | Phase::Exited => {
                 log::info!("reload ignored: sockhold is stopping");
+                actions.push(Action::Report(Report::ReloadRefused {
+                    reason: "sockhold is stopping".to_string(),
+                }));
             }
             Phase::WaitingToRestart { .. } => {
                 log::info!("reload: starting a new generation now instead of waiting to restart");
                 self.phase = Phase::Running;
-                self.start_generation(now, actions);
+                self.start_generation(Cause::Reload, now, actions);
             }
             Phase::Running => {
                 if let Some(index) = self.newest_starting() {
@@ -320,7 +359,7 @@ impl Supervisor {
                     }
                 } else {
                     log::info!("reload: starting generation {}", self.next_id);
-                    self.start_generation(now, actions);
+                    self.start_generation(Cause::Reload, now, actions);
                 }
             }
         }
@@ -358,6 +397,7 @@ impl Supervisor {
             return;
         }
         log::info!("{} received: stopping", signals::name(signal));
+        actions.push(Action::Report(Report::Stopping));
         let primary = self
             .current()
             .or_else(|| self.newest_starting())
@@ -402,11 +442,19 @@ impl Supervisor {
         if let Some(old) = self.current() {
             self.stop_generation(old, now, actions);
         }
-        self.generations[index].role = Role::Current { since: now };
+        let promoted = &mut self.generations[index];
+        promoted.role = Role::Current { since: now };
+        if let Some(pid) = promoted.pid {
+            let generation = promoted.id;
+            actions.push(Action::Report(match promoted.cause {
+                Cause::Reload => Report::ReloadSucceeded { generation, pid },
+                Cause::Launch | Cause::Restart => Report::Ready { generation, pid },
+            }));
+        }
         if self.reload_queued {
             self.reload_queued = false;
             log::info!("reload: starting queued generation {}", self.next_id);
-            self.start_generation(now, actions);
+            self.start_generation(Cause::Reload, now, actions);
         }
     }
 
@@ -446,7 +494,7 @@ impl Supervisor {
             }
             Role::Starting { .. } => {
                 let why = format!("exited with {status} before ready");
-                self.failed_before_ready(g.id, &why, status, now, actions);
+                self.failed_before_ready(g.id, g.cause, &why, status, now, actions);
             }
             Role::Current { since } => {
                 log::warn!(
@@ -470,11 +518,18 @@ impl Supervisor {
     fn failed_before_ready(
         &mut self,
         generation: GenerationId,
+        cause: Cause,
         why: &str,
         status: ChildStatus,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
+        if cause == Cause::Reload {
+            actions.push(Action::Report(Report::ReloadFailed {
+                generation,
+                reason: format!("generation {generation} {why}"),
+            }));
+        }
         if self.phase != Phase::Running {
             log::info!("generation {generation} {why}");
             return;
@@ -488,7 +543,7 @@ impl Supervisor {
                 if self.reload_queued {
                     self.reload_queued = false;
                     log::info!("reload: starting queued generation {}", self.next_id);
-                    self.start_generation(now, actions);
+                    self.start_generation(Cause::Reload, now, actions);
                 }
             }
             None => {
@@ -551,7 +606,7 @@ impl Supervisor {
         if let Phase::WaitingToRestart { at } = self.phase {
             if at <= now {
                 self.phase = Phase::Running;
-                self.start_generation(now, actions);
+                self.start_generation(Cause::Restart, now, actions);
             }
         }
         let mut index = 0;
@@ -599,6 +654,12 @@ impl Supervisor {
     fn not_ready_in_time(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
         let id = self.generations[index].id;
         let timeout = format_duration(self.settings.ready_timeout);
+        if self.generations[index].cause == Cause::Reload {
+            actions.push(Action::Report(Report::ReloadFailed {
+                generation: id,
+                reason: format!("generation {id} not ready after {timeout}"),
+            }));
+        }
         let current = self.current().map(|current| self.generations[current].id);
         match current {
             Some(current) => log::warn!(
@@ -616,7 +677,7 @@ impl Supervisor {
             }
         } else if self.reload_queued {
             self.reload_queued = false;
-            self.start_generation(now, actions);
+            self.start_generation(Cause::Reload, now, actions);
         }
     }
 }
@@ -626,6 +687,27 @@ mod tests {
     use super::*;
 
     const TERM: Signal = Signal::SIGTERM;
+
+    impl Supervisor {
+        /// `handle` without the reports: what the driver must do.
+        fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+            self.handle(event, now)
+                .into_iter()
+                .filter(|action| !matches!(action, Action::Report(_)))
+                .collect()
+        }
+
+        /// Only the reports.
+        fn reports(&mut self, event: Event, now: Instant) -> Vec<Report> {
+            self.handle(event, now)
+                .into_iter()
+                .filter_map(|action| match action {
+                    Action::Report(report) => Some(report),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
 
     fn settings() -> SupervisorSettings {
         SupervisorSettings::default()
@@ -643,17 +725,17 @@ mod tests {
     fn serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
         let mut sup = Supervisor::new(settings);
         assert_eq!(
-            sup.handle(Event::Start, t0),
+            sup.step(Event::Start, t0),
             vec![Action::Spawn { generation: 1 }]
         );
-        sup.handle(
+        sup.step(
             Event::Spawned {
                 generation: 1,
                 pid: pid(100),
             },
             t0,
         );
-        assert!(sup.handle(Event::Ready { generation: 1 }, t0).is_empty());
+        assert!(sup.step(Event::Ready { generation: 1 }, t0).is_empty());
         sup
     }
 
@@ -662,10 +744,10 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         assert_eq!(
-            sup.handle(Event::Reload, t0),
+            sup.step(Event::Reload, t0),
             vec![Action::Spawn { generation: 2 }]
         );
-        sup.handle(
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
@@ -673,11 +755,11 @@ mod tests {
             t0,
         );
         assert!(
-            sup.handle(Event::Tick, t0 + ms(500)).is_empty(),
+            sup.step(Event::Tick, t0 + ms(500)).is_empty(),
             "nothing before ready"
         );
         assert_eq!(
-            sup.handle(Event::Ready { generation: 2 }, t0 + ms(600)),
+            sup.step(Event::Ready { generation: 2 }, t0 + ms(600)),
             vec![Action::Signal {
                 pid: pid(100),
                 signal: TERM
@@ -685,7 +767,7 @@ mod tests {
         );
         assert_eq!(sup.main_pid(), Some(pid(200)));
         assert_eq!(
-            sup.handle(
+            sup.step(
                 Event::Exited {
                     pid: pid(100),
                     status: ChildStatus::Signaled(TERM)
@@ -700,8 +782,8 @@ mod tests {
     fn delay_mode_makes_a_running_child_ready_after_the_delay() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Reload, t0);
-        sup.handle(
+        sup.step(Event::Reload, t0);
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
@@ -710,7 +792,7 @@ mod tests {
         );
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(
-            sup.handle(Event::Tick, t0 + Duration::from_secs(1)),
+            sup.step(Event::Tick, t0 + Duration::from_secs(1)),
             vec![Action::Signal {
                 pid: pid(100),
                 signal: TERM
@@ -722,15 +804,15 @@ mod tests {
     fn failed_reload_leaves_the_old_generation_serving() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Reload, t0);
-        sup.handle(
+        sup.step(Event::Reload, t0);
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
             },
             t0,
         );
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(200),
                 status: ChildStatus::Exited(1),
@@ -750,8 +832,8 @@ mod tests {
         s.ready_timeout = ms(500);
         s.stop_timeout = ms(300);
         let mut sup = serving(s, t0);
-        sup.handle(Event::Reload, t0);
-        sup.handle(
+        sup.step(Event::Reload, t0);
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
@@ -759,21 +841,21 @@ mod tests {
             t0,
         );
         assert_eq!(
-            sup.handle(Event::Tick, t0 + ms(500)),
+            sup.step(Event::Tick, t0 + ms(500)),
             vec![Action::Signal {
                 pid: pid(200),
                 signal: TERM
             }]
         );
         assert_eq!(
-            sup.handle(Event::Tick, t0 + ms(800)),
+            sup.step(Event::Tick, t0 + ms(800)),
             vec![Action::Signal {
                 pid: pid(200),
                 signal: Signal::SIGKILL
             }]
         );
         assert_eq!(sup.main_pid(), Some(pid(100)));
-        sup.handle(
+        sup.step(
             Event::Exited {
                 pid: pid(200),
                 status: ChildStatus::Signaled(Signal::SIGKILL),
@@ -788,18 +870,18 @@ mod tests {
     fn reloads_during_a_reload_queue_at_most_one() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Reload, t0);
-        sup.handle(
+        sup.step(Event::Reload, t0);
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
             },
             t0,
         );
-        assert!(sup.handle(Event::Reload, t0).is_empty());
-        assert!(sup.handle(Event::Reload, t0).is_empty());
-        assert!(sup.handle(Event::Reload, t0).is_empty());
-        let actions = sup.handle(Event::Ready { generation: 2 }, t0 + ms(10));
+        assert!(sup.step(Event::Reload, t0).is_empty());
+        assert!(sup.step(Event::Reload, t0).is_empty());
+        assert!(sup.step(Event::Reload, t0).is_empty());
+        let actions = sup.step(Event::Ready { generation: 2 }, t0 + ms(10));
         assert_eq!(
             actions,
             vec![
@@ -810,14 +892,14 @@ mod tests {
                 Action::Spawn { generation: 3 }
             ]
         );
-        sup.handle(
+        sup.step(
             Event::Spawned {
                 generation: 3,
                 pid: pid(300),
             },
             t0 + ms(10),
         );
-        let actions = sup.handle(Event::Ready { generation: 3 }, t0 + ms(20));
+        let actions = sup.step(Event::Ready { generation: 3 }, t0 + ms(20));
         assert_eq!(
             actions,
             vec![Action::Signal {
@@ -837,7 +919,7 @@ mod tests {
         let mut now = t0;
         let mut pid_counter = 100;
         for expected_delay in [100, 200, 350, 350] {
-            let actions = sup.handle(
+            let actions = sup.step(
                 Event::Exited {
                     pid: pid(pid_counter),
                     status: ChildStatus::Exited(3),
@@ -847,19 +929,19 @@ mod tests {
             assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
             assert_eq!(sup.next_deadline(), Some(now + ms(expected_delay)));
             now += ms(expected_delay);
-            let actions = sup.handle(Event::Tick, now);
+            let actions = sup.step(Event::Tick, now);
             let [Action::Spawn { generation }] = actions[..] else {
                 panic!("{actions:?}")
             };
             pid_counter += 100;
-            sup.handle(
+            sup.step(
                 Event::Spawned {
                     generation,
                     pid: pid(pid_counter),
                 },
                 now,
             );
-            sup.handle(Event::Ready { generation }, now);
+            sup.step(Event::Ready { generation }, now);
         }
         assert_eq!(sup.restarts, 4);
     }
@@ -872,7 +954,7 @@ mod tests {
             sup.consecutive_failures += 1;
         }
         let later = t0 + Duration::from_secs(60);
-        sup.handle(
+        sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Exited(1),
@@ -888,7 +970,7 @@ mod tests {
         let mut s = settings();
         s.restart = RestartPolicy::Never;
         let mut sup = serving(s, t0);
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Exited(7),
@@ -905,7 +987,7 @@ mod tests {
     fn on_failure_exits_zero_after_a_clean_exit() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Exited(0),
@@ -921,7 +1003,7 @@ mod tests {
         let mut s = settings();
         s.restart = RestartPolicy::Never;
         let mut sup = serving(s, t0);
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Signaled(Signal::SIGSEGV),
@@ -936,13 +1018,13 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         assert_eq!(
-            sup.handle(Event::Stop { signal: TERM }, t0),
+            sup.step(Event::Stop { signal: TERM }, t0),
             vec![Action::Signal {
                 pid: pid(100),
                 signal: TERM
             }]
         );
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Signaled(TERM),
@@ -956,13 +1038,13 @@ mod tests {
     fn stop_that_the_child_does_not_honour_exits_with_its_status() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(
+        sup.step(
             Event::Stop {
                 signal: Signal::SIGINT,
             },
             t0,
         );
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Exited(3),
@@ -976,17 +1058,17 @@ mod tests {
     fn stop_timeout_sends_sigkill_and_exit_reports_it() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Stop { signal: TERM }, t0);
+        sup.step(Event::Stop { signal: TERM }, t0);
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(
-            sup.handle(Event::Tick, t0 + Duration::from_secs(10)),
+            sup.step(Event::Tick, t0 + Duration::from_secs(10)),
             vec![Action::Signal {
                 pid: pid(100),
                 signal: Signal::SIGKILL
             }]
         );
         assert_eq!(sup.next_deadline(), None);
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Signaled(Signal::SIGKILL),
@@ -1000,15 +1082,15 @@ mod tests {
     fn stop_waits_for_every_generation() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Reload, t0);
-        sup.handle(
+        sup.step(Event::Reload, t0);
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
             },
             t0,
         );
-        let actions = sup.handle(Event::Stop { signal: TERM }, t0);
+        let actions = sup.step(Event::Stop { signal: TERM }, t0);
         assert_eq!(
             actions,
             vec![
@@ -1022,7 +1104,7 @@ mod tests {
                 }
             ]
         );
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Exited(0),
@@ -1030,7 +1112,7 @@ mod tests {
             t0,
         );
         assert!(!actions.contains(&Action::Exit { status: 0 }));
-        let actions = sup.handle(
+        let actions = sup.step(
             Event::Exited {
                 pid: pid(200),
                 status: ChildStatus::Exited(0),
@@ -1044,14 +1126,14 @@ mod tests {
     fn second_stop_request_kills_at_once() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(
+        sup.step(
             Event::Stop {
                 signal: Signal::SIGINT,
             },
             t0,
         );
         assert_eq!(
-            sup.handle(
+            sup.step(
                 Event::Stop {
                     signal: Signal::SIGINT
                 },
@@ -1068,8 +1150,8 @@ mod tests {
     fn forwarded_signals_go_to_the_current_child() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Reload, t0);
-        sup.handle(
+        sup.step(Event::Reload, t0);
+        sup.step(
             Event::Spawned {
                 generation: 2,
                 pid: pid(200),
@@ -1077,7 +1159,7 @@ mod tests {
             t0,
         );
         assert_eq!(
-            sup.handle(
+            sup.step(
                 Event::Forward {
                     signal: Signal::SIGUSR1
                 },
@@ -1094,15 +1176,15 @@ mod tests {
     fn initial_failure_under_on_failure_restarts_and_reload_skips_the_wait() {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(settings());
-        sup.handle(Event::Start, t0);
-        sup.handle(
+        sup.step(Event::Start, t0);
+        sup.step(
             Event::Spawned {
                 generation: 1,
                 pid: pid(100),
             },
             t0,
         );
-        sup.handle(
+        sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Exited(1),
@@ -1111,7 +1193,7 @@ mod tests {
         );
         assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
         assert_eq!(
-            sup.handle(Event::Reload, t0),
+            sup.step(Event::Reload, t0),
             vec![Action::Spawn { generation: 2 }]
         );
     }
@@ -1120,8 +1202,8 @@ mod tests {
     fn spawn_failure_on_reload_keeps_the_old_generation() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.handle(Event::Reload, t0);
-        let actions = sup.handle(
+        sup.step(Event::Reload, t0);
+        let actions = sup.step(
             Event::SpawnFailed {
                 generation: 2,
                 reason: "no such file".into(),
@@ -1140,16 +1222,16 @@ mod tests {
         s.ready = ReadyMode::Notify;
         s.ready_timeout = ms(100);
         let mut sup = Supervisor::new(s);
-        sup.handle(Event::Start, t0);
-        sup.handle(
+        sup.step(Event::Start, t0);
+        sup.step(
             Event::Spawned {
                 generation: 1,
                 pid: pid(100),
             },
             t0,
         );
-        sup.handle(Event::Tick, t0 + ms(100));
-        sup.handle(
+        sup.step(Event::Tick, t0 + ms(100));
+        sup.step(
             Event::Exited {
                 pid: pid(100),
                 status: ChildStatus::Signaled(TERM),
@@ -1164,7 +1246,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         assert!(
-            sup.handle(
+            sup.step(
                 Event::Exited {
                     pid: pid(999),
                     status: ChildStatus::Exited(0)
@@ -1174,5 +1256,99 @@ mod tests {
             .is_empty()
         );
         assert_eq!(sup.main_pid(), Some(pid(100)));
+    }
+
+    #[test]
+    fn reports_tell_outsiders_about_readiness_reloads_and_stopping() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(settings());
+        assert!(sup.reports(Event::Start, t0).is_empty());
+        sup.step(
+            Event::Spawned {
+                generation: 1,
+                pid: pid(100),
+            },
+            t0,
+        );
+        assert_eq!(
+            sup.reports(Event::Ready { generation: 1 }, t0),
+            vec![Report::Ready {
+                generation: 1,
+                pid: pid(100)
+            }]
+        );
+        assert_eq!(
+            sup.reports(Event::Reload, t0),
+            vec![Report::ReloadStarted { generation: 2 }]
+        );
+        sup.step(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
+        assert_eq!(
+            sup.reports(Event::Ready { generation: 2 }, t0),
+            vec![Report::ReloadSucceeded {
+                generation: 2,
+                pid: pid(200)
+            }]
+        );
+        sup.reports(Event::Reload, t0);
+        sup.step(
+            Event::Spawned {
+                generation: 3,
+                pid: pid(300),
+            },
+            t0,
+        );
+        assert_eq!(
+            sup.reports(
+                Event::Exited {
+                    pid: pid(300),
+                    status: ChildStatus::Exited(1)
+                },
+                t0
+            ),
+            vec![Report::ReloadFailed {
+                generation: 3,
+                reason: "generation 3 exited with status 1 before ready".into()
+            }]
+        );
+        assert_eq!(
+            sup.reports(Event::Stop { signal: TERM }, t0),
+            vec![Report::Stopping]
+        );
+        assert_eq!(
+            sup.reports(Event::Reload, t0),
+            vec![Report::ReloadRefused {
+                reason: "sockhold is stopping".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn reload_timeout_is_reported_as_a_failed_reload() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.ready = ReadyMode::Notify;
+        s.ready_timeout = ms(100);
+        let mut sup = serving(s, t0);
+        sup.step(Event::Reload, t0);
+        sup.step(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0,
+        );
+        assert_eq!(
+            sup.reports(Event::Tick, t0 + ms(100)),
+            vec![Report::ReloadFailed {
+                generation: 2,
+                reason: "generation 2 not ready after 100ms".into()
+            }]
+        );
     }
 }

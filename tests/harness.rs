@@ -254,8 +254,13 @@ impl Sockhold {
 impl Drop for Sockhold {
     fn drop(&mut self) {
         if self.exit_status.is_none() {
-            let _ = kill(self.pid, Signal::SIGKILL);
-            let _ = self.exit.recv_timeout(WAIT);
+            // Graceful first, so sockhold stops its own children; SIGKILL if
+            // it does not exit in time.
+            let _ = kill(self.pid, Signal::SIGTERM);
+            if self.exit.recv_timeout(Duration::from_secs(5)).is_err() {
+                let _ = kill(self.pid, Signal::SIGKILL);
+                let _ = self.exit.recv_timeout(WAIT);
+            }
         }
         for pid in self.child_pids() {
             // Children are ours (or already reaped and gone); SIGKILL by
