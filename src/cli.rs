@@ -3,6 +3,7 @@
 //! `config` so every error reads the same.
 
 use crate::addr::{self, ListenSpec};
+use crate::compat::CompatEnv;
 use crate::config::{self, Config, ReadyMode, RestartPolicy, SupervisorSettings};
 use crate::error::Error;
 use crate::signals;
@@ -46,6 +47,17 @@ pub struct Cli {
     /// File mode of Unix socket files, in octal, set when the file is created [default: from the umask]
     #[arg(long, value_name = "MODE", value_parser = parse_mode, help_heading = "Sockets")]
     socket_mode: Option<u32>,
+
+    /// Also describe the sockets the way other supervisors do, comma-separated:
+    /// server-starter (SERVER_STARTER_PORT), einhorn (EINHORN_FDS, EINHORN_FD_*)
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_enum,
+        value_delimiter = ',',
+        help_heading = "Sockets"
+    )]
+    compat_env: Vec<CompatArg>,
 
     /// When a new child is ready: "notify" (only on READY=1) or a DURATION (then, or on an earlier READY=1)
     #[arg(long, value_name = "notify|DURATION", default_value = "1s", value_parser = parse_ready,
@@ -95,6 +107,12 @@ pub struct Cli {
     #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true,
           allow_hyphen_values = true)]
     command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompatArg {
+    ServerStarter,
+    Einhorn,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -202,6 +220,14 @@ impl Cli {
                 ..SupervisorSettings::default()
             },
             forward_signals: self.forward_signals,
+            compat_env: self
+                .compat_env
+                .iter()
+                .map(|compat| match compat {
+                    CompatArg::ServerStarter => CompatEnv::ServerStarter,
+                    CompatArg::Einhorn => CompatEnv::Einhorn,
+                })
+                .collect(),
         })
     }
 }
@@ -239,6 +265,20 @@ mod tests {
             vec![Signal::SIGUSR1, Signal::SIGUSR2]
         );
         assert_eq!(config.backlog, None);
+        assert!(config.compat_env.is_empty());
+    }
+
+    #[test]
+    fn compat_env_takes_a_list() {
+        let config = parse(&["--compat-env", "server-starter,einhorn", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            config.compat_env,
+            vec![CompatEnv::ServerStarter, CompatEnv::Einhorn]
+        );
+        assert!(parse(&["--compat-env", "inetd", "--", "true"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! command line by `cli.rs`. Pure; also home of the duration grammar.
 
 use crate::addr::ListenSpec;
+use crate::compat::CompatEnv;
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub struct Config {
     pub supervisor: SupervisorSettings,
     /// Signals passed on to the current generation.
     pub forward_signals: Vec<Signal>,
+    /// Other supervisors' variables to set for the child as well.
+    pub compat_env: Vec<CompatEnv>,
 }
 
 /// Parses `500ms`, `1.5s`, `2m`, `1h` or a bare number of seconds.

@@ -5,10 +5,12 @@
 //! supervisor's next deadline (none while idle: zero wakeups).
 //! The supervisor decides; this file carries out its actions.
 
+use crate::compat;
 use crate::config::Config;
 use crate::error::{Error, exit};
 use crate::listen::Listener;
 use crate::readiness::{self, NotifySocket};
+use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
 use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
 use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Supervisor};
@@ -34,9 +36,13 @@ pub struct EventLoop {
     listeners: Vec<Listener>,
     notify_sockets: HashMap<GenerationId, NotifySocket>,
     command: Vec<OsString>,
-    /// sockhold's environment without what was addressed to it.
+    /// sockhold's environment without what was addressed to it, plus the
+    /// `--compat-env` variables (the same for every generation).
     inherited_env: Vec<(OsString, OsString)>,
+    compat_env: Vec<compat::CompatEnv>,
     forward_signals: Vec<Signal>,
+    /// systemd (or another service manager) watching sockhold, if any.
+    service_manager: ServiceManager,
 }
 
 impl EventLoop {
@@ -62,6 +68,7 @@ impl EventLoop {
                 crate::error::errno_text(errno)
             );
         }
+        let inherited_env = child_environment(&config.compat_env, &listeners);
         Ok(EventLoop {
             poll,
             signals,
@@ -69,8 +76,14 @@ impl EventLoop {
             listeners,
             notify_sockets: HashMap::new(),
             command: config.command,
-            inherited_env: spawn::inherited_environment(),
+            inherited_env,
+            compat_env: config.compat_env,
             forward_signals: config.forward_signals,
+            service_manager: ServiceManager::new(
+                &NotifyEnv::from_environment(),
+                std::process::id(),
+                Instant::now(),
+            ),
         })
     }
 
@@ -79,10 +92,15 @@ impl EventLoop {
         let mut events = Events::with_capacity(64);
         let mut status = self.dispatch(Event::Start);
         while status.is_none() {
-            let timeout = self
-                .supervisor
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let deadline = [
+                self.supervisor.next_deadline(),
+                self.service_manager.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout =
+                deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -101,6 +119,7 @@ impl EventLoop {
                     Token(_) => {}
                 }
             }
+            self.service_manager.tick(Instant::now());
             incoming.push(Event::Tick);
             for event in incoming {
                 status = self.dispatch(event);
@@ -134,9 +153,7 @@ impl EventLoop {
                     }
                     Action::Forget { generation } => self.forget(generation),
                     Action::Exit { status } => return Some(status),
-                    // Outcomes for outside watchers (systemd, control
-                    // clients); the log already tells them to a person.
-                    Action::Report(_) => {}
+                    Action::Report(report) => self.service_manager.report(&report),
                 }
             }
         }
@@ -230,6 +247,7 @@ impl EventLoop {
         let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
         env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
         env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
+        env.extend(compat::generation_environment(&self.compat_env, generation));
         let fds = self.listeners.iter().map(Listener::raw_fd).collect();
         let spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
             Ok(spec) => spec,
@@ -270,6 +288,20 @@ impl EventLoop {
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
     }
+}
+
+/// What every child inherits: sockhold's environment without what was
+/// addressed to sockhold, with the `--compat-env` variables in place of any
+/// inherited ones of the same names.
+fn child_environment(
+    kinds: &[compat::CompatEnv],
+    listeners: &[Listener],
+) -> Vec<(OsString, OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut env = spawn::inherited_environment();
+    env.retain(|(key, _)| !compat::replaces(kinds, key.as_bytes()));
+    env.extend(compat::environment(kinds, listeners));
+    env
 }
 
 /// One SIGCHLD can stand for many exits: reap until nothing is left.

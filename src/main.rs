@@ -2,13 +2,16 @@
 //! zero-downtime reloads. This file only parses, sets up logging, runs, and
 //! maps the outcome to an exit status; it is the only place that exits.
 
+mod activation;
 mod addr;
 mod cli;
+mod compat;
 mod config;
 mod error;
 mod event_loop;
 mod listen;
 mod readiness;
+mod sd_notify;
 mod signals;
 mod spawn;
 mod supervisor;
@@ -37,8 +40,14 @@ fn run() -> Result<i32, Error> {
     init_logging(cli::log_level(&cli));
     let config = cli.into_config()?;
     check_command(&config.command)?;
-    let listeners = listen::open_all(
+    // Sockets passed to sockhold itself (systemd .socket units) come first.
+    let listen = activation::listen_specs(
+        &activation::PassedEnv::from_environment(),
+        std::process::id(),
         &config.listen,
+    )?;
+    let listeners = listen::open_all(
+        &listen,
         listen::SocketOptions {
             backlog: config.backlog,
             socket_mode: config.socket_mode,

@@ -1,0 +1,383 @@
+//! sockhold's own sd_notify client: what it tells the service manager that
+//! started it through NOTIFY_SOCKET (sd_notify(3); systemd.service(5),
+//! Type=notify and Type=notify-reload):
+//!
+//! - `READY=1` once a generation is ready (the first one, and after a crash);
+//! - `RELOADING=1` with `MONOTONIC_USEC=` when a reload starts, and `READY=1`
+//!   when it is over, whether it succeeded or failed (systemd waits for
+//!   READY=1 either way);
+//! - `STOPPING=1` when sockhold stops;
+//! - `STATUS=` with a short line naming the serving generation and its pid;
+//! - `WATCHDOG=1` every half `WATCHDOG_USEC`, when that is set for us. The
+//!   ping time is a deadline of the event loop, so a stuck loop stops the
+//!   pings and the service manager notices.
+//!
+//! Children never talk to the service manager: their NOTIFY_SOCKET is
+//! sockhold's per-generation socket (`readiness.rs`).
+//! The messages are built by pure functions; sending is one non-blocking
+//! sendto(2) per message, so the event loop never waits on it.
+
+use crate::supervisor::{GenerationId, Report};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// The variables that configure this client, as sockhold found them.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyEnv {
+    pub notify_socket: Option<String>,
+    pub watchdog_usec: Option<String>,
+    pub watchdog_pid: Option<String>,
+}
+
+impl NotifyEnv {
+    pub fn from_environment() -> NotifyEnv {
+        let var = |name| std::env::var(name).ok();
+        NotifyEnv {
+            notify_socket: var("NOTIFY_SOCKET"),
+            watchdog_usec: var("WATCHDOG_USEC"),
+            watchdog_pid: var("WATCHDOG_PID"),
+        }
+    }
+}
+
+/// The service manager's notify socket, or nothing when none was given.
+pub struct ServiceManager {
+    target: Option<Target>,
+    watchdog: Option<Watchdog>,
+    /// The generation serving now, for STATUS lines.
+    serving: Option<(GenerationId, Pid)>,
+}
+
+struct Target {
+    fd: OwnedFd,
+    address: UnixAddr,
+    /// NOTIFY_SOCKET as given, for messages.
+    text: String,
+    /// A send failed and was logged; later failures are quiet until one
+    /// succeeds, so that a vanished socket does not flood the log.
+    failing: bool,
+}
+
+struct Watchdog {
+    interval: Duration,
+    next_ping: Instant,
+}
+
+impl ServiceManager {
+    /// Reads NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID. Problems are
+    /// warnings: sockhold serves without notifying rather than not at all.
+    pub fn new(env: &NotifyEnv, our_pid: u32, now: Instant) -> ServiceManager {
+        let mut manager = ServiceManager {
+            target: None,
+            watchdog: None,
+            serving: None,
+        };
+        let Some(text) = env.notify_socket.as_deref().filter(|t| !t.is_empty()) else {
+            return manager;
+        };
+        match open_target(text) {
+            Ok(target) => manager.target = Some(target),
+            Err(reason) => {
+                log::warn!("cannot notify the service manager at '{text}': {reason}");
+                return manager;
+            }
+        }
+        log::debug!("notifying the service manager at {text}");
+        if let Some(interval) = watchdog_interval(
+            env.watchdog_usec.as_deref(),
+            env.watchdog_pid.as_deref(),
+            our_pid,
+        ) {
+            log::debug!(
+                "watchdog: WATCHDOG=1 every {}",
+                crate::config::format_duration(interval)
+            );
+            manager.watchdog = Some(Watchdog {
+                interval,
+                next_ping: now + interval,
+            });
+        }
+        manager
+    }
+
+    /// Tells the service manager about a supervisor report.
+    pub fn report(&mut self, report: &Report) {
+        if self.target.is_none() {
+            return;
+        }
+        let (message, serving) = message_for(report, self.serving, monotonic_usec());
+        self.serving = serving;
+        if let Some(message) = message {
+            self.send(&message);
+        }
+    }
+
+    /// When the next watchdog ping is due; None: no watchdog.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.watchdog.as_ref().map(|w| w.next_ping)
+    }
+
+    /// Sends the watchdog ping if it is due.
+    pub fn tick(&mut self, now: Instant) {
+        let Some(watchdog) = &mut self.watchdog else {
+            return;
+        };
+        if watchdog.next_ping > now {
+            return;
+        }
+        watchdog.next_ping = now + watchdog.interval;
+        self.send("WATCHDOG=1");
+    }
+
+    fn send(&mut self, message: &str) {
+        let Some(target) = &mut self.target else {
+            return;
+        };
+        // MSG_NOSIGNAL: harmless for datagrams, and keeps a future socket
+        // type from raising SIGPIPE.
+        match socket::sendto(
+            target.fd.as_raw_fd(),
+            message.as_bytes(),
+            &target.address,
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(_) => {
+                log::trace!("told the service manager: {}", message.replace('\n', " "));
+                target.failing = false;
+            }
+            Err(errno) if target.failing => {
+                log::debug!("cannot notify the service manager: {errno}");
+            }
+            Err(errno) => {
+                target.failing = true;
+                log::warn!(
+                    "cannot notify the service manager at '{}': {}",
+                    target.text,
+                    crate::error::errno_text(errno)
+                );
+            }
+        }
+    }
+}
+
+fn open_target(text: &str) -> Result<Target, String> {
+    let address = if let Some(name) = text.strip_prefix('@') {
+        UnixAddr::new_abstract(name.as_bytes())
+    } else if text.starts_with('/') {
+        UnixAddr::new(text)
+    } else {
+        // systemd also knows vsock:CID:PORT (for virtual machines).
+        return Err("only Unix socket paths and @abstract names are supported".to_string());
+    }
+    .map_err(crate::error::errno_text)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(crate::error::errno_text)?;
+    Ok(Target {
+        fd,
+        address,
+        text: text.to_string(),
+        failing: false,
+    })
+}
+
+/// Half of WATCHDOG_USEC, as sd_watchdog_enabled(3) advises, when the
+/// watchdog is meant for us: WATCHDOG_PID unset or equal to our pid.
+pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&usec| usec > 0)?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok() != Some(our_pid) {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2))
+}
+
+/// CLOCK_MONOTONIC in microseconds, the clock systemd compares
+/// MONOTONIC_USEC with.
+fn monotonic_usec() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1_000,
+        Err(_) => 0,
+    }
+}
+
+/// The datagram for one report and who serves afterwards.
+fn message_for(
+    report: &Report,
+    serving: Option<(GenerationId, Pid)>,
+    monotonic_usec: u64,
+) -> (Option<String>, Option<(GenerationId, Pid)>) {
+    let serving_text = |serving: Option<(GenerationId, Pid)>| match serving {
+        Some((generation, pid)) => format!("generation {generation} serving (pid {pid})"),
+        None => "no generation serving".to_string(),
+    };
+    match report {
+        Report::Ready { generation, pid } | Report::ReloadSucceeded { generation, pid } => {
+            let serving = Some((*generation, *pid));
+            let message = format!("READY=1\nSTATUS={}", serving_text(serving));
+            (Some(message), serving)
+        }
+        Report::ReloadStarted { generation } => {
+            let message = format!(
+                "RELOADING=1\nMONOTONIC_USEC={monotonic_usec}\nSTATUS=reloading: generation {generation} starting; {}",
+                serving_text(serving)
+            );
+            (Some(message), serving)
+        }
+        Report::ReloadFailed { reason, .. } => {
+            let message = format!(
+                "READY=1\nSTATUS=reload failed: {}; {}",
+                one_line(reason),
+                serving_text(serving)
+            );
+            (Some(message), serving)
+        }
+        // Only happens while stopping: STOPPING=1 has been said already.
+        Report::ReloadRefused { .. } => (None, serving),
+        Report::Stopping => (Some("STOPPING=1\nSTATUS=stopping".to_string()), serving),
+    }
+}
+
+/// A STATUS= value ends at the first newline.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(n: i32) -> Pid {
+        Pid::from_raw(n)
+    }
+
+    #[test]
+    fn ready_reload_and_stop_messages() {
+        let (message, serving) = message_for(
+            &Report::Ready {
+                generation: 1,
+                pid: pid(100),
+            },
+            None,
+            7,
+        );
+        assert_eq!(
+            message.as_deref(),
+            Some("READY=1\nSTATUS=generation 1 serving (pid 100)")
+        );
+        let (message, serving) =
+            message_for(&Report::ReloadStarted { generation: 2 }, serving, 123_456);
+        assert_eq!(
+            message.as_deref(),
+            Some(
+                "RELOADING=1\nMONOTONIC_USEC=123456\nSTATUS=reloading: generation 2 starting; generation 1 serving (pid 100)"
+            )
+        );
+        let (message, serving) = message_for(
+            &Report::ReloadFailed {
+                generation: 2,
+                reason: "generation 2 exited with status 1\nbefore ready".into(),
+            },
+            serving,
+            0,
+        );
+        assert_eq!(
+            message.as_deref(),
+            Some(
+                "READY=1\nSTATUS=reload failed: generation 2 exited with status 1 before ready; generation 1 serving (pid 100)"
+            )
+        );
+        let (message, serving) = message_for(
+            &Report::ReloadSucceeded {
+                generation: 3,
+                pid: pid(300),
+            },
+            serving,
+            0,
+        );
+        assert_eq!(
+            message.as_deref(),
+            Some("READY=1\nSTATUS=generation 3 serving (pid 300)")
+        );
+        assert_eq!(serving, Some((3, pid(300))));
+        let (message, _) = message_for(&Report::Stopping, serving, 0);
+        assert_eq!(message.as_deref(), Some("STOPPING=1\nSTATUS=stopping"));
+        let (message, _) = message_for(
+            &Report::ReloadRefused {
+                reason: "stopping".into(),
+            },
+            serving,
+            0,
+        );
+        assert_eq!(message, None);
+    }
+
+    #[test]
+    fn watchdog_is_half_the_timeout_and_only_for_us() {
+        assert_eq!(
+            watchdog_interval(Some("2000000"), None, 42),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            watchdog_interval(Some("2000000"), Some("42"), 42),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(watchdog_interval(Some("2000000"), Some("41"), 42), None);
+        assert_eq!(watchdog_interval(Some("0"), None, 42), None);
+        assert_eq!(watchdog_interval(Some("soon"), None, 42), None);
+        assert_eq!(watchdog_interval(None, None, 42), None);
+    }
+
+    #[test]
+    fn sends_to_a_path_socket_and_pings_when_due() {
+        let dir = std::env::temp_dir().join(format!("sockhold-sdn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        let env = NotifyEnv {
+            notify_socket: Some(path.to_str().unwrap().to_string()),
+            watchdog_usec: Some("200000".into()),
+            watchdog_pid: None,
+        };
+        let mut manager = ServiceManager::new(&env, std::process::id(), t0);
+        assert_eq!(
+            manager.next_deadline(),
+            Some(t0 + Duration::from_millis(100))
+        );
+        manager.tick(t0 + Duration::from_millis(50));
+        manager.report(&Report::Stopping);
+        manager.tick(t0 + Duration::from_millis(100));
+        let mut buffer = [0u8; 256];
+        let mut received = Vec::new();
+        while let Ok(n) = listener.recv(&mut buffer) {
+            received.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(received, vec!["STOPPING=1\nSTATUS=stopping", "WATCHDOG=1"]);
+        assert_eq!(
+            manager.next_deadline(),
+            Some(t0 + Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn unsupported_or_missing_socket_disables_notifying() {
+        let env = NotifyEnv {
+            notify_socket: Some("vsock:2:1234".into()),
+            watchdog_usec: Some("1000000".into()),
+            watchdog_pid: None,
+        };
+        let manager = ServiceManager::new(&env, 1, Instant::now());
+        assert!(manager.target.is_none());
+        assert_eq!(manager.next_deadline(), None);
+    }
+}
