@@ -172,6 +172,20 @@ impl Sockhold {
         Builder { command, dir }
     }
 
+    /// `LAUNCHER... sockhold ARGS...`: sockhold started by a program that
+    /// prepares its fds or environment and then execs it in the same
+    /// process (systemd-socket-activate, `sh -c '... exec "$0" "$@"'`), so
+    /// that the pid is sockhold's. The launcher's stderr is in the log too.
+    pub fn launched_by<S: AsRef<std::ffi::OsStr>>(launcher: &[S]) -> Builder {
+        let dir = TempDir::new();
+        let mut command = Command::new(launcher[0].as_ref());
+        command
+            .args(&launcher[1..])
+            .arg(sockhold_bin())
+            .current_dir(dir.path());
+        Builder { command, dir }
+    }
+
     /// Waits for a log line containing `needle`; panics with the log so far
     /// if it does not come within `WAIT` or sockhold exits first.
     pub fn wait_for(&self, needle: &str) -> String {

@@ -4,7 +4,10 @@
 mod harness;
 
 mod child_world;
+mod compat_env;
 mod errors;
 mod exit_status;
+mod pid1;
 mod reload;
+mod systemd;
 mod unix_sockets;

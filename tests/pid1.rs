@@ -1,0 +1,255 @@
+//! sockhold as PID 1 of a new PID namespace (`unshare --pid --fork
+//! --mount-proc`), as a container entrypoint runs: orphans are reaped, a
+//! TERM from outside stops it gracefully, and it exits with the child's
+//! status. Needs root (unshare); without it these tests say so and pass.
+
+use crate::harness::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// sockhold running as PID 1 of its own PID namespace.
+struct Pid1 {
+    /// The `unshare` process; `--kill-child` ties the namespace to it.
+    unshare_pid: Pid,
+    /// sockhold's pid as seen from here (it is 1 inside); None if it was
+    /// gone before it could be looked up.
+    host_pid: Option<Pid>,
+    lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    exit: Receiver<ExitStatus>,
+    exited: bool,
+    _dir: TempDir,
+}
+
+/// Whether this test run may create PID namespaces.
+fn can_unshare() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: creating a PID namespace needs root");
+        return false;
+    }
+    true
+}
+
+impl Pid1 {
+    fn start(args: &[&str]) -> Pid1 {
+        let dir = TempDir::new();
+        let mut unshare = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+            .arg(sockhold_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run unshare");
+        let stderr = unshare.stderr.take().unwrap();
+        let unshare_pid = unshare.id();
+        let (line_tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push(line.clone());
+                    let _ = line_tx.send(line);
+                }
+            });
+        }
+        let (exit_tx, exit) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = unshare.wait() {
+                let _ = exit_tx.send(status);
+            }
+        });
+        let mut pid1 = Pid1 {
+            unshare_pid: Pid::from_raw(unshare_pid as i32),
+            host_pid: None,
+            lines,
+            log,
+            exit,
+            exited: false,
+            _dir: dir,
+        };
+        // Once sockhold has logged, unshare's child has exec'd it.
+        pid1.wait_for("generation 1 started");
+        pid1.host_pid = children_of(pid1.unshare_pid).first().copied();
+        pid1
+    }
+
+    fn host_pid(&self) -> Pid {
+        self.host_pid
+            .unwrap_or_else(|| panic!("sockhold is gone; log:\n{}", self.log_text()))
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?}; log:\n{}", self.log_text()),
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn wait_exit(&mut self) -> i32 {
+        let status = self
+            .exit
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("sockhold did not exit; log:\n{}", self.log_text()));
+        self.exited = true;
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Pid1 {
+    fn drop(&mut self) {
+        if self.exited {
+            return;
+        }
+        if let Some(host_pid) = self.host_pid {
+            let _ = kill(host_pid, Signal::SIGTERM);
+        }
+        if self.exit.recv_timeout(Duration::from_secs(5)).is_err() {
+            // --kill-child: the namespace's PID 1, and with it every
+            // process in the namespace, dies with unshare.
+            let _ = kill(self.unshare_pid, Signal::SIGKILL);
+            let _ = self.exit.recv_timeout(WAIT);
+        }
+    }
+}
+
+/// The children of `pid`, from /proc/PID/task/*/children.
+fn children_of(pid: Pid) -> Vec<Pid> {
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .map(Pid::from_raw),
+            );
+        }
+    }
+    children
+}
+
+/// Children of `pid` that are zombies (exited, not yet reaped).
+fn zombie_children_of(pid: Pid) -> Vec<Pid> {
+    children_of(pid)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    == Some("Z")
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn pid1_reaps_orphaned_grandchildren() {
+    if !can_unshare() {
+        return;
+    }
+    // Each `(sleep 0.1 &)` leaves an orphan: the subshell exits at once and
+    // its background sleep is reparented to PID 1, which must reap it.
+    let script = format!(
+        "for i in 1 2 3; do (sleep 0.1 &); done; exec {} --ready-after 0",
+        test_child_bin()
+    );
+    let mut pid1 = Pid1::start(&[
+        "-v",
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    for _ in 0..3 {
+        pid1.wait_for("not a generation's main process");
+    }
+    assert_eq!(
+        zombie_children_of(pid1.host_pid()),
+        vec![],
+        "{}",
+        pid1.log_text()
+    );
+    kill(pid1.host_pid(), Signal::SIGTERM).unwrap();
+    assert_eq!(pid1.wait_exit(), 0, "{}", pid1.log_text());
+}
+
+#[test]
+fn pid1_stops_gracefully_on_term_from_outside_the_namespace() {
+    if !can_unshare() {
+        return;
+    }
+    let mut pid1 = Pid1::start(&[
+        "-l",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "--",
+        test_child_bin(),
+        "--ready-after",
+        "0",
+    ]);
+    pid1.wait_for("generation 1 ready");
+    kill(pid1.host_pid(), Signal::SIGTERM).unwrap();
+    pid1.wait_for("SIGTERM received: stopping");
+    pid1.wait_for("generation 1 exited with signal SIGTERM");
+    assert_eq!(pid1.wait_exit(), 0, "{}", pid1.log_text());
+}
+
+#[test]
+fn pid1_exits_with_the_child_status() {
+    if !can_unshare() {
+        return;
+    }
+    let mut pid1 = Pid1::start(&[
+        "--restart",
+        "never",
+        "--",
+        test_child_bin(),
+        "--exit-at-start",
+        "3",
+    ]);
+    assert_eq!(pid1.wait_exit(), 3, "{}", pid1.log_text());
+
+    let mut pid1 = Pid1::start(&[
+        "-l",
+        "127.0.0.1:0",
+        "--restart",
+        "never",
+        "--ready",
+        "notify",
+        "--",
+        test_child_bin(),
+        "--ready-after",
+        "0",
+        "--exit-after",
+        "50",
+        "--die-by-signal",
+        "12",
+    ]);
+    assert_eq!(pid1.wait_exit(), 128 + 12, "{}", pid1.log_text());
+}
