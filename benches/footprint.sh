@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Idle footprint: sockhold side by side with tini, dumb-init, start_server
+# and systemd-socket-activate, each supervising the same idle child
+# (`sleep infinity`). For each supervisor process: resident memory (VmRSS)
+# (VmRSS; RssAnon is the part that is the process's own, the rest being
+# file pages such as libc's, shared with every process that maps them) and
+# wakeups (voluntary + involuntary context switches, all threads) over
+# SECONDS of idleness, from /proc/PID/status. Release build.
+# Usage: benches/footprint.sh [--seconds N]
+set -euo pipefail
+
+seconds=10
+# Time every supervisor gets to finish starting before it is measured
+# (sockhold's default readiness delay is 1 s).
+settle=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) seconds="$2"; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "footprint.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
+    esac
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+sockhold=$target/release/sockhold
+
+if command -v cargo >/dev/null; then
+    (cd "$root" && cargo build --release --bins --quiet)
+fi
+[ -x "$sockhold" ] || { echo "footprint.sh: $sockhold is missing (cargo build --release)" >&2; exit 69; }
+for tool in tini dumb-init start_server systemd-socket-activate; do
+    command -v "$tool" >/dev/null || {
+        echo "footprint.sh: $tool is missing (apt-get install tini dumb-init libserver-starter-perl systemd)" >&2
+        exit 69
+    }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-footprint.XXXXXX")
+sup_pid=
+
+# Stop the supervisor we started, by pid; SIGKILL it and its children if it
+# does not go.
+stop_supervisor() {
+    [ -n "$sup_pid" ] || return 0
+    local kids=""
+    kids=$(cat /proc/"$sup_pid"/task/*/children 2>/dev/null || true)
+    kill -TERM "$sup_pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$sup_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$sup_pid" 2>/dev/null; then
+        kill -KILL "$sup_pid" $kids 2>/dev/null || true
+    fi
+    wait "$sup_pid" 2>/dev/null || true
+    sup_pid=
+}
+cleanup() {
+    stop_supervisor
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Sum of one field of /proc/PID/task/*/status over every thread.
+field_sum() {
+    local pid=$1 field=$2
+    cat /proc/"$pid"/task/*/status 2>/dev/null | awk -v f="$field:" '$1 == f { s += $2 } END { print s + 0 }'
+}
+switches() {
+    echo $(( $(field_sum "$1" voluntary_ctxt_switches) + $(field_sum "$1" nonvoluntary_ctxt_switches) ))
+}
+status_kb() {
+    awk -v f="$2:" '$1 == f { print $2 }' /proc/"$1"/status
+}
+threads() {
+    awk '$1 == "Threads:" { print $2 }' /proc/"$1"/status
+}
+
+# measure LABEL NOTE COMMAND...: start COMMAND, let it settle, measure.
+measure() {
+    local label=$1 note=$2
+    shift 2
+    "$@" >/dev/null 2>"$tmp/$label.log" &
+    sup_pid=$!
+    sleep "$settle"
+    if ! kill -0 "$sup_pid" 2>/dev/null; then
+        echo "footprint.sh: $label exited early:" >&2
+        cat "$tmp/$label.log" >&2
+        exit 70
+    fi
+    local before after
+    before=$(switches "$sup_pid")
+    sleep "$seconds"
+    after=$(switches "$sup_pid")
+    printf '| %-24s | %9s | %10s | %7s | %11s | %s |\n' "$label" \
+        "$(status_kb "$sup_pid" VmRSS)" "$(status_kb "$sup_pid" RssAnon)" \
+        "$(threads "$sup_pid")" "$((after - before))" "$note"
+    stop_supervisor
+}
+
+echo "Idle supervisors, each with one idle child (sleep infinity); wakeups over ${seconds}s."
+echo
+printf '| %-24s | %9s | %10s | %7s | %11s | %s |\n' \
+    supervisor "VmRSS kB" "RssAnon kB" threads wakeups notes
+printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------" "-----------" \
+    "------------" "---------" "-------------" "-------"
+measure sockhold "holds one TCP socket" \
+    "$sockhold" -l 127.0.0.1:0 -- sleep infinity
+measure tini "-s (subreaper, not PID 1)" \
+    tini -s -- sleep infinity
+measure dumb-init "" \
+    dumb-init sleep infinity
+measure start_server "holds one Unix socket (Perl)" \
+    start_server --path="$tmp/ss.sock" -- sleep infinity
+measure systemd-socket-activate "--accept mode: it execs its child otherwise" \
+    systemd-socket-activate -a -l "$tmp/sa.sock" cat
