@@ -136,6 +136,8 @@ fn service_manager_hears_ready_reloading_ready_and_stopping() {
     request_unix(&dir.join("app.sock")).unwrap();
 
     let ready = notify.next();
+    // The log reader has seen the child's pid once it has seen this line.
+    sockhold.wait_for("generation 1 ready");
     let first_pid = sockhold.child_pids()[0];
     assert_eq!(
         ready,
