@@ -4,6 +4,7 @@
 mod harness;
 
 mod child_world;
+mod docs;
 mod errors;
 mod exit_status;
 mod reload;
