@@ -568,3 +568,25 @@ fn lazy_starts_nothing_until_a_connection_then_serves_it_and_starts_again_after_
     assert_ne!(first, second);
     assert!(sockhold.log_text().contains("generation 2 started"));
 }
+
+#[test]
+fn max_rate_spaces_children_out_and_serves_every_connection() {
+    let sockhold = Sockhold::command()
+        .args(["--accept", "--inetd", "--max-rate", "2"])
+        .args(["-l", "127.0.0.1:0", "--", "cat"])
+        .start();
+    sockhold.wait_for("accepting connections");
+    let address = sockhold.tcp_address(0);
+    let started = Instant::now();
+    // A burst of two, then one every 500ms: the fourth cannot start before
+    // 1s. (A lower bound only: a slow machine cannot make this fail.)
+    for n in 0..4 {
+        let line = format!("paced {n}\n");
+        assert_eq!(echo_tcp(address, &line).unwrap(), line);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "4 children within {:?} at --max-rate 2",
+        started.elapsed()
+    );
+}
