@@ -374,6 +374,12 @@ fn at_max_connections_new_connections_wait_in_the_queue_and_all_are_served() {
         most_seen.load(Ordering::SeqCst)
     );
     wait_for_no_children(sockhold.pid);
+    // The log is read by another thread: wait until it has every exit.
+    let deadline = Instant::now() + WAIT;
+    while sockhold.log_text().matches("connection child pid ").count() < 4 + 8 {
+        assert!(Instant::now() < deadline, "{}", sockhold.log_text());
+        sockhold.wait_for_within("connection child pid ", Duration::from_millis(100));
+    }
     let (most, started) = most_running_in_log(&sockhold.log_text());
     assert_eq!(started, 4 + 8);
     assert!(most <= 3, "{most} running at once by the log");
@@ -560,13 +566,13 @@ fn lazy_starts_nothing_until_a_connection_then_serves_it_and_starts_again_after_
     // child answers it.
     let address = sockhold.tcp_address(0);
     let first = answer_pid(&request_tcp(address).unwrap());
-    assert!(sockhold.log_text().contains("generation 1 started"));
+    sockhold.wait_for("generation 1 started");
     sockhold.wait_for("generation 1 ended with status 0; waiting for a connection (--lazy)");
     assert!(children_of(sockhold.pid).0.is_empty());
 
     let second = answer_pid(&request_tcp(address).unwrap());
     assert_ne!(first, second);
-    assert!(sockhold.log_text().contains("generation 2 started"));
+    sockhold.wait_for("generation 2 started");
 }
 
 #[test]
