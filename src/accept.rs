@@ -606,8 +606,22 @@ impl AcceptServer {
 
     /// Spawns the child of one accepted connection, or closes it.
     fn serve(&mut self, index: usize, connection: OwnedFd, peer: Peer, now: Instant) {
+        let credentials = match peer {
+            Peer::Ip(_) => None,
+            Peer::Unix => socket::getsockopt(&connection, sockopt::PeerCredentials).ok(),
+        };
+        let source = match (peer, credentials) {
+            (Peer::Ip(remote), _) => Source::Ip(canonical_ip(remote.ip())),
+            (Peer::Unix, Some(credentials)) => Source::Uid(credentials.uid()),
+            (Peer::Unix, None) => Source::Unknown,
+        };
+        // Decided before anything else is done for it: under a flood from
+        // one source, a refusal costs only the accept and the close.
+        if !self.connections.admit(source, now) {
+            return; // `connection` is closed here, at once.
+        }
         self.env.clear();
-        let source = match peer {
+        match peer {
             Peer::Ip(remote) => {
                 let local = match self.local_sides.get(index) {
                     Some(LocalSide::Tcp(local)) => Some(*local),
@@ -625,23 +639,15 @@ impl AcceptServer {
                 }
                 self.env.push("REMOTE_ADDR", remote_ip);
                 self.env.push("REMOTE_PORT", remote.port());
-                Source::Ip(remote_ip)
             }
             Peer::Unix => {
                 self.env.push("PROTO", "UNIX");
-                match socket::getsockopt(&connection, sockopt::PeerCredentials) {
-                    Ok(credentials) => {
-                        self.env.push("UNIXREMOTEUID", credentials.uid());
-                        self.env.push("UNIXREMOTEGID", credentials.gid());
-                        self.env.push("UNIXREMOTEPID", credentials.pid());
-                        Source::Uid(credentials.uid())
-                    }
-                    Err(_) => Source::Unknown,
+                if let Some(credentials) = credentials {
+                    self.env.push("UNIXREMOTEUID", credentials.uid());
+                    self.env.push("UNIXREMOTEGID", credentials.gid());
+                    self.env.push("UNIXREMOTEPID", credentials.pid());
                 }
             }
-        };
-        if !self.connections.admit(source, now) {
-            return; // `connection` is closed here, at once.
         }
         let raw = connection.as_raw_fd();
         if self.inetd {

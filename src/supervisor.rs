@@ -591,7 +591,13 @@ impl Supervisor {
                 }
             }
             None => {
-                log::warn!("generation {generation} {why}");
+                // A --lazy child that serves its connection and exits
+                // cleanly before it counts as ready has done its job.
+                if self.settings.lazy && status.success() {
+                    log::info!("generation {generation} {why}");
+                } else {
+                    log::warn!("generation {generation} {why}");
+                }
                 self.apply_restart_policy(generation, status, Duration::ZERO, now, actions);
             }
         }
