@@ -3,7 +3,10 @@
 //! `config` so every error reads the same.
 
 use crate::addr::{self, ListenSpec};
-use crate::config::{self, Config, ReadyMode, RestartPolicy, SupervisorSettings};
+use crate::config::{
+    self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
+    SupervisorSettings,
+};
 use crate::error::Error;
 use crate::signals;
 use clap::{ArgAction, Parser, ValueEnum};
@@ -15,11 +18,17 @@ const AFTER_HELP: &str = "\
 Signals: HUP reloads (new generation, then the old one stops once the new one is ready);
 TERM and INT stop every generation and exit with the child's status (0 for a stop
 that was asked for and honoured); the --forward-signals list goes to the current child.
+With --accept, TERM and INT stop accepting and stop every running connection's child,
+HUP changes nothing (each connection runs the command afresh), and forwarded signals
+go to every running child.
 
 Examples:
   sockhold -l 8080 -- ./server --flag
   sockhold -l http=127.0.0.1:8080 -l /run/app.sock --ready notify -- ./server
   kill -HUP <sockhold pid>
+  sockhold --accept --inetd -l 7000 -- cat
+  sockhold --accept --max-connections 64 --max-per-source 4 -l /run/app.sock -- ./handler
+  sockhold --lazy -l 8080 -- ./server
 
 See sockhold(1) for the child's environment and the exit status table.";
 
@@ -77,10 +86,37 @@ pub struct Cli {
           help_heading = "Generations")]
     restart_max_delay: Duration,
 
+    /// Start the child only when a connection is waiting, and wait again after it exits on its own
+    #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
+    lazy: bool,
+
     /// Signals passed on to the current child, comma-separated
     #[arg(long, value_name = "SIGNAL,...", default_value = "USR1,USR2", value_delimiter = ',',
           value_parser = signals::parse_signal, help_heading = "Generations")]
     forward_signals: Vec<Signal>,
+
+    /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1)
+    #[arg(long, help_heading = "Per-connection mode")]
+    accept: bool,
+
+    /// With --accept: the connection on stdin and stdout instead of fd 3
+    #[arg(long, requires = "accept", help_heading = "Per-connection mode")]
+    inetd: bool,
+
+    /// With --accept: at N running children, stop accepting until one exits (the kernel queues) [default: 64]
+    #[arg(long, value_name = "N", requires = "accept",
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
+    max_connections: Option<u32>,
+
+    /// With --accept: close at once a new connection from a source (IP address; uid on Unix sockets) that has N running [default: no limit]
+    #[arg(long, value_name = "N", requires = "accept",
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
+    max_per_source: Option<u32>,
+
+    /// With --accept: start at most N children per second; over it, wait (the kernel queues) [default: no limit]
+    #[arg(long, value_name = "N", requires = "accept",
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
+    max_rate: Option<u32>,
 
     /// More log lines (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count, help_heading = "Logging")]
@@ -187,6 +223,16 @@ impl Cli {
             RestartArg::Always => RestartPolicy::Always,
             RestartArg::Never => RestartPolicy::Never,
         };
+        let accept = self.accept.then(|| AcceptSettings {
+            inetd: self.inetd,
+            max_connections: self
+                .max_connections
+                .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            max_per_source: self.max_per_source.map(|n| n as usize),
+            max_rate: self.max_rate,
+            stop_signal: self.stop_signal,
+            stop_timeout: self.stop_timeout,
+        });
         Ok(Config {
             listen: self.listen,
             backlog: self.backlog,
@@ -199,9 +245,11 @@ impl Cli {
                 stop_timeout: self.stop_timeout,
                 restart,
                 restart_max_delay: self.restart_max_delay,
+                lazy: self.lazy,
                 ..SupervisorSettings::default()
             },
             forward_signals: self.forward_signals,
+            accept,
         })
     }
 }
@@ -254,6 +302,48 @@ mod tests {
         assert_eq!(kill.into_config().unwrap_err().exit_status, 64);
         let ready = parse(&["--ready", "2m", "--", "true"]).unwrap();
         assert!(ready.into_config().is_err());
+    }
+
+    #[test]
+    fn accept_options_need_accept_and_lazy_excludes_it() {
+        let config = parse(&["--accept", "-l", "7000", "--", "cat"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        let accept = config.accept.unwrap();
+        assert_eq!(accept.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(accept.max_per_source, None);
+        assert!(!accept.inetd);
+        let config = parse(&[
+            "--accept",
+            "--inetd",
+            "--max-connections",
+            "8",
+            "--max-per-source",
+            "2",
+            "--max-rate",
+            "100",
+            "-l",
+            "7000",
+            "--",
+            "cat",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let accept = config.accept.unwrap();
+        assert!(accept.inetd);
+        assert_eq!(accept.max_connections, 8);
+        assert_eq!(accept.max_per_source, Some(2));
+        assert_eq!(accept.max_rate, Some(100));
+        assert!(parse(&["--inetd", "-l", "7000", "--", "cat"]).is_err());
+        assert!(parse(&["--max-connections", "8", "--", "cat"]).is_err());
+        assert!(parse(&["--accept", "--max-connections", "0", "--", "cat"]).is_err());
+        assert!(parse(&["--accept", "--lazy", "--", "cat"]).is_err());
+        let lazy = parse(&["--lazy", "-l", "8080", "--", "true"]).unwrap();
+        let config = lazy.into_config().unwrap();
+        assert!(config.supervisor.lazy);
+        assert!(config.accept.is_none());
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! `waitpid(-1, WNOHANG)` until none is left, readiness datagrams arrive on
 //! the generations' notify sockets, and the poll timeout is the
 //! supervisor's next deadline (none while idle: zero wakeups).
-//! The supervisor decides; this file carries out its actions.
+//! The supervisor decides; this file carries out its actions. In
+//! per-connection mode (`--accept`) the supervisor has nothing to do:
+//! `accept.rs` gets the listeners' events and every reaped child instead.
 
+use crate::accept::{self, AcceptServer};
 use crate::config::Config;
 use crate::error::{Error, exit};
 use crate::listen::Listener;
@@ -26,6 +29,9 @@ use std::time::Instant;
 const SIGNALS: Token = Token(0);
 /// Notify sockets use tokens from here on: `NOTIFY_BASE + generation`.
 const NOTIFY_BASE: usize = 1 << 32;
+/// Listening sockets (watched in `--accept` and `--lazy` mode only):
+/// `LISTENER_BASE + index`.
+const LISTENER_BASE: usize = 1 << 40;
 
 pub struct EventLoop {
     poll: Poll,
@@ -37,6 +43,10 @@ pub struct EventLoop {
     /// sockhold's environment without what was addressed to it.
     inherited_env: Vec<(OsString, OsString)>,
     forward_signals: Vec<Signal>,
+    /// Per-connection mode; None: generations.
+    accept: Option<AcceptServer>,
+    /// Whether the listeners are registered with the poll.
+    watching_listeners: bool,
 }
 
 impl EventLoop {
@@ -62,6 +72,34 @@ impl EventLoop {
                 crate::error::errno_text(errno)
             );
         }
+        let inherited_env = spawn::inherited_environment();
+        let accept = match &config.accept {
+            Some(settings) => {
+                // Resolved once: every connection execs this path, so a new
+                // binary installed there is picked up without a reload.
+                let path_var = inherited_env
+                    .iter()
+                    .find(|(key, _)| key == "PATH")
+                    .map(|(_, value)| value.as_os_str());
+                let program =
+                    spawn::resolve_program(&config.command[0], path_var).map_err(|error| {
+                        let why = match &error {
+                            ResolveError::NotFound => "command not found".to_string(),
+                            ResolveError::NotExecutable(why) => why.clone(),
+                        };
+                        let name = config.command[0].to_string_lossy();
+                        Error::new(error.exit_status(), format!("cannot run '{name}': {why}"))
+                    })?;
+                Some(AcceptServer::new(
+                    settings,
+                    &program,
+                    &config.command,
+                    &inherited_env,
+                    &listeners,
+                )?)
+            }
+            None => None,
+        };
         Ok(EventLoop {
             poll,
             signals,
@@ -69,8 +107,10 @@ impl EventLoop {
             listeners,
             notify_sockets: HashMap::new(),
             command: config.command,
-            inherited_env: spawn::inherited_environment(),
+            inherited_env,
             forward_signals: config.forward_signals,
+            accept,
+            watching_listeners: false,
         })
     }
 
@@ -79,10 +119,14 @@ impl EventLoop {
         let mut events = Events::with_capacity(64);
         let mut status = self.dispatch(Event::Start);
         while status.is_none() {
-            let timeout = self
-                .supervisor
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            let deadline = match &self.accept {
+                // Connections still queued: only look for other events.
+                Some(server) if server.has_pending() => Some(now),
+                Some(server) => server.next_deadline(now),
+                None => self.supervisor.next_deadline(),
+            };
+            let timeout = deadline.map(|deadline| deadline.saturating_duration_since(now));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -92,6 +136,9 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.take_signals(&mut incoming),
+                    Token(token) if token >= LISTENER_BASE => {
+                        self.listener_ready(token - LISTENER_BASE, &mut incoming);
+                    }
                     Token(token) if token >= NOTIFY_BASE => {
                         self.take_notifications(
                             (token - NOTIFY_BASE) as GenerationId,
@@ -108,6 +155,11 @@ impl EventLoop {
                     break;
                 }
             }
+            // Accepting comes after reaping, so that children that exited
+            // meanwhile make room first.
+            if status.is_none() {
+                self.accept_pending();
+            }
         }
         for listener in &self.listeners {
             listener.remove_socket_file();
@@ -118,6 +170,9 @@ impl EventLoop {
     /// Feeds one event to the supervisor and carries out its actions, which
     /// may produce further events (a spawn's outcome).
     fn dispatch(&mut self, event: Event) -> Option<i32> {
+        if self.accept.is_some() {
+            return self.dispatch_accept(event);
+        }
         let mut pending = VecDeque::from([event]);
         while let Some(event) = pending.pop_front() {
             for action in self.supervisor.handle(event, Instant::now()) {
@@ -137,10 +192,107 @@ impl EventLoop {
                     // Outcomes for outside watchers (systemd, control
                     // clients); the log already tells them to a person.
                     Action::Report(_) => {}
+                    Action::WatchListeners => self.watch_listeners(true),
+                    Action::UnwatchListeners => self.watch_listeners(false),
                 }
             }
         }
         None
+    }
+
+    /// Per-connection mode: every event goes to `accept.rs`.
+    fn dispatch_accept(&mut self, event: Event) -> Option<i32> {
+        let server = self.accept.as_mut()?;
+        let now = Instant::now();
+        let actions = match event {
+            Event::Start => {
+                log::info!(
+                    "accepting connections: one child per connection, at most {} at once",
+                    server.connections.limits().max_connections
+                );
+                Vec::new()
+            }
+            Event::Reload => {
+                log::info!(
+                    "reload: nothing to reload in --accept mode; every new connection runs the command afresh"
+                );
+                Vec::new()
+            }
+            Event::Stop { signal } => server.connections.stop(signal, now),
+            Event::Forward { signal } => server.connections.forward(signal),
+            Event::Exited { pid, status } => server.connections.exited(pid, status),
+            Event::Tick => server.tick(now),
+            _ => Vec::new(),
+        };
+        for action in actions {
+            match action {
+                accept::Action::Signal { pid, signal } => {
+                    if let Err(errno) = nix::sys::signal::kill(pid, signal) {
+                        log::debug!(
+                            "cannot send {} to pid {pid}: {errno}",
+                            signals::name(signal)
+                        );
+                    }
+                }
+                accept::Action::Exit { status } => return Some(status),
+            }
+        }
+        let wanted = server.wants_listeners(Instant::now());
+        self.watch_listeners(wanted);
+        None
+    }
+
+    /// A watched listener has a connection queued: accept it (`--accept`),
+    /// or tell the supervisor (`--lazy`, where the child accepts).
+    fn listener_ready(&mut self, index: usize, incoming: &mut Vec<Event>) {
+        match &mut self.accept {
+            Some(server) => server.mark_ready(index),
+            None => {
+                if !incoming.contains(&Event::ConnectionWaiting) {
+                    incoming.push(Event::ConnectionWaiting);
+                }
+            }
+        }
+    }
+
+    /// Accepts what is queued on the listeners that reported readiness.
+    fn accept_pending(&mut self) {
+        let Some(server) = &mut self.accept else {
+            return;
+        };
+        server.accept_pending();
+        let wanted = server.wants_listeners(Instant::now());
+        self.watch_listeners(wanted);
+    }
+
+    /// Registers or deregisters every listener. Edge-triggered: on
+    /// registration epoll reports a connection already queued, so a
+    /// listener that was not drained is picked up again.
+    fn watch_listeners(&mut self, on: bool) {
+        if on == self.watching_listeners {
+            return;
+        }
+        self.watching_listeners = on;
+        if let Some(server) = &mut self.accept {
+            // Whatever is still queued is reported again on registration.
+            server.forget_pending();
+        }
+        let registry = self.poll.registry();
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let raw = listener.raw_fd();
+            let result = if on {
+                registry.register(
+                    &mut SourceFd(&raw),
+                    Token(LISTENER_BASE + index),
+                    Interest::READABLE,
+                )
+            } else {
+                registry.deregister(&mut SourceFd(&raw))
+            };
+            if let Err(error) = result {
+                log::warn!("cannot watch {}: {error}", listener.description);
+            }
+        }
     }
 
     fn take_signals(&mut self, incoming: &mut Vec<Event>) {

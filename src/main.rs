@@ -2,6 +2,7 @@
 //! zero-downtime reloads. This file only parses, sets up logging, runs, and
 //! maps the outcome to an exit status; it is the only place that exits.
 
+mod accept;
 mod addr;
 mod cli;
 mod config;

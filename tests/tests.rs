@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod accept;
 mod child_world;
 mod docs;
 mod errors;
