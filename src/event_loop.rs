@@ -6,8 +6,10 @@
 //! The supervisor decides; this file carries out its actions.
 
 use crate::config::Config;
+use crate::control::{self, ControlSocket, Request};
 use crate::error::{Error, exit};
 use crate::listen::Listener;
+use crate::pidfile::PidFile;
 use crate::readiness::{self, NotifySocket};
 use crate::signals;
 use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
@@ -26,6 +28,8 @@ use std::time::Instant;
 const SIGNALS: Token = Token(0);
 /// Notify sockets use tokens from here on: `NOTIFY_BASE + generation`.
 const NOTIFY_BASE: usize = 1 << 32;
+/// The control socket's listener, then its connections (`+ 1 + client`).
+const CONTROL_BASE: usize = 1 << 48;
 
 pub struct EventLoop {
     poll: Poll,
@@ -37,6 +41,9 @@ pub struct EventLoop {
     /// sockhold's environment without what was addressed to it.
     inherited_env: Vec<(OsString, OsString)>,
     forward_signals: Vec<Signal>,
+    control: Option<control::Server>,
+    pid_file: Option<PidFile>,
+    started_at: Instant,
 }
 
 impl EventLoop {
@@ -71,7 +78,28 @@ impl EventLoop {
             command: config.command,
             inherited_env: spawn::inherited_environment(),
             forward_signals: config.forward_signals,
+            control: None,
+            pid_file: None,
+            started_at: Instant::now(),
         })
+    }
+
+    /// Serves the control socket (if any) and removes the pid file (if
+    /// any) at exit.
+    pub fn with_control(
+        mut self,
+        control: Option<ControlSocket>,
+        pid_file: Option<PidFile>,
+    ) -> Result<EventLoop, Error> {
+        if let Some(socket) = control {
+            self.control = Some(control::Server::new(
+                socket,
+                self.poll.registry(),
+                CONTROL_BASE,
+            )?);
+        }
+        self.pid_file = pid_file;
+        Ok(self)
     }
 
     /// Runs until the supervisor says to exit; returns the exit status.
@@ -79,9 +107,14 @@ impl EventLoop {
         let mut events = Events::with_capacity(64);
         let mut status = self.dispatch(Event::Start);
         while status.is_none() {
-            let timeout = self
-                .supervisor
-                .next_deadline()
+            let control_deadline = self
+                .control
+                .as_ref()
+                .and_then(control::Server::next_deadline);
+            let timeout = [self.supervisor.next_deadline(), control_deadline]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|deadline| deadline.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -92,6 +125,11 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.take_signals(&mut incoming),
+                    Token(token) if token >= CONTROL_BASE => {
+                        if let Some(control) = &mut self.control {
+                            control.handle_event(Token(token), event, Instant::now());
+                        }
+                    }
                     Token(token) if token >= NOTIFY_BASE => {
                         self.take_notifications(
                             (token - NOTIFY_BASE) as GenerationId,
@@ -108,9 +146,18 @@ impl EventLoop {
                     break;
                 }
             }
+            if status.is_none() {
+                status = self.serve_control();
+            }
         }
         for listener in &self.listeners {
             listener.remove_socket_file();
+        }
+        if let Some(control) = &mut self.control {
+            control.shutdown();
+        }
+        if let Some(pid_file) = &self.pid_file {
+            pid_file.remove();
         }
         Ok(status.unwrap_or(exit::INTERNAL))
     }
@@ -136,11 +183,83 @@ impl EventLoop {
                     Action::Exit { status } => return Some(status),
                     // Outcomes for outside watchers (systemd, control
                     // clients); the log already tells them to a person.
-                    Action::Report(_) => {}
+                    Action::Report(report) => {
+                        if let Some(control) = &mut self.control {
+                            control.report(&report);
+                        }
+                    }
                 }
             }
         }
         None
+    }
+
+    /// Acts on the control requests read so far. A reload client is
+    /// registered as waiting before the supervisor sees the request, so
+    /// that the reload it starts or joins (a queued one) answers it.
+    fn serve_control(&mut self) -> Option<i32> {
+        let now = Instant::now();
+        if let Some(control) = &mut self.control {
+            control.expire(now);
+        }
+        loop {
+            let requests = self.control.as_mut()?.take_requests();
+            if requests.is_empty() {
+                return None;
+            }
+            for (client, request) in requests {
+                match request {
+                    Request::Reload => {
+                        log::info!("control: reload requested");
+                        self.control.as_mut()?.await_reload(client);
+                        if let Some(status) = self.dispatch(Event::Reload) {
+                            return Some(status);
+                        }
+                    }
+                    Request::Status => {
+                        let json = self.status_json();
+                        self.control.as_mut()?.reply(client, &json);
+                    }
+                    Request::Stop => {
+                        self.control.as_mut()?.reply_and_hold(client, "ok stopping");
+                        // A second stop request is not the impatient
+                        // second Ctrl-C that kills at once: it just waits.
+                        if self.supervisor.phase_name() != "stopping" {
+                            log::info!("control: stop requested");
+                            let stop = Event::Stop {
+                                signal: Signal::SIGTERM,
+                            };
+                            if let Some(status) = self.dispatch(stop) {
+                                return Some(status);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let sockets = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| control::SocketInfo {
+                fd: spawn::FIRST_PASSED_FD as usize + index,
+                name: &listener.name,
+                address: &listener.description,
+            })
+            .collect();
+        let view = control::StatusView {
+            pid: std::process::id(),
+            state: self.supervisor.phase_name(),
+            started_at: self.started_at,
+            sockets,
+            generations: self.supervisor.generations(),
+            restarts: self.supervisor.restarts,
+            reload_queued: self.supervisor.reload_queued(),
+        };
+        control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
 
     fn take_signals(&mut self, incoming: &mut Vec<Event>) {
