@@ -144,6 +144,11 @@ enum AfterReply {
 struct Client {
     stream: UnixStream,
     state: State,
+    /// Why this peer may not control sockhold; told once it has sent its
+    /// request (replying before would race with its write, and closing
+    /// with its request unread would reset the connection, losing the
+    /// reply).
+    refusal: Option<String>,
 }
 
 /// The control socket served by the event loop.
@@ -244,20 +249,22 @@ impl Server {
                 log::warn!("control socket: cannot watch a connection: {error}");
                 continue;
             }
-            let state = match check_peer(&stream) {
-                Ok(()) => State::Reading {
-                    buffer: Vec::new(),
-                    deadline: now + REQUEST_TIMEOUT,
-                },
-                Err(reason) => {
-                    log::warn!("control socket: refused a client: {reason}");
-                    writing(
-                        format!("error permission denied: {reason}"),
-                        AfterReply::Close,
-                    )
-                }
+            let refusal = check_peer(&stream).err();
+            if let Some(reason) = &refusal {
+                log::warn!("control socket: refused a client: {reason}");
+            }
+            let state = State::Reading {
+                buffer: Vec::new(),
+                deadline: now + REQUEST_TIMEOUT,
             };
-            self.clients.insert(id, Client { stream, state });
+            self.clients.insert(
+                id,
+                Client {
+                    stream,
+                    state,
+                    refusal,
+                },
+            );
             self.drive(id);
         }
     }
@@ -278,6 +285,10 @@ impl Server {
             State::Reading { buffer, .. } => match read_request(&mut client.stream, buffer) {
                 ReadOutcome::Pending => Next::Stay,
                 ReadOutcome::Gone => Next::Close,
+                _ if client.refusal.is_some() => Next::Reply(format!(
+                    "error permission denied: {}",
+                    client.refusal.as_deref().unwrap_or_default()
+                )),
                 ReadOutcome::Line(line) => match Request::parse(&line) {
                     Some(request) => Next::Asked(request),
                     None => {
@@ -416,6 +427,16 @@ impl Server {
     fn close(&mut self, id: ClientId) {
         if let Some(mut client) = self.clients.remove(&id) {
             let _ = self.registry.deregister(&mut client.stream);
+            // Closing with unread input makes the kernel reset the
+            // connection, and the peer would lose the reply still queued
+            // for it: read what is there first (bounded).
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match client.stream.read(&mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
         }
         // A slot is free: take a connection that waited in the backlog (no
         // new readiness event would come for it: epoll is edge-triggered).
@@ -656,9 +677,9 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
         )
     };
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(unreachable)?;
-    stream
-        .write_all(format!("{}\n", request.word()).as_bytes())
-        .map_err(unreachable)?;
+    // A refused write (sockhold already replied and closed) is not the
+    // end: its reply may be waiting to be read.
+    let _ = stream.write_all(format!("{}\n", request.word()).as_bytes());
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).map_err(unreachable)?;

@@ -4,7 +4,9 @@
 mod harness;
 
 mod child_world;
+mod control;
 mod errors;
 mod exit_status;
+mod privileges;
 mod reload;
 mod unix_sockets;
