@@ -52,7 +52,11 @@ impl SocketFile {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.st_dev() == self.device && meta.st_ino() == self.inode => {
                 if let Err(error) = std::fs::remove_file(&self.path) {
-                    log::warn!("cannot remove {}: {error}", self.path.display());
+                    log::warn!(
+                        "cannot remove {}: {error}{}",
+                        self.path.display(),
+                        after_drop_hint(&error)
+                    );
                 }
             }
             _ => log::debug!(
@@ -60,6 +64,16 @@ impl SocketFile {
                 self.path.display()
             ),
         }
+    }
+}
+
+/// Why a file created before `--user` took effect may not be removable
+/// at exit, and why that is harmless.
+pub fn after_drop_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root() {
+        " (created before the privilege drop, in a directory the user cannot write; the next start replaces it)"
+    } else {
+        ""
     }
 }
 
