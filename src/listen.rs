@@ -52,11 +52,7 @@ impl SocketFile {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.st_dev() == self.device && meta.st_ino() == self.inode => {
                 if let Err(error) = std::fs::remove_file(&self.path) {
-                    log::warn!(
-                        "cannot remove {}: {error}{}",
-                        self.path.display(),
-                        after_drop_hint(&error)
-                    );
+                    log_cannot_remove(&self.path, &error);
                 }
             }
             _ => log::debug!(
@@ -67,13 +63,18 @@ impl SocketFile {
     }
 }
 
-/// Why a file created before `--user` took effect may not be removable
-/// at exit, and why that is harmless.
-pub fn after_drop_hint(error: &std::io::Error) -> &'static str {
+/// Logs a file that could not be removed at exit. After `--user`, a file
+/// created as root in a directory the user cannot write stays behind; that
+/// is expected and harmless (the next start replaces it), so it is not a
+/// warning.
+pub fn log_cannot_remove(path: &Path, error: &std::io::Error) {
     if error.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root() {
-        " (created before the privilege drop, in a directory the user cannot write; the next start replaces it)"
+        log::info!(
+            "{} left in place: created before the privilege drop, in a directory this user cannot write",
+            path.display()
+        );
     } else {
-        ""
+        log::warn!("cannot remove {}: {error}", path.display());
     }
 }
 

@@ -72,11 +72,7 @@ impl PidFile {
         match std::fs::read_to_string(&self.path) {
             Ok(content) if content.trim() == self.pid.to_string() => {
                 if let Err(error) = std::fs::remove_file(&self.path) {
-                    log::warn!(
-                        "cannot remove {}: {error}{}",
-                        self.path.display(),
-                        crate::listen::after_drop_hint(&error)
-                    );
+                    crate::listen::log_cannot_remove(&self.path, &error);
                 }
             }
             Ok(_) => log::debug!(

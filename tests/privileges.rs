@@ -44,9 +44,15 @@ fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
         "grep -E '^(Uid|Gid|Groups):' /proc/self/status | sed 's/^/child /' >&2; exec '{}'",
         test_child_bin()
     );
-    let sockhold = Sockhold::command()
+    // A socket file in a directory only root may write: sockhold cannot
+    // remove it once it runs as nobody, and says so at exit.
+    let dir = TempDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sockhold = Sockhold::command()
         .args(["--user", "nobody", "-l"])
         .arg(format!("127.0.0.1:{port}"))
+        .arg("-l")
+        .arg(dir.join("app.sock"))
         .args(["--", "sh", "-c", &script])
         .start();
     sockhold.wait_for("running as uid 65534 gid 65534");
@@ -78,6 +84,16 @@ fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
     // The child serves the port that only root could bind.
     let answer = request_tcp(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
     assert!(answer.starts_with("pid="), "{answer}");
+    sockhold.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    assert!(
+        sockhold.log_text().contains(&format!(
+            "{} left in place: created before the privilege drop",
+            dir.join("app.sock").display()
+        )),
+        "{}",
+        sockhold.log_text()
+    );
 }
 
 #[test]
