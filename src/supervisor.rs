@@ -624,7 +624,15 @@ impl Supervisor {
             RestartPolicy::Always => true,
         };
         if !restart {
-            log::info!("generation {generation} ended with {status}; not restarting: exiting");
+            let policy = match self.settings.restart {
+                RestartPolicy::Never => "never",
+                RestartPolicy::OnFailure => "on-failure",
+                RestartPolicy::Always => "always",
+            };
+            log::info!(
+                "generation {generation} ended with {status}; not restarting (--restart {policy}): exiting with status {}",
+                status.exit_code()
+            );
             self.phase = Phase::ShuttingDown {
                 requested_by: None,
                 primary: None,
