@@ -636,17 +636,6 @@ fn json_string(text: &str) -> String {
     out
 }
 
-/// Exit statuses of the client (`sockhold reload|status|stop`), next to
-/// the shared ones in `error::exit`.
-pub mod client_exit {
-    /// sockhold answered with an error: the reload failed or was refused.
-    pub const FAILED: i32 = 1;
-    /// No sockhold answers at that path (EX_UNAVAILABLE).
-    pub const UNAVAILABLE: i32 = 69;
-    /// The answer was not in the protocol (EX_PROTOCOL).
-    pub const PROTOCOL: i32 = 76;
-}
-
 /// The client: sends `request` to the control socket at `path`, prints the
 /// answer, and returns the exit status (0 on success).
 pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
@@ -659,14 +648,14 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
                 "run it as the user sockhold runs as, or as root",
             ),
             Errno::ENOENT => (
-                client_exit::UNAVAILABLE,
+                exit::UNAVAILABLE,
                 "is sockhold running with --control at that path?",
             ),
             Errno::ECONNREFUSED => (
-                client_exit::UNAVAILABLE,
+                exit::UNAVAILABLE,
                 "nobody serves that socket: sockhold is not running",
             ),
-            _ => (client_exit::UNAVAILABLE, "see sockhold's log"),
+            _ => (exit::UNAVAILABLE, "see sockhold's log"),
         };
         Error::new(
             status,
@@ -686,7 +675,7 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
     let line = line.trim_end_matches(['\n', '\r']);
     if line.is_empty() {
         return Err(Error::new(
-            client_exit::UNAVAILABLE,
+            exit::UNAVAILABLE,
             format!(
                 "no answer from sockhold at '{text}': it closed the connection (it may have exited; see its log)"
             ),
@@ -696,7 +685,7 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
         let status = if reason.starts_with("permission denied") {
             exit::PERMISSION
         } else {
-            client_exit::FAILED
+            exit::CLIENT_FAILED
         };
         return Err(Error::new(
             status,
@@ -723,7 +712,7 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         _ => Err(Error::new(
-            client_exit::PROTOCOL,
+            exit::PROTOCOL,
             format!(
                 "unexpected answer from '{text}': '{}' (is that a sockhold control socket?)",
                 line.chars().take(80).collect::<String>()
