@@ -7,11 +7,13 @@ use crate::config::{
     self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
     SupervisorSettings,
 };
+use crate::control::Request;
 use crate::error::Error;
 use crate::signals;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const AFTER_HELP: &str = "\
@@ -22,13 +24,17 @@ With --accept, TERM and INT stop accepting and stop every running connection's c
 HUP changes nothing (each connection runs the command afresh), and forwarded signals
 go to every running child.
 
+Control: sockhold reload|status|stop --control PATH talks to a running sockhold.
+
 Examples:
   sockhold -l 8080 -- ./server --flag
   sockhold -l http=127.0.0.1:8080 -l /run/app.sock --ready notify -- ./server
+  sockhold --user nobody -l 80 --control /run/app.ctl -- ./server
   kill -HUP <sockhold pid>
   sockhold --accept --inetd -l 7000 -- cat
   sockhold --accept --max-connections 64 --max-per-source 4 -l /run/app.sock -- ./handler
   sockhold --lazy -l 8080 -- ./server
+  sockhold reload --control /run/app.ctl
 
 See sockhold(1) for the child's environment and the exit status table.";
 
@@ -55,6 +61,31 @@ pub struct Cli {
     /// File mode of Unix socket files, in octal, set when the file is created [default: from the umask]
     #[arg(long, value_name = "MODE", value_parser = parse_mode, help_heading = "Sockets")]
     socket_mode: Option<u32>,
+
+    /// Owner of Unix socket files, as chown(1) writes it, set before the socket listens [default: sockhold's user]
+    #[arg(long, value_name = "USER[:GROUP]", help_heading = "Sockets")]
+    socket_owner: Option<String>,
+
+    /// After binding, run as this user (name or uid), sockhold and its children alike
+    #[arg(long, value_name = "NAME|UID", help_heading = "Privileges")]
+    user: Option<String>,
+
+    /// Group to run as with --user [default: the user's primary group]
+    #[arg(
+        long,
+        value_name = "NAME|GID",
+        requires = "user",
+        help_heading = "Privileges"
+    )]
+    group: Option<String>,
+
+    /// Write sockhold's pid to this file (removed at exit)
+    #[arg(long, value_name = "PATH", help_heading = "Control")]
+    pid_file: Option<PathBuf>,
+
+    /// Serve the control socket here (reload, status, stop), owner-only
+    #[arg(long, value_name = "PATH", help_heading = "Control")]
+    control: Option<PathBuf>,
 
     /// When a new child is ready: "notify" (only on READY=1) or a DURATION (then, or on an earlier READY=1)
     #[arg(long, value_name = "notify|DURATION", default_value = "1s", value_parser = parse_ready,
@@ -237,6 +268,11 @@ impl Cli {
             listen: self.listen,
             backlog: self.backlog,
             socket_mode: self.socket_mode,
+            socket_owner: self.socket_owner,
+            user: self.user,
+            group: self.group,
+            pid_file: self.pid_file,
+            control: self.control,
             command: self.command,
             supervisor: SupervisorSettings {
                 ready: self.ready,
@@ -254,6 +290,91 @@ impl Cli {
     }
 }
 
+/// `sockhold reload|status|stop --control PATH`: the control socket's client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockhold",
+    version,
+    about = "Talk to a running sockhold through its control socket (--control)"
+)]
+pub struct ClientCli {
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Start a new generation; exit 0 once it is ready, non-zero with the reason if it fails
+    Reload(ControlArgs),
+    /// Print sockhold's sockets, generations, pids and states as one JSON object
+    Status(ControlArgs),
+    /// Stop every generation and wait until sockhold has exited
+    Stop(ControlArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The control socket of the sockhold to talk to
+    #[arg(long, value_name = "PATH")]
+    control: PathBuf,
+}
+
+/// What `sockhold <subcommand>` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAction {
+    Request {
+        request: Request,
+        control: PathBuf,
+    },
+    /// The completion script for a shell, ready to print.
+    Completions(Vec<u8>),
+}
+
+/// The first argument that selects the client instead of the supervisor.
+/// `sockhold -- reload` still runs a program called `reload`.
+pub fn is_client_command(first: &OsStr) -> bool {
+    ["reload", "status", "stop", "completions"]
+        .iter()
+        .any(|word| first == *word)
+}
+
+impl ClientCli {
+    pub fn into_action(self) -> ClientAction {
+        let (request, args) = match self.command {
+            ClientCommand::Reload(args) => (Request::Reload, args),
+            ClientCommand::Status(args) => (Request::Status, args),
+            ClientCommand::Stop(args) => (Request::Stop, args),
+            ClientCommand::Completions { shell } => {
+                return ClientAction::Completions(completions(shell));
+            }
+        };
+        ClientAction::Request {
+            request,
+            control: args.control,
+        }
+    }
+}
+
+/// Completions for both modes: the supervisor's options and the client's
+/// subcommands.
+fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut command = Cli::command();
+    for sub in ClientCli::command().get_subcommands() {
+        if !sub.is_hide_set() {
+            command = command.subcommand(sub.clone());
+        }
+    }
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "sockhold", &mut script);
+    script
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +387,42 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        ClientCli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_subcommands_parse() {
+        let cli =
+            ClientCli::try_parse_from(["sockhold", "reload", "--control", "/run/a.ctl"]).unwrap();
+        assert_eq!(
+            cli.into_action(),
+            ClientAction::Request {
+                request: Request::Reload,
+                control: PathBuf::from("/run/a.ctl")
+            }
+        );
+        assert!(ClientCli::try_parse_from(["sockhold", "status"]).is_err());
+        assert!(is_client_command(OsStr::new("stop")));
+        assert!(!is_client_command(OsStr::new("-l")));
+    }
+
+    #[test]
+    fn completions_cover_options_and_subcommands() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let script = String::from_utf8(completions(shell)).unwrap();
+            assert!(script.contains("socket-owner"), "{shell}");
+            assert!(script.contains("reload"), "{shell}");
+        }
+    }
+
+    #[test]
+    fn group_needs_user() {
+        assert!(parse(&["--group", "nogroup", "--", "true"]).is_err());
+        assert!(parse(&["--user", "nobody", "--group", "nogroup", "--", "true"]).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::addr::ListenSpec;
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// When a new generation counts as ready to take over.
@@ -67,6 +68,14 @@ pub struct Config {
     pub backlog: Option<i32>,
     /// Mode of Unix socket files; `None`: as the umask makes it.
     pub socket_mode: Option<u32>,
+    /// `--socket-owner USER[:GROUP]`, resolved at start.
+    pub socket_owner: Option<String>,
+    /// `--user`/`--group`: who sockhold becomes after binding.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub pid_file: Option<PathBuf>,
+    /// Where to serve the control socket.
+    pub control: Option<PathBuf>,
     pub command: Vec<OsString>,
     pub supervisor: SupervisorSettings,
     /// Signals passed on to the current generation.

@@ -9,8 +9,10 @@
 
 use crate::accept::{self, AcceptServer};
 use crate::config::Config;
+use crate::control::{self, ControlSocket, Request};
 use crate::error::{Error, exit};
 use crate::listen::Listener;
+use crate::pidfile::PidFile;
 use crate::readiness::{self, NotifySocket};
 use crate::signals;
 use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
@@ -32,6 +34,8 @@ const NOTIFY_BASE: usize = 1 << 32;
 /// Listening sockets (watched in `--accept` and `--lazy` mode only):
 /// `LISTENER_BASE + index`.
 const LISTENER_BASE: usize = 1 << 40;
+/// The control socket's listener, then its connections (`+ 1 + client`).
+const CONTROL_BASE: usize = 1 << 48;
 
 pub struct EventLoop {
     poll: Poll,
@@ -47,6 +51,9 @@ pub struct EventLoop {
     accept: Option<AcceptServer>,
     /// Whether the listeners are registered with the poll.
     watching_listeners: bool,
+    control: Option<control::Server>,
+    pid_file: Option<PidFile>,
+    started_at: Instant,
 }
 
 impl EventLoop {
@@ -111,7 +118,28 @@ impl EventLoop {
             forward_signals: config.forward_signals,
             accept,
             watching_listeners: false,
+            control: None,
+            pid_file: None,
+            started_at: Instant::now(),
         })
+    }
+
+    /// Serves the control socket (if any) and removes the pid file (if
+    /// any) at exit.
+    pub fn with_control(
+        mut self,
+        control: Option<ControlSocket>,
+        pid_file: Option<PidFile>,
+    ) -> Result<EventLoop, Error> {
+        if let Some(socket) = control {
+            self.control = Some(control::Server::new(
+                socket,
+                self.poll.registry(),
+                CONTROL_BASE,
+            )?);
+        }
+        self.pid_file = pid_file;
+        Ok(self)
     }
 
     /// Runs until the supervisor says to exit; returns the exit status.
@@ -126,7 +154,15 @@ impl EventLoop {
                 Some(server) => server.next_deadline(now),
                 None => self.supervisor.next_deadline(),
             };
-            let timeout = deadline.map(|deadline| deadline.saturating_duration_since(now));
+            let control_deadline = self
+                .control
+                .as_ref()
+                .and_then(control::Server::next_deadline);
+            let timeout = [deadline, control_deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|deadline| deadline.saturating_duration_since(now));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -136,6 +172,11 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.take_signals(&mut incoming),
+                    Token(token) if token >= CONTROL_BASE => {
+                        if let Some(control) = &mut self.control {
+                            control.handle_event(Token(token), event, Instant::now());
+                        }
+                    }
                     Token(token) if token >= LISTENER_BASE => {
                         self.listener_ready(token - LISTENER_BASE, &mut incoming);
                     }
@@ -160,9 +201,18 @@ impl EventLoop {
             if status.is_none() {
                 self.accept_pending();
             }
+            if status.is_none() {
+                status = self.serve_control();
+            }
         }
         for listener in &self.listeners {
             listener.remove_socket_file();
+        }
+        if let Some(control) = &mut self.control {
+            control.shutdown();
+        }
+        if let Some(pid_file) = &self.pid_file {
+            pid_file.remove();
         }
         Ok(status.unwrap_or(exit::INTERNAL))
     }
@@ -191,7 +241,11 @@ impl EventLoop {
                     Action::Exit { status } => return Some(status),
                     // Outcomes for outside watchers (systemd, control
                     // clients); the log already tells them to a person.
-                    Action::Report(_) => {}
+                    Action::Report(report) => {
+                        if let Some(control) = &mut self.control {
+                            control.report(&report);
+                        }
+                    }
                     Action::WatchListeners => self.watch_listeners(true),
                     Action::UnwatchListeners => self.watch_listeners(false),
                 }
@@ -293,6 +347,80 @@ impl EventLoop {
                 log::warn!("cannot watch {}: {error}", listener.description);
             }
         }
+    }
+
+    /// Acts on the control requests read so far. A reload client is
+    /// registered as waiting before the supervisor sees the request, so
+    /// that the reload it starts or joins (a queued one) answers it.
+    fn serve_control(&mut self) -> Option<i32> {
+        let now = Instant::now();
+        if let Some(control) = &mut self.control {
+            control.expire(now);
+        }
+        loop {
+            let requests = self.control.as_mut()?.take_requests();
+            if requests.is_empty() {
+                return None;
+            }
+            for (client, request) in requests {
+                match request {
+                    Request::Reload if self.accept.is_some() => {
+                        self.control.as_mut()?.reply(
+                            client,
+                            "ok nothing to reload in --accept mode: every connection runs the command afresh",
+                        );
+                    }
+                    Request::Reload => {
+                        log::info!("control: reload requested");
+                        self.control.as_mut()?.await_reload(client);
+                        if let Some(status) = self.dispatch(Event::Reload) {
+                            return Some(status);
+                        }
+                    }
+                    Request::Status => {
+                        let json = self.status_json();
+                        self.control.as_mut()?.reply(client, &json);
+                    }
+                    Request::Stop => {
+                        self.control.as_mut()?.reply_and_hold(client, "ok stopping");
+                        // A second stop request is not the impatient
+                        // second Ctrl-C that kills at once: it just waits.
+                        if self.supervisor.phase_name() != "stopping" {
+                            log::info!("control: stop requested");
+                            let stop = Event::Stop {
+                                signal: Signal::SIGTERM,
+                            };
+                            if let Some(status) = self.dispatch(stop) {
+                                return Some(status);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let sockets = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| control::SocketInfo {
+                fd: spawn::FIRST_PASSED_FD as usize + index,
+                name: &listener.name,
+                address: &listener.description,
+            })
+            .collect();
+        let view = control::StatusView {
+            pid: std::process::id(),
+            state: self.supervisor.phase_name(),
+            started_at: self.started_at,
+            sockets,
+            generations: self.supervisor.generations(),
+            restarts: self.supervisor.restarts,
+            reload_queued: self.supervisor.reload_queued(),
+        };
+        control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
 
     fn take_signals(&mut self, incoming: &mut Vec<Event>) {

@@ -124,10 +124,32 @@ pub enum Report {
 
 /// Why a generation was started; a reload's outcome is reported as such.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
+pub enum Cause {
     Launch,
     Reload,
     Restart,
+}
+
+impl Cause {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Launch => "launch",
+            Cause::Reload => "reload",
+            Cause::Restart => "restart",
+        }
+    }
+}
+
+/// A generation as outsiders see it (the control socket's `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationInfo {
+    pub id: GenerationId,
+    /// None only while its spawn is under way.
+    pub pid: Option<Pid>,
+    /// `starting`, `current` or `stopping`.
+    pub state: &'static str,
+    pub cause: Cause,
+    pub started_at: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +323,41 @@ impl Supervisor {
         self.current()
             .or_else(|| self.newest_starting())
             .and_then(|index| self.generations[index].pid)
+    }
+
+    /// Every generation, oldest first: a read-only view for status reports.
+    pub fn generations(&self) -> Vec<GenerationInfo> {
+        self.generations
+            .iter()
+            .map(|g| GenerationInfo {
+                id: g.id,
+                pid: g.pid,
+                state: match g.role {
+                    Role::Starting { .. } => "starting",
+                    Role::Current { .. } => "current",
+                    Role::Stopping { .. } => "stopping",
+                },
+                cause: g.cause,
+                started_at: g.started_at,
+            })
+            .collect()
+    }
+
+    /// What sockhold as a whole is doing: `running`, `waiting to restart`,
+    /// `waiting for a connection` (`--lazy`), `stopping` or `exited`.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Running => "running",
+            Phase::WaitingToRestart { .. } => "waiting to restart",
+            Phase::Idle { .. } => "waiting for a connection",
+            Phase::ShuttingDown { .. } => "stopping",
+            Phase::Exited => "exited",
+        }
+    }
+
+    /// Whether a reload waits for the one in flight.
+    pub fn reload_queued(&self) -> bool {
+        self.reload_queued
     }
 
     /// The main pid of a generation (to check who sent a notify message).
@@ -1429,6 +1486,30 @@ mod tests {
                 reason: "sockhold is stopping".into()
             }]
         );
+    }
+
+    #[test]
+    fn generations_view_shows_ids_pids_states_and_causes() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.step(Event::Reload, t0 + ms(10));
+        sup.step(Event::Reload, t0 + ms(20));
+        let view = sup.generations();
+        assert_eq!(view.len(), 2);
+        assert_eq!(
+            (view[0].id, view[0].pid, view[0].state, view[0].cause),
+            (1, Some(pid(100)), "current", Cause::Launch)
+        );
+        assert_eq!(
+            (view[1].id, view[1].pid, view[1].state, view[1].cause),
+            (2, None, "starting", Cause::Reload)
+        );
+        assert_eq!(view[1].started_at, t0 + ms(10));
+        assert!(sup.reload_queued());
+        assert_eq!(sup.phase_name(), "running");
+        sup.step(Event::Stop { signal: TERM }, t0 + ms(30));
+        assert_eq!(sup.phase_name(), "stopping");
+        assert!(sup.generations().iter().all(|g| g.state == "stopping"));
     }
 
     #[test]

@@ -5,8 +5,10 @@ mod harness;
 
 mod accept;
 mod child_world;
+mod control;
 mod docs;
 mod errors;
 mod exit_status;
+mod privileges;
 mod reload;
 mod unix_sockets;
