@@ -4,23 +4,38 @@
 
 use crate::addr::{self, ListenSpec};
 use crate::compat::CompatEnv;
-use crate::config::{self, Config, ReadyMode, RestartPolicy, SupervisorSettings};
+use crate::config::{
+    self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
+    SupervisorSettings,
+};
+use crate::control::Request;
 use crate::error::Error;
 use crate::signals;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 Signals: HUP reloads (new generation, then the old one stops once the new one is ready);
 TERM and INT stop every generation and exit with the child's status (0 for a stop
 that was asked for and honoured); the --forward-signals list goes to the current child.
+With --accept, TERM and INT stop accepting and stop every running connection's child,
+HUP changes nothing (each connection runs the command afresh), and forwarded signals
+go to every running child.
+
+Control: sockhold reload|status|stop --control PATH talks to a running sockhold.
 
 Examples:
   sockhold -l 8080 -- ./server --flag
   sockhold -l http=127.0.0.1:8080 -l /run/app.sock --ready notify -- ./server
+  sockhold --user nobody -l 80 --control /run/app.ctl -- ./server
   kill -HUP <sockhold pid>
+  sockhold --accept --inetd -l 7000 -- cat
+  sockhold --accept --max-connections 64 --max-per-source 4 -l /run/app.sock -- ./handler
+  sockhold --lazy -l 8080 -- ./server
+  sockhold reload --control /run/app.ctl
 
 See sockhold(1) for the child's environment and the exit status table.";
 
@@ -55,9 +70,35 @@ pub struct Cli {
         value_name = "NAME,...",
         value_enum,
         value_delimiter = ',',
+        conflicts_with = "accept",
         help_heading = "Sockets"
     )]
     compat_env: Vec<CompatArg>,
+
+    /// Owner of Unix socket files, as chown(1) writes it, set before the socket listens [default: sockhold's user]
+    #[arg(long, value_name = "USER[:GROUP]", help_heading = "Sockets")]
+    socket_owner: Option<String>,
+
+    /// After binding, run as this user (name or uid), sockhold and its children alike
+    #[arg(long, value_name = "NAME|UID", help_heading = "Privileges")]
+    user: Option<String>,
+
+    /// Group to run as with --user [default: the user's primary group]
+    #[arg(
+        long,
+        value_name = "NAME|GID",
+        requires = "user",
+        help_heading = "Privileges"
+    )]
+    group: Option<String>,
+
+    /// Write sockhold's pid to this file (removed at exit)
+    #[arg(long, value_name = "PATH", help_heading = "Control")]
+    pid_file: Option<PathBuf>,
+
+    /// Serve the control socket here (reload, status, stop), owner-only
+    #[arg(long, value_name = "PATH", help_heading = "Control")]
+    control: Option<PathBuf>,
 
     /// When a new child is ready: "notify" (only on READY=1) or a DURATION (then, or on an earlier READY=1)
     #[arg(long, value_name = "notify|DURATION", default_value = "1s", value_parser = parse_ready,
@@ -89,10 +130,37 @@ pub struct Cli {
           help_heading = "Generations")]
     restart_max_delay: Duration,
 
+    /// Start the child only when a connection is waiting, and wait again after it exits on its own
+    #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
+    lazy: bool,
+
     /// Signals passed on to the current child, comma-separated
     #[arg(long, value_name = "SIGNAL,...", default_value = "USR1,USR2", value_delimiter = ',',
           value_parser = signals::parse_signal, help_heading = "Generations")]
     forward_signals: Vec<Signal>,
+
+    /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1)
+    #[arg(long, help_heading = "Per-connection mode")]
+    accept: bool,
+
+    /// With --accept: the connection on stdin and stdout instead of fd 3
+    #[arg(long, requires = "accept", help_heading = "Per-connection mode")]
+    inetd: bool,
+
+    /// With --accept: at N running children, stop accepting until one exits (the kernel queues) [default: 64]
+    #[arg(long, value_name = "N", requires = "accept",
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
+    max_connections: Option<u32>,
+
+    /// With --accept: close at once a new connection from a source (IP address; uid on Unix sockets) that has N running [default: no limit]
+    #[arg(long, value_name = "N", requires = "accept",
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
+    max_per_source: Option<u32>,
+
+    /// With --accept: start at most N children per second; over it, wait (the kernel queues) [default: no limit]
+    #[arg(long, value_name = "N", requires = "accept",
+          value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
+    max_rate: Option<u32>,
 
     /// More log lines (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count, help_heading = "Logging")]
@@ -205,10 +273,25 @@ impl Cli {
             RestartArg::Always => RestartPolicy::Always,
             RestartArg::Never => RestartPolicy::Never,
         };
+        let accept = self.accept.then(|| AcceptSettings {
+            inetd: self.inetd,
+            max_connections: self
+                .max_connections
+                .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            max_per_source: self.max_per_source.map(|n| n as usize),
+            max_rate: self.max_rate,
+            stop_signal: self.stop_signal,
+            stop_timeout: self.stop_timeout,
+        });
         Ok(Config {
             listen: self.listen,
             backlog: self.backlog,
             socket_mode: self.socket_mode,
+            socket_owner: self.socket_owner,
+            user: self.user,
+            group: self.group,
+            pid_file: self.pid_file,
+            control: self.control,
             command: self.command,
             supervisor: SupervisorSettings {
                 ready: self.ready,
@@ -217,6 +300,7 @@ impl Cli {
                 stop_timeout: self.stop_timeout,
                 restart,
                 restart_max_delay: self.restart_max_delay,
+                lazy: self.lazy,
                 ..SupervisorSettings::default()
             },
             forward_signals: self.forward_signals,
@@ -228,8 +312,94 @@ impl Cli {
                     CompatArg::Einhorn => CompatEnv::Einhorn,
                 })
                 .collect(),
+            accept,
         })
     }
+}
+
+/// `sockhold reload|status|stop --control PATH`: the control socket's client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockhold",
+    version,
+    about = "Talk to a running sockhold through its control socket (--control)"
+)]
+pub struct ClientCli {
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Start a new generation; exit 0 once it is ready, non-zero with the reason if it fails
+    Reload(ControlArgs),
+    /// Print sockhold's sockets, generations, pids and states as one JSON object
+    Status(ControlArgs),
+    /// Stop every generation and wait until sockhold has exited
+    Stop(ControlArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The control socket of the sockhold to talk to
+    #[arg(long, value_name = "PATH")]
+    control: PathBuf,
+}
+
+/// What `sockhold <subcommand>` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAction {
+    Request {
+        request: Request,
+        control: PathBuf,
+    },
+    /// The completion script for a shell, ready to print.
+    Completions(Vec<u8>),
+}
+
+/// The first argument that selects the client instead of the supervisor.
+/// `sockhold -- reload` still runs a program called `reload`.
+pub fn is_client_command(first: &OsStr) -> bool {
+    ["reload", "status", "stop", "completions"]
+        .iter()
+        .any(|word| first == *word)
+}
+
+impl ClientCli {
+    pub fn into_action(self) -> ClientAction {
+        let (request, args) = match self.command {
+            ClientCommand::Reload(args) => (Request::Reload, args),
+            ClientCommand::Status(args) => (Request::Status, args),
+            ClientCommand::Stop(args) => (Request::Stop, args),
+            ClientCommand::Completions { shell } => {
+                return ClientAction::Completions(completions(shell));
+            }
+        };
+        ClientAction::Request {
+            request,
+            control: args.control,
+        }
+    }
+}
+
+/// Completions for both modes: the supervisor's options and the client's
+/// subcommands.
+fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut command = Cli::command();
+    for sub in ClientCli::command().get_subcommands() {
+        if !sub.is_hide_set() {
+            command = command.subcommand(sub.clone());
+        }
+    }
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "sockhold", &mut script);
+    script
 }
 
 #[cfg(test)]
@@ -244,6 +414,42 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+        ClientCli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_subcommands_parse() {
+        let cli =
+            ClientCli::try_parse_from(["sockhold", "reload", "--control", "/run/a.ctl"]).unwrap();
+        assert_eq!(
+            cli.into_action(),
+            ClientAction::Request {
+                request: Request::Reload,
+                control: PathBuf::from("/run/a.ctl")
+            }
+        );
+        assert!(ClientCli::try_parse_from(["sockhold", "status"]).is_err());
+        assert!(is_client_command(OsStr::new("stop")));
+        assert!(!is_client_command(OsStr::new("-l")));
+    }
+
+    #[test]
+    fn completions_cover_options_and_subcommands() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let script = String::from_utf8(completions(shell)).unwrap();
+            assert!(script.contains("socket-owner"), "{shell}");
+            assert!(script.contains("reload"), "{shell}");
+        }
+    }
+
+    #[test]
+    fn group_needs_user() {
+        assert!(parse(&["--group", "nogroup", "--", "true"]).is_err());
+        assert!(parse(&["--user", "nobody", "--group", "nogroup", "--", "true"]).is_ok());
     }
 
     #[test]
@@ -279,6 +485,7 @@ mod tests {
             vec![CompatEnv::ServerStarter, CompatEnv::Einhorn]
         );
         assert!(parse(&["--compat-env", "inetd", "--", "true"]).is_err());
+        assert!(parse(&["--compat-env", "einhorn", "--accept", "--", "cat"]).is_err());
     }
 
     #[test]
@@ -294,6 +501,48 @@ mod tests {
         assert_eq!(kill.into_config().unwrap_err().exit_status, 64);
         let ready = parse(&["--ready", "2m", "--", "true"]).unwrap();
         assert!(ready.into_config().is_err());
+    }
+
+    #[test]
+    fn accept_options_need_accept_and_lazy_excludes_it() {
+        let config = parse(&["--accept", "-l", "7000", "--", "cat"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        let accept = config.accept.unwrap();
+        assert_eq!(accept.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(accept.max_per_source, None);
+        assert!(!accept.inetd);
+        let config = parse(&[
+            "--accept",
+            "--inetd",
+            "--max-connections",
+            "8",
+            "--max-per-source",
+            "2",
+            "--max-rate",
+            "100",
+            "-l",
+            "7000",
+            "--",
+            "cat",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let accept = config.accept.unwrap();
+        assert!(accept.inetd);
+        assert_eq!(accept.max_connections, 8);
+        assert_eq!(accept.max_per_source, Some(2));
+        assert_eq!(accept.max_rate, Some(100));
+        assert!(parse(&["--inetd", "-l", "7000", "--", "cat"]).is_err());
+        assert!(parse(&["--max-connections", "8", "--", "cat"]).is_err());
+        assert!(parse(&["--accept", "--max-connections", "0", "--", "cat"]).is_err());
+        assert!(parse(&["--accept", "--lazy", "--", "cat"]).is_err());
+        let lazy = parse(&["--lazy", "-l", "8080", "--", "true"]).unwrap();
+        let config = lazy.into_config().unwrap();
+        assert!(config.supervisor.lazy);
+        assert!(config.accept.is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::addr::ListenSpec;
 use crate::compat::CompatEnv;
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// When a new generation counts as ready to take over.
@@ -40,6 +41,9 @@ pub struct SupervisorSettings {
     pub restart_max_delay: Duration,
     /// A child that ran this long before it crashed resets the backoff.
     pub healthy_after: Duration,
+    /// `--lazy`: start a generation only when a connection is waiting, and
+    /// wait again after it exits on its own.
+    pub lazy: bool,
 }
 
 impl Default for SupervisorSettings {
@@ -53,6 +57,7 @@ impl Default for SupervisorSettings {
             restart_delay: Duration::from_millis(100),
             restart_max_delay: Duration::from_secs(30),
             healthy_after: Duration::from_secs(10),
+            lazy: false,
         }
     }
 }
@@ -64,13 +69,42 @@ pub struct Config {
     pub backlog: Option<i32>,
     /// Mode of Unix socket files; `None`: as the umask makes it.
     pub socket_mode: Option<u32>,
+    /// `--socket-owner USER[:GROUP]`, resolved at start.
+    pub socket_owner: Option<String>,
+    /// `--user`/`--group`: who sockhold becomes after binding.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub pid_file: Option<PathBuf>,
+    /// Where to serve the control socket.
+    pub control: Option<PathBuf>,
     pub command: Vec<OsString>,
     pub supervisor: SupervisorSettings,
     /// Signals passed on to the current generation.
     pub forward_signals: Vec<Signal>,
     /// Other supervisors' variables to set for the child as well.
     pub compat_env: Vec<CompatEnv>,
+    /// `--accept`: per-connection mode instead of generations.
+    pub accept: Option<AcceptSettings>,
 }
+
+/// Per-connection (inetd) mode: one child per accepted connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptSettings {
+    /// `--inetd`: the connection on stdin and stdout instead of fd 3.
+    pub inetd: bool,
+    /// At this many running children sockhold stops accepting.
+    pub max_connections: usize,
+    /// Running children per source (IP address, or uid for Unix sockets)
+    /// above which a new connection from it is closed at once.
+    pub max_per_source: Option<usize>,
+    /// New children per second; over it sockhold waits (the kernel queues).
+    pub max_rate: Option<u32>,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+}
+
+/// systemd's default for MaxConnections= (systemd.socket(5)).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// Parses `500ms`, `1.5s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

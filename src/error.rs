@@ -25,6 +25,13 @@ pub mod exit {
     pub const OS: i32 = 71;
     /// Permission denied (EX_NOPERM).
     pub const PERMISSION: i32 = 77;
+    /// Client (`sockhold reload|status|stop`): sockhold answered with an
+    /// error, e.g. the reload failed.
+    pub const CLIENT_FAILED: i32 = 1;
+    /// Client: no sockhold answers at that control socket (EX_UNAVAILABLE).
+    pub const UNAVAILABLE: i32 = 69;
+    /// Client: the answer was not in the control protocol (EX_PROTOCOL).
+    pub const PROTOCOL: i32 = 76;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,17 +3,22 @@
 //! `waitpid(-1, WNOHANG)` until none is left, readiness datagrams arrive on
 //! the generations' notify sockets, and the poll timeout is the
 //! supervisor's next deadline (none while idle: zero wakeups).
-//! The supervisor decides; this file carries out its actions.
+//! The supervisor decides; this file carries out its actions. In
+//! per-connection mode (`--accept`) the supervisor has nothing to do:
+//! `accept.rs` gets the listeners' events and every reaped child instead.
 
+use crate::accept::{self, AcceptServer};
 use crate::compat;
 use crate::config::Config;
+use crate::control::{self, ControlSocket, Request};
 use crate::error::{Error, exit};
 use crate::listen::Listener;
+use crate::pidfile::PidFile;
 use crate::readiness::{self, NotifySocket};
 use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
 use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
-use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Supervisor};
+use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Report, Supervisor};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
@@ -28,6 +33,11 @@ use std::time::Instant;
 const SIGNALS: Token = Token(0);
 /// Notify sockets use tokens from here on: `NOTIFY_BASE + generation`.
 const NOTIFY_BASE: usize = 1 << 32;
+/// Listening sockets (watched in `--accept` and `--lazy` mode only):
+/// `LISTENER_BASE + index`.
+const LISTENER_BASE: usize = 1 << 40;
+/// The control socket's listener, then its connections (`+ 1 + client`).
+const CONTROL_BASE: usize = 1 << 48;
 
 pub struct EventLoop {
     poll: Poll,
@@ -43,6 +53,13 @@ pub struct EventLoop {
     forward_signals: Vec<Signal>,
     /// systemd (or another service manager) watching sockhold, if any.
     service_manager: ServiceManager,
+    /// Per-connection mode; None: generations.
+    accept: Option<AcceptServer>,
+    /// Whether the listeners are registered with the poll.
+    watching_listeners: bool,
+    control: Option<control::Server>,
+    pid_file: Option<PidFile>,
+    started_at: Instant,
 }
 
 impl EventLoop {
@@ -68,6 +85,36 @@ impl EventLoop {
                 crate::error::errno_text(errno)
             );
         }
+        let inherited_env = spawn::inherited_environment();
+        let accept = match &config.accept {
+            Some(settings) => {
+                // Resolved once: every connection execs this path, so a new
+                // binary installed there is picked up without a reload.
+                let path_var = inherited_env
+                    .iter()
+                    .find(|(key, _)| key == "PATH")
+                    .map(|(_, value)| value.as_os_str());
+                let program =
+                    spawn::resolve_program(&config.command[0], path_var).map_err(|error| {
+                        let why = match &error {
+                            ResolveError::NotFound => "command not found".to_string(),
+                            ResolveError::NotExecutable(why) => why.clone(),
+                        };
+                        let name = config.command[0].to_string_lossy();
+                        Error::new(error.exit_status(), format!("cannot run '{name}': {why}"))
+                    })?;
+                Some(AcceptServer::new(
+                    settings,
+                    &program,
+                    &config.command,
+                    &inherited_env,
+                    &listeners,
+                )?)
+            }
+            None => None,
+        };
+        // --compat-env is refused with --accept: its variables describe
+        // listening sockets, which a per-connection child does not get.
         let inherited_env = child_environment(&config.compat_env, &listeners);
         Ok(EventLoop {
             poll,
@@ -84,23 +131,62 @@ impl EventLoop {
                 std::process::id(),
                 Instant::now(),
             ),
+            accept,
+            watching_listeners: false,
+            control: None,
+            pid_file: None,
+            started_at: Instant::now(),
         })
+    }
+
+    /// Serves the control socket (if any) and removes the pid file (if
+    /// any) at exit.
+    pub fn with_control(
+        mut self,
+        control: Option<ControlSocket>,
+        pid_file: Option<PidFile>,
+    ) -> Result<EventLoop, Error> {
+        if let Some(socket) = control {
+            self.control = Some(control::Server::new(
+                socket,
+                self.poll.registry(),
+                CONTROL_BASE,
+            )?);
+        }
+        self.pid_file = pid_file;
+        Ok(self)
     }
 
     /// Runs until the supervisor says to exit; returns the exit status.
     pub fn run(mut self) -> Result<i32, Error> {
         let mut events = Events::with_capacity(64);
         let mut status = self.dispatch(Event::Start);
+        // In --accept and --lazy mode sockhold itself waits for connections
+        // at first: it is ready as soon as it does.
+        if self.watching_listeners {
+            self.service_manager.waiting_for_connections();
+        }
         while status.is_none() {
-            let deadline = [
-                self.supervisor.next_deadline(),
+            let now = Instant::now();
+            let deadline = match &self.accept {
+                // Connections still queued: only look for other events.
+                Some(server) if server.has_pending() => Some(now),
+                Some(server) => server.next_deadline(now),
+                None => self.supervisor.next_deadline(),
+            };
+            let control_deadline = self
+                .control
+                .as_ref()
+                .and_then(control::Server::next_deadline);
+            let timeout = [
+                deadline,
+                control_deadline,
                 self.service_manager.next_deadline(),
             ]
             .into_iter()
             .flatten()
-            .min();
-            let timeout =
-                deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -110,6 +196,14 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.take_signals(&mut incoming),
+                    Token(token) if token >= CONTROL_BASE => {
+                        if let Some(control) = &mut self.control {
+                            control.handle_event(Token(token), event, Instant::now());
+                        }
+                    }
+                    Token(token) if token >= LISTENER_BASE => {
+                        self.listener_ready(token - LISTENER_BASE, &mut incoming);
+                    }
                     Token(token) if token >= NOTIFY_BASE => {
                         self.take_notifications(
                             (token - NOTIFY_BASE) as GenerationId,
@@ -127,9 +221,23 @@ impl EventLoop {
                     break;
                 }
             }
+            // Accepting comes after reaping, so that children that exited
+            // meanwhile make room first.
+            if status.is_none() {
+                self.accept_pending();
+            }
+            if status.is_none() {
+                status = self.serve_control();
+            }
         }
         for listener in &self.listeners {
             listener.remove_socket_file();
+        }
+        if let Some(control) = &mut self.control {
+            control.shutdown();
+        }
+        if let Some(pid_file) = &self.pid_file {
+            pid_file.remove();
         }
         Ok(status.unwrap_or(exit::INTERNAL))
     }
@@ -137,6 +245,9 @@ impl EventLoop {
     /// Feeds one event to the supervisor and carries out its actions, which
     /// may produce further events (a spawn's outcome).
     fn dispatch(&mut self, event: Event) -> Option<i32> {
+        if self.accept.is_some() {
+            return self.dispatch_accept(event);
+        }
         let mut pending = VecDeque::from([event]);
         while let Some(event) = pending.pop_front() {
             for action in self.supervisor.handle(event, Instant::now()) {
@@ -153,11 +264,192 @@ impl EventLoop {
                     }
                     Action::Forget { generation } => self.forget(generation),
                     Action::Exit { status } => return Some(status),
-                    Action::Report(report) => self.service_manager.report(&report),
+                    // Outcomes for outside watchers (systemd, control
+                    // clients); the log already tells them to a person.
+                    Action::Report(report) => {
+                        self.service_manager.report(&report);
+                        if let Some(control) = &mut self.control {
+                            control.report(&report);
+                        }
+                    }
+                    Action::WatchListeners => self.watch_listeners(true),
+                    Action::UnwatchListeners => self.watch_listeners(false),
                 }
             }
         }
         None
+    }
+
+    /// Per-connection mode: every event goes to `accept.rs`.
+    fn dispatch_accept(&mut self, event: Event) -> Option<i32> {
+        if let Event::Stop { .. } = event {
+            self.service_manager.report(&Report::Stopping);
+        }
+        let server = self.accept.as_mut()?;
+        let now = Instant::now();
+        let actions = match event {
+            Event::Start => {
+                log::info!(
+                    "accepting connections: one child per connection, at most {} at once",
+                    server.connections.limits().max_connections
+                );
+                Vec::new()
+            }
+            Event::Reload => {
+                log::info!(
+                    "reload: nothing to reload in --accept mode; every new connection runs the command afresh"
+                );
+                Vec::new()
+            }
+            Event::Stop { signal } => server.connections.stop(signal, now),
+            Event::Forward { signal } => server.connections.forward(signal),
+            Event::Exited { pid, status } => server.connections.exited(pid, status),
+            Event::Tick => server.tick(now),
+            _ => Vec::new(),
+        };
+        for action in actions {
+            match action {
+                accept::Action::Signal { pid, signal } => {
+                    if let Err(errno) = nix::sys::signal::kill(pid, signal) {
+                        log::debug!(
+                            "cannot send {} to pid {pid}: {errno}",
+                            signals::name(signal)
+                        );
+                    }
+                }
+                accept::Action::Exit { status } => return Some(status),
+            }
+        }
+        let wanted = server.wants_listeners(Instant::now());
+        self.watch_listeners(wanted);
+        None
+    }
+
+    /// A watched listener has a connection queued: accept it (`--accept`),
+    /// or tell the supervisor (`--lazy`, where the child accepts).
+    fn listener_ready(&mut self, index: usize, incoming: &mut Vec<Event>) {
+        match &mut self.accept {
+            Some(server) => server.mark_ready(index),
+            None => {
+                if !incoming.contains(&Event::ConnectionWaiting) {
+                    incoming.push(Event::ConnectionWaiting);
+                }
+            }
+        }
+    }
+
+    /// Accepts what is queued on the listeners that reported readiness.
+    fn accept_pending(&mut self) {
+        let Some(server) = &mut self.accept else {
+            return;
+        };
+        server.accept_pending();
+        let wanted = server.wants_listeners(Instant::now());
+        self.watch_listeners(wanted);
+    }
+
+    /// Registers or deregisters every listener. Edge-triggered: on
+    /// registration epoll reports a connection already queued, so a
+    /// listener that was not drained is picked up again.
+    fn watch_listeners(&mut self, on: bool) {
+        if on == self.watching_listeners {
+            return;
+        }
+        self.watching_listeners = on;
+        if let Some(server) = &mut self.accept {
+            // Whatever is still queued is reported again on registration.
+            server.forget_pending();
+        }
+        let registry = self.poll.registry();
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let raw = listener.raw_fd();
+            let result = if on {
+                registry.register(
+                    &mut SourceFd(&raw),
+                    Token(LISTENER_BASE + index),
+                    Interest::READABLE,
+                )
+            } else {
+                registry.deregister(&mut SourceFd(&raw))
+            };
+            if let Err(error) = result {
+                log::warn!("cannot watch {}: {error}", listener.description);
+            }
+        }
+    }
+
+    /// Acts on the control requests read so far. A reload client is
+    /// registered as waiting before the supervisor sees the request, so
+    /// that the reload it starts or joins (a queued one) answers it.
+    fn serve_control(&mut self) -> Option<i32> {
+        let now = Instant::now();
+        if let Some(control) = &mut self.control {
+            control.expire(now);
+        }
+        loop {
+            let requests = self.control.as_mut()?.take_requests();
+            if requests.is_empty() {
+                return None;
+            }
+            for (client, request) in requests {
+                match request {
+                    Request::Reload if self.accept.is_some() => {
+                        self.control.as_mut()?.reply(
+                            client,
+                            "ok nothing to reload in --accept mode: every connection runs the command afresh",
+                        );
+                    }
+                    Request::Reload => {
+                        log::info!("control: reload requested");
+                        self.control.as_mut()?.await_reload(client);
+                        if let Some(status) = self.dispatch(Event::Reload) {
+                            return Some(status);
+                        }
+                    }
+                    Request::Status => {
+                        let json = self.status_json();
+                        self.control.as_mut()?.reply(client, &json);
+                    }
+                    Request::Stop => {
+                        self.control.as_mut()?.reply_and_hold(client, "ok stopping");
+                        // A second stop request is not the impatient
+                        // second Ctrl-C that kills at once: it just waits.
+                        if self.supervisor.phase_name() != "stopping" {
+                            log::info!("control: stop requested");
+                            let stop = Event::Stop {
+                                signal: Signal::SIGTERM,
+                            };
+                            if let Some(status) = self.dispatch(stop) {
+                                return Some(status);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let sockets = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| control::SocketInfo {
+                fd: spawn::FIRST_PASSED_FD as usize + index,
+                name: &listener.name,
+                address: &listener.description,
+            })
+            .collect();
+        let view = control::StatusView {
+            pid: std::process::id(),
+            state: self.supervisor.phase_name(),
+            started_at: self.started_at,
+            sockets,
+            generations: self.supervisor.generations(),
+            restarts: self.supervisor.restarts,
+            reload_queued: self.supervisor.reload_queued(),
+        };
+        control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
 
     fn take_signals(&mut self, incoming: &mut Vec<Event>) {

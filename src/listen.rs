@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::fs::MetadataExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One socket sockhold holds for its whole life.
@@ -31,14 +31,59 @@ pub struct Listener {
     /// address, for the log.
     pub description: String,
     /// The socket file we created, removed at exit if it is still ours.
-    created_file: Option<CreatedFile>,
+    created_file: Option<SocketFile>,
 }
 
+/// A Unix socket file sockhold created, known by its inode so that it is
+/// removed only while it is still ours.
 #[derive(Debug)]
-struct CreatedFile {
+pub struct SocketFile {
     path: PathBuf,
     device: u64,
     inode: u64,
+}
+
+impl SocketFile {
+    /// Removes the file if it is still the one we created, so that a file
+    /// another process has since bound at that path survives. After a
+    /// privilege drop this may be refused by the directory's permissions:
+    /// it is logged, and the next start replaces the stale file anyway.
+    pub fn remove_if_ours(&self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.st_dev() == self.device && meta.st_ino() == self.inode => {
+                if let Err(error) = std::fs::remove_file(&self.path) {
+                    log_cannot_remove(&self.path, &error);
+                }
+            }
+            _ => log::debug!(
+                "{} is no longer our socket file; left in place",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// Logs a file that could not be removed at exit. After `--user`, a file
+/// created as root in a directory the user cannot write stays behind; that
+/// is expected and harmless (the next start replaces it), so it is not a
+/// warning.
+pub fn log_cannot_remove(path: &Path, error: &std::io::Error) {
+    if error.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root() {
+        log::info!(
+            "{} left in place: created before the privilege drop, in a directory this user cannot write",
+            path.display()
+        );
+    } else {
+        log::warn!("cannot remove {}: {error}", path.display());
+    }
+}
+
+/// Owner to give Unix socket files (`--socket-owner`); `None` leaves that
+/// id as bind(2) made it (sockhold's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOwner {
+    pub uid: Option<nix::unistd::Uid>,
+    pub gid: Option<nix::unistd::Gid>,
 }
 
 impl Listener {
@@ -46,22 +91,10 @@ impl Listener {
         self.fd.as_raw_fd()
     }
 
-    /// Removes the Unix socket file if it is still the one we created, so
-    /// that a file another process has since bound at that path survives.
+    /// Removes the Unix socket file if it is still the one we created.
     pub fn remove_socket_file(&self) {
-        let Some(created) = &self.created_file else {
-            return;
-        };
-        match std::fs::symlink_metadata(&created.path) {
-            Ok(meta) if meta.st_dev() == created.device && meta.st_ino() == created.inode => {
-                if let Err(error) = std::fs::remove_file(&created.path) {
-                    log::warn!("cannot remove {}: {error}", created.path.display());
-                }
-            }
-            _ => log::debug!(
-                "{} is no longer our socket file; left in place",
-                created.path.display()
-            ),
+        if let Some(created) = &self.created_file {
+            created.remove_if_ours();
         }
     }
 }
@@ -71,6 +104,7 @@ impl Listener {
 pub struct SocketOptions {
     pub backlog: Option<i32>,
     pub socket_mode: Option<u32>,
+    pub socket_owner: Option<SocketOwner>,
 }
 
 /// Binds (or adopts) every socket in order; the index gives the child's fd
@@ -124,7 +158,11 @@ fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<L
             (fd, description, None)
         }
         ListenAddress::Unix(path) => {
-            let (fd, created) = bind_unix_path(path, backlog, options.socket_mode, &spec.text)?;
+            let permissions = FilePermissions {
+                mode: options.socket_mode,
+                owner: options.socket_owner,
+            };
+            let (fd, created) = bind_unix_path(path, backlog, permissions, &spec.text)?;
             (fd, format!("unix {}", path.display()), Some(created))
         }
         ListenAddress::Abstract(abstract_name) => {
@@ -216,6 +254,14 @@ fn bind_tcp_all(port: u16, backlog: Backlog) -> Result<OwnedFd, Errno> {
 }
 
 fn bind_unix(address: &UnixAddr, backlog: Backlog) -> Result<OwnedFd, Errno> {
+    let fd = bind_unix_unlistened(address)?;
+    socket::listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+/// Bound, not yet listening: until listen(2), connect(2) is refused, so
+/// whatever is done to the file in between is done before anyone can use it.
+fn bind_unix_unlistened(address: &UnixAddr) -> Result<OwnedFd, Errno> {
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -223,51 +269,102 @@ fn bind_unix(address: &UnixAddr, backlog: Backlog) -> Result<OwnedFd, Errno> {
         None,
     )?;
     socket::bind(fd.as_raw_fd(), address)?;
-    socket::listen(&fd, backlog)?;
     Ok(fd)
 }
 
-fn bind_unix_path(
+/// Mode and owner a Unix socket file must have before anyone can connect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FilePermissions {
+    /// `None`: as the umask makes it.
+    pub mode: Option<u32>,
+    pub owner: Option<SocketOwner>,
+}
+
+/// Binds a Unix socket file with the given mode and owner, following the
+/// stale/live rules, and listens on it. Also used for the control socket.
+pub fn bind_unix_path(
     path: &Path,
     backlog: Backlog,
-    mode: Option<u32>,
+    permissions: FilePermissions,
     text: &str,
-) -> Result<(OwnedFd, CreatedFile), Error> {
+) -> Result<(OwnedFd, SocketFile), Error> {
     let address = ListenAddress::Unix(path.to_owned());
     let cannot =
         |errno: Errno| Error::os("cannot listen on", text, errno, hint_for(errno, &address));
     clear_stale_socket_file(path, text)?;
     let unix_address = UnixAddr::new(path).map_err(cannot)?;
-    // bind(2) creates the file with 0777 & ~umask. Setting the umask to the
-    // complement of the wanted mode for just this call makes the file born
-    // with that mode: there is no window with looser permissions. sockhold is
-    // single-threaded, so no other file is created meanwhile.
-    let bound = match mode {
-        Some(mode) => {
-            let previous = nix::sys::stat::umask(Mode::from_bits_truncate(!mode & 0o777));
-            let bound = bind_unix(&unix_address, backlog);
-            nix::sys::stat::umask(previous);
-            bound
-        }
-        None => bind_unix(&unix_address, backlog),
+    // There is no window with looser permissions than asked for:
+    // - bind(2) creates the file with 0777 & ~umask, so the umask is set for
+    //   just this call (sockhold is single-threaded: no other file is
+    //   created meanwhile). With a mode only, the file is born with it.
+    // - With an owner, the file is born 0000 (nobody but root can even
+    //   open it), then gets its owner, then its mode.
+    // - All of that happens before listen(2): until then every connect(2)
+    //   is refused whatever the file's permissions.
+    let born_mode = match (permissions.owner, permissions.mode) {
+        (Some(_), _) => Some(0),
+        (None, Some(mode)) => Some(mode),
+        (None, None) => None,
     };
+    let previous_umask =
+        born_mode.map(|mode| nix::sys::stat::umask(Mode::from_bits_truncate(!mode & 0o777)));
+    let bound = bind_unix_unlistened(&unix_address);
+    if let Some(previous) = previous_umask {
+        nix::sys::stat::umask(previous);
+    }
     let fd = bound.map_err(cannot)?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| {
+    let file_error = |error: std::io::Error| {
         Error::os(
             "cannot listen on",
             text,
-            io_errno(&e),
-            "the socket file vanished after bind",
+            io_errno(&error),
+            "the socket file changed under sockhold after bind",
         )
-    })?;
-    Ok((
-        fd,
-        CreatedFile {
-            path: path.to_owned(),
-            device: meta.st_dev(),
-            inode: meta.st_ino(),
-        },
-    ))
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(file_error)?;
+    let created = SocketFile {
+        path: path.to_owned(),
+        device: meta.st_dev(),
+        inode: meta.st_ino(),
+    };
+    if let Some(owner) = permissions.owner {
+        let fail = |errno: Errno| {
+            created.remove_if_ours();
+            Error::os(
+                "cannot set the owner of",
+                text,
+                errno,
+                "changing a file's owner needs root",
+            )
+        };
+        // AT_SYMLINK_NOFOLLOW: never follow a link someone put at our path.
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            owner.uid,
+            owner.gid,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(fail)?;
+        let final_mode = permissions
+            .mode
+            .unwrap_or_else(|| 0o777 & !previous_umask.map_or(0, |umask| umask.bits()));
+        // chmod(2) follows links: check first that the path is still our
+        // socket (only someone allowed to write the directory could swap it).
+        let now = std::fs::symlink_metadata(path).map_err(file_error)?;
+        if now.st_dev() != created.device || now.st_ino() != created.inode {
+            return Err(file_error(std::io::Error::from_raw_os_error(
+                Errno::EEXIST as i32,
+            )));
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(final_mode))
+            .map_err(|e| fail(io_errno(&e)))?;
+    }
+    if let Err(errno) = socket::listen(&fd, backlog) {
+        created.remove_if_ours();
+        return Err(cannot(errno));
+    }
+    Ok((fd, created))
 }
 
 fn io_errno(error: &std::io::Error) -> Errno {

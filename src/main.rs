@@ -2,14 +2,18 @@
 //! zero-downtime reloads. This file only parses, sets up logging, runs, and
 //! maps the outcome to an exit status; it is the only place that exits.
 
+mod accept;
 mod activation;
 mod addr;
 mod cli;
 mod compat;
 mod config;
+mod control;
 mod error;
 mod event_loop;
 mod listen;
+mod pidfile;
+mod privileges;
 mod readiness;
 mod sd_notify;
 mod signals;
@@ -33,6 +37,12 @@ fn main() {
 
 fn run() -> Result<i32, Error> {
     ensure_standard_fds_open();
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| cli::is_client_command(&first))
+    {
+        return run_client();
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return Ok(report_usage_error(&error)),
@@ -40,6 +50,16 @@ fn run() -> Result<i32, Error> {
     init_logging(cli::log_level(&cli));
     let config = cli.into_config()?;
     check_command(&config.command)?;
+    // Names are resolved before anything is bound, so that a typo leaves
+    // nothing behind.
+    let credentials = match &config.user {
+        Some(user) => Some(privileges::resolve(user, config.group.as_deref())?),
+        None => None,
+    };
+    let socket_owner = match &config.socket_owner {
+        Some(owner) => Some(privileges::resolve_socket_owner(owner)?),
+        None => None,
+    };
     // Sockets passed to sockhold itself (systemd .socket units) come first.
     let listen = activation::listen_specs(
         &activation::PassedEnv::from_environment(),
@@ -51,9 +71,87 @@ fn run() -> Result<i32, Error> {
         listen::SocketOptions {
             backlog: config.backlog,
             socket_mode: config.socket_mode,
+            socket_owner,
         },
     )?;
-    event_loop::EventLoop::new(config, listeners)?.run()
+    // Everything that may need root happens before the privilege drop:
+    // binding, the control socket (owned by the user sockhold becomes, so
+    // that it can still be reached) and the pid file.
+    let mut held = Held {
+        listeners,
+        control: None,
+        pid_file: None,
+    };
+    let setup = (|| {
+        if let Some(path) = &config.control {
+            let owner = credentials.as_ref().map(|c| listen::SocketOwner {
+                uid: Some(c.uid),
+                gid: Some(c.gid),
+            });
+            held.control = Some(control::ControlSocket::bind(path, owner)?);
+        }
+        if let Some(path) = &config.pid_file {
+            held.pid_file = Some(pidfile::PidFile::write(path)?);
+        }
+        if let Some(credentials) = &credentials {
+            privileges::drop_to(credentials)?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = setup {
+        held.remove_files();
+        return Err(error);
+    }
+    let Held {
+        listeners,
+        control,
+        pid_file,
+    } = held;
+    event_loop::EventLoop::new(config, listeners)?
+        .with_control(control, pid_file)?
+        .run()
+}
+
+/// What sockhold holds before its event loop runs, to clean up if it
+/// cannot start.
+struct Held {
+    listeners: Vec<listen::Listener>,
+    control: Option<control::ControlSocket>,
+    pid_file: Option<pidfile::PidFile>,
+}
+
+impl Held {
+    fn remove_files(&self) {
+        for listener in &self.listeners {
+            listener.remove_socket_file();
+        }
+        if let Some(control) = &self.control {
+            control.remove();
+        }
+        if let Some(pid_file) = &self.pid_file {
+            pid_file.remove();
+        }
+    }
+}
+
+/// `sockhold reload|status|stop --control PATH` (and the hidden
+/// `completions SHELL`).
+fn run_client() -> Result<i32, Error> {
+    let cli = match cli::ClientCli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return Ok(report_usage_error(&error)),
+    };
+    match cli.into_action() {
+        cli::ClientAction::Completions(script) => {
+            let mut stdout = std::io::stdout();
+            stdout
+                .write_all(&script)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::new(exit::OS, format!("cannot write the completions: {e}")))?;
+            Ok(exit::OK)
+        }
+        cli::ClientAction::Request { request, control } => control::run_client(&control, request),
+    }
 }
 
 /// clap's help and version go to stdout with status 0; a usage error is

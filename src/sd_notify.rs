@@ -2,7 +2,9 @@
 //! started it through NOTIFY_SOCKET (sd_notify(3); systemd.service(5),
 //! Type=notify and Type=notify-reload):
 //!
-//! - `READY=1` once a generation is ready (the first one, and after a crash);
+//! - `READY=1` once a generation is ready (the first one, and after a crash),
+//!   or at once when sockhold itself waits for connections (`--accept`,
+//!   `--lazy`);
 //! - `RELOADING=1` with `MONOTONIC_USEC=` when a reload starts, and `READY=1`
 //!   when it is over, whether it succeeded or failed (systemd waits for
 //!   READY=1 either way);
@@ -112,6 +114,12 @@ impl ServiceManager {
         if let Some(message) = message {
             self.send(&message);
         }
+    }
+
+    /// sockhold waits for connections itself (`--accept`, `--lazy`): it is
+    /// ready before any child runs.
+    pub fn waiting_for_connections(&mut self) {
+        self.send("READY=1\nSTATUS=waiting for connections");
     }
 
     /// When the next watchdog ping is due; None: no watchdog.

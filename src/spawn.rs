@@ -2,14 +2,16 @@
 //! and the exec error that comes back if it cannot run.
 //!
 //! Invariants (see DESIGN.md §3):
-//! - Everything is prepared before fork: argv/envp pointer arrays, the
-//!   `LISTEN_PID=` slot, the fd moves. Between fork and exec the child makes
-//!   only async-signal-safe system calls and allocates nothing.
+//! - Everything is prepared before the child starts: argv/envp pointer
+//!   arrays, the `LISTEN_PID=` slot, the fd moves. Between clone and exec
+//!   the child makes only async-signal-safe system calls and allocates
+//!   nothing; it shares sockhold's memory until exec (vfork style) and runs
+//!   on a stack of its own.
 //! - The child gets fds 0-2 (or the connection as 0 and 1), the given fds at
 //!   3, 4, ... and no other fd.
-//! - Signals are blocked around fork so that no handler of sockhold's runs in
-//!   the child; the child resets every disposition to default and unblocks
-//!   everything just before exec.
+//! - Signals are blocked around clone so that no handler of sockhold's runs
+//!   in the child; the child resets every disposition to default and
+//!   unblocks everything just before exec.
 //!
 //! This file is the main home of `unsafe` in sockhold.
 
@@ -17,7 +19,7 @@ use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -165,12 +167,67 @@ impl ChildSpec {
             listen_pid,
         })
     }
+
+    /// inetd style: `fd` becomes the child's stdin and stdout (stderr stays
+    /// sockhold's).
+    pub fn set_stdio(&mut self, fd: Option<RawFd>) {
+        self.stdio = fd;
+    }
+
+    /// Replaces the fds passed at 3, 4, ... (reusing the buffer: accept mode
+    /// sets one connection per spawn).
+    pub fn set_fds(&mut self, fds: &[RawFd]) {
+        self.fds.clear();
+        self.fds.extend_from_slice(fds);
+    }
+}
+
+/// `KEY=VALUE` entries added to one spawn's environment (accept mode's
+/// per-connection variables), kept in one buffer that is reused from spawn
+/// to spawn so that a connection costs no allocation once it has grown.
+#[derive(Debug, Default)]
+pub struct ExtraEnv {
+    /// NUL-terminated entries, back to back.
+    bytes: Vec<u8>,
+    /// Where each entry starts in `bytes`.
+    starts: Vec<usize>,
+}
+
+impl ExtraEnv {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.starts.clear();
+    }
+
+    /// Adds `KEY=VALUE`. The value is formatted in place; a NUL in it (none
+    /// of sockhold's values can hold one) would cut it short, not corrupt it.
+    pub fn push(&mut self, key: &str, value: impl std::fmt::Display) {
+        use std::io::Write;
+        let start = self.bytes.len();
+        self.starts.push(start);
+        self.bytes.extend_from_slice(key.as_bytes());
+        self.bytes.push(b'=');
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.bytes, "{value}");
+        self.bytes.push(0);
+    }
+
+    /// Pointers to the entries; valid until the next `clear` or `push`.
+    fn pointers(&self) -> impl Iterator<Item = *const c_char> + '_ {
+        self.starts
+            .iter()
+            .map(|&start| self.bytes[start..].as_ptr().cast())
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
 }
 
 /// Why a child did not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
-    /// fork(2) or pipe2(2) failed in sockhold.
+    /// clone(2) failed in sockhold (too many processes, no memory).
     Fork(Errno),
     /// The child could not exec the program.
     Exec(Errno),
@@ -196,20 +253,32 @@ const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + 21;
 /// Starts the child and returns its pid once it has exec'd. Exec failures
 /// come back as `SpawnError::Exec` (the failed child is already reaped).
 pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
-    // Pointer arrays for execve, built now: nothing may allocate after fork.
-    let mut argv_ptrs: Vec<*const c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
+    spawn_with_env(spec, &ExtraEnv::default())
+}
+
+/// `spawn`, with `extra` added to the spec's environment.
+///
+/// The child is started the way posix_spawn(3) does it on Linux:
+/// clone(2) with `CLONE_VM | CLONE_VFORK`. It shares sockhold's memory
+/// (no page tables copied, no copy-on-write faults afterwards) and sockhold
+/// is suspended until the child has exec'd or exited, so the child's exec
+/// errno can come back through plain memory. Per-connection mode spawns on
+/// its hot path; this is what makes that cheap.
+pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnError> {
+    // Pointer arrays for execve, built now: nothing may allocate after clone.
+    let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.argv.len() + 1);
+    argv_ptrs.extend(spec.argv.iter().map(|a| a.as_ptr()));
     argv_ptrs.push(std::ptr::null());
     let mut listen_pid_slot = [0u8; LISTEN_PID_SLOT_LEN];
     listen_pid_slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
-    let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.env.len() + 2);
+    let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.env.len() + extra.len() + 2);
     envp_ptrs.extend(spec.env.iter().map(|e| e.as_ptr()));
+    envp_ptrs.extend(extra.pointers());
     if spec.listen_pid {
         envp_ptrs.push(listen_pid_slot.as_ptr().cast());
     }
     envp_ptrs.push(std::ptr::null());
 
-    let (error_read, error_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Fork)?;
     // Where fds are parked on their way down into 3..: above every fd
     // involved, so that no dup2 into 3.. can clobber a source still needed.
     let passed = spec.fds.len() as RawFd;
@@ -218,13 +287,15 @@ pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
         .iter()
         .copied()
         .chain(spec.stdio)
-        .chain([error_write.as_raw_fd(), FIRST_PASSED_FD + passed])
+        .chain([FIRST_PASSED_FD + passed])
         .max()
         .unwrap_or(FIRST_PASSED_FD)
         + 1;
-    // The child writes its parked fd numbers here (into its own copy).
+    // The child writes its parked fd numbers here.
     let mut parked = vec![0 as c_int; spec.fds.len()];
-    let plan = ChildPlan {
+    // The child's errno if it cannot exec; stays 0 when the exec succeeds.
+    let mut exec_errno: c_int = 0;
+    let mut plan = ChildPlan {
         program: spec.program.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
@@ -232,34 +303,43 @@ pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
         parked: parked.as_mut_ptr(),
         stdio: spec.stdio,
         park_above,
-        error_pipe: error_write.as_raw_fd(),
+        exec_errno: &mut exec_errno,
         listen_pid_digits: if spec.listen_pid {
             Some(listen_pid_slot[LISTEN_PID_PREFIX.len()..].as_mut_ptr())
         } else {
             None
         },
     };
+    let stack_top = child_stack_top().map_err(SpawnError::Fork)?;
 
     let all_signals = nix::sys::signal::SigSet::all();
     let mut saved_mask = nix::sys::signal::SigSet::empty();
-    // Block every signal across fork so no handler of sockhold's runs in the
-    // child before it has reset the dispositions.
+    // Block every signal across clone: no handler of sockhold's may run in
+    // the child (it would run on sockhold's memory) before the child has
+    // reset the dispositions.
     nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&all_signals),
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    // SAFETY: sockhold is single-threaded, so the child is a full copy in a
-    // consistent state; the child runs only `run_child`, which makes
-    // async-signal-safe system calls on data prepared above and never returns.
-    let forked = unsafe { libc::fork() };
-    if forked == 0 {
-        // SAFETY: we are the child of the fork above; `plan` points into
-        // memory that the fork copied and nothing has freed.
-        unsafe { run_child(&plan) }
-    }
-    let fork_errno = Errno::last();
+    // SAFETY: the child runs `child_entry` on its own stack (mapped for
+    // this alone and unused by sockhold), and only reads `plan` and writes
+    // the buffers it points to, which all outlive the call because
+    // CLONE_VFORK suspends sockhold until the child has exec'd or exited.
+    // Without CLONE_SIGHAND/CLONE_FILES the child's signal dispositions and
+    // fd table are its own copies, so its changes to them never reach
+    // sockhold. sockhold is single-threaded: no lock can be held by another
+    // thread while the child runs, and the child takes none.
+    let cloned = unsafe {
+        libc::clone(
+            child_entry,
+            stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut plan as *mut ChildPlan).cast(),
+        )
+    };
+    let clone_errno = Errno::last();
     // Restore in the parent whatever happened; signals that arrived are
     // delivered now.
     let _ = nix::sys::signal::pthread_sigmask(
@@ -267,35 +347,79 @@ pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
         Some(&saved_mask),
         None,
     );
-    drop(error_write);
-    if forked < 0 {
-        return Err(SpawnError::Fork(fork_errno));
+    if cloned < 0 {
+        return Err(SpawnError::Fork(clone_errno));
     }
-    let pid = Pid::from_raw(forked);
-    // The pipe closes on a successful exec (it is CLOEXEC), or carries the
-    // child's errno. Reading it waits only for the child's own exec.
-    let mut errno_bytes = [0u8; 4];
-    let mut got = 0;
-    while got < errno_bytes.len() {
-        match nix::unistd::read(&error_read, &mut errno_bytes[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
-    if got == errno_bytes.len() {
-        // The child has exited (or is about to); reap it here so its status
-        // does not reach the supervisor as a generation's exit.
+    let pid = Pid::from_raw(cloned);
+    // SAFETY: the child has exec'd or exited (CLONE_VFORK), so nothing
+    // writes this any more; volatile because the write came from outside
+    // what the compiler can see.
+    let errno = unsafe { std::ptr::read_volatile(&exec_errno) };
+    if errno != 0 {
+        // The child has exited; reap it here so that its status does not
+        // reach the supervisor as a generation's exit.
         let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(SpawnError::Exec(Errno::from_raw(i32::from_ne_bytes(
-            errno_bytes,
-        ))));
+        return Err(SpawnError::Exec(Errno::from_raw(errno)));
     }
     Ok(pid)
 }
 
-/// Raw pointers and numbers the child needs; all valid across fork.
+/// Size of the stack the child runs on between clone and exec.
+const CHILD_STACK_SIZE: usize = 64 * 1024;
+
+/// The top of the child's stack. The child shares sockhold's memory, so it
+/// cannot run on sockhold's own stack; this one is mapped at the first
+/// spawn, with a guard page below it (an overflow faults instead of writing
+/// over other memory), and reused for every later spawn: sockhold is
+/// single-threaded and suspended while a child uses it.
+fn child_stack_top() -> Result<*mut libc::c_void, Errno> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static TOP: AtomicUsize = AtomicUsize::new(0);
+    let top = TOP.load(Ordering::Relaxed);
+    if top != 0 {
+        return Ok(top as *mut libc::c_void);
+    }
+    // SAFETY: sysconf only reads a system value.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        size if size > 0 => size as usize,
+        _ => 4096,
+    };
+    let length = CHILD_STACK_SIZE + page;
+    // SAFETY: a fresh private anonymous mapping, which nothing else refers
+    // to; it is kept for sockhold's whole life.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            length,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: the first page of the mapping made above.
+    if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+        return Err(Errno::last());
+    }
+    // Page-aligned, so aligned as every ABI wants a stack top to be.
+    let top = base as usize + length;
+    TOP.store(top, Ordering::Relaxed);
+    Ok(top as *mut libc::c_void)
+}
+
+/// Where the cloned child starts.
+extern "C" fn child_entry(plan: *mut libc::c_void) -> c_int {
+    // SAFETY: `plan` is the `ChildPlan` that `spawn_with_env` passed to
+    // clone, alive until the child has exec'd or exited (CLONE_VFORK), and
+    // this is the freshly cloned child.
+    unsafe { run_child(&*plan.cast::<ChildPlan>()) }
+}
+
+/// Raw pointers and numbers the child needs, all pointing into memory of
+/// `spawn_with_env` that stays put while the child runs.
 struct ChildPlan<'a> {
     program: *const c_char,
     argv: *const *const c_char,
@@ -305,44 +429,43 @@ struct ChildPlan<'a> {
     parked: *mut c_int,
     stdio: Option<RawFd>,
     park_above: RawFd,
-    error_pipe: RawFd,
+    /// Where the child leaves errno when it cannot exec.
+    exec_errno: *mut c_int,
     listen_pid_digits: Option<*mut u8>,
 }
 
-/// The child side, between fork and exec. Each step is a plain system call;
-/// nothing here allocates, locks or touches Rust's std I/O.
+/// The child side, between clone and exec. Each step is a plain system
+/// call; nothing here allocates, locks, touches Rust's std I/O, or writes
+/// sockhold's memory other than the buffers `plan` names. (It runs on
+/// sockhold's memory: a glibc wrapper that keeps process-wide state, such
+/// as setuid(2)'s, would need the raw system call here instead.)
 ///
 /// # Safety
-/// Must only be called in a freshly forked child of a single-threaded
-/// process, with `plan` built as in `spawn`.
+/// Must only be called in a child cloned as in `spawn_with_env`, with
+/// `plan` built there.
 unsafe fn run_child(plan: &ChildPlan) -> ! {
     // SAFETY: every call below is async-signal-safe (signal-safety(7)) and
-    // every pointer comes from `spawn` and stays valid in this copy of memory.
+    // every pointer comes from `spawn_with_env` and stays valid while the
+    // child runs.
     unsafe {
         // 1. Default disposition for every signal. Rust ignores SIGPIPE and
         //    exec keeps ignored signals ignored, so this must be explicit.
+        //    Signals stay blocked (as the parent left them) until step 7.
         reset_signal_dispositions();
-        // 2. Empty signal mask (the parent blocked everything across fork).
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
 
-        // 3. Park the error pipe and every source fd above all targets, so
-        //    the moves below cannot clobber a source that is still needed.
-        let error_pipe = libc::fcntl(plan.error_pipe, libc::F_DUPFD_CLOEXEC, plan.park_above);
-        if error_pipe < 0 {
-            fail(plan.error_pipe);
-        }
+        // 2. The connection (inetd style) becomes stdin and stdout.
         if let Some(connection) = plan.stdio {
             if libc::dup2(connection, 0) < 0 || libc::dup2(connection, 1) < 0 {
-                fail(error_pipe);
+                fail(plan);
             }
         }
+        // 3. Park every source fd above all targets, so the moves below
+        //    cannot clobber a source that is still needed.
         let count = plan.fds.len();
         for (index, &fd) in plan.fds.iter().enumerate() {
             let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, plan.park_above);
             if copy < 0 {
-                fail(error_pipe);
+                fail(plan);
             }
             *plan.parked.add(index) = copy;
         }
@@ -350,22 +473,11 @@ unsafe fn run_child(plan: &ChildPlan) -> ! {
         //    which is what makes exactly these fds inheritable.
         for index in 0..count {
             if libc::dup2(*plan.parked.add(index), FIRST_PASSED_FD + index as c_int) < 0 {
-                fail(error_pipe);
+                fail(plan);
             }
         }
-        // 5. The error pipe goes just above the passed fds (still CLOEXEC,
-        //    so exec closes it), and everything above it is closed.
-        let first_unused = FIRST_PASSED_FD + count as c_int;
-        let error_pipe = if error_pipe != first_unused {
-            let moved = libc::dup3(error_pipe, first_unused, libc::O_CLOEXEC);
-            if moved < 0 {
-                fail(error_pipe);
-            }
-            moved
-        } else {
-            error_pipe
-        };
-        close_from(first_unused + 1);
+        // 5. Everything above the passed fds is closed.
+        close_from(FIRST_PASSED_FD + count as c_int);
 
         // 6. LISTEN_PID: this process's own pid, written into the slot the
         //    parent reserved, so that the program that runs sees its own pid.
@@ -373,9 +485,14 @@ unsafe fn run_child(plan: &ChildPlan) -> ! {
             write_decimal(digits, libc::getpid() as u32);
         }
 
-        // 7. Run the program. Only returns on failure.
+        // 7. Empty signal mask (the parent blocked everything across clone).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        // 8. Run the program. Only returns on failure.
         libc::execve(plan.program, plan.argv, plan.envp);
-        fail(error_pipe)
+        fail(plan)
     }
 }
 
@@ -438,13 +555,13 @@ unsafe fn reset_signal_dispositions() {
 ///
 /// # Safety
 /// Child side only (see `run_child`).
-unsafe fn fail(error_pipe: c_int) -> ! {
-    // SAFETY: __errno_location, write and _exit are async-signal-safe;
-    // the buffer lives on this stack frame.
+unsafe fn fail(plan: &ChildPlan) -> ! {
+    // SAFETY: __errno_location and _exit are async-signal-safe; the errno
+    // slot is the parent's, which waits for this child to exit before
+    // reading it (CLONE_VFORK).
     unsafe {
         let errno = *libc::__errno_location();
-        let bytes = errno.to_ne_bytes();
-        libc::write(error_pipe, bytes.as_ptr().cast(), bytes.len());
+        std::ptr::write_volatile(plan.exec_errno, errno);
         let status = if errno == libc::ENOENT || errno == libc::ENOTDIR {
             crate::error::exit::NOT_FOUND
         } else {

@@ -71,6 +71,8 @@ pub enum Event {
     Exited { pid: Pid, status: ChildStatus },
     /// Time passed; deadlines may be due.
     Tick,
+    /// `--lazy`: a connection is waiting on a listener that is watched.
+    ConnectionWaiting,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +96,11 @@ pub enum Action {
     /// Something that those watching from outside (systemd, control
     /// clients) want to know.
     Report(Report),
+    /// `--lazy`: report `ConnectionWaiting` when a listener has a connection
+    /// queued (without accepting it).
+    WatchListeners,
+    /// `--lazy`: stop watching; the child accepts.
+    UnwatchListeners,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,10 +124,32 @@ pub enum Report {
 
 /// Why a generation was started; a reload's outcome is reported as such.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
+pub enum Cause {
     Launch,
     Reload,
     Restart,
+}
+
+impl Cause {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Launch => "launch",
+            Cause::Reload => "reload",
+            Cause::Restart => "restart",
+        }
+    }
+}
+
+/// A generation as outsiders see it (the control socket's `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationInfo {
+    pub id: GenerationId,
+    /// None only while its spawn is under way.
+    pub pid: Option<Pid>,
+    /// `starting`, `current` or `stopping`.
+    pub state: &'static str,
+    pub cause: Cause,
+    pub started_at: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +187,12 @@ enum Phase {
     /// Nobody is serving; the next generation starts at this time.
     WaitingToRestart {
         at: Instant,
+    },
+    /// `--lazy`: nobody is serving; the next generation starts when a
+    /// connection is waiting. The listeners are watched from `watch_at`
+    /// (None: now), which a crash puts off by the restart backoff.
+    Idle {
+        watch_at: Option<Instant>,
     },
     /// Stopping everything; exit once every generation is gone.
     ShuttingDown {
@@ -201,7 +236,20 @@ impl Supervisor {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         match event {
+            Event::Start if self.settings.lazy => {
+                log::info!("waiting for a connection to start generation 1 (--lazy)");
+                self.phase = Phase::Idle { watch_at: None };
+                actions.push(Action::WatchListeners);
+            }
             Event::Start => self.start_generation(Cause::Launch, now, &mut actions),
+            Event::ConnectionWaiting => {
+                if self.phase == (Phase::Idle { watch_at: None }) {
+                    log::info!("connection waiting: starting generation {}", self.next_id);
+                    self.phase = Phase::Running;
+                    actions.push(Action::UnwatchListeners);
+                    self.start_generation(Cause::Launch, now, &mut actions);
+                }
+            }
             Event::Reload => self.reload(now, &mut actions),
             Event::Stop { signal } => self.stop(signal, now, &mut actions),
             Event::Forward { signal } => self.forward(signal, &mut actions),
@@ -263,6 +311,7 @@ impl Supervisor {
         });
         let restart = match self.phase {
             Phase::WaitingToRestart { at } => Some(at),
+            Phase::Idle { watch_at } => watch_at,
             _ => None,
         };
         from_generations.chain(restart).min()
@@ -274,6 +323,41 @@ impl Supervisor {
         self.current()
             .or_else(|| self.newest_starting())
             .and_then(|index| self.generations[index].pid)
+    }
+
+    /// Every generation, oldest first: a read-only view for status reports.
+    pub fn generations(&self) -> Vec<GenerationInfo> {
+        self.generations
+            .iter()
+            .map(|g| GenerationInfo {
+                id: g.id,
+                pid: g.pid,
+                state: match g.role {
+                    Role::Starting { .. } => "starting",
+                    Role::Current { .. } => "current",
+                    Role::Stopping { .. } => "stopping",
+                },
+                cause: g.cause,
+                started_at: g.started_at,
+            })
+            .collect()
+    }
+
+    /// What sockhold as a whole is doing: `running`, `waiting to restart`,
+    /// `waiting for a connection` (`--lazy`), `stopping` or `exited`.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Running => "running",
+            Phase::WaitingToRestart { .. } => "waiting to restart",
+            Phase::Idle { .. } => "waiting for a connection",
+            Phase::ShuttingDown { .. } => "stopping",
+            Phase::Exited => "exited",
+        }
+    }
+
+    /// Whether a reload waits for the one in flight.
+    pub fn reload_queued(&self) -> bool {
+        self.reload_queued
     }
 
     /// The main pid of a generation (to check who sent a notify message).
@@ -348,6 +432,20 @@ impl Supervisor {
                 self.phase = Phase::Running;
                 self.start_generation(Cause::Reload, now, actions);
             }
+            Phase::Idle { watch_at: Some(_) } => {
+                log::info!("reload: waiting for a connection now instead of after the backoff");
+                self.phase = Phase::Idle { watch_at: None };
+                self.consecutive_failures = 0;
+                actions.push(Action::WatchListeners);
+            }
+            Phase::Idle { watch_at: None } => {
+                let reason =
+                    "no child is running (--lazy); the next connection starts the command afresh";
+                log::info!("reload: nothing to do: {reason}");
+                actions.push(Action::Report(Report::ReloadRefused {
+                    reason: reason.to_string(),
+                }));
+            }
             Phase::Running => {
                 if let Some(index) = self.newest_starting() {
                     let starting = self.generations[index].id;
@@ -398,6 +496,9 @@ impl Supervisor {
         }
         log::info!("{} received: stopping", signals::name(signal));
         actions.push(Action::Report(Report::Stopping));
+        if self.phase == (Phase::Idle { watch_at: None }) {
+            actions.push(Action::UnwatchListeners);
+        }
         let primary = self
             .current()
             .or_else(|| self.newest_starting())
@@ -547,7 +648,13 @@ impl Supervisor {
                 }
             }
             None => {
-                log::warn!("generation {generation} {why}");
+                // A --lazy child that serves its connection and exits
+                // cleanly before it counts as ready has done its job.
+                if self.settings.lazy && status.success() {
+                    log::info!("generation {generation} {why}");
+                } else {
+                    log::warn!("generation {generation} {why}");
+                }
                 self.apply_restart_policy(generation, status, Duration::ZERO, now, actions);
             }
         }
@@ -562,6 +669,10 @@ impl Supervisor {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
+        if self.settings.lazy && self.settings.restart != RestartPolicy::Never {
+            self.wait_for_connection(generation, status, ran_for, now, actions);
+            return;
+        }
         let restart = match self.settings.restart {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => !status.success(),
@@ -601,6 +712,40 @@ impl Supervisor {
         self.phase = Phase::WaitingToRestart { at: now + delay };
     }
 
+    /// `--lazy`: the child ended on its own, so go back to waiting for a
+    /// connection. Not a restart: no backoff after a clean exit (or a
+    /// healthy run). A child that failed quickly may have left the
+    /// connection that woke it queued, which would wake it again at once:
+    /// watching resumes only after the restart backoff, so a crash loop
+    /// cannot spin.
+    fn wait_for_connection(
+        &mut self,
+        generation: GenerationId,
+        status: ChildStatus,
+        ran_for: Duration,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if status.success() || ran_for >= self.settings.healthy_after {
+            self.consecutive_failures = 0;
+            log::info!(
+                "generation {generation} ended with {status}; waiting for a connection (--lazy)"
+            );
+            self.phase = Phase::Idle { watch_at: None };
+            actions.push(Action::WatchListeners);
+        } else {
+            let delay = self.restart_delay();
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            log::info!(
+                "generation {generation} ended with {status}; waiting for a connection again in {} (--lazy)",
+                format_duration(delay)
+            );
+            self.phase = Phase::Idle {
+                watch_at: Some(now + delay),
+            };
+        }
+    }
+
     /// 100ms, 200ms, 400ms, ... up to the cap.
     fn restart_delay(&self) -> Duration {
         let doublings = self.consecutive_failures.min(30);
@@ -615,6 +760,13 @@ impl Supervisor {
             if at <= now {
                 self.phase = Phase::Running;
                 self.start_generation(Cause::Restart, now, actions);
+            }
+        }
+        if let Phase::Idle { watch_at: Some(at) } = self.phase {
+            if at <= now {
+                log::info!("waiting for a connection (--lazy)");
+                self.phase = Phase::Idle { watch_at: None };
+                actions.push(Action::WatchListeners);
             }
         }
         let mut index = 0;
@@ -1337,6 +1489,30 @@ mod tests {
     }
 
     #[test]
+    fn generations_view_shows_ids_pids_states_and_causes() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.step(Event::Reload, t0 + ms(10));
+        sup.step(Event::Reload, t0 + ms(20));
+        let view = sup.generations();
+        assert_eq!(view.len(), 2);
+        assert_eq!(
+            (view[0].id, view[0].pid, view[0].state, view[0].cause),
+            (1, Some(pid(100)), "current", Cause::Launch)
+        );
+        assert_eq!(
+            (view[1].id, view[1].pid, view[1].state, view[1].cause),
+            (2, None, "starting", Cause::Reload)
+        );
+        assert_eq!(view[1].started_at, t0 + ms(10));
+        assert!(sup.reload_queued());
+        assert_eq!(sup.phase_name(), "running");
+        sup.step(Event::Stop { signal: TERM }, t0 + ms(30));
+        assert_eq!(sup.phase_name(), "stopping");
+        assert!(sup.generations().iter().all(|g| g.state == "stopping"));
+    }
+
+    #[test]
     fn reload_timeout_is_reported_as_a_failed_reload() {
         let t0 = Instant::now();
         let mut s = settings();
@@ -1358,5 +1534,166 @@ mod tests {
                 reason: "generation 2 not ready after 100ms".into()
             }]
         );
+    }
+    fn lazy() -> SupervisorSettings {
+        SupervisorSettings {
+            lazy: true,
+            ..SupervisorSettings::default()
+        }
+    }
+
+    #[test]
+    fn lazy_start_watches_the_listeners_and_starts_on_the_first_connection() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(lazy());
+        assert_eq!(sup.step(Event::Start, t0), vec![Action::WatchListeners]);
+        assert_eq!(sup.next_deadline(), None, "no timer while waiting");
+        assert_eq!(sup.main_pid(), None);
+        assert_eq!(
+            sup.step(Event::ConnectionWaiting, t0),
+            vec![Action::UnwatchListeners, Action::Spawn { generation: 1 }]
+        );
+        assert!(
+            sup.step(Event::ConnectionWaiting, t0).is_empty(),
+            "one start for many connections"
+        );
+    }
+
+    /// A lazy supervisor whose generation 1 runs as pid 100 and is current.
+    fn lazy_serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
+        let mut sup = Supervisor::new(settings);
+        sup.step(Event::Start, t0);
+        sup.step(Event::ConnectionWaiting, t0);
+        sup.step(
+            Event::Spawned {
+                generation: 1,
+                pid: pid(100),
+            },
+            t0,
+        );
+        sup.step(Event::Ready { generation: 1 }, t0);
+        sup
+    }
+
+    #[test]
+    fn lazy_child_that_exits_goes_back_to_waiting_without_backoff() {
+        let t0 = Instant::now();
+        let mut sup = lazy_serving(lazy(), t0);
+        let actions = sup.step(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(0),
+            },
+            t0 + ms(50),
+        );
+        assert_eq!(
+            actions,
+            vec![Action::Forget { generation: 1 }, Action::WatchListeners]
+        );
+        assert_eq!(sup.next_deadline(), None);
+        assert_eq!(
+            sup.step(Event::ConnectionWaiting, t0 + ms(60)),
+            vec![Action::UnwatchListeners, Action::Spawn { generation: 2 }]
+        );
+        sup.step(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0 + ms(60),
+        );
+        sup.step(Event::Ready { generation: 2 }, t0 + ms(70));
+        // Even a failure, after a healthy run, is no reason to wait.
+        let later = t0 + Duration::from_secs(60);
+        let actions = sup.step(
+            Event::Exited {
+                pid: pid(200),
+                status: ChildStatus::Exited(1),
+            },
+            later,
+        );
+        assert_eq!(
+            actions,
+            vec![Action::Forget { generation: 2 }, Action::WatchListeners]
+        );
+        assert_eq!(sup.restarts, 0, "waiting again is not a restart");
+    }
+
+    #[test]
+    fn lazy_child_that_fails_quickly_is_watched_for_again_after_the_backoff() {
+        let t0 = Instant::now();
+        let mut sup = lazy_serving(lazy(), t0);
+        let actions = sup.step(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(1),
+            },
+            t0,
+        );
+        assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+        assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
+        assert!(
+            sup.step(Event::ConnectionWaiting, t0 + ms(10)).is_empty(),
+            "not watching during the backoff"
+        );
+        assert_eq!(
+            sup.step(Event::Tick, t0 + ms(100)),
+            vec![Action::WatchListeners]
+        );
+        assert_eq!(sup.next_deadline(), None);
+        // A second quick failure doubles the wait.
+        sup.step(Event::ConnectionWaiting, t0 + ms(100));
+        sup.step(
+            Event::Spawned {
+                generation: 2,
+                pid: pid(200),
+            },
+            t0 + ms(100),
+        );
+        sup.step(
+            Event::Exited {
+                pid: pid(200),
+                status: ChildStatus::Exited(1),
+            },
+            t0 + ms(110),
+        );
+        assert_eq!(sup.next_deadline(), Some(t0 + ms(310)));
+        // A reload skips the wait.
+        assert_eq!(
+            sup.step(Event::Reload, t0 + ms(120)),
+            vec![Action::WatchListeners]
+        );
+    }
+
+    #[test]
+    fn lazy_reload_with_nothing_running_is_refused_and_stop_exits_zero() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(lazy());
+        sup.step(Event::Start, t0);
+        assert!(sup.step(Event::Reload, t0).is_empty());
+        assert!(matches!(
+            sup.reports(Event::Reload, t0)[..],
+            [Report::ReloadRefused { .. }]
+        ));
+        assert_eq!(
+            sup.step(Event::Stop { signal: TERM }, t0),
+            vec![Action::UnwatchListeners, Action::Exit { status: 0 }]
+        );
+    }
+
+    #[test]
+    fn lazy_with_restart_never_exits_with_the_child() {
+        let t0 = Instant::now();
+        let mut s = lazy();
+        s.restart = RestartPolicy::Never;
+        let mut sup = lazy_serving(s, t0);
+        let actions = sup.step(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(0),
+            },
+            t0,
+        );
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 }

@@ -3,11 +3,15 @@
 
 mod harness;
 
+mod accept;
 mod child_world;
 mod compat_env;
+mod control;
+mod docs;
 mod errors;
 mod exit_status;
 mod pid1;
+mod privileges;
 mod reload;
 mod systemd;
 mod unix_sockets;

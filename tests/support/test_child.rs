@@ -21,6 +21,10 @@
 //! --tag TEXT            add `tag=TEXT` to answers
 //! --graceful            on SIGTERM, finish the connection in hand and exit 0
 //! --log-signals         print `test_child: got SIG...` on USR1/USR2/WINCH/QUIT
+//! --connection          per-connection mode (sockhold --accept): fd 3 (with
+//!                       LISTEN_FDS) or stdin/stdout (without) is the connection
+//!                       itself; write the --report to it, with the connection's
+//!                       environment (PROTO, TCP*, UNIX*, REMOTE_*), and exit 0
 //! ```
 //!
 //! Plain answer: `pid=<pid>[ tag=<TEXT>] fd=<listening fd>\n`.
@@ -63,6 +67,7 @@ struct Opts {
     tag: Option<String>,
     graceful: bool,
     log_signals: bool,
+    connection: bool,
 }
 
 /// What the supervisor handed us, captured before we change anything.
@@ -175,6 +180,10 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         }
     }
 
+    if opts.connection {
+        return answer_connection(&snapshot, pid, opts.tag.as_deref());
+    }
+
     let fds = listening_fds();
 
     if let Some(ms) = opts.ready_after {
@@ -211,6 +220,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--tag" => opts.tag = Some(value(&mut it, arg)?),
             "--graceful" => opts.graceful = true,
             "--log-signals" => opts.log_signals = true,
+            "--connection" => opts.connection = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -458,6 +468,45 @@ fn report(snapshot: &Snapshot, pid: u32, tag: Option<&str>) -> String {
     }
     out += &format!("SigIgn={}\nSigBlk={}\n", snapshot.sig_ign, snapshot.sig_blk);
     out
+}
+
+/// `--connection`: the report, plus the connection's environment, written
+/// to the connection we were given.
+fn answer_connection(snapshot: &Snapshot, pid: u32, tag: Option<&str>) -> c_int {
+    let fd: RawFd = if std::env::var_os("LISTEN_FDS").is_some() {
+        3
+    } else {
+        1
+    };
+    let mut answer = report(snapshot, pid, tag);
+    for name in [
+        "PROTO",
+        "TCPREMOTEIP",
+        "TCPREMOTEPORT",
+        "TCPLOCALIP",
+        "TCPLOCALPORT",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "UNIXREMOTEUID",
+        "UNIXREMOTEGID",
+        "UNIXREMOTEPID",
+    ] {
+        let value = std::env::var(name).unwrap_or_else(|_| "UNSET".into());
+        answer += &format!("{name}={value}\n");
+    }
+    let mut rest = answer.as_bytes();
+    while !rest.is_empty() {
+        match send(fd, rest, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                eprintln!("test_child: writing to the connection on fd {fd}: {e}");
+                return 1;
+            }
+        }
+    }
+    let _ = shutdown(fd, Shutdown::Write);
+    0
 }
 
 /// End of `--exit-after`: exit with --exit-code, or die of --die-by-signal.

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Load client and reload driver for benches/reload.sh (python3 stdlib only).
+
+`run`: while several client threads keep opening NEW connections to
+HOST:PORT (connect, read the one-line answer to EOF, close), send SIGHUP to a
+supervisor N times, one after another, and measure:
+
+- failed connections (refused, reset, timed out, or a wrong answer);
+- connect+response latency of every connection started during the reload
+  window: p50, p99, max, and how many took over 100 ms;
+- per reload, the time from SIGHUP to the old child's exit, and to the first
+  answer any client got from the new child.
+
+A reload is over once the old child has exited, the new one has answered a
+probe connection and the supervisor has reaped the old one; only then is the
+next SIGHUP sent, and no sooner than --period after the previous one, so
+that every run's window (N periods from the first SIGHUP) covers the same
+span of traffic whatever the supervisor. The old child's exit is watched
+through a pidfd (readable the moment the process exits), the same way for
+every supervisor; the new child is found in
+/proc/<supervisor>/task/<supervisor>/children. One JSON object with the
+figures is written to --out.
+
+`table`: print the JSON result files given on the command line as a table.
+"""
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+ANSWER_TIMEOUT = 10.0  # seconds; a connection slower than this counts as failed
+
+
+def children(pid):
+    """Pids of the direct children of a single-threaded process."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        sys.exit(f"reload_client: supervisor {pid} is gone")
+
+
+def request(host, port, timeout):
+    """One connection: returns (ok, answer pid or error text)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        data = b""
+        while True:
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        return False, type(e).__name__
+    finally:
+        sock.close()
+    line = data.decode(errors="replace")
+    if not line.startswith("pid="):
+        return False, f"bad answer {line!r}" if line else "empty answer"
+    return True, int(line.split()[0][4:])
+
+
+class Worker(threading.Thread):
+    """Closed loop of fresh connections until told to stop."""
+
+    def __init__(self, host, port, stop):
+        super().__init__(daemon=True)
+        self.host, self.port, self.stop = host, port, stop
+        self.records = []  # (start, latency, ok, pid or error)
+
+    def run(self):
+        clock = time.monotonic
+        while not self.stop.is_set():
+            start = clock()
+            ok, what = request(self.host, self.port, ANSWER_TIMEOUT)
+            self.records.append((start, clock() - start, ok, what))
+
+
+def wait_exit(pidfd, timeout):
+    """True once the process behind pidfd has exited (it is then a zombie or gone)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
+def one_reload(sup, host, port, timeout):
+    """SIGHUP the supervisor, wait until the reload is over; return
+    (time of the SIGHUP, ms from it to the old child's exit, new child's pid)."""
+    current = children(sup)
+    if len(current) != 1:
+        sys.exit(f"reload_client: supervisor {sup} has children {current}, expected one")
+    old = current[0]
+    pidfd = os.pidfd_open(old)
+    try:
+        hup = time.monotonic()
+        os.kill(sup, signal.SIGHUP)
+        deadline = hup + timeout
+        new = None
+        while new is None:
+            others = [p for p in children(sup) if p != old]
+            if len(others) > 1:
+                sys.exit(f"reload_client: several new children {others}")
+            if others:
+                new = others[0]
+            elif time.monotonic() > deadline:
+                sys.exit("reload_client: no new child after SIGHUP")
+            else:
+                time.sleep(0.001)
+        if not wait_exit(pidfd, deadline - time.monotonic()):
+            sys.exit(f"reload_client: old child {old} still running {timeout}s after SIGHUP")
+        old_gone = time.monotonic()
+    finally:
+        os.close(pidfd)
+    # The new child must be serving before the next SIGHUP (a probe waits in
+    # the listen queue while nobody accepts).
+    while True:
+        ok, what = request(host, port, ANSWER_TIMEOUT)
+        if ok and what == new:
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"reload_client: new child {new} never answered")
+    # Done once the supervisor has reaped the old child too: the next SIGHUP
+    # then finds it idle.
+    while children(sup) != [new]:
+        if time.monotonic() > deadline:
+            sys.exit(f"reload_client: supervisor still has children {children(sup)}")
+        time.sleep(0.001)
+    return hup, (old_gone - hup) * 1000, new
+
+
+def percentile(sorted_values, fraction):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, -(-len(sorted_values) * fraction // 1))
+    return sorted_values[int(rank) - 1]
+
+
+def run(args):
+    host, port, sup = args.host, args.port, args.supervisor_pid
+    # The first child may boot slowly: wait until one answers.
+    deadline = time.monotonic() + 30
+    while not request(host, port, ANSWER_TIMEOUT)[0]:
+        if time.monotonic() > deadline:
+            sys.exit("reload_client: the first child never answered")
+        time.sleep(0.05)
+
+    stop = threading.Event()
+    workers = [Worker(host, port, stop) for _ in range(args.workers)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)  # steady load before the first reload
+
+    window_start = time.monotonic()
+    reloads = []  # (SIGHUP time, ms to old exit, new pid)
+    for i in range(args.reloads):
+        # Paced: every run covers the same span of traffic around its reloads.
+        pause = window_start + i * args.period - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        reloads.append(one_reload(sup, host, port, args.reload_timeout))
+    window_end = max(time.monotonic(), window_start + args.reloads * args.period)
+    time.sleep(max(0, window_end - time.monotonic()))
+
+    time.sleep(0.2)
+    stop.set()
+    for w in workers:
+        w.join()
+
+    records = [r for w in workers for r in w.records]
+    # When the new child started answering, as the clients saw it: the first
+    # answer it gave to any of them.
+    first_answer = {}
+    for start, latency, ok, what in records:
+        if ok:
+            done = start + latency
+            if done < first_answer.get(what, done + 1):
+                first_answer[what] = done
+    to_old_exit = [old_ms for _, old_ms, _ in reloads]
+    to_new_serving = [(first_answer[new] - hup) * 1000 for hup, _, new in reloads]
+    window = [r for r in records if window_start <= r[0] <= window_end]
+    latencies = sorted(r[1] * 1000 for r in window if r[2])
+    # The slowest connections, each with how long after the last SIGHUP it
+    # started: tells a stall caused by a reload from scheduling noise.
+    hups = [hup for hup, _, _ in reloads]
+    slowest = []
+    for start, latency, ok, what in sorted(window, key=lambda r: -r[1])[:5]:
+        since = max((h for h in hups if h <= start), default=window_start)
+        slowest.append({
+            "ms": round(latency * 1000, 1),
+            "ms_after_hup": round((start - since) * 1000, 1),
+            "answer": what,
+        })
+    errors = {}
+    for r in records:
+        if not r[2]:
+            errors[r[3]] = errors.get(r[3], 0) + 1
+    result = {
+        "label": args.label,
+        "scenario": args.scenario,
+        "reloads": args.reloads,
+        "workers": args.workers,
+        "requests_total": len(records),
+        "requests_in_window": len(window),
+        "window_s": window_end - window_start,
+        "period_s": args.period,
+        "failed_total": sum(errors.values()),
+        "failed_in_window": sum(1 for r in window if not r[2]),
+        "errors": errors,
+        "slow_over_100ms": sum(1 for v in latencies if v > 100),
+        "distinct_pids": len({r[3] for r in records if r[2]}),
+        "latency_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p99": percentile(latencies, 0.99),
+            "max": latencies[-1] if latencies else float("nan"),
+        },
+        "slowest": slowest,
+        "hup_to_old_exit_ms": summary(to_old_exit),
+        "hup_to_new_serving_ms": summary(to_new_serving),
+    }
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(
+        f"{args.scenario} {args.label}: {len(window)} connections in the window, "
+        f"{result['failed_total']} failed, p50/p99/max "
+        f"{result['latency_ms']['p50']:.2f}/{result['latency_ms']['p99']:.2f}/"
+        f"{result['latency_ms']['max']:.1f} ms, old child stopped after "
+        f"{result['hup_to_old_exit_ms']['median']:.0f} ms (median)",
+        flush=True,
+    )
+
+
+def summary(values):
+    ordered = sorted(values)
+    return {"median": percentile(ordered, 0.5), "max": ordered[-1], "min": ordered[0]}
+
+
+def table(args):
+    rows = []
+    for path in args.results:
+        with open(path) as f:
+            rows.append(json.load(f))
+    header = (
+        "scenario",
+        "supervisor",
+        "conns",
+        "failed",
+        ">100 ms",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "HUP->old exit ms (med/max)",
+        "HUP->new answers ms (med/max)",
+    )
+    lines = [header]
+    for r in rows:
+        lat, old, new = r["latency_ms"], r["hup_to_old_exit_ms"], r["hup_to_new_serving_ms"]
+        lines.append(
+            (
+                r["scenario"],
+                r["label"],
+                str(r["requests_in_window"]),
+                str(r["failed_total"]),
+                str(r["slow_over_100ms"]),
+                f"{lat['p50']:.2f}",
+                f"{lat['p99']:.2f}",
+                f"{lat['max']:.1f}",
+                f"{old['median']:.0f} / {old['max']:.0f}",
+                f"{new['median']:.0f} / {new['max']:.0f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for n, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        if r["errors"]:
+            print(f"{r['scenario']} {r['label']} failures: {r['errors']}")
+    if args.slowest:
+        print("\nslowest connections (ms, started ms after the last SIGHUP):")
+        for r in rows:
+            shown = ", ".join(f"{s['ms']} (+{s['ms_after_hup']:.0f})" for s in r["slowest"])
+            print(f"  {r['scenario']} {r['label']}: {shown}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="load + reloads against one running supervisor")
+    p.add_argument("--supervisor-pid", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--reloads", type=int, default=20)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--period", type=float, default=2.0, help="seconds from one SIGHUP to the next, at least")
+    p.add_argument("--reload-timeout", type=float, default=30.0)
+    p.add_argument("--label", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--out", required=True)
+    t = sub.add_parser("table", help="print result files as a table")
+    t.add_argument("--slowest", action="store_true", help="also list the slowest connections")
+    t.add_argument("results", nargs="+")
+    args = parser.parse_args()
+    run(args) if args.command == "run" else table(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+//! `--user`/`--group`: bind as root, then drop privileges for good, in
+//! sockhold itself and so in every child; `--socket-owner`.
+
+use crate::harness::{Sockhold, TempDir, request_tcp, run_to_exit, test_child_bin};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::linux::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A port below 1024 that is free on 127.0.0.1 right now.
+fn free_privileged_port() -> Option<u16> {
+    (600..1024)
+        .rev()
+        .find(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok())
+}
+
+/// The `Uid:`, `Gid:` or `Groups:` line of a /proc status file, after the
+/// label.
+fn status_field(status: &str, label: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} in {status}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Some(port) = free_privileged_port() else {
+        eprintln!("skipped: no free port below 1024 on 127.0.0.1");
+        return;
+    };
+    // The child tells who it runs as, then becomes the test server (exec
+    // keeps the pid that LISTEN_PID names).
+    let script = format!(
+        "grep -E '^(Uid|Gid|Groups):' /proc/self/status | sed 's/^/child /' >&2; exec '{}'",
+        test_child_bin()
+    );
+    // A socket file in a directory only root may write: sockhold cannot
+    // remove it once it runs as nobody, and says so at exit.
+    let dir = TempDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sockhold = Sockhold::command()
+        .args(["--user", "nobody", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-l")
+        .arg(dir.join("app.sock"))
+        .args(["--", "sh", "-c", &script])
+        .start();
+    sockhold.wait_for("running as uid 65534 gid 65534");
+    let groups = sockhold.wait_for("child Groups:");
+    let log = sockhold.log_text();
+    let child_line = |label: &str| {
+        log.lines()
+            .find_map(|line| line.strip_prefix(&format!("child {label}")))
+            .unwrap_or_else(|| panic!("no child {label} line in\n{log}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(child_line("Uid:"), "65534 65534 65534 65534");
+    assert_eq!(child_line("Gid:"), "65534 65534 65534 65534");
+    assert_eq!(
+        groups.trim_end(),
+        "child Groups:",
+        "supplementary groups left"
+    );
+    let own = std::fs::read_to_string(format!("/proc/{}/status", sockhold.pid)).unwrap();
+    let uids = status_field(&own, "Uid:");
+    assert_eq!(
+        uids.split_whitespace().collect::<Vec<_>>(),
+        ["65534"; 4],
+        "sockhold still has a privileged uid: {uids}"
+    );
+    assert_eq!(status_field(&own, "Groups:"), "");
+    // The child serves the port that only root could bind.
+    let answer = request_tcp(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    assert!(answer.starts_with("pid="), "{answer}");
+    sockhold.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    assert!(
+        sockhold.log_text().contains(&format!(
+            "{} left in place: created before the privilege drop",
+            dir.join("app.sock").display()
+        )),
+        "{}",
+        sockhold.log_text()
+    );
+}
+
+#[test]
+fn socket_owner_and_mode_are_set_on_the_file() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give a file away");
+        return;
+    }
+    let dir = TempDir::new();
+    let path = dir.join("app.sock");
+    let sockhold = Sockhold::command()
+        .arg("-l")
+        .arg(&path)
+        .args(["--socket-owner", "nobody:nogroup", "--socket-mode", "660"])
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 started");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert_eq!((meta.st_uid(), meta.st_gid()), (65534, 65534));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+}
+
+#[test]
+fn unknown_user_is_a_usage_error_before_anything_is_bound() {
+    let dir = TempDir::new();
+    let path = dir.join("app.sock");
+    let (code, log) = run_to_exit(&[
+        "--user",
+        "no-such-user-here",
+        "-l",
+        path.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 64, "{log}");
+    assert!(log.contains("unknown user 'no-such-user-here'"), "{log}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_drop_that_cannot_be_done_exits_77_and_leaves_nothing_behind() {
+    if !is_root() {
+        eprintln!("skipped: needs root to start sockhold as another user");
+        return;
+    }
+    let dir = TempDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.join("app.sock");
+    // As nobody, becoming root is refused at the first step.
+    let mut sockhold = Sockhold::command()
+        .uid(65534, 65534)
+        .args(["--user", "root", "-l"])
+        .arg(&path)
+        .args(["--", "true"])
+        .start();
+    let status = sockhold.wait_exit();
+    let log = sockhold.log_text();
+    assert_eq!(status.code(), Some(77), "{log}");
+    assert!(
+        log.contains(
+            "sockhold: error: cannot drop privileges to 'root': setgroups: operation not permitted"
+        ),
+        "{log}"
+    );
+    assert!(!path.exists(), "socket file left behind");
+}
