@@ -172,8 +172,7 @@ pub struct Cli {
     quiet: u8,
 
     /// The server program and its arguments
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true,
-          allow_hyphen_values = true)]
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true)]
     command: Vec<OsString>,
 }
 

@@ -142,6 +142,38 @@ fn missing_command_on_the_command_line_is_a_usage_error() {
 }
 
 #[test]
+fn unknown_option_is_a_usage_error_not_the_command() {
+    // Before the command (with or without `--` after it), an unknown option
+    // is a mistake in sockhold's own arguments, not a program to run.
+    for args in [
+        &["--bogus", "-l", "127.0.0.1:0", "--", "true"][..],
+        &["-l", "127.0.0.1:0", "--bogus", "true"][..],
+    ] {
+        let line = fails_with(64, args);
+        assert!(line.contains("'--bogus'"), "{line}");
+    }
+}
+
+#[test]
+fn options_after_the_command_belong_to_the_command() {
+    // Everything after the first word of the command is the command's, even
+    // without `--`; after `--` even a first word starting with '-' is one.
+    let (code, log) = run_to_exit(&[
+        "-l",
+        "127.0.0.1:0",
+        "--restart",
+        "never",
+        "sh",
+        "-c",
+        "exit 5",
+        "-v",
+    ]);
+    assert_eq!(code, 5, "{log}");
+    let line = fails_with(127, &["-l", "127.0.0.1:0", "--", "--not-an-option"]);
+    assert!(line.contains("'--not-an-option'"), "{line}");
+}
+
+#[test]
 fn help_and_version_exit_zero() {
     let (code, _) = run_to_exit(&["--help"]);
     assert_eq!(code, 0);
