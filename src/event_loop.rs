@@ -565,8 +565,18 @@ impl EventLoop {
                 } else {
                     exit::CANNOT_EXECUTE
                 };
+                let hint = match errno {
+                    Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
+                    Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
+                    Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
+                    _ => "",
+                };
                 failed(
-                    format!("cannot execute: {}", crate::error::errno_text(errno)),
+                    format!(
+                        "cannot run '{}': {}{hint}",
+                        program.display(),
+                        crate::error::errno_text(errno)
+                    ),
                     code,
                 )
             }

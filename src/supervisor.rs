@@ -217,6 +217,9 @@ pub struct Supervisor {
     consecutive_failures: u32,
     /// Restarts after a crash, over sockhold's life.
     pub restarts: u64,
+    /// Whether any child was ever started: until then, a command that
+    /// cannot be executed is bad input, not a crash to retry.
+    ever_spawned: bool,
 }
 
 impl Supervisor {
@@ -229,6 +232,7 @@ impl Supervisor {
             reload_queued: false,
             consecutive_failures: 0,
             restarts: 0,
+            ever_spawned: false,
         }
     }
 
@@ -262,6 +266,14 @@ impl Supervisor {
                 if let Some(index) = self.index_of(generation) {
                     let g = self.generations.remove(index);
                     actions.push(Action::Forget { generation });
+                    if !self.ever_spawned && self.phase == Phase::Running {
+                        // The very first child cannot run at all (say, a
+                        // binary for another machine): retrying cannot
+                        // help, so fail like any other bad command line.
+                        log::error!("{reason}");
+                        self.shut_down(status.exit_code(), now, &mut actions);
+                        return self.finish(actions);
+                    }
                     self.failed_before_ready(
                         g.id,
                         g.cause,
@@ -288,6 +300,11 @@ impl Supervisor {
             Event::Exited { pid, status } => self.exited(pid, status, now, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
         }
+        self.finish(actions)
+    }
+
+    /// Exits once shutting down has nothing left to wait for.
+    fn finish(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
         if let Phase::ShuttingDown { exit_status, .. } = self.phase {
             if self.generations.is_empty() {
                 self.phase = Phase::Exited;
@@ -297,6 +314,19 @@ impl Supervisor {
             }
         }
         actions
+    }
+
+    /// Stops every generation and exits with `exit_status` once they are
+    /// gone.
+    fn shut_down(&mut self, exit_status: i32, now: Instant, actions: &mut Vec<Action>) {
+        self.phase = Phase::ShuttingDown {
+            requested_by: None,
+            primary: None,
+            exit_status,
+        };
+        for index in 0..self.generations.len() {
+            self.stop_generation(index, now, actions);
+        }
     }
 
     /// The earliest time `Tick` has work to do; None: wait for events only.
@@ -402,6 +432,7 @@ impl Supervisor {
     }
 
     fn spawned(&mut self, generation: GenerationId, pid: Pid, now: Instant) {
+        self.ever_spawned = true;
         let ready_at = match self.settings.ready {
             ReadyMode::Delay(delay) => Some(now + delay),
             ReadyMode::Notify => None,
@@ -688,14 +719,7 @@ impl Supervisor {
                 "generation {generation} ended with {status}; not restarting (--restart {policy}): exiting with status {}",
                 status.exit_code()
             );
-            self.phase = Phase::ShuttingDown {
-                requested_by: None,
-                primary: None,
-                exit_status: status.exit_code(),
-            };
-            for index in 0..self.generations.len() {
-                self.stop_generation(index, now, actions);
-            }
+            self.shut_down(status.exit_code(), now, actions);
             return;
         }
         if ran_for >= self.settings.healthy_after {
@@ -1373,6 +1397,62 @@ mod tests {
         );
         assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
         assert_eq!(sup.main_pid(), Some(pid(100)));
+    }
+
+    #[test]
+    fn first_child_that_cannot_exec_exits_with_its_status_whatever_the_policy() {
+        let t0 = Instant::now();
+        let mut s = settings();
+        s.restart = RestartPolicy::Always;
+        let mut sup = Supervisor::new(s);
+        sup.step(Event::Start, t0);
+        let actions = sup.step(
+            Event::SpawnFailed {
+                generation: 1,
+                reason: "exec format error".into(),
+                status: ChildStatus::Exited(126),
+            },
+            t0,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                Action::Forget { generation: 1 },
+                Action::Exit { status: 126 }
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_failure_after_a_child_once_ran_is_retried_with_backoff() {
+        // The program may be mid-upgrade: a later crash restart that cannot
+        // exec is a failure like a crash, not bad input.
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        sup.step(
+            Event::Exited {
+                pid: pid(100),
+                status: ChildStatus::Exited(1),
+            },
+            t0,
+        );
+        assert_eq!(
+            sup.step(Event::Tick, t0 + ms(100)),
+            vec![Action::Spawn { generation: 2 }]
+        );
+        let actions = sup.step(
+            Event::SpawnFailed {
+                generation: 2,
+                reason: "exec format error".into(),
+                status: ChildStatus::Exited(126),
+            },
+            t0 + ms(100),
+        );
+        assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
+        assert_eq!(
+            sup.step(Event::Tick, t0 + ms(300)),
+            vec![Action::Spawn { generation: 3 }]
+        );
     }
 
     #[test]

@@ -93,6 +93,33 @@ fn non_executable_command_exits_126() {
 }
 
 #[test]
+fn command_the_kernel_cannot_execute_exits_at_once_even_with_restarts() {
+    // Both pass the start-up check (executable regular files) and fail only
+    // in execve: retrying them could never help.
+    let dir = TempDir::new();
+    let not_a_program = dir.join("not-a-program");
+    std::fs::write(&not_a_program, b"\x7fELF garbage").unwrap();
+    let bad_interpreter = dir.join("bad-interpreter");
+    std::fs::write(&bad_interpreter, "#!/no/such/interpreter\n").unwrap();
+    for file in [&not_a_program, &bad_interpreter] {
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let path = not_a_program.to_str().unwrap();
+    let line = fails_with(
+        126,
+        &["-l", "127.0.0.1:0", "--restart", "always", "--", path],
+    );
+    assert!(
+        line.contains(&format!("'{path}': exec format error")),
+        "{line}"
+    );
+    let path = bad_interpreter.to_str().unwrap();
+    let line = fails_with(127, &["-l", "127.0.0.1:0", "--", path]);
+    assert!(line.contains("#! interpreter"), "{line}");
+}
+
+#[test]
 fn unknown_signal_name_is_a_usage_error() {
     let line = fails_with(
         64,
