@@ -9,10 +9,15 @@ use nix::sys::socket::{
 };
 use nix::unistd::Pid;
 use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Largest datagram read; sd_notify messages are short text.
 const MAX_MESSAGE: usize = 4096;
+
+/// The most fds one datagram can carry (the kernel's SCM_MAX_FD). Room for
+/// all of them keeps the credentials readable when a sender passes fds
+/// (`BARRIER=1`, `FDSTORE=1`): a truncated control buffer loses them all.
+const MAX_PASSED_FDS: usize = 253;
 
 /// A generation's notify socket, in the abstract namespace with a name the
 /// kernel picks (autobind), so that two sockholds sharing a network
@@ -65,7 +70,7 @@ impl NotifySocket {
     /// The next waiting message, or `None` when there is none left.
     pub fn receive(&self) -> Result<Option<NotifyMessage>, Errno> {
         let mut buffer = [0u8; MAX_MESSAGE];
-        let mut control = nix::cmsg_space!(socket::UnixCredentials);
+        let mut control = nix::cmsg_space!(socket::UnixCredentials, [RawFd; MAX_PASSED_FDS]);
         let mut iov = [IoSliceMut::new(&mut buffer)];
         let message = match socket::recvmsg::<()>(
             self.fd.as_raw_fd(),
@@ -78,12 +83,27 @@ impl NotifySocket {
             Err(errno) => return Err(errno),
         };
         let mut sender = None;
-        if let Ok(cmsgs) = message.cmsgs() {
-            for cmsg in cmsgs {
-                if let ControlMessageOwned::ScmCredentials(credentials) = cmsg {
-                    sender = Some(Pid::from_raw(credentials.pid()));
+        match message.cmsgs() {
+            Ok(cmsgs) => {
+                for cmsg in cmsgs {
+                    match cmsg {
+                        ControlMessageOwned::ScmCredentials(credentials) => {
+                            sender = Some(Pid::from_raw(credentials.pid()));
+                        }
+                        // sockhold keeps no fd store: passed fds are closed
+                        // at once, which is also what completes a sender's
+                        // BARRIER=1 (every earlier message was read).
+                        ControlMessageOwned::ScmRights(fds) => {
+                            for fd in fds {
+                                let _ = nix::unistd::close(fd);
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
+            // The kernel closed whatever did not fit.
+            Err(errno) => log::debug!("notify message with a truncated control part: {errno}"),
         }
         let length = message.bytes;
         let text = String::from_utf8_lossy(&buffer[..length]);

@@ -178,3 +178,36 @@ fn forwarded_signals_reach_the_current_child() {
     sockhold.signal(nix::sys::signal::Signal::SIGWINCH);
     sockhold.wait_for("test_child: got SIGWINCH");
 }
+
+#[test]
+fn fds_passed_with_notify_messages_are_closed_so_a_barrier_completes() {
+    // sd_notify_barrier(3): the child passes the write end of a pipe with
+    // BARRIER=1 and waits for the read end to hang up, which only happens
+    // once sockhold has closed its copy. Only then does it say READY=1.
+    let script = "import array, os, select, socket\n\
+        addr = os.environ['NOTIFY_SOCKET']\n\
+        addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+        r, w = os.pipe()\n\
+        s.sendmsg([b'BARRIER=1'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [w]))], 0, addr)\n\
+        os.close(w)\n\
+        p = select.poll()\n\
+        p.register(r, select.POLLHUP)\n\
+        if p.poll(10000):\n\
+        \x20   s.sendto(b'READY=1', addr)\n\
+        select.select([], [], [])\n";
+    let sockhold = Sockhold::command()
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "20s",
+        ])
+        .args(["--", "python3", "-c", script])
+        .start();
+    sockhold.wait_for("generation 1 ready: READY=1");
+    let log = sockhold.log_text();
+    assert!(!log.contains("ignoring notify message"), "{log}");
+}
