@@ -12,6 +12,7 @@ use crate::compat;
 use crate::config::Config;
 use crate::control::{self, ControlSocket, Request};
 use crate::error::{Error, exit};
+use crate::leftovers;
 use crate::listen::Listener;
 use crate::pidfile::PidFile;
 use crate::readiness::{self, NotifySocket};
@@ -24,11 +25,12 @@ use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use signal_hook_mio::v1_0::Signals;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
 /// Notify sockets use tokens from here on: `NOTIFY_BASE + generation`.
@@ -38,6 +40,11 @@ const NOTIFY_BASE: usize = 1 << 32;
 const LISTENER_BASE: usize = 1 << 40;
 /// The control socket's listener, then its connections (`+ 1 + client`).
 const CONTROL_BASE: usize = 1 << 48;
+
+/// After SIGKILL, how long to wait for leftovers to be reaped, and how many
+/// times to sweep for processes that their deaths orphaned.
+const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(1);
+const LEFTOVER_KILL_ROUNDS: usize = 10;
 
 pub struct EventLoop {
     poll: Poll,
@@ -60,6 +67,9 @@ pub struct EventLoop {
     control: Option<control::Server>,
     pid_file: Option<PidFile>,
     started_at: Instant,
+    /// How leftover processes are stopped at exit: as a generation is.
+    stop_signal: Signal,
+    stop_timeout: Duration,
 }
 
 impl EventLoop {
@@ -116,6 +126,8 @@ impl EventLoop {
         // --compat-env is refused with --accept: its variables describe
         // listening sockets, which a per-connection child does not get.
         let inherited_env = child_environment(&config.compat_env, &listeners);
+        let stop_signal = config.supervisor.stop_signal;
+        let stop_timeout = config.supervisor.stop_timeout;
         Ok(EventLoop {
             poll,
             signals,
@@ -136,6 +148,8 @@ impl EventLoop {
             control: None,
             pid_file: None,
             started_at: Instant::now(),
+            stop_signal,
+            stop_timeout,
         })
     }
 
@@ -230,6 +244,7 @@ impl EventLoop {
                 status = self.serve_control();
             }
         }
+        self.stop_leftovers();
         for listener in &self.listeners {
             listener.remove_socket_file();
         }
@@ -240,6 +255,89 @@ impl EventLoop {
             pid_file.remove();
         }
         Ok(status.unwrap_or(exit::INTERNAL))
+    }
+
+    /// At exit: stops the processes that children left behind (see
+    /// `leftovers.rs`) with the stop signal, then SIGKILL after the stop
+    /// timeout, or at once on a second TERM or INT. Returns once none is
+    /// left (or none will die).
+    fn stop_leftovers(&mut self) {
+        let me = Pid::this();
+        let left = leftovers::children_of(me);
+        if left.is_empty() {
+            return;
+        }
+        log::info!(
+            "stopping what the child left behind: {} to {}",
+            signals::name(self.stop_signal),
+            leftovers::describe(&left)
+        );
+        for pid in &left {
+            let _ = nix::sys::signal::kill(*pid, self.stop_signal);
+        }
+        let deadline = Instant::now() + self.stop_timeout;
+        if self.wait_for_leftovers(deadline, true) {
+            return;
+        }
+        // SIGKILL can orphan further processes (a killed worker's own
+        // children): sweep until nothing is left.
+        for _ in 0..LEFTOVER_KILL_ROUNDS {
+            let left = leftovers::children_of(me);
+            if left.is_empty() {
+                return;
+            }
+            log::warn!(
+                "left behind and still running: SIGKILL to {}",
+                leftovers::describe(&left)
+            );
+            for pid in &left {
+                let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+            }
+            if self.wait_for_leftovers(Instant::now() + LEFTOVER_KILL_WAIT, false) {
+                return;
+            }
+        }
+        log::warn!(
+            "exiting with processes left: {} (unkillable, e.g. in uninterruptible sleep)",
+            leftovers::describe(&leftovers::children_of(me))
+        );
+    }
+
+    /// Reaps until no child is left (true) or `deadline` passes (false); a
+    /// TERM or INT ends the wait early when `interruptible`.
+    fn wait_for_leftovers(&mut self, deadline: Instant, interruptible: bool) -> bool {
+        let mut events = Events::with_capacity(8);
+        loop {
+            let mut exits = Vec::new();
+            reap_children(&mut exits);
+            for exit in exits {
+                if let Event::Exited { pid, status } = exit {
+                    log::debug!("left-behind pid {pid} ended with {status}");
+                }
+            }
+            if leftovers::children_of(Pid::this()).is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            match self.poll.poll(&mut events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    log::warn!("cannot wait for events: {error}");
+                    return false;
+                }
+            }
+            if events.iter().any(|event| event.token() == SIGNALS) {
+                let received: Vec<i32> = self.signals.pending().collect();
+                let stop = [Signal::SIGTERM as i32, Signal::SIGINT as i32];
+                if interruptible && received.iter().any(|n| stop.contains(n)) {
+                    return false;
+                }
+            }
+        }
     }
 
     /// Feeds one event to the supervisor and carries out its actions, which

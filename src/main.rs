@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod error;
 mod event_loop;
+mod leftovers;
 mod listen;
 mod pidfile;
 mod privileges;

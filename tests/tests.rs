@@ -10,6 +10,7 @@ mod control;
 mod docs;
 mod errors;
 mod exit_status;
+mod leftovers;
 mod pid1;
 mod privileges;
 mod reload;
