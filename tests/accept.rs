@@ -6,7 +6,6 @@
 use crate::harness::*;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
 use nix::unistd::Pid;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -143,14 +142,6 @@ fn wait_for_no_children(parent: Pid) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn report_fields(answer: &str) -> HashMap<String, String> {
-    answer
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// Most children running at once, from the `-v` log: each start is
@@ -480,7 +471,7 @@ fn stop_signals_every_running_child_and_exits_zero() {
         let _ = connection.stream.read_to_end(&mut rest);
         assert!(rest.is_empty());
     }
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
 }
 
 #[test]
@@ -501,7 +492,7 @@ fn children_that_ignore_the_stop_signal_are_killed_after_the_stop_timeout() {
     let _held = hold(address, None);
     sockhold.signal(nix::sys::signal::Signal::SIGTERM);
     sockhold.wait_for("1 connection children did not stop within 300ms: SIGKILL");
-    assert_eq!(sockhold.wait_exit().code(), Some(137));
+    sockhold.exits_with(137);
 }
 
 #[test]

@@ -2,15 +2,6 @@
 //! DESIGN.md §1 promises, whatever sockhold itself inherited.
 
 use crate::harness::*;
-use std::collections::HashMap;
-
-fn report_fields(answer: &str) -> HashMap<String, String> {
-    answer
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 #[test]
 fn child_gets_sockets_at_3_and_nothing_else_with_listen_env_and_clean_signals() {

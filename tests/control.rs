@@ -228,7 +228,7 @@ fn stop_stops_sockhold_and_returns_once_it_has_exited() {
     // The client returned: sockhold has cleaned up and is exiting.
     assert!(!dir.join("ctl").exists(), "control socket left behind");
     assert!(!pid_file.exists(), "pid file left behind");
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn pid_file_holds_the_pid_and_is_removed_at_exit_only_if_still_ours() {
         format!("{}\n", sockhold.pid)
     );
     sockhold.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
     assert!(!pid_file.exists());
     // No temporary file is left next to it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -335,6 +335,6 @@ fn pid_file_holds_the_pid_and_is_removed_at_exit_only_if_still_ours() {
     sockhold.wait_for("generation 1 started");
     std::fs::write(&pid_file, "1\n").unwrap();
     sockhold.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "1\n");
 }

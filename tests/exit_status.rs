@@ -94,12 +94,7 @@ fn requested_stop_that_the_child_honours_exits_zero() {
     sockhold.wait_for("generation 1 started");
     request_tcp(sockhold.tcp_address(0)).unwrap();
     sockhold.signal(Signal::SIGTERM);
-    assert_eq!(
-        sockhold.wait_exit().code(),
-        Some(0),
-        "{}",
-        sockhold.log_text()
-    );
+    sockhold.exits_with(0);
     assert!(
         sockhold
             .log_text()
@@ -122,12 +117,7 @@ fn requested_stop_with_a_failing_child_exits_with_its_code() {
     sockhold.wait_for("generation 1 started");
     request_tcp(sockhold.tcp_address(0)).unwrap();
     sockhold.signal(Signal::SIGINT);
-    assert_eq!(
-        sockhold.wait_exit().code(),
-        Some(5),
-        "{}",
-        sockhold.log_text()
-    );
+    sockhold.exits_with(5);
 }
 
 #[test]

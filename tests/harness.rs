@@ -244,6 +244,14 @@ impl Sockhold {
     }
 
     /// Waits for sockhold to exit and returns its status.
+    /// Waits for sockhold to exit, checks its status, and returns its log.
+    pub fn exits_with(&mut self, code: i32) -> String {
+        let status = self.wait_exit();
+        let log = self.log_text();
+        assert_eq!(status.code(), Some(code), "exit status; log:\n{log}");
+        log
+    }
+
     pub fn wait_exit(&mut self) -> ExitStatus {
         if let Some(status) = self.exit_status {
             return status;
@@ -335,4 +343,13 @@ pub fn run_to_exit(args: &[&str]) -> (i32, String) {
     let mut sockhold = Sockhold::command().args(args).start();
     let status = sockhold.wait_exit();
     (status.code().unwrap_or(-1), sockhold.log_text())
+}
+
+/// The `KEY=VALUE` lines of a child's answer (test_child --report).
+pub fn report_fields(answer: &str) -> std::collections::HashMap<String, String> {
+    answer
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

@@ -85,7 +85,7 @@ fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
     let answer = request_tcp(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
     assert!(answer.starts_with("pid="), "{answer}");
     sockhold.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
     assert!(
         sockhold.log_text().contains(&format!(
             "{} left in place: created before the privilege drop",

@@ -182,7 +182,7 @@ fn hup_during_a_reload_queues_one_more_and_no_more() {
     // Nothing else is queued: stop now and check no generation 4 appeared.
     let mut sockhold = sockhold;
     sockhold.signal(Signal::SIGTERM);
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
     let log = sockhold.log_text();
     assert!(!log.contains("generation 4"), "{log}");
     assert!(log.contains("reload already queued"), "{log}");
@@ -208,7 +208,7 @@ fn child_ignoring_term_is_killed_after_the_stop_timeout() {
     let line = sockhold.wait_for("did not stop within 300ms");
     assert!(line.contains(&format!("SIGKILL to pid {child}")), "{line}");
     // Killed, not honoured: 128 + 9.
-    assert_eq!(sockhold.wait_exit().code(), Some(137));
+    sockhold.exits_with(137);
     assert!(!pid_is_alive(child));
 }
 

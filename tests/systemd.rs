@@ -5,17 +5,8 @@
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
-use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-
-fn report_fields(answer: &str) -> HashMap<String, String> {
-    answer
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A Unix datagram socket standing in for systemd's notify socket.
 struct FakeNotify {
@@ -179,12 +170,7 @@ fn service_manager_hears_ready_reloading_ready_and_stopping() {
 
     sockhold.signal(Signal::SIGTERM);
     assert_eq!(notify.next(), "STOPPING=1\nSTATUS=stopping");
-    assert_eq!(
-        sockhold.wait_exit().code(),
-        Some(0),
-        "{}",
-        sockhold.log_text()
-    );
+    sockhold.exits_with(0);
 }
 
 #[test]

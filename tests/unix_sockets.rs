@@ -58,7 +58,7 @@ fn socket_file_gets_its_mode_and_is_removed_at_exit() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     sockhold.signal(Signal::SIGTERM);
-    assert_eq!(sockhold.wait_exit().code(), Some(0));
+    sockhold.exits_with(0);
     assert!(!path.exists(), "socket file removed at exit");
 }
 
