@@ -881,6 +881,28 @@ mod tests {
                 .collect()
         }
 
+        /// The driver reports that `generation` started as `pid`.
+        fn started_as(&mut self, generation: GenerationId, pid: i32, now: Instant) -> Vec<Action> {
+            self.step(
+                Event::Spawned {
+                    generation,
+                    pid: Pid::from_raw(pid),
+                },
+                now,
+            )
+        }
+
+        /// The driver reaped `pid` with `status`.
+        fn reaped(&mut self, pid: i32, status: ChildStatus, now: Instant) -> Vec<Action> {
+            self.step(
+                Event::Exited {
+                    pid: Pid::from_raw(pid),
+                    status,
+                },
+                now,
+            )
+        }
+
         /// Only the reports.
         fn reports(&mut self, event: Event, now: Instant) -> Vec<Report> {
             self.handle(event, now)
@@ -912,13 +934,7 @@ mod tests {
             sup.step(Event::Start, t0),
             vec![Action::Spawn { generation: 1 }]
         );
-        sup.step(
-            Event::Spawned {
-                generation: 1,
-                pid: pid(100),
-            },
-            t0,
-        );
+        sup.started_as(1, 100, t0);
         assert!(sup.step(Event::Ready { generation: 1 }, t0).is_empty());
         sup
     }
@@ -931,13 +947,7 @@ mod tests {
             sup.step(Event::Reload, t0),
             vec![Action::Spawn { generation: 2 }]
         );
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert!(
             sup.step(Event::Tick, t0 + ms(500)).is_empty(),
             "nothing before ready"
@@ -951,13 +961,7 @@ mod tests {
         );
         assert_eq!(sup.main_pid(), Some(pid(200)));
         assert_eq!(
-            sup.step(
-                Event::Exited {
-                    pid: pid(100),
-                    status: ChildStatus::Signaled(TERM)
-                },
-                t0 + ms(700)
-            ),
+            sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(700)),
             vec![Action::Forget { generation: 1 }]
         );
     }
@@ -967,13 +971,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(
             sup.step(Event::Tick, t0 + Duration::from_secs(1)),
@@ -989,20 +987,8 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(200),
-                status: ChildStatus::Exited(1),
-            },
-            t0 + ms(10),
-        );
+        sup.started_as(2, 200, t0);
+        let actions = sup.reaped(200, ChildStatus::Exited(1), t0 + ms(10));
         assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
         assert_eq!(sup.main_pid(), Some(pid(100)));
         assert_eq!(sup.next_deadline(), None, "no restart, no timers");
@@ -1017,13 +1003,7 @@ mod tests {
         s.stop_timeout = ms(300);
         let mut sup = serving(s, t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert_eq!(
             sup.step(Event::Tick, t0 + ms(500)),
             vec![Action::Signal {
@@ -1039,13 +1019,7 @@ mod tests {
             }]
         );
         assert_eq!(sup.main_pid(), Some(pid(100)));
-        sup.step(
-            Event::Exited {
-                pid: pid(200),
-                status: ChildStatus::Signaled(Signal::SIGKILL),
-            },
-            t0 + ms(801),
-        );
+        sup.reaped(200, ChildStatus::Signaled(Signal::SIGKILL), t0 + ms(801));
         assert_eq!(sup.main_pid(), Some(pid(100)));
         assert_eq!(sup.next_deadline(), None);
     }
@@ -1055,13 +1029,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert!(sup.step(Event::Reload, t0).is_empty());
         assert!(sup.step(Event::Reload, t0).is_empty());
         assert!(sup.step(Event::Reload, t0).is_empty());
@@ -1076,13 +1044,7 @@ mod tests {
                 Action::Spawn { generation: 3 }
             ]
         );
-        sup.step(
-            Event::Spawned {
-                generation: 3,
-                pid: pid(300),
-            },
-            t0 + ms(10),
-        );
+        sup.started_as(3, 300, t0 + ms(10));
         let actions = sup.step(Event::Ready { generation: 3 }, t0 + ms(20));
         assert_eq!(
             actions,
@@ -1138,13 +1100,7 @@ mod tests {
             sup.consecutive_failures += 1;
         }
         let later = t0 + Duration::from_secs(60);
-        sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(1),
-            },
-            later,
-        );
+        sup.reaped(100, ChildStatus::Exited(1), later);
         assert_eq!(sup.next_deadline(), Some(later + ms(100)));
     }
 
@@ -1154,13 +1110,7 @@ mod tests {
         let mut s = settings();
         s.restart = RestartPolicy::Never;
         let mut sup = serving(s, t0);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(7),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(7), t0);
         assert_eq!(
             actions,
             vec![Action::Forget { generation: 1 }, Action::Exit { status: 7 }]
@@ -1171,13 +1121,7 @@ mod tests {
     fn on_failure_exits_zero_after_a_clean_exit() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(0),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 
@@ -1187,13 +1131,7 @@ mod tests {
         let mut s = settings();
         s.restart = RestartPolicy::Never;
         let mut sup = serving(s, t0);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Signaled(Signal::SIGSEGV),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Signaled(Signal::SIGSEGV), t0);
         assert_eq!(actions.last(), Some(&Action::Exit { status: 139 }));
     }
 
@@ -1208,13 +1146,7 @@ mod tests {
                 signal: TERM
             }]
         );
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Signaled(TERM),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Signaled(TERM), t0);
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 
@@ -1228,13 +1160,7 @@ mod tests {
             },
             t0,
         );
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(3),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(3), t0);
         assert_eq!(actions.last(), Some(&Action::Exit { status: 3 }));
     }
 
@@ -1252,11 +1178,9 @@ mod tests {
             }]
         );
         assert_eq!(sup.next_deadline(), None);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Signaled(Signal::SIGKILL),
-            },
+        let actions = sup.reaped(
+            100,
+            ChildStatus::Signaled(Signal::SIGKILL),
             t0 + Duration::from_secs(10),
         );
         assert_eq!(actions.last(), Some(&Action::Exit { status: 137 }));
@@ -1267,13 +1191,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         let actions = sup.step(Event::Stop { signal: TERM }, t0);
         assert_eq!(
             actions,
@@ -1288,21 +1206,9 @@ mod tests {
                 }
             ]
         );
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(0),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
         assert!(!actions.contains(&Action::Exit { status: 0 }));
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(200),
-                status: ChildStatus::Exited(0),
-            },
-            t0,
-        );
+        let actions = sup.reaped(200, ChildStatus::Exited(0), t0);
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 
@@ -1335,13 +1241,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert_eq!(
             sup.step(
                 Event::Forward {
@@ -1361,20 +1261,8 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(settings());
         sup.step(Event::Start, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 1,
-                pid: pid(100),
-            },
-            t0,
-        );
-        sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(1),
-            },
-            t0,
-        );
+        sup.started_as(1, 100, t0);
+        sup.reaped(100, ChildStatus::Exited(1), t0);
         assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
         assert_eq!(
             sup.step(Event::Reload, t0),
@@ -1429,13 +1317,7 @@ mod tests {
         // exec is a failure like a crash, not bad input.
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(1),
-            },
-            t0,
-        );
+        sup.reaped(100, ChildStatus::Exited(1), t0);
         assert_eq!(
             sup.step(Event::Tick, t0 + ms(100)),
             vec![Action::Spawn { generation: 2 }]
@@ -1463,21 +1345,9 @@ mod tests {
         s.ready_timeout = ms(100);
         let mut sup = Supervisor::new(s);
         sup.step(Event::Start, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 1,
-                pid: pid(100),
-            },
-            t0,
-        );
+        sup.started_as(1, 100, t0);
         sup.step(Event::Tick, t0 + ms(100));
-        sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Signaled(TERM),
-            },
-            t0 + ms(110),
-        );
+        sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(110));
         assert_eq!(sup.next_deadline(), Some(t0 + ms(210)));
     }
 
@@ -1485,16 +1355,7 @@ mod tests {
     fn orphans_are_reaped_quietly() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        assert!(
-            sup.step(
-                Event::Exited {
-                    pid: pid(999),
-                    status: ChildStatus::Exited(0)
-                },
-                t0
-            )
-            .is_empty()
-        );
+        assert!(sup.reaped(999, ChildStatus::Exited(0), t0).is_empty());
         assert_eq!(sup.main_pid(), Some(pid(100)));
     }
 
@@ -1503,13 +1364,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(settings());
         assert!(sup.reports(Event::Start, t0).is_empty());
-        sup.step(
-            Event::Spawned {
-                generation: 1,
-                pid: pid(100),
-            },
-            t0,
-        );
+        sup.started_as(1, 100, t0);
         assert_eq!(
             sup.reports(Event::Ready { generation: 1 }, t0),
             vec![Report::Ready {
@@ -1521,13 +1376,7 @@ mod tests {
             sup.reports(Event::Reload, t0),
             vec![Report::ReloadStarted { generation: 2 }]
         );
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert_eq!(
             sup.reports(Event::Ready { generation: 2 }, t0),
             vec![Report::ReloadSucceeded {
@@ -1536,13 +1385,7 @@ mod tests {
             }]
         );
         sup.reports(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 3,
-                pid: pid(300),
-            },
-            t0,
-        );
+        sup.started_as(3, 300, t0);
         assert_eq!(
             sup.reports(
                 Event::Exited {
@@ -1600,13 +1443,7 @@ mod tests {
         s.ready_timeout = ms(100);
         let mut sup = serving(s, t0);
         sup.step(Event::Reload, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0,
-        );
+        sup.started_as(2, 200, t0);
         assert_eq!(
             sup.reports(Event::Tick, t0 + ms(100)),
             vec![Report::ReloadFailed {
@@ -1644,13 +1481,7 @@ mod tests {
         let mut sup = Supervisor::new(settings);
         sup.step(Event::Start, t0);
         sup.step(Event::ConnectionWaiting, t0);
-        sup.step(
-            Event::Spawned {
-                generation: 1,
-                pid: pid(100),
-            },
-            t0,
-        );
+        sup.started_as(1, 100, t0);
         sup.step(Event::Ready { generation: 1 }, t0);
         sup
     }
@@ -1659,13 +1490,7 @@ mod tests {
     fn lazy_child_that_exits_goes_back_to_waiting_without_backoff() {
         let t0 = Instant::now();
         let mut sup = lazy_serving(lazy(), t0);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(0),
-            },
-            t0 + ms(50),
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(0), t0 + ms(50));
         assert_eq!(
             actions,
             vec![Action::Forget { generation: 1 }, Action::WatchListeners]
@@ -1675,23 +1500,11 @@ mod tests {
             sup.step(Event::ConnectionWaiting, t0 + ms(60)),
             vec![Action::UnwatchListeners, Action::Spawn { generation: 2 }]
         );
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0 + ms(60),
-        );
+        sup.started_as(2, 200, t0 + ms(60));
         sup.step(Event::Ready { generation: 2 }, t0 + ms(70));
         // Even a failure, after a healthy run, is no reason to wait.
         let later = t0 + Duration::from_secs(60);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(200),
-                status: ChildStatus::Exited(1),
-            },
-            later,
-        );
+        let actions = sup.reaped(200, ChildStatus::Exited(1), later);
         assert_eq!(
             actions,
             vec![Action::Forget { generation: 2 }, Action::WatchListeners]
@@ -1703,13 +1516,7 @@ mod tests {
     fn lazy_child_that_fails_quickly_is_watched_for_again_after_the_backoff() {
         let t0 = Instant::now();
         let mut sup = lazy_serving(lazy(), t0);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(1),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(1), t0);
         assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
         assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
         assert!(
@@ -1723,20 +1530,8 @@ mod tests {
         assert_eq!(sup.next_deadline(), None);
         // A second quick failure doubles the wait.
         sup.step(Event::ConnectionWaiting, t0 + ms(100));
-        sup.step(
-            Event::Spawned {
-                generation: 2,
-                pid: pid(200),
-            },
-            t0 + ms(100),
-        );
-        sup.step(
-            Event::Exited {
-                pid: pid(200),
-                status: ChildStatus::Exited(1),
-            },
-            t0 + ms(110),
-        );
+        sup.started_as(2, 200, t0 + ms(100));
+        sup.reaped(200, ChildStatus::Exited(1), t0 + ms(110));
         assert_eq!(sup.next_deadline(), Some(t0 + ms(310)));
         // A reload skips the wait.
         assert_eq!(
@@ -1767,13 +1562,7 @@ mod tests {
         let mut s = lazy();
         s.restart = RestartPolicy::Never;
         let mut sup = lazy_serving(s, t0);
-        let actions = sup.step(
-            Event::Exited {
-                pid: pid(100),
-                status: ChildStatus::Exited(0),
-            },
-            t0,
-        );
+        let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
         assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
     }
 }
