@@ -681,7 +681,7 @@ impl AcceptServer {
                 &mut self.spawn_failures,
                 "connections closed: cannot start the command",
             ),
-            (&mut self.accept_failures, "more failures to accept"),
+            (&mut self.accept_failures, "failures to accept"),
         ] {
             if let Some(count) = log.take_summary(now) {
                 log::warn!(

@@ -587,3 +587,31 @@ fn max_rate_spaces_children_out_and_serves_every_connection() {
         started.elapsed()
     );
 }
+
+/// Sets the soft RLIMIT_NOFILE of a running process (util-linux prlimit).
+fn set_fd_limit(pid: Pid, limit: u64) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success(), "prlimit --nofile={limit}: {status}");
+}
+
+#[test]
+fn out_of_fds_sockhold_waits_and_then_serves_the_queued_connection() {
+    let sockhold = Sockhold::command()
+        .args(["--accept", "--inetd", "-l", "127.0.0.1:0", "--", "cat"])
+        .start();
+    sockhold.wait_for("accepting connections");
+    let address = sockhold.tcp_address(0);
+    // No fd below the limit is free: accept(2) fails with EMFILE.
+    let lowest_free = (0u64..)
+        .find(|fd| std::fs::read_link(format!("/proc/{}/fd/{fd}", sockhold.pid)).is_err())
+        .unwrap();
+    set_fd_limit(sockhold.pid, lowest_free);
+    let client = std::thread::spawn(move || echo_tcp(address, "queued\n"));
+    sockhold.wait_for("cannot accept a connection: too many open files");
+    assert!(pid_is_alive(sockhold.pid));
+    set_fd_limit(sockhold.pid, 1024);
+    assert_eq!(client.join().unwrap().unwrap(), "queued\n");
+}
