@@ -9,6 +9,7 @@
 //! their deadline.
 
 use crate::config::{ReadyMode, RestartPolicy, SupervisorSettings, format_duration};
+use crate::error::exit;
 use crate::signals;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -266,10 +267,15 @@ impl Supervisor {
                 if let Some(index) = self.index_of(generation) {
                     let g = self.generations.remove(index);
                     actions.push(Action::Forget { generation });
-                    if !self.ever_spawned && self.phase == Phase::Running {
+                    let cannot_exec = matches!(
+                        status,
+                        ChildStatus::Exited(exit::CANNOT_EXECUTE | exit::NOT_FOUND)
+                    );
+                    if cannot_exec && !self.ever_spawned && self.phase == Phase::Running {
                         // The very first child cannot run at all (say, a
                         // binary for another machine): retrying cannot
                         // help, so fail like any other bad command line.
+                        // A failed fork is retried: resources come back.
                         log::error!("{reason}");
                         self.shut_down(status.exit_code(), now, &mut actions);
                         return self.finish(actions);
@@ -1308,6 +1314,26 @@ mod tests {
                 Action::Forget { generation: 1 },
                 Action::Exit { status: 126 }
             ]
+        );
+    }
+
+    #[test]
+    fn first_child_that_cannot_be_forked_is_retried_with_backoff() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(settings());
+        sup.step(Event::Start, t0);
+        let actions = sup.step(
+            Event::SpawnFailed {
+                generation: 1,
+                reason: "cannot fork: resource temporarily unavailable".into(),
+                status: ChildStatus::Exited(71),
+            },
+            t0,
+        );
+        assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+        assert_eq!(
+            sup.step(Event::Tick, t0 + ms(100)),
+            vec![Action::Spawn { generation: 2 }]
         );
     }
 
