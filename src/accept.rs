@@ -509,8 +509,9 @@ impl AcceptServer {
             env.push(("LISTEN_FDS".into(), "1".into()));
             env.push(("LISTEN_FDNAMES".into(), "connection".into()));
         }
-        let spec = ChildSpec::new(program, command, &env, Vec::new(), !settings.inetd)
+        let mut spec = ChildSpec::new(program, command, &env, Vec::new(), !settings.inetd)
             .map_err(|reason| Error::new(exit::CANNOT_EXECUTE, format!("cannot run: {reason}")))?;
+        spec.set_process_group(settings.signal_group);
         Ok(AcceptServer {
             connections: Connections::new(Limits::from(settings)),
             spec,

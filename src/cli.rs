@@ -134,6 +134,10 @@ pub struct Cli {
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
 
+    /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)
+    #[arg(long, help_heading = "Generations")]
+    signal_group: bool,
+
     /// Signals passed on to the current child, comma-separated
     #[arg(long, value_name = "SIGNAL,...", default_value = "USR1,USR2", value_delimiter = ',',
           value_parser = signals::parse_signal, help_heading = "Generations")]
@@ -279,6 +283,7 @@ impl Cli {
                 .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
             max_per_source: self.max_per_source.map(|n| n as usize),
             max_rate: self.max_rate,
+            signal_group: self.signal_group,
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
         });
@@ -303,6 +308,7 @@ impl Cli {
                 ..SupervisorSettings::default()
             },
             forward_signals: self.forward_signals,
+            signal_group: self.signal_group,
             compat_env: self
                 .compat_env
                 .iter()
@@ -471,6 +477,7 @@ mod tests {
         );
         assert_eq!(config.backlog, None);
         assert!(config.compat_env.is_empty());
+        assert!(!config.signal_group);
     }
 
     #[test]

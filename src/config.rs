@@ -81,6 +81,9 @@ pub struct Config {
     pub supervisor: SupervisorSettings,
     /// Signals passed on to the current generation.
     pub forward_signals: Vec<Signal>,
+    /// `--signal-group`: each child leads a process group, and signals go
+    /// to the whole group.
+    pub signal_group: bool,
     /// Other supervisors' variables to set for the child as well.
     pub compat_env: Vec<CompatEnv>,
     /// `--accept`: per-connection mode instead of generations.
@@ -99,6 +102,8 @@ pub struct AcceptSettings {
     pub max_per_source: Option<usize>,
     /// New children per second; over it sockhold waits (the kernel queues).
     pub max_rate: Option<u32>,
+    /// `--signal-group`, as in `Config`.
+    pub signal_group: bool,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
 }

@@ -70,6 +70,9 @@ pub struct EventLoop {
     /// How leftover processes are stopped at exit: as a generation is.
     stop_signal: Signal,
     stop_timeout: Duration,
+    /// `--signal-group`: children lead their own process groups, and
+    /// signals go to the group.
+    signal_group: bool,
 }
 
 impl EventLoop {
@@ -150,6 +153,7 @@ impl EventLoop {
             started_at: Instant::now(),
             stop_signal,
             stop_timeout,
+            signal_group: config.signal_group,
         })
     }
 
@@ -351,15 +355,7 @@ impl EventLoop {
             for action in self.supervisor.handle(event, Instant::now()) {
                 match action {
                     Action::Spawn { generation } => pending.push_back(self.spawn(generation)),
-                    Action::Signal { pid, signal } => {
-                        if let Err(errno) = nix::sys::signal::kill(pid, signal) {
-                            // ESRCH: it exited already; its exit is on its way.
-                            log::debug!(
-                                "cannot send {} to pid {pid}: {errno}",
-                                signals::name(signal)
-                            );
-                        }
-                    }
+                    Action::Signal { pid, signal } => send(pid, signal, self.signal_group),
                     Action::Forget { generation } => self.forget(generation),
                     Action::Exit { status } => return Some(status),
                     // Outcomes for outside watchers (systemd, control
@@ -383,6 +379,7 @@ impl EventLoop {
         if let Event::Stop { .. } = event {
             self.service_manager.report(&Report::Stopping);
         }
+        let group = self.signal_group;
         let server = self.accept.as_mut()?;
         let now = Instant::now();
         let actions = match event {
@@ -407,14 +404,7 @@ impl EventLoop {
         };
         for action in actions {
             match action {
-                accept::Action::Signal { pid, signal } => {
-                    if let Err(errno) = nix::sys::signal::kill(pid, signal) {
-                        log::debug!(
-                            "cannot send {} to pid {pid}: {errno}",
-                            signals::name(signal)
-                        );
-                    }
-                }
+                accept::Action::Signal { pid, signal } => send(pid, signal, group),
                 accept::Action::Exit { status } => return Some(status),
             }
         }
@@ -639,10 +629,11 @@ impl EventLoop {
         env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
         env.extend(compat::generation_environment(&self.compat_env, generation));
         let fds = self.listeners.iter().map(Listener::raw_fd).collect();
-        let spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
+        let mut spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
             Ok(spec) => spec,
             Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
         };
+        spec.set_process_group(self.signal_group);
         match spawn::spawn(&spec) {
             Ok(pid) => {
                 let token = Token(NOTIFY_BASE + generation as usize);
@@ -702,6 +693,27 @@ fn child_environment(
     env.retain(|(key, _)| !compat::replaces(kinds, key.as_bytes()));
     env.extend(compat::environment(kinds, listeners));
     env
+}
+
+/// Sends `signal` to a child, or with `--signal-group` to its process group
+/// (and to the child itself as well if it has left that group).
+fn send(pid: Pid, signal: Signal, group: bool) {
+    let mut result = Ok(());
+    let mut reached_child = false;
+    if group {
+        result = nix::sys::signal::killpg(pid, signal);
+        reached_child = nix::unistd::getpgid(Some(pid)) == Ok(pid);
+    }
+    if !reached_child {
+        result = nix::sys::signal::kill(pid, signal);
+    }
+    if let Err(errno) = result {
+        // ESRCH: it exited already; its exit is on its way.
+        log::debug!(
+            "cannot send {} to pid {pid}: {errno}",
+            signals::name(signal)
+        );
+    }
 }
 
 /// One SIGCHLD can stand for many exits: reap until nothing is left.

@@ -127,6 +127,8 @@ pub struct ChildSpec {
     stdio: Option<RawFd>,
     /// Whether to add `LISTEN_PID=<the child's pid>`.
     listen_pid: bool,
+    /// Whether the child leads a new process group (`--signal-group`).
+    process_group: bool,
 }
 
 impl ChildSpec {
@@ -165,6 +167,7 @@ impl ChildSpec {
             fds,
             stdio: None,
             listen_pid,
+            process_group: false,
         })
     }
 
@@ -172,6 +175,11 @@ impl ChildSpec {
     /// sockhold's).
     pub fn set_stdio(&mut self, fd: Option<RawFd>) {
         self.stdio = fd;
+    }
+
+    /// Puts every child in a new process group of its own, which it leads.
+    pub fn set_process_group(&mut self, process_group: bool) {
+        self.process_group = process_group;
     }
 
     /// Replaces the fds passed at 3, 4, ... (reusing the buffer: accept mode
@@ -309,6 +317,7 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         } else {
             None
         },
+        process_group: spec.process_group,
     };
     let stack_top = child_stack_top().map_err(SpawnError::Fork)?;
 
@@ -432,6 +441,7 @@ struct ChildPlan<'a> {
     /// Where the child leaves errno when it cannot exec.
     exec_errno: *mut c_int,
     listen_pid_digits: Option<*mut u8>,
+    process_group: bool,
 }
 
 /// The child side, between clone and exec. Each step is a plain system
@@ -452,6 +462,13 @@ unsafe fn run_child(plan: &ChildPlan) -> ! {
         //    exec keeps ignored signals ignored, so this must be explicit.
         //    Signals stay blocked (as the parent left them) until step 7.
         reset_signal_dispositions();
+
+        // 1b. A process group of its own, set before exec so that it is in
+        //     place by the time the parent (resumed only after exec) may
+        //     signal the group.
+        if plan.process_group && libc::setpgid(0, 0) < 0 {
+            fail(plan);
+        }
 
         // 2. The connection (inetd style) becomes stdin and stdout.
         if let Some(connection) = plan.stdio {

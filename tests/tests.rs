@@ -14,5 +14,6 @@ mod leftovers;
 mod pid1;
 mod privileges;
 mod reload;
+mod signal_group;
 mod systemd;
 mod unix_sockets;

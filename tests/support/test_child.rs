@@ -467,6 +467,7 @@ fn report(snapshot: &Snapshot, pid: u32, tag: Option<&str>) -> String {
         out += &format!("{name}={}\n", env(name));
     }
     out += &format!("SigIgn={}\nSigBlk={}\n", snapshot.sig_ign, snapshot.sig_blk);
+    out += &format!("pgid={}\n", nix::unistd::getpgrp());
     out
 }
 
