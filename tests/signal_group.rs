@@ -7,12 +7,25 @@ use nix::sys::signal::Signal;
 use std::io::Read;
 use std::net::TcpStream;
 
-/// A shell that starts a worker and waits, ignoring USR1 itself: only a
-/// signal sent to the group reaches the worker, which says so on stderr.
-const SHELL_WITH_A_WORKER: &str = "(trap 'echo worker got USR1 >&2' USR1; \
-     trap 'echo worker got TERM >&2; exit 0' TERM; \
-     while :; do sleep 0.05; done) & \
-     trap '' USR1; wait";
+/// A worker that reports USR1 and TERM on stderr and then says READY=1,
+/// so that the test signals only once its handlers are in place.
+const WORKER: &str = "import os, signal, socket, sys\n\
+def say(text):\n\
+\x20   print(text, file=sys.stderr, flush=True)\n\
+signal.signal(signal.SIGUSR1, lambda *_: say('worker got USR1'))\n\
+def term(*_):\n\
+\x20   say('worker got TERM')\n\
+\x20   os._exit(0)\n\
+signal.signal(signal.SIGTERM, term)\n\
+addr = os.environ['NOTIFY_SOCKET']\n\
+addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', addr)\n\
+while True:\n\
+\x20   signal.pause()\n";
+
+/// A shell that ignores USR1 itself, starts the worker and waits: only a
+/// signal sent to the group reaches the worker.
+const SHELL_WITH_A_WORKER: &str = "trap '' USR1; python3 -c \"$WORKER\" & wait";
 
 #[test]
 fn the_child_leads_its_own_group_only_with_signal_group() {
@@ -35,8 +48,9 @@ fn the_child_leads_its_own_group_only_with_signal_group() {
 #[test]
 fn forwarded_and_stop_signals_reach_every_process_of_the_group() {
     let mut sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--ready", "0", "--signal-group"])
+        .args(["-l", "127.0.0.1:0", "--ready", "notify", "--signal-group"])
         .args(["--", "sh", "-c", SHELL_WITH_A_WORKER])
+        .env("WORKER", WORKER)
         .start();
     sockhold.wait_for("generation 1 ready");
     sockhold.signal(Signal::SIGUSR1);
