@@ -2,7 +2,7 @@
 //! turned into a validated `Config`; value parsers reuse `addr`, `signals` and
 //! `config` so every error reads the same.
 
-use crate::addr::{self, ListenSpec};
+use crate::addr::{self, ListenSpec, Transport};
 use crate::compat::CompatEnv;
 use crate::config::{
     self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
@@ -267,6 +267,15 @@ impl Cli {
                 ));
             }
         }
+        if self.accept {
+            let datagram = self
+                .listen
+                .iter()
+                .find(|spec| spec.address.transport() == Some(Transport::Datagram));
+            if let Some(spec) = datagram {
+                return Err(accept_on_datagram(&spec.text));
+            }
+        }
         let restart = match self.restart {
             RestartArg::OnFailure => RestartPolicy::OnFailure,
             RestartArg::Always => RestartPolicy::Always,
@@ -314,6 +323,18 @@ impl Cli {
             accept,
         })
     }
+}
+
+/// `--accept` with a datagram socket, which has no connections to accept
+/// (systemd refuses Accept=yes on ListenDatagram= likewise). Also used for
+/// inherited fds, whose type is known only once adopted.
+pub fn accept_on_datagram(text: &str) -> Error {
+    Error::usage(
+        "cannot use --accept with",
+        text,
+        "a datagram socket has no connections to accept",
+        "drop --accept: the command then gets the socket and reads the datagrams itself; --lazy starts it on the first datagram",
+    )
 }
 
 /// `sockhold reload|status|stop --control PATH`: the control socket's client.
@@ -542,6 +563,29 @@ mod tests {
         let config = lazy.into_config().unwrap();
         assert!(config.supervisor.lazy);
         assert!(config.accept.is_none());
+    }
+
+    #[test]
+    fn accept_is_refused_on_datagram_sockets() {
+        for address in ["udp:0", "unix-dgram:@log", "web=8080"] {
+            let config = parse(&["--accept", "-l", "7000", "-l", address, "--", "cat"])
+                .unwrap()
+                .into_config();
+            if address == "web=8080" {
+                assert!(config.is_ok());
+                continue;
+            }
+            let error = config.unwrap_err();
+            assert_eq!(error.exit_status, 64);
+            assert_eq!(
+                error.message,
+                format!(
+                    "cannot use --accept with '{address}': a datagram socket has no connections to accept (drop --accept: the command then gets the socket and reads the datagrams itself; --lazy starts it on the first datagram)"
+                )
+            );
+        }
+        let lazy = parse(&["--lazy", "-l", "udp:0", "--", "cat"]).unwrap();
+        assert!(lazy.into_config().is_ok());
     }
 
     #[test]
