@@ -30,6 +30,7 @@ Control: sockhold reload|status|stop --control PATH talks to a running sockhold.
 Examples:
   sockhold -l 8080 -- ./server --flag
   sockhold -l http=127.0.0.1:8080 -l /run/app.sock --ready notify -- ./server
+  sockhold -l dns=udp:5353 -l log=unix-dgram:/run/app/log.sock -- ./server
   sockhold --user nobody -l 80 --control /run/app.ctl -- ./server
   kill -HUP <sockhold pid>
   sockhold --accept --inetd -l 7000 -- cat
@@ -49,12 +50,14 @@ See sockhold(1) for the child's environment and the exit status table.";
 )]
 pub struct Cli {
     /// Socket to hold and pass on (repeatable; order = fd order from 3):
-    /// PORT, IP:PORT, [IPv6]:PORT, /path or ./path (Unix), @abstract, fd:N; NAME=ADDR names it
+    /// PORT, IP:PORT, [IPv6]:PORT, /path or ./path (Unix), @abstract (TCP and Unix stream);
+    /// udp:PORT, udp:IP:PORT, udp:[IPv6]:PORT, unix-dgram:PATH, unix-dgram:@abstract (datagram);
+    /// fd:N (inherited); NAME=ADDR names it
     #[arg(short = 'l', long = "listen", value_name = "ADDR", value_parser = parse_listen_arg,
           help_heading = "Sockets")]
     listen: Vec<ListenSpec>,
 
-    /// Listen queue length [default: the system maximum, net.core.somaxconn]
+    /// Listen queue length of stream sockets [default: the system maximum, net.core.somaxconn]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..),
           help_heading = "Sockets")]
     backlog: Option<i32>,
@@ -63,7 +66,7 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", value_parser = parse_mode, help_heading = "Sockets")]
     socket_mode: Option<u32>,
 
-    /// Also describe the sockets the way other supervisors do, comma-separated:
+    /// Also describe the stream sockets the way other supervisors do, comma-separated:
     /// server-starter (SERVER_STARTER_PORT), einhorn (EINHORN_FDS, EINHORN_FD_*)
     #[arg(
         long,
@@ -75,7 +78,7 @@ pub struct Cli {
     )]
     compat_env: Vec<CompatArg>,
 
-    /// Owner of Unix socket files, as chown(1) writes it, set before the socket listens [default: sockhold's user]
+    /// Owner of Unix socket files, as chown(1) writes it, set before the socket can be used [default: sockhold's user]
     #[arg(long, value_name = "USER[:GROUP]", help_heading = "Sockets")]
     socket_owner: Option<String>,
 
@@ -130,7 +133,7 @@ pub struct Cli {
           help_heading = "Generations")]
     restart_max_delay: Duration,
 
-    /// Start the child only when a connection is waiting, and wait again after it exits on its own
+    /// Start the child only when a connection or datagram is waiting, and wait again after it exits on its own
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
 
@@ -139,7 +142,7 @@ pub struct Cli {
           value_parser = signals::parse_signal, help_heading = "Generations")]
     forward_signals: Vec<Signal>,
 
-    /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1)
+    /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1); stream sockets only
     #[arg(long, help_heading = "Per-connection mode")]
     accept: bool,
 
