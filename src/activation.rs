@@ -2,7 +2,8 @@
 //! socket-activation protocol (sd_listen_fds(3)): `LISTEN_FDS=N` and
 //! `LISTEN_PID=<our pid>` mean fds 3 .. 3+N-1 are ours, named by
 //! `LISTEN_FDNAMES`. They are adopted like `-l fd:N` (checked to be
-//! listening stream sockets) and come first, in their order, before the
+//! listening stream sockets or bound datagram sockets, as ListenStream= and
+//! ListenDatagram= make them) and come first, in their order, before the
 //! `-l` sockets. Variables addressed to another pid are ignored; either way
 //! they never reach a child (see `spawn::ENV_ADDRESSED_TO_SOCKHOLD`).
 //!

@@ -1,14 +1,21 @@
 //! The `-l/--listen` grammar: what a user may write and what it means.
 //! Pure: no sockets are made here (that is `listen.rs`).
 //!
-//! | text                          | meaning                                   |
-//! |-------------------------------|-------------------------------------------|
-//! | `8080`, `*:8080`, `:8080`     | TCP on every address, IPv6 dual-stack     |
-//! | `127.0.0.1:8080`, `[::1]:80`  | TCP on one address                        |
-//! | `/run/app.sock`, `./app.sock` | Unix stream socket (any text with a `/`)  |
-//! | `@name`                       | Linux abstract Unix socket                |
-//! | `fd:N`                        | an inherited, already listening socket    |
-//! | `NAME=ADDR`                   | any of the above, named in LISTEN_FDNAMES |
+//! | text                              | meaning                                   |
+//! |-----------------------------------|-------------------------------------------|
+//! | `8080`, `*:8080`, `:8080`         | TCP on every address, IPv6 dual-stack     |
+//! | `127.0.0.1:8080`, `[::1]:80`      | TCP on one address                        |
+//! | `/run/app.sock`, `./app.sock`     | Unix stream socket (any text with a `/`)  |
+//! | `@name`                           | Linux abstract Unix socket                |
+//! | `udp:5353`, `udp:*:5353`          | UDP on every address, IPv6 dual-stack     |
+//! | `udp:127.0.0.1:53`, `udp:[::1]:53`| UDP on one address                        |
+//! | `unix-dgram:/run/app.sock`        | Unix datagram socket (any path)           |
+//! | `unix-dgram:@name`                | Linux abstract Unix datagram socket       |
+//! | `fd:N`                            | an inherited listening or bound datagram socket |
+//! | `NAME=ADDR`                       | any of the above, named in LISTEN_FDNAMES |
+//!
+//! The stream forms are systemd's ListenStream=, the datagram forms its
+//! ListenDatagram= (systemd.socket(5)).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -29,8 +36,42 @@ pub enum ListenAddress {
     Unix(PathBuf),
     /// Linux abstract namespace, without the leading `@`.
     Abstract(String),
-    /// A listening socket inherited from whoever started sockhold.
+    /// As `TcpAll`, for UDP.
+    UdpAll {
+        port: u16,
+    },
+    Udp(SocketAddr),
+    UnixDatagram(PathBuf),
+    /// Linux abstract namespace, without the leading `@`.
+    AbstractDatagram(String),
+    /// A listening stream or bound datagram socket inherited from whoever
+    /// started sockhold.
     Fd(i32),
+}
+
+/// How a socket carries data: connections to accept, or datagrams to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Stream,
+    Datagram,
+}
+
+impl ListenAddress {
+    /// The transport the text asks for; `None` for `fd:N`, whose socket
+    /// says for itself once adopted.
+    pub fn transport(&self) -> Option<Transport> {
+        match self {
+            ListenAddress::TcpAll { .. }
+            | ListenAddress::Tcp(_)
+            | ListenAddress::Unix(_)
+            | ListenAddress::Abstract(_) => Some(Transport::Stream),
+            ListenAddress::UdpAll { .. }
+            | ListenAddress::Udp(_)
+            | ListenAddress::UnixDatagram(_)
+            | ListenAddress::AbstractDatagram(_) => Some(Transport::Datagram),
+            ListenAddress::Fd(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +90,10 @@ pub struct AddrError {
     pub hint: &'static str,
 }
 
-const FORMS_HINT: &str = "use a port (8080), IP:PORT (127.0.0.1:8080, [::1]:8080), a Unix socket path with a '/' (./app.sock), @abstract or fd:N";
+const FORMS_HINT: &str = "use a port (8080), IP:PORT (127.0.0.1:8080, [::1]:8080), a Unix socket path with a '/' (./app.sock), @abstract, udp:PORT, udp:IP:PORT, unix-dgram:PATH, unix-dgram:@abstract or fd:N";
+const UDP_HINT: &str =
+    "write udp:PORT, udp:IP:PORT or udp:[IPv6]:PORT, e.g. udp:5353 or udp:127.0.0.1:5353";
+const UNIX_DGRAM_HINT: &str = "write unix-dgram:PATH or unix-dgram:@name";
 
 fn refuse(reason: impl Into<String>, hint: &'static str) -> AddrError {
     AddrError {
@@ -100,46 +144,124 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
     if text.is_empty() {
         return Err(refuse("empty address", FORMS_HINT));
     }
+    if let Some(rest) = text.strip_prefix("udp:") {
+        return parse_udp(rest);
+    }
+    if let Some(rest) = text.strip_prefix("unix-dgram:") {
+        return parse_unix_datagram(rest);
+    }
     if let Some(abstract_name) = text.strip_prefix('@') {
-        if abstract_name.is_empty() {
-            return Err(refuse("empty abstract socket name", "write @name"));
-        }
-        if abstract_name.len() > UNIX_PATH_MAX - 1 {
-            return Err(refuse(
-                "abstract name too long (at most 106 bytes)",
-                "use a shorter name",
-            ));
-        }
-        return Ok(ListenAddress::Abstract(abstract_name.to_owned()));
+        return Ok(ListenAddress::Abstract(check_abstract(abstract_name)?));
     }
     if let Some(number) = text.strip_prefix("fd:") {
         return match number.parse::<i32>() {
             Ok(fd) if fd >= 3 => Ok(ListenAddress::Fd(fd)),
             _ => Err(refuse(
                 "not an inherited file descriptor number",
-                "write fd:N with N >= 3, the number of a listening socket sockhold inherits",
+                "write fd:N with N >= 3, the number of a listening or bound datagram socket sockhold inherits",
             )),
         };
     }
     if text.contains('/') {
-        if text.len() > UNIX_PATH_MAX {
-            return Err(refuse(
-                format!(
-                    "Unix socket path is {} bytes, the limit is {UNIX_PATH_MAX}",
-                    text.len()
-                ),
-                "use a shorter path",
-            ));
-        }
-        return Ok(ListenAddress::Unix(PathBuf::from(text)));
+        return Ok(ListenAddress::Unix(check_path(text)?));
     }
+    match parse_inet(text, Protocol::Tcp)? {
+        Inet::All { port } => Ok(ListenAddress::TcpAll { port }),
+        Inet::One(address) => Ok(ListenAddress::Tcp(address)),
+    }
+}
+
+/// What follows `udp:`: the same port and IP:PORT forms as TCP.
+fn parse_udp(text: &str) -> Result<ListenAddress, AddrError> {
+    if text.is_empty() {
+        return Err(refuse("missing port after 'udp:'", UDP_HINT));
+    }
+    if text.contains('/') || text.starts_with('@') {
+        return Err(refuse(
+            "udp: takes a port or IP:PORT, not a Unix socket",
+            "for a Unix datagram socket write unix-dgram:PATH or unix-dgram:@name",
+        ));
+    }
+    match parse_inet(text, Protocol::Udp)? {
+        Inet::All { port } => Ok(ListenAddress::UdpAll { port }),
+        Inet::One(address) => Ok(ListenAddress::Udp(address)),
+    }
+}
+
+/// What follows `unix-dgram:`: a path (any, the prefix leaves no doubt) or
+/// `@name`.
+fn parse_unix_datagram(text: &str) -> Result<ListenAddress, AddrError> {
+    if text.is_empty() {
+        return Err(refuse("missing path after 'unix-dgram:'", UNIX_DGRAM_HINT));
+    }
+    if let Some(abstract_name) = text.strip_prefix('@') {
+        return Ok(ListenAddress::AbstractDatagram(check_abstract(
+            abstract_name,
+        )?));
+    }
+    Ok(ListenAddress::UnixDatagram(check_path(text)?))
+}
+
+fn check_abstract(name: &str) -> Result<String, AddrError> {
+    if name.is_empty() {
+        return Err(refuse("empty abstract socket name", "write @name"));
+    }
+    if name.len() > UNIX_PATH_MAX - 1 {
+        return Err(refuse(
+            "abstract name too long (at most 106 bytes)",
+            "use a shorter name",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_path(path: &str) -> Result<PathBuf, AddrError> {
+    if path.len() > UNIX_PATH_MAX {
+        return Err(refuse(
+            format!(
+                "Unix socket path is {} bytes, the limit is {UNIX_PATH_MAX}",
+                path.len()
+            ),
+            "use a shorter path",
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Which IP form is being parsed, so that hints show how to write it.
+#[derive(Clone, Copy)]
+enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp_hint` for TCP; for UDP the one hint that shows every `udp:` form.
+    fn hint(self, tcp_hint: &'static str) -> &'static str {
+        match self {
+            Protocol::Tcp => tcp_hint,
+            Protocol::Udp => UDP_HINT,
+        }
+    }
+}
+
+/// An IP socket address as written for TCP or after `udp:`.
+enum Inet {
+    /// Every address (`PORT`, `*:PORT`, `:PORT`).
+    All {
+        port: u16,
+    },
+    One(SocketAddr),
+}
+
+fn parse_inet(text: &str, protocol: Protocol) -> Result<Inet, AddrError> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(ListenAddress::TcpAll {
+        return Ok(Inet::All {
             port: parse_port(text)?,
         });
     }
     if let Some(port) = text.strip_prefix("*:") {
-        return Ok(ListenAddress::TcpAll {
+        return Ok(Inet::All {
             port: parse_port(port)?,
         });
     }
@@ -147,19 +269,19 @@ fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
         .strip_prefix(':')
         .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Ok(ListenAddress::TcpAll {
+        return Ok(Inet::All {
             port: parse_port(port)?,
         });
     }
-    parse_ip_port(text)
+    parse_ip_port(text, protocol).map(Inet::One)
 }
 
-fn parse_ip_port(text: &str) -> Result<ListenAddress, AddrError> {
+fn parse_ip_port(text: &str, protocol: Protocol) -> Result<SocketAddr, AddrError> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let Some((host, port)) = rest.split_once("]:") else {
             return Err(refuse(
                 "missing port after an IPv6 address",
-                "write [::1]:8080",
+                protocol.hint("write [::1]:8080"),
             ));
         };
         (host, port)
@@ -168,28 +290,32 @@ fn parse_ip_port(text: &str) -> Result<ListenAddress, AddrError> {
             Some((host, _)) if host.contains(':') => {
                 return Err(refuse(
                     "IPv6 address without brackets",
-                    "write [::1]:8080 for IPv6",
+                    protocol.hint("write [::1]:8080 for IPv6"),
                 ));
             }
             Some((host, port)) => (host, port),
             None if text.parse::<IpAddr>().is_ok() => {
-                return Err(refuse("missing port", "write IP:PORT, e.g. 127.0.0.1:8080"));
+                return Err(refuse(
+                    "missing port",
+                    protocol.hint("write IP:PORT, e.g. 127.0.0.1:8080"),
+                ));
             }
             None => {
-                return Err(refuse(
-                    "not a port, an IP address or a Unix socket path",
-                    FORMS_HINT,
-                ));
+                let reason = match protocol {
+                    Protocol::Tcp => "not a port, an IP address or a Unix socket path",
+                    Protocol::Udp => "not a port or IP:PORT",
+                };
+                return Err(refuse(reason, protocol.hint(FORMS_HINT)));
             }
         }
     };
     let ip: IpAddr = host.parse().map_err(|_| {
         refuse(
             format!("'{host}' is not an IP address (host names are not resolved)"),
-            FORMS_HINT,
+            protocol.hint(FORMS_HINT),
         )
     })?;
-    Ok(ListenAddress::Tcp(SocketAddr::new(ip, parse_port(port)?)))
+    Ok(SocketAddr::new(ip, parse_port(port)?))
 }
 
 fn parse_port(text: &str) -> Result<u16, AddrError> {
@@ -301,6 +427,122 @@ mod tests {
         assert!(parse_listen("").is_err());
         assert!(parse_listen("fd:1").is_err());
         assert!(parse_listen(&format!("/{}", "x".repeat(120))).is_err());
+    }
+
+    #[test]
+    fn udp_takes_the_tcp_forms_after_its_prefix() {
+        assert_eq!(address("udp:5353"), ListenAddress::UdpAll { port: 5353 });
+        assert_eq!(address("udp:0"), ListenAddress::UdpAll { port: 0 });
+        assert_eq!(address("udp:*:53"), ListenAddress::UdpAll { port: 53 });
+        assert_eq!(
+            address("udp:127.0.0.1:0"),
+            ListenAddress::Udp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            address("udp:[::1]:53"),
+            ListenAddress::Udp("[::1]:53".parse().unwrap())
+        );
+        assert_eq!(
+            address("udp:[::1]:53").transport(),
+            Some(Transport::Datagram)
+        );
+        assert_eq!(address("8080").transport(), Some(Transport::Stream));
+        assert_eq!(address("fd:3").transport(), None);
+    }
+
+    #[test]
+    fn unix_dgram_takes_a_path_or_an_abstract_name() {
+        assert_eq!(
+            address("unix-dgram:/run/log.sock"),
+            ListenAddress::UnixDatagram("/run/log.sock".into())
+        );
+        // The prefix leaves no doubt: a path without '/' is still a path.
+        assert_eq!(
+            address("unix-dgram:log.sock"),
+            ListenAddress::UnixDatagram("log.sock".into())
+        );
+        assert_eq!(
+            address("unix-dgram:@log"),
+            ListenAddress::AbstractDatagram("log".into())
+        );
+        assert_eq!(
+            address("unix-dgram:@log").transport(),
+            Some(Transport::Datagram)
+        );
+    }
+
+    #[test]
+    fn datagram_sockets_take_names() {
+        let spec = parse_listen("dns=udp:[::1]:0").unwrap();
+        assert_eq!(spec.name.as_deref(), Some("dns"));
+        assert_eq!(spec.address, ListenAddress::Udp("[::1]:0".parse().unwrap()));
+        assert_eq!(spec.text, "dns=udp:[::1]:0");
+        let spec = parse_listen("log=unix-dgram:/run/a=b.sock").unwrap();
+        assert_eq!(spec.name.as_deref(), Some("log"));
+        assert_eq!(
+            spec.address,
+            ListenAddress::UnixDatagram("/run/a=b.sock".into())
+        );
+        // Without a name, '=' in the path stays in the path.
+        let spec = parse_listen("unix-dgram:/run/a=b.sock").unwrap();
+        assert_eq!(spec.name, None);
+    }
+
+    /// The error a bad `-l` value gets, as `reason (hint)`.
+    fn refused(text: &str) -> String {
+        let error = parse_listen(text).unwrap_err();
+        format!("{} ({})", error.reason, error.hint)
+    }
+
+    #[test]
+    fn bad_datagram_addresses_say_why_and_how_to_write_them() {
+        let udp_forms = format!("({UDP_HINT})");
+        let cases = [
+            ("udp:", "missing port after 'udp:'"),
+            ("udp:70000", "port out of range"),
+            ("udp:127.0.0.1", "missing port"),
+            ("udp:[::1]", "missing port after an IPv6 address"),
+            ("udp:::1:53", "IPv6 address without brackets"),
+            ("udp:example.com:53", "'example.com' is not an IP address"),
+            ("udp:dns", "not a port or IP:PORT"),
+        ];
+        for (text, reason) in cases {
+            let line = refused(text);
+            assert!(line.starts_with(reason), "{text}: {line}");
+            if reason != "port out of range" {
+                assert!(line.ends_with(&udp_forms), "{text}: {line}");
+            }
+        }
+        assert_eq!(
+            refused("udp:/run/a.sock"),
+            "udp: takes a port or IP:PORT, not a Unix socket (for a Unix datagram socket write unix-dgram:PATH or unix-dgram:@name)"
+        );
+        assert_eq!(
+            refused("unix-dgram:"),
+            "missing path after 'unix-dgram:' (write unix-dgram:PATH or unix-dgram:@name)"
+        );
+        assert_eq!(
+            refused("unix-dgram:@"),
+            "empty abstract socket name (write @name)"
+        );
+        assert!(
+            refused(&format!("unix-dgram:/{}", "x".repeat(120)))
+                .starts_with("Unix socket path is 121 bytes")
+        );
+        assert!(
+            refused(&format!("unix-dgram:@{}", "x".repeat(107)))
+                .starts_with("abstract name too long")
+        );
+        assert!(parse_listen("bad name=udp:53").is_err());
+    }
+
+    #[test]
+    fn the_forms_hint_names_the_datagram_forms() {
+        let line = refused("app.sock");
+        assert!(
+            line.contains("udp:PORT") && line.contains("unix-dgram:PATH"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! turned into a validated `Config`; value parsers reuse `addr`, `signals` and
 //! `config` so every error reads the same.
 
-use crate::addr::{self, ListenSpec};
+use crate::addr::{self, ListenSpec, Transport};
 use crate::compat::CompatEnv;
 use crate::config::{
     self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
@@ -30,6 +30,7 @@ Control: sockhold reload|status|stop --control PATH talks to a running sockhold.
 Examples:
   sockhold -l 8080 -- ./server --flag
   sockhold -l http=127.0.0.1:8080 -l /run/app.sock --ready notify -- ./server
+  sockhold -l dns=udp:5353 -l log=unix-dgram:/run/app/log.sock -- ./server
   sockhold --user nobody -l 80 --control /run/app.ctl -- ./server
   kill -HUP <sockhold pid>
   sockhold --accept --inetd -l 7000 -- cat
@@ -49,12 +50,14 @@ See sockhold(1) for the child's environment and the exit status table.";
 )]
 pub struct Cli {
     /// Socket to hold and pass on (repeatable; order = fd order from 3):
-    /// PORT, IP:PORT, [IPv6]:PORT, /path or ./path (Unix), @abstract, fd:N; NAME=ADDR names it
+    /// PORT, IP:PORT, [IPv6]:PORT, /path or ./path (Unix), @abstract (TCP and Unix stream);
+    /// udp:PORT, udp:IP:PORT, udp:[IPv6]:PORT, unix-dgram:PATH, unix-dgram:@abstract (datagram);
+    /// fd:N (inherited); NAME=ADDR names it
     #[arg(short = 'l', long = "listen", value_name = "ADDR", value_parser = parse_listen_arg,
           help_heading = "Sockets")]
     listen: Vec<ListenSpec>,
 
-    /// Listen queue length [default: the system maximum, net.core.somaxconn]
+    /// Listen queue length of stream sockets [default: the system maximum, net.core.somaxconn]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..),
           help_heading = "Sockets")]
     backlog: Option<i32>,
@@ -63,7 +66,7 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", value_parser = parse_mode, help_heading = "Sockets")]
     socket_mode: Option<u32>,
 
-    /// Also describe the sockets the way other supervisors do, comma-separated:
+    /// Also describe the stream sockets the way other supervisors do, comma-separated:
     /// server-starter (SERVER_STARTER_PORT), einhorn (EINHORN_FDS, EINHORN_FD_*)
     #[arg(
         long,
@@ -75,7 +78,7 @@ pub struct Cli {
     )]
     compat_env: Vec<CompatArg>,
 
-    /// Owner of Unix socket files, as chown(1) writes it, set before the socket listens [default: sockhold's user]
+    /// Owner of Unix socket files, as chown(1) writes it, set before the socket can be used [default: sockhold's user]
     #[arg(long, value_name = "USER[:GROUP]", help_heading = "Sockets")]
     socket_owner: Option<String>,
 
@@ -130,7 +133,7 @@ pub struct Cli {
           help_heading = "Generations")]
     restart_max_delay: Duration,
 
-    /// Start the child only when a connection is waiting, and wait again after it exits on its own
+    /// Start the child only when a connection or datagram is waiting, and wait again after it exits on its own
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
 
@@ -143,7 +146,7 @@ pub struct Cli {
           value_parser = signals::parse_signal, help_heading = "Generations")]
     forward_signals: Vec<Signal>,
 
-    /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1)
+    /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1); stream sockets only
     #[arg(long, help_heading = "Per-connection mode")]
     accept: bool,
 
@@ -271,6 +274,15 @@ impl Cli {
                 ));
             }
         }
+        if self.accept {
+            let datagram = self
+                .listen
+                .iter()
+                .find(|spec| spec.address.transport() == Some(Transport::Datagram));
+            if let Some(spec) = datagram {
+                return Err(accept_on_datagram(&spec.text));
+            }
+        }
         let restart = match self.restart {
             RestartArg::OnFailure => RestartPolicy::OnFailure,
             RestartArg::Always => RestartPolicy::Always,
@@ -320,6 +332,18 @@ impl Cli {
             accept,
         })
     }
+}
+
+/// `--accept` with a datagram socket, which has no connections to accept
+/// (systemd refuses Accept=yes on ListenDatagram= likewise). Also used for
+/// inherited fds, whose type is known only once adopted.
+pub fn accept_on_datagram(text: &str) -> Error {
+    Error::usage(
+        "cannot use --accept with",
+        text,
+        "a datagram socket has no connections to accept",
+        "drop --accept: the command then gets the socket and reads the datagrams itself; --lazy starts it on the first datagram",
+    )
 }
 
 /// `sockhold reload|status|stop --control PATH`: the control socket's client.
@@ -549,6 +573,29 @@ mod tests {
         let config = lazy.into_config().unwrap();
         assert!(config.supervisor.lazy);
         assert!(config.accept.is_none());
+    }
+
+    #[test]
+    fn accept_is_refused_on_datagram_sockets() {
+        for address in ["udp:0", "unix-dgram:@log", "web=8080"] {
+            let config = parse(&["--accept", "-l", "7000", "-l", address, "--", "cat"])
+                .unwrap()
+                .into_config();
+            if address == "web=8080" {
+                assert!(config.is_ok());
+                continue;
+            }
+            let error = config.unwrap_err();
+            assert_eq!(error.exit_status, 64);
+            assert_eq!(
+                error.message,
+                format!(
+                    "cannot use --accept with '{address}': a datagram socket has no connections to accept (drop --accept: the command then gets the socket and reads the datagrams itself; --lazy starts it on the first datagram)"
+                )
+            );
+        }
+        let lazy = parse(&["--lazy", "-l", "udp:0", "--", "cat"]).unwrap();
+        assert!(lazy.into_config().is_ok());
     }
 
     #[test]

@@ -9,7 +9,13 @@
 //! - einhorn: `EINHORN_FD_COUNT`, `EINHORN_FD_<i>`, `EINHORN_FD_FAMILY_<i>`
 //!   and the older space-separated `EINHORN_FDS`. There is no einhorn command
 //!   socket, so `EINHORN_MASTER_PID`/`EINHORN_SOCK_PATH` are not set.
+//!
+//! Both describe listening stream sockets only (start_server and einhorn
+//! bind nothing else, and programs written for them accept(2) on every fd
+//! they list), so datagram sockets are left out of both: they stay at
+//! their fd and in LISTEN_FDS, and the fds listed keep their real numbers.
 
+use crate::addr::Transport;
 use crate::listen::Listener;
 use crate::spawn::FIRST_PASSED_FD;
 use crate::supervisor::GenerationId;
@@ -32,13 +38,26 @@ pub enum SocketKind {
     UnixAbstract(String),
     /// Unnamed, or a family the conventions have no words for.
     Other,
+    /// Not a listening socket: neither convention lists it.
+    Datagram,
 }
 
 /// The variables for every generation, from the sockets in child fd order.
 pub fn environment(kinds: &[CompatEnv], listeners: &[Listener]) -> Vec<(OsString, OsString)> {
     let sockets: Vec<SocketKind> = listeners
         .iter()
-        .map(|listener| socket_kind(listener.raw_fd()))
+        .map(|listener| match listener.transport {
+            Transport::Stream => socket_kind(listener.raw_fd()),
+            Transport::Datagram => {
+                if !kinds.is_empty() {
+                    log::info!(
+                        "--compat-env leaves out {}: Server::Starter and einhorn describe stream sockets only",
+                        listener.description
+                    );
+                }
+                SocketKind::Datagram
+            }
+        })
         .collect();
     let mut env = Vec::new();
     if kinds.contains(&CompatEnv::ServerStarter) {
@@ -89,7 +108,7 @@ pub fn server_starter_port(sockets: &[SocketKind]) -> String {
                 SocketKind::Tcp(address) => address.to_string(),
                 SocketKind::UnixPath(path) => path.clone(),
                 SocketKind::UnixAbstract(name) => format!("@{name}"),
-                SocketKind::Other => return None,
+                SocketKind::Other | SocketKind::Datagram => return None,
             };
             Some(format!("{key}={}", FIRST_PASSED_FD as usize + index))
         })
@@ -97,21 +116,27 @@ pub fn server_starter_port(sockets: &[SocketKind]) -> String {
     entries.join(";")
 }
 
+/// einhorn's index `i` counts the sockets it lists, so with a datagram
+/// socket left out, `EINHORN_FD_<i>` is not always `3 + i`.
 fn einhorn(sockets: &[SocketKind]) -> Vec<(OsString, OsString)> {
-    let fds: Vec<String> = (0..sockets.len())
-        .map(|index| (FIRST_PASSED_FD as usize + index).to_string())
+    let listed: Vec<(&SocketKind, String)> = sockets
+        .iter()
+        .enumerate()
+        .filter(|(_, socket)| **socket != SocketKind::Datagram)
+        .map(|(index, socket)| (socket, (FIRST_PASSED_FD as usize + index).to_string()))
         .collect();
+    let fds: Vec<&str> = listed.iter().map(|(_, fd)| fd.as_str()).collect();
     let mut env = vec![
         pair("EINHORN_FDS", fds.join(" ")),
-        pair("EINHORN_FD_COUNT", sockets.len().to_string()),
+        pair("EINHORN_FD_COUNT", listed.len().to_string()),
     ];
-    for (index, (socket, fd)) in sockets.iter().zip(&fds).enumerate() {
+    for (index, (socket, fd)) in listed.iter().enumerate() {
         env.push(pair(&format!("EINHORN_FD_{index}"), fd.clone()));
         let family = match socket {
             SocketKind::Tcp(SocketAddr::V4(_)) => "AF_INET",
             SocketKind::Tcp(SocketAddr::V6(_)) => "AF_INET6",
             SocketKind::UnixPath(_) | SocketKind::UnixAbstract(_) => "AF_UNIX",
-            SocketKind::Other => continue,
+            SocketKind::Other | SocketKind::Datagram => continue,
         };
         env.push(pair(&format!("EINHORN_FD_FAMILY_{index}"), family.into()));
     }
@@ -186,6 +211,38 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn datagram_sockets_are_left_out_and_the_rest_keep_their_fds() {
+        let mixed = [
+            SocketKind::Datagram,
+            SocketKind::Tcp("127.0.0.1:8080".parse().unwrap()),
+            SocketKind::Datagram,
+            SocketKind::UnixPath("/run/app.sock".into()),
+        ];
+        assert_eq!(
+            server_starter_port(&mixed),
+            "127.0.0.1:8080=4;/run/app.sock=6"
+        );
+        let env: Vec<(String, String)> = einhorn(&mixed)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let expected = [
+            ("EINHORN_FDS", "4 6"),
+            ("EINHORN_FD_COUNT", "2"),
+            ("EINHORN_FD_0", "4"),
+            ("EINHORN_FD_FAMILY_0", "AF_INET"),
+            ("EINHORN_FD_1", "6"),
+            ("EINHORN_FD_FAMILY_1", "AF_UNIX"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(env, expected);
+        assert_eq!(server_starter_port(&[SocketKind::Datagram]), "");
     }
 
     #[test]

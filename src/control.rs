@@ -20,6 +20,7 @@
 //! connections are served at once and further ones wait in the kernel's
 //! backlog; replies are buffered and written as the peer takes them.
 
+use crate::addr::Transport;
 use crate::error::{Error, errno_text, exit};
 use crate::listen::{self, FilePermissions, SocketFile, SocketOwner};
 use crate::supervisor::{GenerationId, GenerationInfo, Report};
@@ -89,16 +90,18 @@ impl ControlSocket {
             owner,
         };
         let (fd, file) =
-            listen::bind_unix_path(path, backlog, permissions, &text).map_err(|error| {
-                Error::new(
-                    error.exit_status,
-                    error.message.replacen(
-                        "cannot listen on",
-                        "cannot create the control socket",
-                        1,
-                    ),
-                )
-            })?;
+            listen::bind_unix_path(path, Transport::Stream, backlog, permissions, &text).map_err(
+                |error| {
+                    Error::new(
+                        error.exit_status,
+                        error.message.replacen(
+                            "cannot listen on",
+                            "cannot create the control socket",
+                            1,
+                        ),
+                    )
+                },
+            )?;
         log::info!("control socket at {}", path.display());
         Ok(ControlSocket {
             fd,

@@ -75,6 +75,19 @@ fn run() -> Result<i32, Error> {
             socket_owner,
         },
     )?;
+    // Inherited fds say what they are only once adopted.
+    if config.accept.is_some() {
+        let datagram = listen
+            .iter()
+            .zip(&listeners)
+            .find(|(_, listener)| listener.transport == addr::Transport::Datagram);
+        if let Some((spec, _)) = datagram {
+            for listener in &listeners {
+                listener.remove_socket_file();
+            }
+            return Err(cli::accept_on_datagram(&spec.text));
+        }
+    }
     // Everything that may need root happens before the privilege drop:
     // binding, the control socket (owned by the user sockhold becomes, so
     // that it can still be reached) and the pid file.

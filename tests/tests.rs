@@ -7,6 +7,7 @@ mod accept;
 mod child_world;
 mod compat_env;
 mod control;
+mod datagram;
 mod docs;
 mod errors;
 mod exit_status;
