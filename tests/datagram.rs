@@ -17,7 +17,7 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Answers each datagram with `pid=… fd=… … received=N got=PAYLOAD`, where
 /// N counts the datagrams this process has read, and each stream connection
@@ -93,30 +93,6 @@ fn unique_abstract_name(what: &str) -> String {
     )
 }
 
-/// The real address of the n-th UDP socket (from the "listening on" lines).
-fn udp_address(sockhold: &Sockhold, index: usize) -> SocketAddr {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found: Vec<SocketAddr> = sockhold
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|line| line.split("listening on udp ").nth(1))
-            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
-            .collect();
-        if let Some(address) = found.get(index) {
-            return *address;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no udp socket {index} in log:\n{}",
-            sockhold.log_text()
-        );
-        sockhold.wait_for_within("listening on", Duration::from_millis(100));
-    }
-}
-
 /// A log line containing `needle`, whether it was already seen or is
 /// still to come.
 fn log_line(sockhold: &Sockhold, needle: &str) -> String {
@@ -190,8 +166,8 @@ fn datagram_sockets_reach_the_child_at_fd_3_and_up_with_their_names() {
         .args(["-l", &format!("log=unix-dgram:@{abstract_name}"), "--"])
         .args(child_command())
         .start();
-    let v4 = udp_address(&sockhold, 0);
-    let v6 = udp_address(&sockhold, 1);
+    let v4 = sockhold.udp_address(0);
+    let v6 = sockhold.udp_address(1);
     assert!(v4.ip().is_loopback() && v4.port() != 0, "{v4}");
     assert_eq!(v6.ip().to_string(), "::1");
     sockhold.wait_for("generation 1 started");
@@ -254,8 +230,8 @@ fn stream_and_datagram_sockets_mix_in_command_line_order() {
         .start();
     sockhold.wait_for("generation 1 started");
     let tcp = sockhold.tcp_address(0);
-    let udp = udp_address(&sockhold, 0);
-    let udp_all = udp_address(&sockhold, 1);
+    let udp = sockhold.udp_address(0);
+    let udp_all = sockhold.udp_address(1);
     let log = sockhold.log_text();
     for expected in [
         format!("listening on tcp {tcp} (fd 3, name fd3)"),
@@ -312,7 +288,7 @@ fn lazy_starts_the_child_on_a_datagram_which_the_child_then_reads() {
             .is_none(),
         "a child started without a datagram"
     );
-    let server = udp_address(&sockhold, 0);
+    let server = sockhold.udp_address(0);
     // Sent while no child runs: the kernel queues it, sockhold sees the
     // socket readable and starts the child, and the child reads it.
     let answer = fields(&ask_udp(&udp_client(server), server, "first"));
@@ -332,7 +308,7 @@ fn reload_loses_no_datagram() {
         .args(child_command())
         .start();
     sockhold.wait_for("generation 1 ready");
-    let server = udp_address(&sockhold, 0);
+    let server = sockhold.udp_address(0);
     let client = udp_client(server);
     // One datagram at a time, each answered before the next is sent: an
     // answer that never comes is a lost datagram, and each answer names
@@ -657,7 +633,7 @@ fn status_shows_datagram_sockets_with_their_real_addresses() {
         .args(child_command())
         .start();
     sockhold.wait_for("generation 1 started");
-    let udp = udp_address(&sockhold, 0);
+    let udp = sockhold.udp_address(0);
     let output = Command::new(sockhold_bin())
         .arg("status")
         .arg("--control")
@@ -693,7 +669,7 @@ fn compat_env_leaves_datagram_sockets_out() {
         .start();
     sockhold.wait_for("generation 1 started");
     let tcp = sockhold.tcp_address(0);
-    let udp = udp_address(&sockhold, 0);
+    let udp = sockhold.udp_address(0);
     let skipped = log_line(&sockhold, "--compat-env leaves out");
     assert!(skipped.contains(&format!("udp {udp}")), "{skipped}");
     let answer = fields(&ask_udp(&udp_client(udp), udp, "compat"));

@@ -217,6 +217,18 @@ impl Sockhold {
 
     /// The real address of the n-th TCP socket (from the "listening on" lines).
     pub fn tcp_address(&self, index: usize) -> SocketAddr {
+        self.inet_address("tcp", index)
+    }
+
+    /// The real address of the n-th UDP socket.
+    pub fn udp_address(&self, index: usize) -> SocketAddr {
+        self.inet_address("udp", index)
+    }
+
+    /// The real address of the n-th socket of `kind` ("tcp", "udp"), once
+    /// its "listening on KIND ADDRESS" line is in the log.
+    fn inet_address(&self, kind: &str, index: usize) -> SocketAddr {
+        let marker = format!("listening on {kind} ");
         let deadline = Instant::now() + WAIT;
         loop {
             let found: Vec<SocketAddr> = self
@@ -224,7 +236,7 @@ impl Sockhold {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter_map(|line| line.split("listening on tcp ").nth(1))
+                .filter_map(|line| line.split(marker.as_str()).nth(1))
                 .filter_map(|rest| rest.split(' ').next()?.parse().ok())
                 .collect();
             if let Some(address) = found.get(index) {
@@ -232,7 +244,7 @@ impl Sockhold {
             }
             assert!(
                 Instant::now() < deadline,
-                "no tcp socket {index} in log:\n{}",
+                "no {kind} socket {index} in log:\n{}",
                 self.log_text()
             );
             self.wait_for_within("listening on", Duration::from_millis(100));
