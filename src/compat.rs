@@ -169,6 +169,14 @@ fn socket_kind(fd: std::os::fd::RawFd) -> SocketKind {
 mod tests {
     use super::*;
 
+    /// einhorn's variables as plain strings, for comparing.
+    fn einhorn_text(sockets: &[SocketKind]) -> Vec<(String, String)> {
+        einhorn(sockets)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect()
+    }
+
     fn sockets() -> Vec<SocketKind> {
         vec![
             SocketKind::Tcp("[::]:8080".parse().unwrap()),
@@ -194,10 +202,7 @@ mod tests {
 
     #[test]
     fn einhorn_lists_every_fd_with_its_family() {
-        let env: Vec<(String, String)> = einhorn(&sockets()[2..4])
-            .into_iter()
-            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
-            .collect();
+        let env = einhorn_text(&sockets()[2..4]);
         let expected = [
             ("EINHORN_FDS", "3 4"),
             ("EINHORN_FD_COUNT", "2"),
@@ -206,11 +211,7 @@ mod tests {
             ("EINHORN_FD_1", "4"),
             ("EINHORN_FD_FAMILY_1", "AF_UNIX"),
         ];
-        let expected: Vec<(String, String)> = expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(env, expected);
+        assert_eq!(env, expected.map(|(k, v)| (k.to_string(), v.to_string())));
     }
 
     #[test]
@@ -225,10 +226,7 @@ mod tests {
             server_starter_port(&mixed),
             "127.0.0.1:8080=4;/run/app.sock=6"
         );
-        let env: Vec<(String, String)> = einhorn(&mixed)
-            .into_iter()
-            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
-            .collect();
+        let env = einhorn_text(&mixed);
         let expected = [
             ("EINHORN_FDS", "4 6"),
             ("EINHORN_FD_COUNT", "2"),
@@ -237,11 +235,7 @@ mod tests {
             ("EINHORN_FD_1", "6"),
             ("EINHORN_FD_FAMILY_1", "AF_UNIX"),
         ];
-        let expected: Vec<(String, String)> = expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(env, expected);
+        assert_eq!(env, expected.map(|(k, v)| (k.to_string(), v.to_string())));
         assert_eq!(server_starter_port(&[SocketKind::Datagram]), "");
     }
 
