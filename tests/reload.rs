@@ -188,9 +188,10 @@ fn hup_during_a_reload_queues_one_more_and_no_more() {
     assert!(log.contains("reload already queued"), "{log}");
 }
 
-#[test]
-fn child_ignoring_term_is_killed_after_the_stop_timeout() {
-    let mut sockhold = Sockhold::command()
+/// sockhold with a 300ms stop timeout, once its child (which ignores
+/// SIGTERM) is ready.
+fn ready_child_ignoring_term() -> Sockhold {
+    let sockhold = Sockhold::command()
         .args([
             "-l",
             "127.0.0.1:0",
@@ -198,11 +199,16 @@ fn child_ignoring_term_is_killed_after_the_stop_timeout() {
             "300ms",
             "--ready",
             "100ms",
-            "--",
         ])
-        .args([test_child_bin(), "--ignore-term"])
+        .args(["--", test_child_bin(), "--ignore-term"])
         .start();
     sockhold.wait_for("generation 1 ready");
+    sockhold
+}
+
+#[test]
+fn child_ignoring_term_is_killed_after_the_stop_timeout() {
+    let mut sockhold = ready_child_ignoring_term();
     let child = sockhold.child_pids()[0];
     sockhold.signal(Signal::SIGTERM);
     let line = sockhold.wait_for("did not stop within 300ms");
@@ -214,19 +220,7 @@ fn child_ignoring_term_is_killed_after_the_stop_timeout() {
 
 #[test]
 fn old_generation_ignoring_term_is_killed_after_the_stop_timeout_on_reload() {
-    let sockhold = Sockhold::command()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--stop-timeout",
-            "300ms",
-            "--ready",
-            "100ms",
-            "--",
-        ])
-        .args([test_child_bin(), "--ignore-term"])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = ready_child_ignoring_term();
     let old = sockhold.child_pids()[0];
     sockhold.signal(Signal::SIGHUP);
     sockhold.wait_for("generation 2 ready");
