@@ -263,33 +263,7 @@ impl Supervisor {
                 generation,
                 reason,
                 status,
-            } => {
-                if let Some(index) = self.index_of(generation) {
-                    let g = self.generations.remove(index);
-                    actions.push(Action::Forget { generation });
-                    let cannot_exec = matches!(
-                        status,
-                        ChildStatus::Exited(exit::CANNOT_EXECUTE | exit::NOT_FOUND)
-                    );
-                    if cannot_exec && !self.ever_spawned && self.phase == Phase::Running {
-                        // The very first child cannot run at all (say, a
-                        // binary for another machine): retrying cannot
-                        // help, so fail like any other bad command line.
-                        // A failed fork is retried: resources come back.
-                        log::error!("{reason}");
-                        self.shut_down(status.exit_code(), now, &mut actions);
-                        return self.finish(actions);
-                    }
-                    self.failed_before_ready(
-                        g.id,
-                        g.cause,
-                        &format!("could not start ({reason})"),
-                        status,
-                        now,
-                        &mut actions,
-                    );
-                }
-            }
+            } => self.spawn_failed(generation, &reason, status, now, &mut actions),
             Event::Ready { generation } => {
                 if let Some(index) = self.index_of(generation) {
                     if matches!(self.generations[index].role, Role::Starting { .. }) {
@@ -435,6 +409,41 @@ impl Supervisor {
         if cause == Cause::Reload {
             actions.push(Action::Report(Report::ReloadStarted { generation: id }));
         }
+    }
+
+    fn spawn_failed(
+        &mut self,
+        generation: GenerationId,
+        reason: &str,
+        status: ChildStatus,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(index) = self.index_of(generation) else {
+            return;
+        };
+        let g = self.generations.remove(index);
+        actions.push(Action::Forget { generation });
+        let cannot_exec = matches!(
+            status,
+            ChildStatus::Exited(exit::CANNOT_EXECUTE | exit::NOT_FOUND)
+        );
+        if cannot_exec && !self.ever_spawned && self.phase == Phase::Running {
+            // The very first child cannot run at all (say, a binary for
+            // another machine): retrying cannot help, so fail like any other
+            // bad command line. A failed fork is retried: resources come back.
+            log::error!("{reason}");
+            self.shut_down(status.exit_code(), now, actions);
+            return;
+        }
+        self.failed_before_ready(
+            g.id,
+            g.cause,
+            &format!("could not start ({reason})"),
+            status,
+            now,
+            actions,
+        );
     }
 
     fn spawned(&mut self, generation: GenerationId, pid: Pid, now: Instant) {
