@@ -918,6 +918,23 @@ mod tests {
             )
         }
 
+        /// The driver could not start `generation`; `code` as for the shell.
+        fn start_failed(
+            &mut self,
+            generation: GenerationId,
+            code: i32,
+            now: Instant,
+        ) -> Vec<Action> {
+            self.step(
+                Event::SpawnFailed {
+                    generation,
+                    reason: "cannot start".into(),
+                    status: ChildStatus::Exited(code),
+                },
+                now,
+            )
+        }
+
         /// Only the reports.
         fn reports(&mut self, event: Event, now: Instant) -> Vec<Report> {
             self.handle(event, now)
@@ -1290,14 +1307,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
-        let actions = sup.step(
-            Event::SpawnFailed {
-                generation: 2,
-                reason: "no such file".into(),
-                status: ChildStatus::Exited(127),
-            },
-            t0,
-        );
+        let actions = sup.start_failed(2, 127, t0);
         assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
         assert_eq!(sup.main_pid(), Some(pid(100)));
     }
@@ -1309,14 +1319,7 @@ mod tests {
         s.restart = RestartPolicy::Always;
         let mut sup = Supervisor::new(s);
         sup.step(Event::Start, t0);
-        let actions = sup.step(
-            Event::SpawnFailed {
-                generation: 1,
-                reason: "exec format error".into(),
-                status: ChildStatus::Exited(126),
-            },
-            t0,
-        );
+        let actions = sup.start_failed(1, 126, t0);
         assert_eq!(
             actions,
             vec![
@@ -1331,14 +1334,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(settings());
         sup.step(Event::Start, t0);
-        let actions = sup.step(
-            Event::SpawnFailed {
-                generation: 1,
-                reason: "cannot fork: resource temporarily unavailable".into(),
-                status: ChildStatus::Exited(71),
-            },
-            t0,
-        );
+        let actions = sup.start_failed(1, 71, t0);
         assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
         assert_eq!(
             sup.step(Event::Tick, t0 + ms(100)),
@@ -1357,14 +1353,7 @@ mod tests {
             sup.step(Event::Tick, t0 + ms(100)),
             vec![Action::Spawn { generation: 2 }]
         );
-        let actions = sup.step(
-            Event::SpawnFailed {
-                generation: 2,
-                reason: "exec format error".into(),
-                status: ChildStatus::Exited(126),
-            },
-            t0 + ms(100),
-        );
+        let actions = sup.start_failed(2, 126, t0 + ms(100));
         assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
         assert_eq!(
             sup.step(Event::Tick, t0 + ms(300)),

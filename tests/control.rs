@@ -143,18 +143,15 @@ fn reload_asked_during_a_reload_answers_with_the_queued_generation() {
     sockhold.wait_for("reload queued");
     let first = answer(first.wait_with_output().unwrap());
     let second = answer(second.wait_with_output().unwrap());
-    assert_eq!(first.code, 0, "{}", first.stderr);
-    assert!(
-        first.stdout.starts_with("generation 2 pid "),
-        "{}",
-        first.stdout
-    );
-    assert_eq!(second.code, 0, "{}", second.stderr);
-    assert!(
-        second.stdout.starts_with("generation 3 pid "),
-        "{}",
-        second.stdout
-    );
+    assert_reloaded(&first, 2);
+    assert_reloaded(&second, 3);
+}
+
+/// A client run that reports a successful reload to generation `generation`.
+fn assert_reloaded(reply: &Answer, generation: u64) {
+    assert_eq!(reply.code, 0, "{}", reply.stderr);
+    let expected = format!("generation {generation} pid ");
+    assert!(reply.stdout.starts_with(&expected), "{}", reply.stdout);
 }
 
 #[test]
@@ -168,12 +165,7 @@ fn a_client_that_hangs_up_before_the_answer_disturbs_nothing() {
     }
     sockhold.wait_for("generation 2 ready");
     let reply = client("reload", &dir.join("ctl"));
-    assert_eq!(reply.code, 0, "{}", reply.stderr);
-    assert!(
-        reply.stdout.starts_with("generation 3 pid "),
-        "{}",
-        reply.stdout
-    );
+    assert_reloaded(&reply, 3);
 }
 
 #[test]
