@@ -1,75 +1,27 @@
-//! The control socket (`--control PATH`): its server, run by the event
-//! loop, and its client, run by `sockhold reload|status|stop`.
-//!
-//! Protocol: the client sends one request line, sockhold sends one reply
-//! line.
-//!
-//! | request  | reply                                                     |
-//! |----------|-----------------------------------------------------------|
-//! | `reload` | `ok generation N pid P` or `error REASON`, once known     |
-//! | `status` | one JSON object                                           |
-//! | `stop`   | `ok stopping`; the connection then stays open until sockhold exits |
-//!
-//! Anything else gets `error REASON`. A peer whose uid is neither
-//! sockhold's nor root's gets `error permission denied: ...` (checked with
-//! SO_PEERCRED, on top of the file's mode 0600).
-//!
-//! The server never blocks: the listener and every connection are
-//! non-blocking in the one event loop; a request is at most `MAX_REQUEST`
-//! bytes and must arrive within `REQUEST_TIMEOUT`; at most `MAX_CLIENTS`
-//! connections are served at once and further ones wait in the kernel's
-//! backlog; replies are buffered and written as the peer takes them.
+//! The server side of the control socket: binding it (`ControlSocket`) and
+//! serving it in the event loop (`Server`). It never blocks: the listener
+//! and every connection are non-blocking; at most `MAX_CLIENTS` are served
+//! at once, the rest wait in the kernel's backlog; a peer that is neither
+//! sockhold's uid nor root is refused (SO_PEERCRED).
 
+use super::protocol::{MAX_REQUEST, REQUEST_TIMEOUT, Request};
 use crate::addr::Transport;
 use crate::error::{Error, errno_text, exit};
 use crate::listen::{self, FilePermissions, SocketFile, SocketOwner};
-use crate::supervisor::{GenerationId, GenerationInfo, Report};
+use crate::supervisor::{GenerationId, Report};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use nix::errno::Errno;
 use nix::sys::socket::{Backlog, getsockopt, sockopt};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-/// Longest request line, newline included; requests are single words.
-pub const MAX_REQUEST: usize = 256;
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CLIENTS: usize = 32;
-/// A connection that has not sent its request by then is closed.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Listen backlog of the control socket.
 const BACKLOG: i32 = 16;
-
-/// What a client may ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
-    Reload,
-    Status,
-    Stop,
-}
-
-impl Request {
-    /// The request line's word.
-    pub fn word(self) -> &'static str {
-        match self {
-            Request::Reload => "reload",
-            Request::Status => "status",
-            Request::Stop => "stop",
-        }
-    }
-
-    fn parse(line: &str) -> Option<Request> {
-        match line.trim() {
-            "reload" => Some(Request::Reload),
-            "status" => Some(Request::Status),
-            "stop" => Some(Request::Stop),
-            _ => None,
-        }
-    }
-}
 
 /// The bound control socket, before the event loop exists (it is bound
 /// before sockhold drops privileges, so that it can live in /run).
@@ -545,238 +497,4 @@ fn write_some(stream: &mut UnixStream, reply: &[u8], written: &mut usize) -> Wri
         }
     }
     WriteOutcome::Done
-}
-
-/// One socket as `status` shows it.
-pub struct SocketInfo<'a> {
-    pub fd: usize,
-    pub name: &'a str,
-    /// `tcp 127.0.0.1:8080`, `unix /run/app.sock`: the real address.
-    pub address: &'a str,
-}
-
-/// Everything `status` reports.
-pub struct StatusView<'a> {
-    pub pid: u32,
-    /// The supervisor's phase: `running`, `waiting to restart`, `stopping`.
-    pub state: &'a str,
-    pub started_at: Instant,
-    pub sockets: Vec<SocketInfo<'a>>,
-    pub generations: Vec<GenerationInfo>,
-    pub restarts: u64,
-    pub reload_queued: bool,
-}
-
-/// The `status` reply: one JSON object on one line. Times are given both
-/// as Unix time (`started`) and as seconds since (`uptime_seconds`,
-/// `age_seconds`), in seconds with millisecond precision.
-pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> String {
-    let unix_time = |at: Instant| {
-        let ago = now.saturating_duration_since(at);
-        unix_now
-            .checked_sub(ago)
-            .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0.0, |since| since.as_secs_f64())
-    };
-    let seconds_since = |at: Instant| now.saturating_duration_since(at).as_secs_f64();
-    let sockets: Vec<String> = view
-        .sockets
-        .iter()
-        .map(|socket| {
-            format!(
-                "{{\"fd\":{},\"name\":{},\"address\":{}}}",
-                socket.fd,
-                json_string(socket.name),
-                json_string(socket.address)
-            )
-        })
-        .collect();
-    let generations: Vec<String> = view
-        .generations
-        .iter()
-        .map(|g| {
-            format!(
-                "{{\"id\":{},\"pid\":{},\"state\":{},\"cause\":{},\"started\":{:.3},\"age_seconds\":{:.3}}}",
-                g.id,
-                g.pid.map_or_else(|| "null".to_string(), |pid| pid.to_string()),
-                json_string(g.state),
-                json_string(g.cause.name()),
-                unix_time(g.started_at),
-                seconds_since(g.started_at)
-            )
-        })
-        .collect();
-    format!(
-        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"sockets\":[{}],\"generations\":[{}]}}",
-        view.pid,
-        json_string(view.state),
-        unix_time(view.started_at),
-        seconds_since(view.started_at),
-        view.restarts,
-        view.reload_queued,
-        sockets.join(","),
-        generations.join(",")
-    )
-}
-
-/// A JSON string literal (RFC 8259 §7): quotes, backslashes and control
-/// characters escaped; everything else passes as UTF-8.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The client: sends `request` to the control socket at `path`, prints the
-/// answer, and returns the exit status (0 on success).
-pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
-    let text = path.display().to_string();
-    let unreachable = |error: std::io::Error| {
-        let errno = Errno::from_raw(error.raw_os_error().unwrap_or(Errno::EIO as i32));
-        let (status, hint) = match errno {
-            Errno::EACCES | Errno::EPERM => (
-                exit::PERMISSION,
-                "run it as the user sockhold runs as, or as root",
-            ),
-            Errno::ENOENT => (
-                exit::UNAVAILABLE,
-                "is sockhold running with --control at that path?",
-            ),
-            Errno::ECONNREFUSED => (
-                exit::UNAVAILABLE,
-                "nobody serves that socket: sockhold is not running",
-            ),
-            _ => (exit::UNAVAILABLE, "see sockhold's log"),
-        };
-        Error::new(
-            status,
-            format!(
-                "cannot reach sockhold at '{text}': {} ({hint})",
-                errno_text(errno)
-            ),
-        )
-    };
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(unreachable)?;
-    // A refused write (sockhold already replied and closed) is not the
-    // end: its reply may be waiting to be read.
-    let _ = stream.write_all(format!("{}\n", request.word()).as_bytes());
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).map_err(unreachable)?;
-    let line = line.trim_end_matches(['\n', '\r']);
-    if line.is_empty() {
-        return Err(Error::new(
-            exit::UNAVAILABLE,
-            format!(
-                "no answer from sockhold at '{text}': it closed the connection (it may have exited; see its log)"
-            ),
-        ));
-    }
-    if let Some(reason) = line.strip_prefix("error ") {
-        let status = if reason.starts_with("permission denied") {
-            exit::PERMISSION
-        } else {
-            exit::CLIENT_FAILED
-        };
-        return Err(Error::new(
-            status,
-            format!(
-                "{} refused by sockhold at '{text}': {reason} (see sockhold's log)",
-                request.word()
-            ),
-        ));
-    }
-    match request {
-        Request::Status if line.starts_with('{') => {
-            println!("{line}");
-            Ok(exit::OK)
-        }
-        Request::Reload if line.starts_with("ok ") => {
-            println!("{}", &line[3..]);
-            Ok(exit::OK)
-        }
-        Request::Stop if line == "ok stopping" => {
-            // The connection closes when sockhold exits: wait for that, so
-            // that `stop` returns once every generation is gone.
-            let mut rest = Vec::new();
-            let _ = reader.read_to_end(&mut rest);
-            Ok(exit::OK)
-        }
-        _ => Err(Error::new(
-            exit::PROTOCOL,
-            format!(
-                "unexpected answer from '{text}': '{}' (is that a sockhold control socket?)",
-                line.chars().take(80).collect::<String>()
-            ),
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::supervisor::Cause;
-    use nix::unistd::Pid;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(json_string("x\ny\u{1}"), r#""x\ny\u0001""#);
-        assert_eq!(json_string("é"), "\"é\"");
-    }
-
-    #[test]
-    fn status_lists_sockets_and_generations() {
-        let now = Instant::now();
-        let unix_now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let view = StatusView {
-            pid: 42,
-            state: "running",
-            started_at: now - Duration::from_secs(10),
-            sockets: vec![SocketInfo {
-                fd: 3,
-                name: "http",
-                address: "tcp 127.0.0.1:8080",
-            }],
-            generations: vec![GenerationInfo {
-                id: 2,
-                pid: Some(Pid::from_raw(4242)),
-                state: "current",
-                cause: Cause::Reload,
-                started_at: now - Duration::from_millis(1500),
-            }],
-            restarts: 1,
-            reload_queued: false,
-        };
-        assert_eq!(
-            status_json(&view, now, unix_now),
-            concat!(
-                r#"{"pid":42,"state":"running","started":999990.000,"uptime_seconds":10.000,"#,
-                r#""restarts":1,"reload_queued":false,"#,
-                r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
-                r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
-                r#""started":999998.500,"age_seconds":1.500}]}"#
-            )
-        );
-    }
-
-    #[test]
-    fn requests_are_single_words() {
-        assert_eq!(Request::parse("reload"), Some(Request::Reload));
-        assert_eq!(Request::parse("status\r"), Some(Request::Status));
-        assert_eq!(Request::parse("stop"), Some(Request::Stop));
-        assert_eq!(Request::parse("reload now"), None);
-    }
 }

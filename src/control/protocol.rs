@@ -1,0 +1,189 @@
+//! The control protocol, pure (no syscalls): the requests and their
+//! words, the limits a request must keep, and the `status` reply's JSON.
+//! Both the server and the client take the wire's words from here.
+
+use crate::supervisor::GenerationInfo;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Longest request line, newline included; requests are single words.
+pub const MAX_REQUEST: usize = 256;
+/// A connection that has not sent its request by then is closed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Reload,
+    Status,
+    Stop,
+}
+
+impl Request {
+    /// The request line's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Request::Reload => "reload",
+            Request::Status => "status",
+            Request::Stop => "stop",
+        }
+    }
+
+    /// The request whose line is `line` (surrounding blanks ignored).
+    pub fn parse(line: &str) -> Option<Request> {
+        match line.trim() {
+            "reload" => Some(Request::Reload),
+            "status" => Some(Request::Status),
+            "stop" => Some(Request::Stop),
+            _ => None,
+        }
+    }
+}
+
+/// One socket as `status` shows it.
+pub struct SocketInfo<'a> {
+    pub fd: usize,
+    pub name: &'a str,
+    /// `tcp 127.0.0.1:8080`, `unix /run/app.sock`: the real address.
+    pub address: &'a str,
+}
+
+/// Everything `status` reports.
+pub struct StatusView<'a> {
+    pub pid: u32,
+    /// The supervisor's phase: `running`, `waiting to restart`, `stopping`.
+    pub state: &'a str,
+    pub started_at: Instant,
+    pub sockets: Vec<SocketInfo<'a>>,
+    pub generations: Vec<GenerationInfo>,
+    pub restarts: u64,
+    pub reload_queued: bool,
+}
+
+/// The `status` reply: one JSON object on one line. Times are given both
+/// as Unix time (`started`) and as seconds since (`uptime_seconds`,
+/// `age_seconds`), in seconds with millisecond precision.
+pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> String {
+    let unix_time = |at: Instant| {
+        let ago = now.saturating_duration_since(at);
+        unix_now
+            .checked_sub(ago)
+            .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0.0, |since| since.as_secs_f64())
+    };
+    let seconds_since = |at: Instant| now.saturating_duration_since(at).as_secs_f64();
+    let sockets: Vec<String> = view
+        .sockets
+        .iter()
+        .map(|socket| {
+            format!(
+                "{{\"fd\":{},\"name\":{},\"address\":{}}}",
+                socket.fd,
+                json_string(socket.name),
+                json_string(socket.address)
+            )
+        })
+        .collect();
+    let generations: Vec<String> = view
+        .generations
+        .iter()
+        .map(|g| {
+            format!(
+                "{{\"id\":{},\"pid\":{},\"state\":{},\"cause\":{},\"started\":{:.3},\"age_seconds\":{:.3}}}",
+                g.id,
+                g.pid.map_or_else(|| "null".to_string(), |pid| pid.to_string()),
+                json_string(g.state),
+                json_string(g.cause.name()),
+                unix_time(g.started_at),
+                seconds_since(g.started_at)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"sockets\":[{}],\"generations\":[{}]}}",
+        view.pid,
+        json_string(view.state),
+        unix_time(view.started_at),
+        seconds_since(view.started_at),
+        view.restarts,
+        view.reload_queued,
+        sockets.join(","),
+        generations.join(",")
+    )
+}
+
+/// A JSON string literal (RFC 8259 §7): quotes, backslashes and control
+/// characters escaped; everything else passes as UTF-8.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::Cause;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(json_string("x\ny\u{1}"), r#""x\ny\u0001""#);
+        assert_eq!(json_string("é"), "\"é\"");
+    }
+
+    #[test]
+    fn status_lists_sockets_and_generations() {
+        let now = Instant::now();
+        let unix_now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let view = StatusView {
+            pid: 42,
+            state: "running",
+            started_at: now - Duration::from_secs(10),
+            sockets: vec![SocketInfo {
+                fd: 3,
+                name: "http",
+                address: "tcp 127.0.0.1:8080",
+            }],
+            generations: vec![GenerationInfo {
+                id: 2,
+                pid: Some(Pid::from_raw(4242)),
+                state: "current",
+                cause: Cause::Reload,
+                started_at: now - Duration::from_millis(1500),
+            }],
+            restarts: 1,
+            reload_queued: false,
+        };
+        assert_eq!(
+            status_json(&view, now, unix_now),
+            concat!(
+                r#"{"pid":42,"state":"running","started":999990.000,"uptime_seconds":10.000,"#,
+                r#""restarts":1,"reload_queued":false,"#,
+                r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
+                r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
+                r#""started":999998.500,"age_seconds":1.500}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn requests_are_single_words() {
+        assert_eq!(Request::parse("reload"), Some(Request::Reload));
+        assert_eq!(Request::parse("status\r"), Some(Request::Status));
+        assert_eq!(Request::parse("stop"), Some(Request::Stop));
+        assert_eq!(Request::parse("reload now"), None);
+    }
+}
