@@ -2,7 +2,7 @@
 //! --control PATH`): one request, one reply, one exit status. It prints
 //! only a successful answer, to stdout; every failure is an `Error`.
 
-use super::protocol::Request;
+use super::protocol::{self, Request};
 use crate::error::{Error, errno_text, exit};
 use nix::errno::Errno;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,7 +40,7 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(unreachable)?;
     // A refused write (sockhold already replied and closed) is not the
     // end: its reply may be waiting to be read.
-    let _ = stream.write_all(format!("{}\n", request.word()).as_bytes());
+    let _ = stream.write_all(&protocol::line(request.word()));
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).map_err(unreachable)?;
@@ -53,8 +53,8 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
             ),
         ));
     }
-    if let Some(reason) = line.strip_prefix("error ") {
-        let status = if reason.starts_with("permission denied") {
+    if let Some(reason) = protocol::error_reason(line) {
+        let status = if protocol::is_permission_denied(reason) {
             exit::PERMISSION
         } else {
             exit::CLIENT_FAILED
@@ -67,16 +67,16 @@ pub fn run_client(path: &Path, request: Request) -> Result<i32, Error> {
             ),
         ));
     }
-    match request {
-        Request::Status if line.starts_with('{') => {
+    match (request, protocol::ok_text(line)) {
+        (Request::Status, _) if line.starts_with('{') => {
             println!("{line}");
             Ok(exit::OK)
         }
-        Request::Reload if line.starts_with("ok ") => {
-            println!("{}", &line[3..]);
+        (Request::Reload, Some(text)) => {
+            println!("{text}");
             Ok(exit::OK)
         }
-        Request::Stop if line == "ok stopping" => {
+        (Request::Stop, _) if line == protocol::STOPPING => {
             // The connection closes when sockhold exits: wait for that, so
             // that `stop` returns once every generation is gone.
             let mut rest = Vec::new();

@@ -1,8 +1,11 @@
 //! The control protocol, pure (no syscalls): the requests and their
-//! words, the limits a request must keep, and the `status` reply's JSON.
-//! Both the server and the client take the wire's words from here.
+//! words, the limits a request must keep, the reply lines, and the
+//! `status` reply's JSON. Both the server and the client take the wire's
+//! words from here, so that what one writes is what the other expects.
 
-use crate::supervisor::GenerationInfo;
+use crate::supervisor::{GenerationId, GenerationInfo};
+use nix::unistd::Pid;
+use std::fmt::Display;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Longest request line, newline included; requests are single words.
@@ -37,6 +40,76 @@ impl Request {
             _ => None,
         }
     }
+}
+
+/// A request or reply as sent: one line, ended by a newline.
+pub fn line(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(b'\n');
+    bytes
+}
+
+/// What a successful reply starts with (`status` replies with JSON instead).
+const OK: &str = "ok ";
+/// What a failed request's reply starts with, before its reason.
+const ERROR: &str = "error ";
+/// How a refused peer's reason starts; the client exits 77 on it.
+const PERMISSION_DENIED: &str = "permission denied";
+/// The reply to `stop`; the connection then stays open until sockhold exits.
+pub const STOPPING: &str = "ok stopping";
+
+/// The reply to a `reload` whose generation became ready.
+pub fn reloaded(generation: GenerationId, pid: Pid) -> String {
+    format!("{OK}generation {generation} pid {pid}")
+}
+
+/// The reply to a request that failed or was refused.
+pub fn error(reason: impl Display) -> String {
+    format!("{ERROR}{reason}")
+}
+
+/// The reply to a peer that may not control sockhold.
+pub fn permission_denied(why: &str) -> String {
+    error(format_args!("{PERMISSION_DENIED}: {why}"))
+}
+
+/// The reply to a line that is no request (shown shortened and escaped:
+/// it is whatever the peer sent).
+pub fn unknown_request(line: &str) -> String {
+    let shown: String = line.trim().chars().take(40).collect();
+    error(format_args!(
+        "unknown request '{}' (send reload, status or stop)",
+        shown.escape_debug()
+    ))
+}
+
+/// The reply to a request line longer than `MAX_REQUEST`.
+pub fn request_too_long() -> String {
+    error(format_args!("request longer than {MAX_REQUEST} bytes"))
+}
+
+/// The reply to a peer that sent no request within `REQUEST_TIMEOUT`.
+pub fn no_request_in_time() -> String {
+    error(format_args!(
+        "no request within {}",
+        crate::config::format_duration(REQUEST_TIMEOUT)
+    ))
+}
+
+/// The text after `ok ` of a successful reply.
+pub fn ok_text(reply: &str) -> Option<&str> {
+    reply.strip_prefix(OK)
+}
+
+/// The reason of an `error` reply.
+pub fn error_reason(reply: &str) -> Option<&str> {
+    reply.strip_prefix(ERROR)
+}
+
+/// Whether an `error` reply's reason is a refused peer.
+pub fn is_permission_denied(reason: &str) -> bool {
+    reason.starts_with(PERMISSION_DENIED)
 }
 
 /// One socket as `status` shows it.
@@ -135,7 +208,6 @@ fn json_string(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::supervisor::Cause;
-    use nix::unistd::Pid;
 
     #[test]
     fn json_strings_are_escaped() {
@@ -177,6 +249,29 @@ mod tests {
                 r#""started":999998.500,"age_seconds":1.500}]}"#
             )
         );
+    }
+
+    #[test]
+    fn replies_read_back_as_they_were_written() {
+        let reloaded = reloaded(3, Pid::from_raw(4242));
+        assert_eq!(reloaded, "ok generation 3 pid 4242");
+        assert_eq!(ok_text(&reloaded), Some("generation 3 pid 4242"));
+        assert_eq!(ok_text(STOPPING), Some("stopping"));
+        let refused = permission_denied("uid 65534 is neither sockhold's uid 0 nor root");
+        assert_eq!(
+            refused,
+            "error permission denied: uid 65534 is neither sockhold's uid 0 nor root"
+        );
+        assert!(error_reason(&refused).is_some_and(is_permission_denied));
+        assert_eq!(error_reason(&error("no")), Some("no"));
+        assert_eq!(error_reason(&reloaded), None);
+        assert_eq!(
+            unknown_request("re\tstart\n"),
+            "error unknown request 're\\tstart' (send reload, status or stop)"
+        );
+        assert_eq!(request_too_long(), "error request longer than 256 bytes");
+        assert_eq!(no_request_in_time(), "error no request within 10s");
+        assert_eq!(line("stop"), b"stop\n");
     }
 
     #[test]

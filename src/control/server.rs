@@ -4,7 +4,7 @@
 //! at once, the rest wait in the kernel's backlog; a peer that is neither
 //! sockhold's uid nor root is refused (SO_PEERCRED).
 
-use super::protocol::{MAX_REQUEST, REQUEST_TIMEOUT, Request};
+use super::protocol::{self, MAX_REQUEST, REQUEST_TIMEOUT, Request};
 use crate::addr::Transport;
 use crate::error::{Error, errno_text, exit};
 use crate::listen::{self, FilePermissions, SocketFile, SocketOwner};
@@ -240,23 +240,14 @@ impl Server {
             State::Reading { buffer, .. } => match read_request(&mut client.stream, buffer) {
                 ReadOutcome::Pending => Next::Stay,
                 ReadOutcome::Gone => Next::Close,
-                _ if client.refusal.is_some() => Next::Reply(format!(
-                    "error permission denied: {}",
-                    client.refusal.as_deref().unwrap_or_default()
+                _ if client.refusal.is_some() => Next::Reply(protocol::permission_denied(
+                    client.refusal.as_deref().unwrap_or_default(),
                 )),
                 ReadOutcome::Line(line) => match Request::parse(&line) {
                     Some(request) => Next::Asked(request),
-                    None => {
-                        let shown: String = line.trim().chars().take(40).collect();
-                        Next::Reply(format!(
-                            "error unknown request '{}' (send reload, status or stop)",
-                            shown.escape_debug()
-                        ))
-                    }
+                    None => Next::Reply(protocol::unknown_request(&line)),
                 },
-                ReadOutcome::TooLong => {
-                    Next::Reply(format!("error request longer than {MAX_REQUEST} bytes"))
-                }
+                ReadOutcome::TooLong => Next::Reply(protocol::request_too_long()),
             },
             State::Writing {
                 reply,
@@ -294,7 +285,7 @@ impl Server {
 
     fn send(&mut self, id: ClientId, line: &str, then: AfterReply) {
         if let Some(client) = self.clients.get_mut(&id) {
-            client.state = writing(line.to_string(), then);
+            client.state = writing(line, then);
             self.drive(id);
         }
     }
@@ -325,19 +316,19 @@ impl Server {
                     generation: done,
                     pid,
                 } if *generation == Some(*done) => {
-                    answers.push((*id, format!("ok generation {done} pid {pid}")));
+                    answers.push((*id, protocol::reloaded(*done, *pid)));
                 }
                 Report::ReloadFailed {
                     generation: failed,
                     reason,
                 } if *generation == Some(*failed) => {
-                    answers.push((*id, format!("error {reason}")));
+                    answers.push((*id, protocol::error(reason)));
                 }
                 Report::ReloadRefused { reason } if generation.is_none() => {
-                    answers.push((*id, format!("error {reason}")));
+                    answers.push((*id, protocol::error(reason)));
                 }
                 Report::Stopping => {
-                    answers.push((*id, "error sockhold is stopping".to_string()));
+                    answers.push((*id, protocol::error("sockhold is stopping")));
                 }
                 _ => {}
             }
@@ -369,13 +360,7 @@ impl Server {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            self.reply(
-                id,
-                &format!(
-                    "error no request within {}",
-                    crate::config::format_duration(REQUEST_TIMEOUT)
-                ),
-            );
+            self.reply(id, &protocol::no_request_in_time());
         }
     }
 
@@ -407,12 +392,11 @@ impl Server {
         for client in self.clients.values_mut() {
             match &mut client.state {
                 State::AwaitingReload { .. } | State::Asked => {
+                    let reply = protocol::line(&protocol::error(
+                        "sockhold exited before the reload finished",
+                    ));
                     let mut written = 0;
-                    let _ = write_some(
-                        &mut client.stream,
-                        b"error sockhold exited before the reload finished\n",
-                        &mut written,
-                    );
+                    let _ = write_some(&mut client.stream, &reply, &mut written);
                 }
                 State::Writing { reply, written, .. } => {
                     let _ = write_some(&mut client.stream, reply, written);
@@ -425,10 +409,9 @@ impl Server {
     }
 }
 
-fn writing(mut line: String, then: AfterReply) -> State {
-    line.push('\n');
+fn writing(line: &str, then: AfterReply) -> State {
     State::Writing {
-        reply: line.into_bytes(),
+        reply: protocol::line(line),
         written: 0,
         then,
     }
