@@ -90,6 +90,17 @@ enum State {
     HeldUntilExit,
 }
 
+impl State {
+    /// When the request must have arrived; only a connection still
+    /// reading it has such a deadline (the poll timeout and expiry agree).
+    fn request_deadline(&self) -> Option<Instant> {
+        match self {
+            State::Reading { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AfterReply {
     Close,
@@ -342,10 +353,7 @@ impl Server {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.clients
             .values()
-            .filter_map(|client| match client.state {
-                State::Reading { deadline, .. } => Some(deadline),
-                _ => None,
-            })
+            .filter_map(|client| client.state.request_deadline())
             .min()
     }
 
@@ -355,7 +363,10 @@ impl Server {
             .clients
             .iter()
             .filter(|(_, client)| {
-                matches!(client.state, State::Reading { deadline, .. } if deadline <= now)
+                client
+                    .state
+                    .request_deadline()
+                    .is_some_and(|deadline| deadline <= now)
             })
             .map(|(id, _)| *id)
             .collect();
