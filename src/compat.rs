@@ -15,13 +15,10 @@
 //! they list), so datagram sockets are left out of both: they stay at
 //! their fd and in LISTEN_FDS, and the fds listed keep their real numbers.
 
-use crate::addr::Transport;
-use crate::listen::Listener;
+use crate::generations::supervisor::GenerationId;
 use crate::spawn::FIRST_PASSED_FD;
-use crate::supervisor::GenerationId;
-use nix::sys::socket::{self, SockaddrStorage};
 use std::ffi::OsString;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 
 /// A convention `--compat-env` can turn on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,28 +40,13 @@ pub enum SocketKind {
 }
 
 /// The variables for every generation, from the sockets in child fd order.
-pub fn environment(kinds: &[CompatEnv], listeners: &[Listener]) -> Vec<(OsString, OsString)> {
-    let sockets: Vec<SocketKind> = listeners
-        .iter()
-        .map(|listener| match listener.transport {
-            Transport::Stream => socket_kind(listener.raw_fd()),
-            Transport::Datagram => {
-                if !kinds.is_empty() {
-                    log::info!(
-                        "--compat-env leaves out {}: Server::Starter and einhorn describe stream sockets only",
-                        listener.description
-                    );
-                }
-                SocketKind::Datagram
-            }
-        })
-        .collect();
+pub fn environment(kinds: &[CompatEnv], sockets: &[SocketKind]) -> Vec<(OsString, OsString)> {
     let mut env = Vec::new();
     if kinds.contains(&CompatEnv::ServerStarter) {
-        env.push(pair("SERVER_STARTER_PORT", server_starter_port(&sockets)));
+        env.push(pair("SERVER_STARTER_PORT", server_starter_port(sockets)));
     }
     if kinds.contains(&CompatEnv::Einhorn) {
-        env.extend(einhorn(&sockets));
+        env.extend(einhorn(sockets));
     }
     env
 }
@@ -144,27 +126,6 @@ fn einhorn(sockets: &[SocketKind]) -> Vec<(OsString, OsString)> {
 }
 
 /// The bound address of a socket sockhold holds.
-fn socket_kind(fd: std::os::fd::RawFd) -> SocketKind {
-    let Ok(address) = socket::getsockname::<SockaddrStorage>(fd) else {
-        return SocketKind::Other;
-    };
-    if let Some(v4) = address.as_sockaddr_in() {
-        return SocketKind::Tcp(SocketAddrV4::from(*v4).into());
-    }
-    if let Some(v6) = address.as_sockaddr_in6() {
-        return SocketKind::Tcp(SocketAddrV6::from(*v6).into());
-    }
-    if let Some(unix) = address.as_unix_addr() {
-        if let Some(path) = unix.path() {
-            return SocketKind::UnixPath(path.to_string_lossy().into_owned());
-        }
-        if let Some(name) = unix.as_abstract() {
-            return SocketKind::UnixAbstract(String::from_utf8_lossy(name).into_owned());
-        }
-    }
-    SocketKind::Other
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,9 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 127;
     /// Death by signal N is reported as `SIGNAL_BASE + N`.
     pub const SIGNAL_BASE: i32 = 128;
+    /// A first generation that never became ready, stopped with status 0,
+    /// and not restarted (`--restart never`): a failed start all the same.
+    pub const GENERAL_FAILURE: i32 = 1;
     /// Bad command line (EX_USAGE).
     pub const USAGE: i32 = 64;
     /// A bug in sockhold (EX_SOFTWARE).

@@ -1,43 +1,38 @@
 //! The driver: one mio `Poll`, the only place sockhold waits. Signals come
 //! in through signal-hook-mio, child exits are reaped with
-//! `waitpid(-1, WNOHANG)` until none is left, readiness datagrams arrive on
-//! the generations' notify sockets, and the poll timeout is the
-//! supervisor's next deadline (none while idle: zero wakeups).
-//! The supervisor decides; this file carries out its actions. In
-//! per-connection mode (`--accept`) the supervisor has nothing to do:
-//! `accept.rs` gets the listeners' events and every reaped child instead.
+//! `waitpid(-1, WNOHANG)` until none is left, and the poll timeout is the
+//! earliest deadline of the engine, the control server and the service
+//! manager's watchdog (none while idle: zero wakeups).
+//!
+//! The driver knows no mode: it turns what happens into `engine::Event`s
+//! for the engine that runs (generations or per-connection), in this order
+//! within one wakeup: child exits first (so that no engine acts on a child
+//! that is already gone), then signals, readiness and control requests,
+//! then `Tick`, then the engine's `settle`.
+//!
+//! Where each thing is handled: signals in `take_signals` here; child exits
+//! in `child.rs` (reaping) and the engine's `Event::Exited`; connections in
+//! `per_connection/`; generations, reloads and readiness in `generations/`.
 
-use crate::accept::{self, AcceptServer};
-use crate::compat;
+use crate::child::{self, Children};
 use crate::config::Config;
 use crate::control::{self, ControlSocket, Request};
+use crate::engine::{self, Context, Engine, Event, ListenerWatch, Origin};
 use crate::error::{Error, exit};
+use crate::generations::Generations;
 use crate::leftovers;
 use crate::listen::Listener;
+use crate::per_connection::PerConnection;
 use crate::pidfile::PidFile;
-use crate::readiness::{self, NotifySocket};
 use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
-use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
-use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Report, Supervisor};
-use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use signal_hook_mio::v1_0::Signals;
-use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
-/// Notify sockets use tokens from here on: `NOTIFY_BASE + generation`.
-const NOTIFY_BASE: usize = 1 << 32;
-/// Listening sockets (watched in `--accept` and `--lazy` mode only):
-/// `LISTENER_BASE + index`.
-const LISTENER_BASE: usize = 1 << 40;
 /// The control socket's listener, then its connections (`+ 1 + client`).
 const CONTROL_BASE: usize = 1 << 48;
 
@@ -49,30 +44,19 @@ const LEFTOVER_KILL_ROUNDS: usize = 10;
 pub struct EventLoop {
     poll: Poll,
     signals: Signals,
-    supervisor: Supervisor,
+    engine: Box<dyn Engine>,
+    children: Children,
     listeners: Vec<Listener>,
-    notify_sockets: HashMap<GenerationId, NotifySocket>,
-    command: Vec<OsString>,
-    /// sockhold's environment without what was addressed to it, plus the
-    /// `--compat-env` variables (the same for every generation).
-    inherited_env: Vec<(OsString, OsString)>,
-    compat_env: Vec<compat::CompatEnv>,
+    listener_watch: ListenerWatch,
     forward_signals: Vec<Signal>,
     /// systemd (or another service manager) watching sockhold, if any.
     service_manager: ServiceManager,
-    /// Per-connection mode; None: generations.
-    accept: Option<AcceptServer>,
-    /// Whether the listeners are registered with the poll.
-    watching_listeners: bool,
     control: Option<control::Server>,
     pid_file: Option<PidFile>,
     started_at: Instant,
     /// How leftover processes are stopped at exit: as a generation is.
     stop_signal: Signal,
     stop_timeout: Duration,
-    /// `--signal-group`: children lead their own process groups, and
-    /// signals go to the group.
-    signal_group: bool,
 }
 
 impl EventLoop {
@@ -98,62 +82,29 @@ impl EventLoop {
                 crate::error::errno_text(errno)
             );
         }
-        let inherited_env = spawn::inherited_environment();
-        let accept = match &config.accept {
-            Some(settings) => {
-                // Resolved once: every connection execs this path, so a new
-                // binary installed there is picked up without a reload.
-                let path_var = inherited_env
-                    .iter()
-                    .find(|(key, _)| key == "PATH")
-                    .map(|(_, value)| value.as_os_str());
-                let program =
-                    spawn::resolve_program(&config.command[0], path_var).map_err(|error| {
-                        let why = match &error {
-                            ResolveError::NotFound => "command not found".to_string(),
-                            ResolveError::NotExecutable(why) => why.clone(),
-                        };
-                        let name = config.command[0].to_string_lossy();
-                        Error::new(error.exit_status(), format!("cannot run '{name}': {why}"))
-                    })?;
-                Some(AcceptServer::new(
-                    settings,
-                    &program,
-                    &config.command,
-                    &inherited_env,
-                    &listeners,
-                )?)
-            }
-            None => None,
+        // A mode is a type: the driver holds whichever engine runs.
+        let engine: Box<dyn Engine> = match config.accept {
+            Some(_) => Box::new(PerConnection::new(&config, &listeners)?),
+            None => Box::new(Generations::new(&config, &listeners)),
         };
-        // --compat-env is refused with --accept: its variables describe
-        // listening sockets, which a per-connection child does not get.
-        let inherited_env = child_environment(&config.compat_env, &listeners);
-        let stop_signal = config.supervisor.stop_signal;
-        let stop_timeout = config.supervisor.stop_timeout;
         Ok(EventLoop {
             poll,
             signals,
-            supervisor: Supervisor::new(config.supervisor),
+            engine,
+            children: Children::default(),
             listeners,
-            notify_sockets: HashMap::new(),
-            command: config.command,
-            inherited_env,
-            compat_env: config.compat_env,
+            listener_watch: ListenerWatch::default(),
             forward_signals: config.forward_signals,
             service_manager: ServiceManager::new(
                 &NotifyEnv::from_environment(),
                 std::process::id(),
                 Instant::now(),
             ),
-            accept,
-            watching_listeners: false,
             control: None,
             pid_file: None,
             started_at: Instant::now(),
-            stop_signal,
-            stop_timeout,
-            signal_group: config.signal_group,
+            stop_signal: config.supervisor.stop_signal,
+            stop_timeout: config.supervisor.stop_timeout,
         })
     }
 
@@ -175,29 +126,23 @@ impl EventLoop {
         Ok(self)
     }
 
-    /// Runs until the supervisor says to exit; returns the exit status.
+    /// Runs until the engine says to exit; returns the exit status.
     pub fn run(mut self) -> Result<i32, Error> {
         let mut events = Events::with_capacity(64);
         let mut status = self.dispatch(Event::Start);
         // In --accept and --lazy mode sockhold itself waits for connections
         // at first: it is ready as soon as it does.
-        if self.watching_listeners {
+        if self.listener_watch.is_on() {
             self.service_manager.waiting_for_connections();
         }
         while status.is_none() {
             let now = Instant::now();
-            let deadline = match &self.accept {
-                // Connections still queued: only look for other events.
-                Some(server) if server.has_pending() => Some(now),
-                Some(server) => server.next_deadline(now),
-                None => self.supervisor.next_deadline(),
-            };
             let control_deadline = self
                 .control
                 .as_ref()
                 .and_then(control::Server::next_deadline);
             let timeout = [
-                deadline,
+                self.engine.next_deadline(now),
                 control_deadline,
                 self.service_manager.next_deadline(),
             ]
@@ -210,39 +155,40 @@ impl EventLoop {
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(io_error("cannot wait for events", error)),
             }
+            // Exits first: an engine must never act on a child that is
+            // already gone (signal-hook reports SIGCHLD after HUP, INT and
+            // TERM, whose events would otherwise come first).
+            let mut exits = Vec::new();
             let mut incoming = Vec::new();
             for event in events.iter() {
                 match event.token() {
-                    SIGNALS => self.take_signals(&mut incoming),
+                    SIGNALS => self.take_signals(&mut exits, &mut incoming),
                     Token(token) if token >= CONTROL_BASE => {
                         if let Some(control) = &mut self.control {
                             control.handle_event(Token(token), event, Instant::now());
                         }
                     }
-                    Token(token) if token >= LISTENER_BASE => {
-                        self.listener_ready(token - LISTENER_BASE, &mut incoming);
+                    Token(token) if token >= engine::LISTENER_BASE => {
+                        let index = token - engine::LISTENER_BASE;
+                        incoming.push(Event::ListenerReady { index });
                     }
-                    Token(token) if token >= NOTIFY_BASE => {
-                        self.take_notifications(
-                            (token - NOTIFY_BASE) as GenerationId,
-                            &mut incoming,
-                        );
+                    Token(token) if token >= engine::ENGINE_BASE => {
+                        let key = (token - engine::ENGINE_BASE) as u64;
+                        incoming.push(Event::SourceReady { key });
                     }
                     Token(_) => {}
                 }
             }
             self.service_manager.tick(Instant::now());
             incoming.push(Event::Tick);
-            for event in incoming {
+            for event in exits.into_iter().chain(incoming) {
                 status = self.dispatch(event);
                 if status.is_some() {
                     break;
                 }
             }
-            // Accepting comes after reaping, so that children that exited
-            // meanwhile make room first.
             if status.is_none() {
-                self.accept_pending();
+                status = self.settle();
             }
             if status.is_none() {
                 status = self.serve_control();
@@ -277,7 +223,7 @@ impl EventLoop {
             leftovers::describe(&left)
         );
         for pid in &left {
-            let _ = nix::sys::signal::kill(*pid, self.stop_signal);
+            child::stop_unreaped(*pid, self.stop_signal);
         }
         let deadline = Instant::now() + self.stop_timeout;
         if self.wait_for_leftovers(deadline, true) {
@@ -312,12 +258,12 @@ impl EventLoop {
     fn wait_for_leftovers(&mut self, deadline: Instant, interruptible: bool) -> bool {
         let mut events = Events::with_capacity(8);
         loop {
-            let mut exits = Vec::new();
-            reap_children(&mut exits);
-            for exit in exits {
-                if let Event::Exited { pid, status } = exit {
-                    log::debug!("left-behind pid {pid} ended with {status}");
-                }
+            for reaped in self.children.reap() {
+                log::debug!(
+                    "left-behind pid {} ended with {}",
+                    reaped.pid,
+                    reaped.status
+                );
             }
             if leftovers::children_of(Pid::this()).is_empty() {
                 return true;
@@ -344,131 +290,34 @@ impl EventLoop {
         }
     }
 
-    /// Feeds one event to the supervisor and carries out its actions, which
-    /// may produce further events (a spawn's outcome).
+    /// Hands one event to the engine.
     fn dispatch(&mut self, event: Event) -> Option<i32> {
-        if self.accept.is_some() {
-            return self.dispatch_accept(event);
-        }
-        let mut pending = VecDeque::from([event]);
-        while let Some(event) = pending.pop_front() {
-            for action in self.supervisor.handle(event, Instant::now()) {
-                match action {
-                    Action::Spawn { generation } => pending.push_back(self.spawn(generation)),
-                    Action::Signal { pid, signal } => send(pid, signal, self.signal_group),
-                    Action::Forget { generation } => self.forget(generation),
-                    Action::Exit { status } => return Some(status),
-                    // Outcomes for outside watchers (systemd, control
-                    // clients); the log already tells them to a person.
-                    Action::Report(report) => {
-                        self.service_manager.report(&report);
-                        if let Some(control) = &mut self.control {
-                            control.report(&report);
-                        }
-                    }
-                    Action::WatchListeners => self.watch_listeners(true),
-                    Action::UnwatchListeners => self.watch_listeners(false),
-                }
-            }
-        }
-        None
-    }
-
-    /// Per-connection mode: every event goes to `accept.rs`.
-    fn dispatch_accept(&mut self, event: Event) -> Option<i32> {
-        if let Event::Stop { .. } = event {
-            self.service_manager.report(&Report::Stopping);
-        }
-        let group = self.signal_group;
-        let server = self.accept.as_mut()?;
-        let now = Instant::now();
-        let actions = match event {
-            Event::Start => {
-                log::info!(
-                    "accepting connections: one child per connection, at most {} at once",
-                    server.connections.limits().max_connections
-                );
-                Vec::new()
-            }
-            Event::Reload => {
-                log::info!(
-                    "reload: nothing to reload in --accept mode; every new connection runs the command afresh"
-                );
-                Vec::new()
-            }
-            Event::Stop { signal } => server.connections.stop(signal, now),
-            Event::Forward { signal } => server.connections.forward(signal),
-            Event::Exited { pid, status } => server.connections.exited(pid, status),
-            Event::Tick => server.tick(now),
-            _ => Vec::new(),
+        let mut context = Context {
+            registry: self.poll.registry(),
+            children: &mut self.children,
+            listeners: &self.listeners,
+            listener_watch: &mut self.listener_watch,
+            control: self.control.as_mut(),
+            service_manager: &mut self.service_manager,
+            started_at: self.started_at,
         };
-        for action in actions {
-            match action {
-                accept::Action::Signal { pid, signal } => send(pid, signal, group),
-                accept::Action::Exit { status } => return Some(status),
-            }
-        }
-        let wanted = server.wants_listeners(Instant::now());
-        self.watch_listeners(wanted);
-        None
+        self.engine.handle(event, &mut context)
     }
 
-    /// A watched listener has a connection queued: accept it (`--accept`),
-    /// or tell the supervisor (`--lazy`, where the child accepts).
-    fn listener_ready(&mut self, index: usize, incoming: &mut Vec<Event>) {
-        match &mut self.accept {
-            Some(server) => server.mark_ready(index),
-            None => {
-                if !incoming.contains(&Event::ConnectionWaiting) {
-                    incoming.push(Event::ConnectionWaiting);
-                }
-            }
-        }
-    }
-
-    /// Accepts what is queued on the listeners that reported readiness.
-    fn accept_pending(&mut self) {
-        let Some(server) = &mut self.accept else {
-            return;
+    fn settle(&mut self) -> Option<i32> {
+        let mut context = Context {
+            registry: self.poll.registry(),
+            children: &mut self.children,
+            listeners: &self.listeners,
+            listener_watch: &mut self.listener_watch,
+            control: self.control.as_mut(),
+            service_manager: &mut self.service_manager,
+            started_at: self.started_at,
         };
-        server.accept_pending();
-        let wanted = server.wants_listeners(Instant::now());
-        self.watch_listeners(wanted);
+        self.engine.settle(&mut context)
     }
 
-    /// Registers or deregisters every listener. Edge-triggered: on
-    /// registration epoll reports a connection already queued, so a
-    /// listener that was not drained is picked up again.
-    fn watch_listeners(&mut self, on: bool) {
-        if on == self.watching_listeners {
-            return;
-        }
-        self.watching_listeners = on;
-        if let Some(server) = &mut self.accept {
-            // Whatever is still queued is reported again on registration.
-            server.forget_pending();
-        }
-        let registry = self.poll.registry();
-        for (index, listener) in self.listeners.iter().enumerate() {
-            let raw = listener.raw_fd();
-            let result = if on {
-                registry.register(
-                    &mut SourceFd(&raw),
-                    Token(LISTENER_BASE + index),
-                    Interest::READABLE,
-                )
-            } else {
-                registry.deregister(&mut SourceFd(&raw))
-            };
-            if let Err(error) = result {
-                log::warn!("cannot watch {}: {error}", listener.description);
-            }
-        }
-    }
-
-    /// Acts on the control requests read so far. A reload client is
-    /// registered as waiting before the supervisor sees the request, so
-    /// that the reload it starts or joins (a queued one) answers it.
+    /// Acts on the control requests read so far.
     fn serve_control(&mut self) -> Option<i32> {
         let now = Instant::now();
         if let Some(control) = &mut self.control {
@@ -480,260 +329,50 @@ impl EventLoop {
                 return None;
             }
             for (client, request) in requests {
-                match request {
-                    Request::Reload if self.accept.is_some() => {
-                        self.control.as_mut()?.reply(
-                            client,
-                            "ok nothing to reload in --accept mode: every connection runs the command afresh",
-                        );
-                    }
-                    Request::Reload => {
-                        log::info!("control: reload requested");
-                        self.control.as_mut()?.await_reload(client);
-                        if let Some(status) = self.dispatch(Event::Reload) {
-                            return Some(status);
-                        }
-                    }
-                    Request::Status => {
-                        let json = self.status_json();
-                        self.control.as_mut()?.reply(client, &json);
-                    }
+                let event = match request {
+                    Request::Reload => Event::Reload {
+                        by: Origin::Control(client),
+                    },
+                    Request::Status => Event::Status { client },
                     Request::Stop => {
-                        self.control.as_mut()?.reply_and_hold(client, "ok stopping");
-                        // A second stop request is not the impatient
-                        // second Ctrl-C that kills at once: it just waits.
-                        if self.supervisor.phase_name() != "stopping" {
-                            log::info!("control: stop requested");
-                            let stop = Event::Stop {
-                                signal: Signal::SIGTERM,
-                            };
-                            if let Some(status) = self.dispatch(stop) {
-                                return Some(status);
-                            }
+                        self.control
+                            .as_mut()?
+                            .reply_and_hold(client, control::STOPPING);
+                        log::info!("control: stop requested");
+                        Event::Stop {
+                            signal: Signal::SIGTERM,
+                            by: Origin::Control(client),
                         }
                     }
+                };
+                if let Some(status) = self.dispatch(event) {
+                    return Some(status);
                 }
             }
         }
     }
 
-    fn status_json(&self) -> String {
-        let sockets = self
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(index, listener)| control::SocketInfo {
-                fd: spawn::FIRST_PASSED_FD as usize + index,
-                name: &listener.name,
-                address: &listener.description,
-            })
-            .collect();
-        let view = control::StatusView {
-            pid: std::process::id(),
-            state: self.supervisor.phase_name(),
-            started_at: self.started_at,
-            sockets,
-            generations: self.supervisor.generations(),
-            restarts: self.supervisor.restarts,
-            reload_queued: self.supervisor.reload_queued(),
-        };
-        control::status_json(&view, Instant::now(), std::time::SystemTime::now())
-    }
-
-    fn take_signals(&mut self, incoming: &mut Vec<Event>) {
+    /// Turns the signals received into events; SIGCHLD reaps at once, and
+    /// its exits go into `exits`, which are handled first.
+    fn take_signals(&mut self, exits: &mut Vec<Event>, incoming: &mut Vec<Event>) {
         let received: Vec<i32> = self.signals.pending().collect();
         for number in received {
             let Ok(signal) = Signal::try_from(number) else {
                 continue;
             };
             match signal {
-                Signal::SIGCHLD => reap_children(incoming),
-                Signal::SIGHUP => incoming.push(Event::Reload),
-                Signal::SIGTERM | Signal::SIGINT => incoming.push(Event::Stop { signal }),
+                Signal::SIGCHLD => {
+                    exits.extend(self.children.reap().into_iter().map(Event::Exited))
+                }
+                Signal::SIGHUP => incoming.push(Event::Reload { by: Origin::Signal }),
+                Signal::SIGTERM | Signal::SIGINT => incoming.push(Event::Stop {
+                    signal,
+                    by: Origin::Signal,
+                }),
                 other if self.forward_signals.contains(&other) => {
                     incoming.push(Event::Forward { signal: other });
                 }
                 _ => {}
-            }
-        }
-    }
-
-    fn take_notifications(&mut self, generation: GenerationId, incoming: &mut Vec<Event>) {
-        let Some(socket) = self.notify_sockets.get(&generation) else {
-            return;
-        };
-        let main_pid = self.supervisor.pid_of(generation);
-        loop {
-            let message = match socket.receive() {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(errno) => {
-                    log::warn!("cannot read generation {generation}'s notify socket: {errno}");
-                    break;
-                }
-            };
-            let trusted = match (message.sender, main_pid) {
-                (Some(sender), Some(main)) => readiness::is_same_or_descendant(sender, main),
-                _ => false,
-            };
-            if !trusted {
-                log::warn!(
-                    "ignoring notify message from pid {} on generation {generation}'s socket: not one of its processes",
-                    message
-                        .sender
-                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
-                );
-                continue;
-            }
-            if let Some(status) = &message.status {
-                log::debug!("generation {generation} status: {status}");
-            }
-            if message.ready {
-                incoming.push(Event::Ready { generation });
-            }
-        }
-    }
-
-    /// Starts the child of `generation` and reports how that went.
-    fn spawn(&mut self, generation: GenerationId) -> Event {
-        let failed = |reason: String, code: i32| Event::SpawnFailed {
-            generation,
-            reason,
-            status: ChildStatus::Exited(code),
-        };
-        let path_var = self
-            .inherited_env
-            .iter()
-            .find(|(key, _)| key == "PATH")
-            .map(|(_, value)| value.as_os_str());
-        let program = match spawn::resolve_program(&self.command[0], path_var) {
-            Ok(program) => program,
-            Err(error) => {
-                let reason = match &error {
-                    ResolveError::NotFound => "command not found".to_string(),
-                    ResolveError::NotExecutable(why) => format!("cannot execute: {why}"),
-                };
-                return failed(reason, error.exit_status());
-            }
-        };
-        let notify = match NotifySocket::new() {
-            Ok(notify) => notify,
-            Err(errno) => {
-                return failed(format!("cannot create a notify socket: {errno}"), exit::OS);
-            }
-        };
-        let mut env = self.inherited_env.clone();
-        env.push(("LISTEN_FDS".into(), self.listeners.len().to_string().into()));
-        let names: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
-        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
-        env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
-        env.extend(compat::generation_environment(&self.compat_env, generation));
-        let fds = self.listeners.iter().map(Listener::raw_fd).collect();
-        let mut spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
-            Ok(spec) => spec,
-            Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
-        };
-        spec.set_process_group(self.signal_group);
-        match spawn::spawn(&spec) {
-            Ok(pid) => {
-                let token = Token(NOTIFY_BASE + generation as usize);
-                let raw = notify.fd().as_raw_fd();
-                if let Err(error) =
-                    self.poll
-                        .registry()
-                        .register(&mut SourceFd(&raw), token, Interest::READABLE)
-                {
-                    log::warn!("cannot watch generation {generation}'s notify socket: {error}");
-                }
-                self.notify_sockets.insert(generation, notify);
-                Event::Spawned { generation, pid }
-            }
-            Err(SpawnError::Exec(errno)) => {
-                let code = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
-                    exit::NOT_FOUND
-                } else {
-                    exit::CANNOT_EXECUTE
-                };
-                let hint = match errno {
-                    Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
-                    Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
-                    Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
-                    _ => "",
-                };
-                failed(
-                    format!(
-                        "cannot run '{}': {}{hint}",
-                        program.display(),
-                        crate::error::errno_text(errno)
-                    ),
-                    code,
-                )
-            }
-            Err(error @ SpawnError::Fork(_)) => failed(error.to_string(), exit::OS),
-        }
-    }
-
-    fn forget(&mut self, generation: GenerationId) {
-        if let Some(notify) = self.notify_sockets.remove(&generation) {
-            let raw = notify.fd().as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-        }
-    }
-}
-
-/// What every child inherits: sockhold's environment without what was
-/// addressed to sockhold, with the `--compat-env` variables in place of any
-/// inherited ones of the same names.
-fn child_environment(
-    kinds: &[compat::CompatEnv],
-    listeners: &[Listener],
-) -> Vec<(OsString, OsString)> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut env = spawn::inherited_environment();
-    env.retain(|(key, _)| !compat::replaces(kinds, key.as_bytes()));
-    env.extend(compat::environment(kinds, listeners));
-    env
-}
-
-/// Sends `signal` to a child, or with `--signal-group` to its process group
-/// (and to the child itself as well if it has left that group).
-fn send(pid: Pid, signal: Signal, group: bool) {
-    let mut result = Ok(());
-    let mut reached_child = false;
-    if group {
-        result = nix::sys::signal::killpg(pid, signal);
-        reached_child = nix::unistd::getpgid(Some(pid)) == Ok(pid);
-    }
-    if !reached_child {
-        result = nix::sys::signal::kill(pid, signal);
-    }
-    if let Err(errno) = result {
-        // ESRCH: it exited already; its exit is on its way.
-        log::debug!(
-            "cannot send {} to pid {pid}: {errno}",
-            signals::name(signal)
-        );
-    }
-}
-
-/// One SIGCHLD can stand for many exits: reap until nothing is left.
-fn reap_children(incoming: &mut Vec<Event>) {
-    loop {
-        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => incoming.push(Event::Exited {
-                pid,
-                status: ChildStatus::Exited(code),
-            }),
-            Ok(WaitStatus::Signaled(pid, signal, _)) => incoming.push(Event::Exited {
-                pid,
-                status: ChildStatus::Signaled(signal),
-            }),
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
-            Err(errno) => {
-                log::warn!("waitpid failed: {errno}");
-                break;
             }
         }
     }

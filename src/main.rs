@@ -2,24 +2,28 @@
 //! zero-downtime reloads. This file only parses, sets up logging, runs, and
 //! maps the outcome to an exit status; it is the only place that exits.
 
-mod accept;
 mod activation;
 mod addr;
+mod child;
 mod cli;
 mod compat;
 mod config;
 mod control;
+mod engine;
 mod error;
 mod event_loop;
+mod generations;
 mod leftovers;
 mod listen;
+mod net;
+mod per_connection;
 mod pidfile;
 mod privileges;
+mod quiet_log;
 mod readiness;
 mod sd_notify;
 mod signals;
 mod spawn;
-mod supervisor;
 
 use clap::Parser;
 use error::{Error, exit};

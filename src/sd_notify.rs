@@ -19,7 +19,7 @@
 //! The messages are built by pure functions; sending is one non-blocking
 //! sendto(2) per message, so the event loop never waits on it.
 
-use crate::supervisor::{GenerationId, Report};
+use crate::generations::supervisor::{GenerationId, Report};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};

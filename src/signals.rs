@@ -5,6 +5,15 @@ use nix::sys::signal::Signal;
 use std::str::FromStr;
 
 /// Parses a signal given as `TERM`, `SIGTERM`, `term` or a number.
+/// Who asked sockhold to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopBy {
+    /// SIGTERM or SIGINT: asked again while stopping, it means "now".
+    Signal,
+    /// A `stop` request on the control socket: asked again, it just waits.
+    Control,
+}
+
 pub fn parse_signal(text: &str) -> Result<Signal, String> {
     let trimmed = text.trim();
     if let Ok(number) = trimmed.parse::<i32>() {

@@ -27,5 +27,5 @@ mod protocol;
 mod server;
 
 pub use client::run_client;
-pub use protocol::{Request, SocketInfo, StatusView, status_json};
-pub use server::{ControlSocket, Server};
+pub use protocol::{Request, STOPPING, SocketInfo, StatusView, status_json};
+pub use server::{ClientId, ControlSocket, Server};

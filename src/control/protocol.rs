@@ -3,7 +3,7 @@
 //! `status` reply's JSON. Both the server and the client take the wire's
 //! words from here, so that what one writes is what the other expects.
 
-use crate::supervisor::{GenerationId, GenerationInfo};
+use crate::generations::supervisor::{GenerationId, GenerationInfo};
 use nix::unistd::Pid;
 use std::fmt::Display;
 use std::time::{Duration, Instant, SystemTime};
@@ -164,7 +164,7 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
                 "{{\"id\":{},\"pid\":{},\"state\":{},\"cause\":{},\"started\":{:.3},\"age_seconds\":{:.3}}}",
                 g.id,
                 g.pid.map_or_else(|| "null".to_string(), |pid| pid.to_string()),
-                json_string(g.state),
+                json_string(g.state.name()),
                 json_string(g.cause.name()),
                 unix_time(g.started_at),
                 seconds_since(g.started_at)
@@ -207,7 +207,7 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::Cause;
+    use crate::generations::supervisor::Cause;
 
     #[test]
     fn json_strings_are_escaped() {
@@ -232,7 +232,7 @@ mod tests {
             generations: vec![GenerationInfo {
                 id: 2,
                 pid: Some(Pid::from_raw(4242)),
-                state: "current",
+                state: crate::generations::supervisor::GenerationState::Current,
                 cause: Cause::Reload,
                 started_at: now - Duration::from_millis(1500),
             }],

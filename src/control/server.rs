@@ -7,8 +7,8 @@
 use super::protocol::{self, MAX_REQUEST, REQUEST_TIMEOUT, Request};
 use crate::addr::Transport;
 use crate::error::{Error, errno_text, exit};
+use crate::generations::supervisor::{GenerationId, Report};
 use crate::listen::{self, FilePermissions, SocketFile, SocketOwner};
-use crate::supervisor::{GenerationId, Report};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{Backlog, getsockopt, sockopt};

@@ -7,10 +7,16 @@
 //! *current* (serving and in charge); a *starting* one takes over when it is
 //! ready; *stopping* ones have been sent the stop signal and get SIGKILL at
 //! their deadline.
+//!
+//! `handle` is a table: the *situation* is derived from the fields (never
+//! stored twice), and each `(situation, event)` cell says what happens.
+//! Per-generation events (spawned, ready, exited, deadlines) are handled by
+//! the generation's own role in any situation.
 
+use crate::child::ChildStatus;
 use crate::config::{ReadyMode, RestartPolicy, SupervisorSettings, format_duration};
 use crate::error::exit;
-use crate::signals;
+use crate::signals::{self, StopBy};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::fmt;
@@ -18,44 +24,15 @@ use std::time::{Duration, Instant};
 
 pub type GenerationId = u64;
 
-/// How a child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildStatus {
-    Exited(i32),
-    Signaled(Signal),
-}
-
-impl ChildStatus {
-    /// The shell convention: the code itself, or 128+N for signal N.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            ChildStatus::Exited(code) => code,
-            ChildStatus::Signaled(signal) => crate::error::exit::SIGNAL_BASE + signal as i32,
-        }
-    }
-
-    pub fn success(self) -> bool {
-        self == ChildStatus::Exited(0)
-    }
-}
-
-impl fmt::Display for ChildStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ChildStatus::Exited(code) => write!(f, "status {code}"),
-            ChildStatus::Signaled(signal) => write!(f, "signal {}", signals::name(*signal)),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// sockhold is up: start generation 1.
     Start,
     /// SIGHUP: start a new generation on the same sockets.
     Reload,
-    /// SIGTERM or SIGINT received by sockhold.
-    Stop { signal: Signal },
+    /// Stop everything: `signal` is what asked (SIGTERM for the control
+    /// socket's `stop`).
+    Stop { signal: Signal, by: StopBy },
     /// A signal to pass on to the current child.
     Forward { signal: Signal },
     /// The driver started the child of a generation.
@@ -79,21 +56,15 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start the child of this generation and report `Spawned`/`SpawnFailed`.
-    Spawn {
-        generation: GenerationId,
-    },
-    Signal {
-        pid: Pid,
-        signal: Signal,
-    },
+    Spawn { generation: GenerationId },
+    /// Ask a child to stop: the stop signal, then SIGCONT (`child.rs`).
+    Stop { pid: Pid, signal: Signal },
+    /// Any other signal: forwarded ones, SIGKILL.
+    Signal { pid: Pid, signal: Signal },
     /// The generation is gone: release what the driver holds for it.
-    Forget {
-        generation: GenerationId,
-    },
+    Forget { generation: GenerationId },
     /// Every child is gone: exit with this status.
-    Exit {
-        status: i32,
-    },
+    Exit { status: i32 },
     /// Something that those watching from outside (systemd, control
     /// clients) want to know.
     Report(Report),
@@ -141,16 +112,48 @@ impl Cause {
     }
 }
 
+/// A generation's state as outsiders see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationState {
+    Starting,
+    Current,
+    Stopping,
+}
+
+impl GenerationState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GenerationState::Starting => "starting",
+            GenerationState::Current => "current",
+            GenerationState::Stopping => "stopping",
+        }
+    }
+}
+
+impl fmt::Display for GenerationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A generation as outsiders see it (the control socket's `status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationInfo {
     pub id: GenerationId,
     /// None only while its spawn is under way.
     pub pid: Option<Pid>,
-    /// `starting`, `current` or `stopping`.
-    pub state: &'static str,
+    pub state: GenerationState,
     pub cause: Cause,
     pub started_at: Instant,
+}
+
+/// What happens once a stopping generation is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Nothing,
+    /// It never became ready and nobody else serves: its end is a failed
+    /// start, and the restart policy decides what comes next.
+    ApplyRestartPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,11 +167,9 @@ enum Role {
         since: Instant,
     },
     /// Sent the stop signal; `kill_at` is None once SIGKILL was sent.
-    /// `then_restart_policy`: it never became ready and nobody is serving,
-    /// so its end decides what comes next, as a crash would.
     Stopping {
         kill_at: Option<Instant>,
-        then_restart_policy: bool,
+        after: AfterStop,
     },
 }
 
@@ -182,8 +183,11 @@ struct Generation {
     cause: Cause,
 }
 
+/// What sockhold as a whole is doing (stored: it is not a function of the
+/// generations). Displayed in `status` as `running`, `waiting to restart`,
+/// `waiting for a connection`, `stopping` or `exited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub enum Phase {
     Running,
     /// Nobody is serving; the next generation starts at this time.
     WaitingToRestart {
@@ -205,6 +209,79 @@ enum Phase {
         exit_status: i32,
     },
     Exited,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Running => "running",
+            Phase::WaitingToRestart { .. } => "waiting to restart",
+            Phase::Idle { .. } => "waiting for a connection",
+            Phase::ShuttingDown { .. } => "stopping",
+            Phase::Exited => "exited",
+        })
+    }
+}
+
+/// The rows of the table: what the generations are doing, derived from the
+/// phase and the generations' roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Situation {
+    /// Nobody serves yet (or any more) and a generation is starting.
+    Launching,
+    /// One generation is current and none is starting.
+    Serving,
+    /// The current generation serves while a new one starts.
+    Reloading,
+    /// Nobody serves or starts: a generation that never became ready is
+    /// being stopped, and its end applies the restart policy.
+    Recovering,
+    /// Nobody serves: the restart backoff runs.
+    WaitingToRestart,
+    /// `--lazy`: nobody serves; the listeners are watched.
+    Idle,
+    /// `--lazy`: nobody serves; watching resumes after the backoff.
+    IdleBackingOff,
+    /// Stopping everything. `asked`: a stop signal or request asked for it
+    /// (not the restart policy).
+    ShuttingDown {
+        asked: bool,
+    },
+    Exited,
+}
+
+/// How a generation that nobody replaces ended, for the restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// It ended on its own (or failed to start) with this status.
+    Exited(ChildStatus),
+    /// It never became ready and was stopped: a failed start, whatever
+    /// status the stopped child returned.
+    NeverReady(ChildStatus),
+}
+
+impl Ending {
+    fn status(self) -> ChildStatus {
+        match self {
+            Ending::Exited(status) | Ending::NeverReady(status) => status,
+        }
+    }
+
+    fn failed(self) -> bool {
+        match self {
+            Ending::Exited(status) => !status.success(),
+            Ending::NeverReady(_) => true,
+        }
+    }
+
+    /// sockhold's exit status when nothing restarts: the child's, except
+    /// that a start that never got ready is never reported as success.
+    fn exit_code(self) -> i32 {
+        match self {
+            Ending::NeverReady(status) if status.success() => exit::GENERAL_FAILURE,
+            ending => ending.status().exit_code(),
+        }
+    }
 }
 
 pub struct Supervisor {
@@ -237,48 +314,133 @@ impl Supervisor {
         }
     }
 
+    /// The row of the table that the next event falls into.
+    pub fn situation(&self) -> Situation {
+        match self.phase {
+            Phase::Exited => Situation::Exited,
+            Phase::ShuttingDown { requested_by, .. } => Situation::ShuttingDown {
+                asked: requested_by.is_some(),
+            },
+            Phase::WaitingToRestart { .. } => Situation::WaitingToRestart,
+            Phase::Idle { watch_at: None } => Situation::Idle,
+            Phase::Idle { watch_at: Some(_) } => Situation::IdleBackingOff,
+            Phase::Running => match (self.current(), self.newest_starting()) {
+                (Some(_), Some(_)) => Situation::Reloading,
+                (Some(_), None) => Situation::Serving,
+                (None, Some(_)) => Situation::Launching,
+                (None, None) if self.recovering().is_some() => Situation::Recovering,
+                // Between a start and its Spawn action nothing else runs;
+                // treat it as launching.
+                (None, None) => Situation::Launching,
+            },
+        }
+    }
+
     /// Handles one event to completion and says what the driver must do.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        use Situation as S;
         let mut actions = Vec::new();
-        match event {
-            Event::Start if self.settings.lazy => {
+        let a = &mut actions;
+        match (self.situation(), event) {
+            (S::Exited, _) => {}
+
+            // Starting up.
+            (_, Event::Start) if self.settings.lazy => {
                 log::info!("waiting for a connection to start generation 1 (--lazy)");
                 self.phase = Phase::Idle { watch_at: None };
-                actions.push(Action::WatchListeners);
+                a.push(Action::WatchListeners);
             }
-            Event::Start => self.start_generation(Cause::Launch, now, &mut actions),
-            Event::ConnectionWaiting => {
-                if self.phase == (Phase::Idle { watch_at: None }) {
-                    log::info!("connection waiting: starting generation {}", self.next_id);
-                    self.phase = Phase::Running;
-                    actions.push(Action::UnwatchListeners);
-                    self.start_generation(Cause::Launch, now, &mut actions);
-                }
+            (_, Event::Start) => self.start_generation(Cause::Launch, now, a),
+            (S::Idle, Event::ConnectionWaiting) => {
+                log::info!("connection waiting: starting generation {}", self.next_id);
+                self.phase = Phase::Running;
+                a.push(Action::UnwatchListeners);
+                self.start_generation(Cause::Launch, now, a);
             }
-            Event::Reload => self.reload(now, &mut actions),
-            Event::Stop { signal } => self.stop(signal, now, &mut actions),
-            Event::Forward { signal } => self.forward(signal, &mut actions),
-            Event::Spawned { generation, pid } => self.spawned(generation, pid, now),
-            Event::SpawnFailed {
-                generation,
-                reason,
-                status,
-            } => self.spawn_failed(generation, &reason, status, now, &mut actions),
-            Event::Ready { generation } => {
-                if let Some(index) = self.index_of(generation) {
-                    if matches!(self.generations[index].role, Role::Starting { .. }) {
-                        let waited =
-                            now.saturating_duration_since(self.generations[index].started_at);
-                        log::info!(
-                            "generation {generation} ready: READY=1 after {}",
-                            format_duration(waited)
-                        );
-                        self.promote(index, now, &mut actions);
+            (_, Event::ConnectionWaiting) => {}
+
+            // Reloads.
+            (S::ShuttingDown { .. }, Event::Reload) => {
+                log::info!("reload ignored: sockhold is stopping");
+                a.push(Action::Report(Report::ReloadRefused {
+                    reason: "sockhold is stopping".to_string(),
+                }));
+            }
+            (S::WaitingToRestart, Event::Reload) => {
+                log::info!("reload: starting a new generation now instead of waiting to restart");
+                self.phase = Phase::Running;
+                self.start_generation(Cause::Reload, now, a);
+            }
+            (S::Recovering, Event::Reload) => {
+                // The generation being stopped no longer decides what comes
+                // next: the new one does. Exactly one generation starts.
+                for g in &mut self.generations {
+                    if let Role::Stopping { after, .. } = &mut g.role {
+                        *after = AfterStop::Nothing;
                     }
                 }
+                log::info!(
+                    "reload: starting generation {} now instead of restarting after the one that never became ready",
+                    self.next_id
+                );
+                self.start_generation(Cause::Reload, now, a);
             }
-            Event::Exited { pid, status } => self.exited(pid, status, now, &mut actions),
-            Event::Tick => self.tick(now, &mut actions),
+            (S::IdleBackingOff, Event::Reload) => {
+                log::info!("reload: waiting for a connection now instead of after the backoff");
+                self.phase = Phase::Idle { watch_at: None };
+                self.consecutive_failures = 0;
+                a.push(Action::WatchListeners);
+            }
+            (S::Idle, Event::Reload) => {
+                let reason =
+                    "no child is running (--lazy); the next connection starts the command afresh";
+                log::info!("reload: nothing to do: {reason}");
+                a.push(Action::Report(Report::ReloadRefused {
+                    reason: reason.to_string(),
+                }));
+            }
+            (S::Launching | S::Reloading, Event::Reload) => self.queue_reload(),
+            (S::Serving, Event::Reload) => {
+                log::info!("reload: starting generation {}", self.next_id);
+                self.start_generation(Cause::Reload, now, a);
+            }
+
+            // Stopping.
+            (
+                S::ShuttingDown { .. },
+                Event::Stop {
+                    by: StopBy::Control,
+                    ..
+                },
+            ) => {
+                // Not the impatient second Ctrl-C: the client just waits.
+                log::debug!("stop requested again: already stopping");
+            }
+            (
+                S::ShuttingDown { .. },
+                Event::Stop {
+                    signal,
+                    by: StopBy::Signal,
+                },
+            ) => {
+                self.kill_all(signal, a);
+            }
+            (_, Event::Stop { signal, .. }) => self.stop(signal, now, a),
+
+            // Whatever the situation.
+            (_, Event::Forward { signal }) => self.forward(signal, a),
+            (_, Event::Spawned { generation, pid }) => self.spawned(generation, pid, now),
+            (
+                _,
+                Event::SpawnFailed {
+                    generation,
+                    reason,
+                    status,
+                },
+            ) => self.spawn_failed(generation, &reason, status, now, a),
+            (_, Event::Ready { generation }) => self.ready(generation, now, a),
+            (_, Event::Exited { pid, status }) => self.exited(pid, status, now, a),
+            (_, Event::Tick) => self.tick(now, a),
         }
         self.finish(actions)
     }
@@ -343,9 +505,9 @@ impl Supervisor {
                 id: g.id,
                 pid: g.pid,
                 state: match g.role {
-                    Role::Starting { .. } => "starting",
-                    Role::Current { .. } => "current",
-                    Role::Stopping { .. } => "stopping",
+                    Role::Starting { .. } => GenerationState::Starting,
+                    Role::Current { .. } => GenerationState::Current,
+                    Role::Stopping { .. } => GenerationState::Stopping,
                 },
                 cause: g.cause,
                 started_at: g.started_at,
@@ -353,16 +515,9 @@ impl Supervisor {
             .collect()
     }
 
-    /// What sockhold as a whole is doing: `running`, `waiting to restart`,
-    /// `waiting for a connection` (`--lazy`), `stopping` or `exited`.
-    pub fn phase_name(&self) -> &'static str {
-        match self.phase {
-            Phase::Running => "running",
-            Phase::WaitingToRestart { .. } => "waiting to restart",
-            Phase::Idle { .. } => "waiting for a connection",
-            Phase::ShuttingDown { .. } => "stopping",
-            Phase::Exited => "exited",
-        }
+    /// What sockhold as a whole is doing, for `status`.
+    pub fn phase(&self) -> Phase {
+        self.phase
     }
 
     /// Whether a reload waits for the one in flight.
@@ -392,6 +547,19 @@ impl Supervisor {
             .rposition(|g| matches!(g.role, Role::Starting { .. }))
     }
 
+    /// A stopping generation whose end applies the restart policy.
+    fn recovering(&self) -> Option<usize> {
+        self.generations.iter().position(|g| {
+            matches!(
+                g.role,
+                Role::Stopping {
+                    after: AfterStop::ApplyRestartPolicy,
+                    ..
+                }
+            )
+        })
+    }
+
     fn start_generation(&mut self, cause: Cause, now: Instant, actions: &mut Vec<Action>) {
         let id = self.next_id;
         self.next_id += 1;
@@ -408,6 +576,28 @@ impl Supervisor {
         actions.push(Action::Spawn { generation: id });
         if cause == Cause::Reload {
             actions.push(Action::Report(Report::ReloadStarted { generation: id }));
+        }
+    }
+
+    /// A reload while a generation is starting waits for it (at most one).
+    fn queue_reload(&mut self) {
+        let starting = self
+            .newest_starting()
+            .map_or(self.next_id, |index| self.generations[index].id);
+        if self.reload_queued {
+            log::info!("reload already queued behind generation {starting}");
+        } else {
+            self.reload_queued = true;
+            log::info!("reload queued: generation {starting} is still starting");
+        }
+    }
+
+    /// Starts the queued reload, if any, now that none is in flight.
+    fn start_queued_reload(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.reload_queued {
+            self.reload_queued = false;
+            log::info!("reload: starting queued generation {}", self.next_id);
+            self.start_generation(Cause::Reload, now, actions);
         }
     }
 
@@ -465,47 +655,17 @@ impl Supervisor {
         }
     }
 
-    fn reload(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        match self.phase {
-            Phase::ShuttingDown { .. } | Phase::Exited => {
-                log::info!("reload ignored: sockhold is stopping");
-                actions.push(Action::Report(Report::ReloadRefused {
-                    reason: "sockhold is stopping".to_string(),
-                }));
-            }
-            Phase::WaitingToRestart { .. } => {
-                log::info!("reload: starting a new generation now instead of waiting to restart");
-                self.phase = Phase::Running;
-                self.start_generation(Cause::Reload, now, actions);
-            }
-            Phase::Idle { watch_at: Some(_) } => {
-                log::info!("reload: waiting for a connection now instead of after the backoff");
-                self.phase = Phase::Idle { watch_at: None };
-                self.consecutive_failures = 0;
-                actions.push(Action::WatchListeners);
-            }
-            Phase::Idle { watch_at: None } => {
-                let reason =
-                    "no child is running (--lazy); the next connection starts the command afresh";
-                log::info!("reload: nothing to do: {reason}");
-                actions.push(Action::Report(Report::ReloadRefused {
-                    reason: reason.to_string(),
-                }));
-            }
-            Phase::Running => {
-                if let Some(index) = self.newest_starting() {
-                    let starting = self.generations[index].id;
-                    if self.reload_queued {
-                        log::info!("reload already queued behind generation {starting}");
-                    } else {
-                        self.reload_queued = true;
-                        log::info!("reload queued: generation {starting} is still starting");
-                    }
-                } else {
-                    log::info!("reload: starting generation {}", self.next_id);
-                    self.start_generation(Cause::Reload, now, actions);
-                }
-            }
+    fn ready(&mut self, generation: GenerationId, now: Instant, actions: &mut Vec<Action>) {
+        let Some(index) = self.index_of(generation) else {
+            return;
+        };
+        if matches!(self.generations[index].role, Role::Starting { .. }) {
+            let waited = now.saturating_duration_since(self.generations[index].started_at);
+            log::info!(
+                "generation {generation} ready: READY=1 after {}",
+                format_duration(waited)
+            );
+            self.promote(index, now, actions);
         }
     }
 
@@ -519,27 +679,28 @@ impl Supervisor {
         }
     }
 
-    fn stop(&mut self, signal: Signal, now: Instant, actions: &mut Vec<Action>) {
-        if let Phase::ShuttingDown { .. } = self.phase {
-            // A second request means "now": users press Ctrl-C twice.
-            log::warn!(
-                "{} again while stopping: SIGKILL to every child",
-                signals::name(signal)
-            );
-            for g in &mut self.generations {
-                if let Some(pid) = g.pid {
-                    actions.push(Action::Signal {
-                        pid,
-                        signal: Signal::SIGKILL,
-                    });
-                }
-                g.role = Role::Stopping {
-                    kill_at: None,
-                    then_restart_policy: false,
-                };
+    /// A second stop signal while stopping: SIGKILL to every child now
+    /// (users press Ctrl-C twice).
+    fn kill_all(&mut self, signal: Signal, actions: &mut Vec<Action>) {
+        log::warn!(
+            "{} again while stopping: SIGKILL to every child",
+            signals::name(signal)
+        );
+        for g in &mut self.generations {
+            if let Some(pid) = g.pid {
+                actions.push(Action::Signal {
+                    pid,
+                    signal: Signal::SIGKILL,
+                });
             }
-            return;
+            g.role = Role::Stopping {
+                kill_at: None,
+                after: AfterStop::Nothing,
+            };
         }
+    }
+
+    fn stop(&mut self, signal: Signal, now: Instant, actions: &mut Vec<Action>) {
         log::info!("{} received: stopping", signals::name(signal));
         actions.push(Action::Report(Report::Stopping));
         if self.phase == (Phase::Idle { watch_at: None }) {
@@ -568,7 +729,7 @@ impl Supervisor {
         }
         g.role = Role::Stopping {
             kill_at: Some(now + self.settings.stop_timeout),
-            then_restart_policy: false,
+            after: AfterStop::Nothing,
         };
         if let Some(pid) = g.pid {
             log::info!(
@@ -576,7 +737,7 @@ impl Supervisor {
                 g.id,
                 signals::name(self.settings.stop_signal)
             );
-            actions.push(Action::Signal {
+            actions.push(Action::Stop {
                 pid,
                 signal: self.settings.stop_signal,
             });
@@ -598,11 +759,7 @@ impl Supervisor {
                 Cause::Launch | Cause::Restart => Report::Ready { generation, pid },
             }));
         }
-        if self.reload_queued {
-            self.reload_queued = false;
-            log::info!("reload: starting queued generation {}", self.next_id);
-            self.start_generation(Cause::Reload, now, actions);
-        }
+        self.start_queued_reload(now, actions);
     }
 
     fn exited(&mut self, pid: Pid, status: ChildStatus, now: Instant, actions: &mut Vec<Action>) {
@@ -629,14 +786,19 @@ impl Supervisor {
                 *exit_status = if honoured { 0 } else { status.exit_code() };
             }
         }
+        let nobody_else = self.phase == Phase::Running
+            && self.current().is_none()
+            && self.newest_starting().is_none();
         match g.role {
-            Role::Stopping {
-                then_restart_policy,
-                ..
-            } => {
+            Role::Stopping { after, .. } => {
                 log::info!("generation {} exited with {status}", g.id);
-                if then_restart_policy && self.phase == Phase::Running && self.current().is_none() {
-                    self.apply_restart_policy(g.id, status, Duration::ZERO, now, actions);
+                if after == AfterStop::ApplyRestartPolicy && nobody_else {
+                    log::warn!(
+                        "generation {} never became ready: a failed start, whatever its status",
+                        g.id
+                    );
+                    let ending = Ending::NeverReady(status);
+                    self.apply_restart_policy(g.id, ending, Duration::ZERO, now, actions);
                 }
             }
             Role::Starting { .. } => {
@@ -655,7 +817,8 @@ impl Supervisor {
                     );
                 } else if self.phase == Phase::Running {
                     let ran_for = now.saturating_duration_since(since);
-                    self.apply_restart_policy(g.id, status, ran_for, now, actions);
+                    let ending = Ending::Exited(status);
+                    self.apply_restart_policy(g.id, ending, ran_for, now, actions);
                 }
             }
         }
@@ -687,11 +850,7 @@ impl Supervisor {
                     "reload failed: generation {generation} {why}; generation {} keeps serving",
                     self.generations[current].id
                 );
-                if self.reload_queued {
-                    self.reload_queued = false;
-                    log::info!("reload: starting queued generation {}", self.next_id);
-                    self.start_generation(Cause::Reload, now, actions);
-                }
+                self.start_queued_reload(now, actions);
             }
             None => {
                 // A --lazy child that serves its connection and exits
@@ -701,27 +860,28 @@ impl Supervisor {
                 } else {
                     log::warn!("generation {generation} {why}");
                 }
-                self.apply_restart_policy(generation, status, Duration::ZERO, now, actions);
+                let ending = Ending::Exited(status);
+                self.apply_restart_policy(generation, ending, Duration::ZERO, now, actions);
             }
         }
     }
 
-    /// Nobody is serving any more: restart, or stop and exit with `status`.
+    /// Nobody is serving any more: restart, or stop and exit.
     fn apply_restart_policy(
         &mut self,
         generation: GenerationId,
-        status: ChildStatus,
+        ending: Ending,
         ran_for: Duration,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
         if self.settings.lazy && self.settings.restart != RestartPolicy::Never {
-            self.wait_for_connection(generation, status, ran_for, now, actions);
+            self.wait_for_connection(generation, ending, ran_for, now, actions);
             return;
         }
         let restart = match self.settings.restart {
             RestartPolicy::Never => false,
-            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::OnFailure => ending.failed(),
             RestartPolicy::Always => true,
         };
         if !restart {
@@ -731,10 +891,11 @@ impl Supervisor {
                 RestartPolicy::Always => "always",
             };
             log::info!(
-                "generation {generation} ended with {status}; not restarting (--restart {policy}): exiting with status {}",
-                status.exit_code()
+                "generation {generation} ended with {}; not restarting (--restart {policy}): exiting with status {}",
+                ending.status(),
+                ending.exit_code()
             );
-            self.shut_down(status.exit_code(), now, actions);
+            self.shut_down(ending.exit_code(), now, actions);
             return;
         }
         if ran_for >= self.settings.healthy_after {
@@ -760,12 +921,13 @@ impl Supervisor {
     fn wait_for_connection(
         &mut self,
         generation: GenerationId,
-        status: ChildStatus,
+        ending: Ending,
         ran_for: Duration,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if status.success() || ran_for >= self.settings.healthy_after {
+        let status = ending.status();
+        if !ending.failed() || ran_for >= self.settings.healthy_after {
             self.consecutive_failures = 0;
             log::info!(
                 "generation {generation} ended with {status}; waiting for a connection (--lazy)"
@@ -826,7 +988,7 @@ impl Supervisor {
                 }
                 Role::Stopping {
                     kill_at: Some(at),
-                    then_restart_policy,
+                    after,
                 } if at <= now => {
                     if let Some(pid) = g.pid {
                         log::warn!(
@@ -841,7 +1003,7 @@ impl Supervisor {
                     }
                     self.generations[index].role = Role::Stopping {
                         kill_at: None,
-                        then_restart_policy,
+                        after,
                     };
                 }
                 _ => {}
@@ -871,12 +1033,11 @@ impl Supervisor {
             if let Role::Stopping { kill_at, .. } = self.generations[index].role {
                 self.generations[index].role = Role::Stopping {
                     kill_at,
-                    then_restart_policy: true,
+                    after: AfterStop::ApplyRestartPolicy,
                 };
             }
-        } else if self.reload_queued {
-            self.reload_queued = false;
-            self.start_generation(Cause::Reload, now, actions);
+        } else {
+            self.start_queued_reload(now, actions);
         }
     }
 }
@@ -986,7 +1147,7 @@ mod tests {
         );
         assert_eq!(
             sup.step(Event::Ready { generation: 2 }, t0 + ms(600)),
-            vec![Action::Signal {
+            vec![Action::Stop {
                 pid: pid(100),
                 signal: TERM
             }]
@@ -1007,7 +1168,7 @@ mod tests {
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(
             sup.step(Event::Tick, t0 + Duration::from_secs(1)),
-            vec![Action::Signal {
+            vec![Action::Stop {
                 pid: pid(100),
                 signal: TERM
             }]
@@ -1038,7 +1199,7 @@ mod tests {
         sup.started_as(2, 200, t0);
         assert_eq!(
             sup.step(Event::Tick, t0 + ms(500)),
-            vec![Action::Signal {
+            vec![Action::Stop {
                 pid: pid(200),
                 signal: TERM
             }]
@@ -1069,7 +1230,7 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Action::Signal {
+                Action::Stop {
                     pid: pid(100),
                     signal: TERM
                 },
@@ -1080,7 +1241,7 @@ mod tests {
         let actions = sup.step(Event::Ready { generation: 3 }, t0 + ms(20));
         assert_eq!(
             actions,
-            vec![Action::Signal {
+            vec![Action::Stop {
                 pid: pid(200),
                 signal: TERM
             }],
@@ -1172,8 +1333,14 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
         assert_eq!(
-            sup.step(Event::Stop { signal: TERM }, t0),
-            vec![Action::Signal {
+            sup.step(
+                Event::Stop {
+                    signal: TERM,
+                    by: StopBy::Signal
+                },
+                t0
+            ),
+            vec![Action::Stop {
                 pid: pid(100),
                 signal: TERM
             }]
@@ -1189,6 +1356,7 @@ mod tests {
         sup.step(
             Event::Stop {
                 signal: Signal::SIGINT,
+                by: StopBy::Signal,
             },
             t0,
         );
@@ -1200,7 +1368,13 @@ mod tests {
     fn stop_timeout_sends_sigkill_and_exit_reports_it() {
         let t0 = Instant::now();
         let mut sup = serving(settings(), t0);
-        sup.step(Event::Stop { signal: TERM }, t0);
+        sup.step(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Signal,
+            },
+            t0,
+        );
         assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(
             sup.step(Event::Tick, t0 + Duration::from_secs(10)),
@@ -1224,15 +1398,21 @@ mod tests {
         let mut sup = serving(settings(), t0);
         sup.step(Event::Reload, t0);
         sup.started_as(2, 200, t0);
-        let actions = sup.step(Event::Stop { signal: TERM }, t0);
+        let actions = sup.step(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Signal,
+            },
+            t0,
+        );
         assert_eq!(
             actions,
             vec![
-                Action::Signal {
+                Action::Stop {
                     pid: pid(100),
                     signal: TERM
                 },
-                Action::Signal {
+                Action::Stop {
                     pid: pid(200),
                     signal: TERM
                 }
@@ -1251,13 +1431,15 @@ mod tests {
         sup.step(
             Event::Stop {
                 signal: Signal::SIGINT,
+                by: StopBy::Signal,
             },
             t0,
         );
         assert_eq!(
             sup.step(
                 Event::Stop {
-                    signal: Signal::SIGINT
+                    signal: Signal::SIGINT,
+                    by: StopBy::Signal
                 },
                 t0
             ),
@@ -1424,7 +1606,13 @@ mod tests {
             }]
         );
         assert_eq!(
-            sup.reports(Event::Stop { signal: TERM }, t0),
+            sup.reports(
+                Event::Stop {
+                    signal: TERM,
+                    by: StopBy::Signal
+                },
+                t0
+            ),
             vec![Report::Stopping]
         );
         assert_eq!(
@@ -1444,19 +1632,29 @@ mod tests {
         let view = sup.generations();
         assert_eq!(view.len(), 2);
         assert_eq!(
-            (view[0].id, view[0].pid, view[0].state, view[0].cause),
+            (view[0].id, view[0].pid, view[0].state.name(), view[0].cause),
             (1, Some(pid(100)), "current", Cause::Launch)
         );
         assert_eq!(
-            (view[1].id, view[1].pid, view[1].state, view[1].cause),
+            (view[1].id, view[1].pid, view[1].state.name(), view[1].cause),
             (2, None, "starting", Cause::Reload)
         );
         assert_eq!(view[1].started_at, t0 + ms(10));
         assert!(sup.reload_queued());
-        assert_eq!(sup.phase_name(), "running");
-        sup.step(Event::Stop { signal: TERM }, t0 + ms(30));
-        assert_eq!(sup.phase_name(), "stopping");
-        assert!(sup.generations().iter().all(|g| g.state == "stopping"));
+        assert_eq!(sup.phase().to_string(), "running");
+        sup.step(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Signal,
+            },
+            t0 + ms(30),
+        );
+        assert_eq!(sup.phase().to_string(), "stopping");
+        assert!(
+            sup.generations()
+                .iter()
+                .all(|g| g.state == GenerationState::Stopping)
+        );
     }
 
     #[test]
@@ -1575,7 +1773,13 @@ mod tests {
             [Report::ReloadRefused { .. }]
         ));
         assert_eq!(
-            sup.step(Event::Stop { signal: TERM }, t0),
+            sup.step(
+                Event::Stop {
+                    signal: TERM,
+                    by: StopBy::Signal
+                },
+                t0
+            ),
             vec![Action::UnwatchListeners, Action::Exit { status: 0 }]
         );
     }

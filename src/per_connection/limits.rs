@@ -1,51 +1,29 @@
-//! Per-connection (inetd) mode: accept on every listening socket and run
-//! the command once per connection, within limits.
-//!
-//! Two halves. `Connections` is the pure bookkeeping (running children,
-//! per-source counts, the rate limit, the stop sequence): data in, actions
-//! out, unit-tested with a fake clock. `AcceptServer` is the glue that
-//! accepts, builds each connection's environment and spawns.
+//! The bookkeeping of per-connection mode: running children, per-source
+//! counts, the rate limit, and the stop sequence. Data in, actions out; no
+//! system calls; unit-tested with a fake clock.
 //!
 //! Invariants:
-//! - At most `max_connections` children run at once. At the limit sockhold
-//!   stops watching the listeners and the kernel queues new connections;
-//!   nothing is refused for being one too many (s6-tcpserver, tcpserver).
-//! - Whenever the listeners are watched, every one of them was last
-//!   accepted on until `EAGAIN` (or was just registered, and epoll reports a
-//!   queued connection at registration): edge-triggered events are never lost.
-//! - Accepted sockets are born CLOEXEC (`accept4`) and closed in sockhold
-//!   right after the spawn: the child's dup2'd copy is the only one left.
+//! - At most `max_connections` children run at once. At the limit the
+//!   driver stops watching the listeners and the kernel queues new
+//!   connections; nothing is refused for being one too many (s6-tcpserver,
+//!   tcpserver).
 //! - A flood cannot flood the log: repeated warnings are summarised.
 
+use crate::child::ChildStatus;
 use crate::config::{AcceptSettings, format_duration};
-use crate::error::{Error, exit};
-use crate::listen::Listener;
-use crate::signals;
-use crate::spawn::{self, ChildSpec, ExtraEnv, SpawnError};
-use crate::supervisor::ChildStatus;
-use nix::errno::Errno;
-use nix::libc;
+use crate::error::exit;
+use crate::quiet_log::{LOG_INTERVAL, QuietLog};
+use crate::signals::{self, StopBy};
 use nix::sys::signal::Signal;
-use nix::sys::socket::{self, SockaddrStorage, sockopt};
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How long accepting pauses after the system ran out of something (fds,
 /// memory, processes): long enough not to spin, short enough not to matter.
-const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
-
-/// Connections accepted from one listener before the event loop looks at
-/// its other events (children's exits above all) again.
-const ACCEPT_BATCH: usize = 16;
-
-/// At most one line per this interval for each kind of repeated warning.
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
+pub const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where a connection comes from, as `--max-per-source` counts it: the IP
 /// address (IPv4-mapped IPv6 as IPv4), or the peer's uid on a Unix socket,
@@ -83,8 +61,19 @@ pub enum Room {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Signal { pid: Pid, signal: Signal },
-    Exit { status: i32 },
+    /// Ask a child to stop: the stop signal, then SIGCONT (`child.rs`).
+    Stop {
+        pid: Pid,
+        signal: Signal,
+    },
+    /// Any other signal: forwarded ones, SIGKILL.
+    Signal {
+        pid: Pid,
+        signal: Signal,
+    },
+    Exit {
+        status: i32,
+    },
 }
 
 /// The limits, as the bookkeeping needs them.
@@ -142,53 +131,9 @@ impl RateLimit {
     }
 }
 
-/// A warning that may repeat thousands of times a second under a flood:
-/// the first one is logged, the rest are counted and summarised once per
-/// `LOG_INTERVAL`.
-#[derive(Debug, Clone, Default)]
-pub struct QuietLog {
-    last_logged: Option<Instant>,
-    silenced: u64,
-}
-
-impl QuietLog {
-    /// Whether to log this occurrence now; otherwise it is counted.
-    pub fn should_log(&mut self, now: Instant) -> bool {
-        match self.last_logged {
-            Some(last) if now.saturating_duration_since(last) < LOG_INTERVAL => {
-                self.silenced += 1;
-                false
-            }
-            _ => {
-                self.last_logged = Some(now);
-                true
-            }
-        }
-    }
-
-    /// When a summary of silenced occurrences is due.
-    pub fn summary_due(&self) -> Option<Instant> {
-        match self.last_logged {
-            Some(last) if self.silenced > 0 => Some(last + LOG_INTERVAL),
-            _ => None,
-        }
-    }
-
-    /// How many were silenced, if their summary is due now (and resets).
-    pub fn take_summary(&mut self, now: Instant) -> Option<u64> {
-        match self.summary_due() {
-            Some(due) if due <= now => {
-                let silenced = std::mem::take(&mut self.silenced);
-                self.last_logged = Some(now);
-                Some(silenced)
-            }
-            _ => None,
-        }
-    }
-}
-
+/// What per-connection mode is doing, as `status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub enum Phase {
     Serving,
     /// The stop signal went to every child; SIGKILL at `kill_at` (None once
     /// it was sent).
@@ -197,6 +142,16 @@ enum Phase {
         killed: bool,
     },
     Exited,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Serving => "running",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Exited => "exited",
+        })
+    }
 }
 
 /// The bookkeeping of per-connection mode. No system calls.
@@ -237,6 +192,10 @@ impl Connections {
     #[cfg(test)]
     fn running(&self) -> usize {
         self.running.len()
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
     }
 
     pub fn limits(&self) -> &Limits {
@@ -328,10 +287,10 @@ impl Connections {
 
     /// SIGTERM/SIGINT: stop accepting and stop every child; a second
     /// request kills them at once.
-    pub fn stop(&mut self, signal: Signal, now: Instant) -> Vec<Action> {
+    pub fn stop(&mut self, signal: Signal, by: StopBy, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        match self.phase {
-            Phase::Serving => {
+        match (self.phase, by) {
+            (Phase::Serving, _) => {
                 log::info!(
                     "{} received: stopping; {} to {} running connection children",
                     signals::name(signal),
@@ -342,9 +301,18 @@ impl Connections {
                     kill_at: Some(now + self.limits.stop_timeout),
                     killed: false,
                 };
-                actions.extend(self.signal_all(self.limits.stop_signal));
+                let stop_signal = self.limits.stop_signal;
+                actions.extend(self.running.keys().map(|&pid| Action::Stop {
+                    pid,
+                    signal: stop_signal,
+                }));
             }
-            Phase::Stopping { .. } => {
+            // A second `stop` request is not the impatient second Ctrl-C:
+            // the client just waits for the children to end.
+            (Phase::Stopping { .. }, StopBy::Control) => {
+                log::debug!("stop requested again: already stopping");
+            }
+            (Phase::Stopping { .. }, StopBy::Signal) => {
                 log::warn!(
                     "{} again while stopping: SIGKILL to every child",
                     signals::name(signal)
@@ -355,7 +323,7 @@ impl Connections {
                 };
                 actions.extend(self.signal_all(Signal::SIGKILL));
             }
-            Phase::Exited => {}
+            (Phase::Exited, _) => {}
         }
         actions.extend(self.exit_if_done());
         actions
@@ -454,354 +422,6 @@ impl Connections {
     }
 }
 
-/// What sockhold knows about one listening socket, found out once.
-#[derive(Debug, Clone, Copy)]
-enum LocalSide {
-    Unix,
-    /// A TCP socket bound to one address: every connection's local side.
-    Tcp(SocketAddr),
-    /// Bound to every address: the local side is asked per connection.
-    TcpAny,
-}
-
-/// The glue of per-connection mode: accepts, spawns, and feeds
-/// `Connections`.
-pub struct AcceptServer {
-    pub connections: Connections,
-    /// The child as prepared once: program resolved, base environment
-    /// converted. Each connection only sets its fd and extra variables.
-    spec: ChildSpec,
-    /// The connection's own variables, rebuilt in place per connection.
-    env: ExtraEnv,
-    inetd: bool,
-    /// The listening sockets (owned by the event loop for sockhold's life).
-    listener_fds: Vec<RawFd>,
-    /// Parallel to `listener_fds`.
-    local_sides: Vec<LocalSide>,
-    /// Listeners reported readable and not yet accepted on until EAGAIN.
-    pending: Vec<bool>,
-    spawn_failures: QuietLog,
-    accept_failures: QuietLog,
-}
-
-impl AcceptServer {
-    /// Prepares per-connection mode: the listeners become non-blocking
-    /// (only accepted connections reach children, so no child shares their
-    /// open file description), and the child is prepared once.
-    pub fn new(
-        settings: &AcceptSettings,
-        program: &Path,
-        command: &[OsString],
-        inherited_env: &[(OsString, OsString)],
-        listeners: &[Listener],
-    ) -> Result<AcceptServer, Error> {
-        let mut local_sides = Vec::with_capacity(listeners.len());
-        for listener in listeners {
-            // SAFETY: the listener owns this fd for sockhold's whole life,
-            // which outlives this borrow.
-            let fd = unsafe { BorrowedFd::borrow_raw(listener.raw_fd()) };
-            set_nonblocking(fd)
-                .map_err(|errno| Error::os("cannot accept on", &listener.description, errno, ""))?;
-            local_sides.push(local_side(fd));
-        }
-        let mut env = inherited_env.to_vec();
-        if !settings.inetd {
-            env.push(("LISTEN_FDS".into(), "1".into()));
-            env.push(("LISTEN_FDNAMES".into(), "connection".into()));
-        }
-        let mut spec = ChildSpec::new(program, command, &env, Vec::new(), !settings.inetd)
-            .map_err(|reason| Error::new(exit::CANNOT_EXECUTE, format!("cannot run: {reason}")))?;
-        spec.set_process_group(settings.signal_group);
-        Ok(AcceptServer {
-            connections: Connections::new(Limits::from(settings)),
-            spec,
-            env: ExtraEnv::default(),
-            inetd: settings.inetd,
-            listener_fds: listeners.iter().map(Listener::raw_fd).collect(),
-            pending: vec![false; listeners.len()],
-            local_sides,
-            spawn_failures: QuietLog::default(),
-            accept_failures: QuietLog::default(),
-        })
-    }
-
-    /// Listener `index` reported a connection.
-    pub fn mark_ready(&mut self, index: usize) {
-        if let Some(pending) = self.pending.get_mut(index) {
-            *pending = true;
-        }
-    }
-
-    /// Whether some listener may still have connections queued.
-    pub fn has_pending(&self) -> bool {
-        self.pending.contains(&true)
-    }
-
-    /// The listeners are no longer watched; registering them again reports
-    /// whatever is queued.
-    pub fn forget_pending(&mut self) {
-        self.pending.fill(false);
-    }
-
-    /// Accepts a batch on every listener that reported readiness.
-    pub fn accept_pending(&mut self) {
-        for index in 0..self.pending.len() {
-            if self.pending[index] {
-                self.pending[index] = !self.accept_on(index);
-            }
-        }
-    }
-
-    /// Accepts on listener `index` until it has nothing queued, there is no
-    /// room, or a batch is done; every accepted connection is spawned or
-    /// closed at once. Returns whether the listener is done (not worth
-    /// trying again before its next event).
-    fn accept_on(&mut self, index: usize) -> bool {
-        let fd = self.listener_fds[index];
-        for _ in 0..ACCEPT_BATCH {
-            let now = Instant::now();
-            match self.connections.room(now) {
-                Room::Open => {}
-                Room::Full => {
-                    self.connections.note_full(now);
-                    return true;
-                }
-                Room::WaitUntil(_) | Room::Closed => return true,
-            }
-            let (connection, peer) = match accept_one(fd) {
-                Ok(accepted) => accepted,
-                Err(Errno::EAGAIN) => return true,
-                // The connection died in the queue, or a transient network
-                // error that accept(2) says to treat like EAGAIN: try the next.
-                Err(
-                    Errno::EINTR
-                    | Errno::ECONNABORTED
-                    | Errno::EPROTO
-                    | Errno::ENETDOWN
-                    | Errno::ENOPROTOOPT
-                    | Errno::EHOSTDOWN
-                    | Errno::ENONET
-                    | Errno::EHOSTUNREACH
-                    | Errno::EOPNOTSUPP
-                    | Errno::ENETUNREACH
-                    | Errno::EPERM,
-                ) => continue,
-                Err(errno) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays
-                    // queued; pause instead of spinning on it.
-                    if self.accept_failures.should_log(now) {
-                        log::warn!(
-                            "cannot accept a connection: {}; pausing for {}",
-                            crate::error::errno_text(errno),
-                            format_duration(RESOURCE_PAUSE)
-                        );
-                    }
-                    self.connections.pause(now);
-                    return true;
-                }
-            };
-            self.serve(index, connection, peer, now);
-        }
-        false
-    }
-
-    /// Spawns the child of one accepted connection, or closes it.
-    fn serve(&mut self, index: usize, connection: OwnedFd, peer: Peer, now: Instant) {
-        let credentials = match peer {
-            Peer::Ip(_) => None,
-            Peer::Unix => socket::getsockopt(&connection, sockopt::PeerCredentials).ok(),
-        };
-        let source = match (peer, credentials) {
-            (Peer::Ip(remote), _) => Source::Ip(canonical_ip(remote.ip())),
-            (Peer::Unix, Some(credentials)) => Source::Uid(credentials.uid()),
-            (Peer::Unix, None) => Source::Unknown,
-        };
-        // Decided before anything else is done for it: under a flood from
-        // one source, a refusal costs only the accept and the close.
-        if !self.connections.admit(source, now) {
-            return; // `connection` is closed here, at once.
-        }
-        self.env.clear();
-        match peer {
-            Peer::Ip(remote) => {
-                let local = match self.local_sides.get(index) {
-                    Some(LocalSide::Tcp(local)) => Some(*local),
-                    _ => socket::getsockname::<SockaddrStorage>(connection.as_raw_fd())
-                        .ok()
-                        .and_then(|address| ip_address(&address)),
-                };
-                let remote_ip = canonical_ip(remote.ip());
-                self.env.push("PROTO", "TCP");
-                self.env.push("TCPREMOTEIP", remote_ip);
-                self.env.push("TCPREMOTEPORT", remote.port());
-                if let Some(local) = local {
-                    self.env.push("TCPLOCALIP", canonical_ip(local.ip()));
-                    self.env.push("TCPLOCALPORT", local.port());
-                }
-                self.env.push("REMOTE_ADDR", remote_ip);
-                self.env.push("REMOTE_PORT", remote.port());
-            }
-            Peer::Unix => {
-                self.env.push("PROTO", "UNIX");
-                if let Some(credentials) = credentials {
-                    self.env.push("UNIXREMOTEUID", credentials.uid());
-                    self.env.push("UNIXREMOTEGID", credentials.gid());
-                    self.env.push("UNIXREMOTEPID", credentials.pid());
-                }
-            }
-        }
-        let raw = connection.as_raw_fd();
-        if self.inetd {
-            self.spec.set_stdio(Some(raw));
-        } else {
-            self.spec.set_fds(&[raw]);
-        }
-        match spawn::spawn_with_env(&self.spec, &self.env) {
-            Ok(pid) => {
-                log::debug!("connection from {source}: pid {pid}");
-                self.connections.started(pid, source, now);
-            }
-            Err(error) => {
-                if self.spawn_failures.should_log(now) {
-                    log::warn!("connection from {source} closed: {error}");
-                }
-                if let SpawnError::Fork(_) = error {
-                    self.connections.pause(now);
-                }
-            }
-        }
-        // The child has its own copy (or none, if it failed): sockhold's
-        // is closed now, so the connection ends when the child ends.
-        drop(connection);
-    }
-
-    /// Summaries of silenced warnings, with the bookkeeping's own deadlines.
-    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        for (log, what) in [
-            (
-                &mut self.spawn_failures,
-                "connections closed: cannot start the command",
-            ),
-            (&mut self.accept_failures, "failures to accept"),
-        ] {
-            if let Some(count) = log.take_summary(now) {
-                log::warn!(
-                    "{count} more {what} in the last {}",
-                    format_duration(LOG_INTERVAL)
-                );
-            }
-        }
-        self.connections.tick(now)
-    }
-
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        [
-            self.connections.next_deadline(now),
-            self.spawn_failures.summary_due(),
-            self.accept_failures.summary_due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Whether the event loop should watch the listeners now.
-    pub fn wants_listeners(&self, now: Instant) -> bool {
-        self.connections.room(now) == Room::Open
-    }
-}
-
-/// The other end of an accepted connection.
-#[derive(Debug, Clone, Copy)]
-enum Peer {
-    Ip(SocketAddr),
-    Unix,
-}
-
-/// accept4(2) with SOCK_CLOEXEC, keeping the peer address it returns (no
-/// getpeername call). The connection is blocking: it is the child's.
-fn accept_one(listener: RawFd) -> Result<(OwnedFd, Peer), Errno> {
-    // SAFETY: an all-zero sockaddr_storage is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: accept4 writes at most `length` bytes into `storage` and the
-    // new length into `length`; both live on this stack frame.
-    let fd = unsafe {
-        libc::accept4(
-            listener,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut length,
-            libc::SOCK_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: accept4 just returned this fd; nothing else owns it.
-    let connection = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok((connection, peer_of(&storage)))
-}
-
-fn peer_of(storage: &libc::sockaddr_storage) -> Peer {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let v4 =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Peer::Ip(SocketAddr::new(ip.into(), u16::from_be(v4.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let v6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Peer::Ip(SocketAddr::new(ip.into(), u16::from_be(v6.sin6_port)))
-        }
-        _ => Peer::Unix,
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (a dual-stack socket's IPv4 clients) as plain
-/// IPv4, as tcp-environ(5) and systemd write them.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn ip_address(address: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = address.as_sockaddr_in() {
-        Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-    } else {
-        address
-            .as_sockaddr_in6()
-            .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-    }
-}
-
-fn local_side(fd: BorrowedFd<'_>) -> LocalSide {
-    match socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
-        .ok()
-        .as_ref()
-        .and_then(ip_address)
-    {
-        Some(address) if address.ip().is_unspecified() => LocalSide::TcpAny,
-        Some(address) => LocalSide::Tcp(address),
-        None => LocalSide::Unix,
-    }
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,23 +492,6 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_logged_once_per_interval_then_summarised() {
-        let t0 = Instant::now();
-        let mut log = QuietLog::default();
-        assert!(log.should_log(t0));
-        assert_eq!(log.summary_due(), None);
-        for i in 0..1000 {
-            assert!(!log.should_log(t0 + ms(i % 900)));
-        }
-        assert_eq!(log.summary_due(), Some(t0 + LOG_INTERVAL));
-        assert_eq!(log.take_summary(t0 + ms(500)), None, "not yet");
-        assert_eq!(log.take_summary(t0 + LOG_INTERVAL), Some(1000));
-        assert_eq!(log.summary_due(), None);
-        assert!(!log.should_log(t0 + LOG_INTERVAL + ms(1)));
-        assert!(log.should_log(t0 + LOG_INTERVAL * 2));
-    }
-
-    #[test]
     fn rate_limit_allows_a_burst_then_spaces_starts() {
         let t0 = Instant::now();
         let mut l = limits(100);
@@ -933,16 +536,16 @@ mod tests {
         let mut connections = Connections::new(limits(10));
         connections.started(pid(1), ip("10.0.0.1"), t0);
         connections.started(pid(2), ip("10.0.0.1"), t0);
-        let mut actions = connections.stop(TERM, t0);
+        let mut actions = connections.stop(TERM, StopBy::Signal, t0);
         actions.sort_by_key(|a| format!("{a:?}"));
         assert_eq!(
             actions,
             vec![
-                Action::Signal {
+                Action::Stop {
                     pid: pid(1),
                     signal: TERM
                 },
-                Action::Signal {
+                Action::Stop {
                     pid: pid(2),
                     signal: TERM
                 }
@@ -968,7 +571,7 @@ mod tests {
     fn stop_with_nothing_running_exits_at_once() {
         let mut connections = Connections::new(limits(10));
         assert_eq!(
-            connections.stop(Signal::SIGINT, Instant::now()),
+            connections.stop(Signal::SIGINT, StopBy::Signal, Instant::now()),
             vec![Action::Exit { status: 0 }]
         );
     }
@@ -980,7 +583,7 @@ mod tests {
         l.stop_timeout = ms(300);
         let mut connections = Connections::new(l);
         connections.started(pid(1), ip("10.0.0.1"), t0);
-        connections.stop(TERM, t0);
+        connections.stop(TERM, StopBy::Signal, t0);
         assert!(connections.tick(t0 + ms(299)).is_empty());
         assert_eq!(
             connections.tick(t0 + ms(300)),
@@ -1001,13 +604,27 @@ mod tests {
         let t0 = Instant::now();
         let mut connections = Connections::new(limits(10));
         connections.started(pid(1), ip("10.0.0.1"), t0);
-        connections.stop(TERM, t0);
+        connections.stop(TERM, StopBy::Signal, t0);
         assert_eq!(
-            connections.stop(Signal::SIGINT, t0),
+            connections.stop(Signal::SIGINT, StopBy::Signal, t0),
             vec![Action::Signal {
                 pid: pid(1),
                 signal: Signal::SIGKILL
             }]
+        );
+    }
+
+    #[test]
+    fn second_stop_from_the_control_socket_waits_instead_of_killing() {
+        let t0 = Instant::now();
+        let mut connections = Connections::new(limits(10));
+        connections.started(pid(1), ip("10.0.0.1"), t0);
+        connections.stop(TERM, StopBy::Control, t0);
+        assert!(connections.stop(TERM, StopBy::Control, t0).is_empty());
+        assert_eq!(
+            connections.exited(pid(1), ChildStatus::Exited(0)),
+            vec![Action::Exit { status: 0 }],
+            "nothing was killed"
         );
     }
 
@@ -1024,13 +641,5 @@ mod tests {
                 signal: Signal::SIGUSR1
             }]
         );
-    }
-
-    #[test]
-    fn mapped_ipv4_counts_as_ipv4() {
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(canonical_ip(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(canonical_ip(v6), v6);
     }
 }

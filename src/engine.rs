@@ -1,0 +1,157 @@
+//! What the driver and the engines say to each other. An engine runs one
+//! mode (generations, or one child per connection); the driver
+//! (`event_loop.rs`) turns everything that happens into an `Event`, hands
+//! it to the engine with a `Context` of what the engine may use, and knows
+//! nothing about the mode itself.
+
+use crate::child::{Children, Reaped};
+use crate::control::{self, ClientId};
+use crate::listen::Listener;
+use crate::sd_notify::ServiceManager;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use nix::sys::signal::Signal;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+/// Tokens an engine registers its own sources with (notify sockets):
+/// `ENGINE_BASE + key`.
+pub const ENGINE_BASE: usize = 1 << 32;
+/// Listening sockets, when watched: `LISTENER_BASE + index`.
+pub const LISTENER_BASE: usize = 1 << 40;
+
+/// Who asked for a reload or a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A signal to sockhold (SIGHUP, SIGTERM, SIGINT).
+    Signal,
+    /// A request on the control socket, from this client.
+    Control(ClientId),
+}
+
+/// Everything that happens, as the driver hands it to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// sockhold is up.
+    Start,
+    /// SIGHUP or `reload`.
+    Reload { by: Origin },
+    /// SIGTERM, SIGINT or `stop` (as SIGTERM).
+    Stop { signal: Signal, by: Origin },
+    /// A signal from the `--forward-signals` list.
+    Forward { signal: Signal },
+    /// A process was reaped: one of the engine's children, or an orphan.
+    /// Exits come before every other event of the same wakeup.
+    Exited(Reaped),
+    /// A watched listening socket has something queued.
+    ListenerReady { index: usize },
+    /// One of the engine's own sources (registered with `Context::watch`)
+    /// is readable.
+    SourceReady { key: u64 },
+    /// `status` on the control socket.
+    Status { client: ClientId },
+    /// Time passed; deadlines may be due. Comes last in every wakeup.
+    Tick,
+}
+
+/// A mode of sockhold.
+pub trait Engine {
+    /// Handles one event to completion; `Some(status)`: exit with it.
+    fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32>;
+
+    /// After every wakeup's events: work that must come after reaping
+    /// (per-connection mode accepts here, so exits make room first).
+    fn settle(&mut self, _context: &mut Context<'_>) -> Option<i32> {
+        None
+    }
+
+    /// The earliest time the engine wants a `Tick`; None: events only.
+    fn next_deadline(&self, now: Instant) -> Option<Instant>;
+}
+
+/// What an engine may use while it handles an event.
+pub struct Context<'a> {
+    pub registry: &'a Registry,
+    pub children: &'a mut Children,
+    pub listeners: &'a [Listener],
+    pub listener_watch: &'a mut ListenerWatch,
+    pub control: Option<&'a mut control::Server>,
+    pub service_manager: &'a mut ServiceManager,
+    /// When sockhold started, for `status`.
+    pub started_at: Instant,
+}
+
+impl Context<'_> {
+    /// Watches one of the engine's own fds; it comes back as
+    /// `Event::SourceReady { key }`.
+    pub fn watch(&self, fd: RawFd, key: u64, what: &str) {
+        let token = Token(ENGINE_BASE + key as usize);
+        if let Err(error) = self
+            .registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
+            log::warn!("cannot watch {what}: {error}");
+        }
+    }
+
+    pub fn unwatch(&self, fd: RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+    }
+
+    /// Starts or stops watching every listening socket; true if that
+    /// changed anything.
+    pub fn watch_listeners(&mut self, on: bool) -> bool {
+        self.listener_watch.set(self.registry, self.listeners, on)
+    }
+
+    /// The sockets as `status` shows them.
+    pub fn socket_infos(&self) -> Vec<control::SocketInfo<'_>> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| control::SocketInfo {
+                fd: crate::spawn::FIRST_PASSED_FD as usize + index,
+                name: &listener.name,
+                address: &listener.description,
+            })
+            .collect()
+    }
+}
+
+/// Whether the listening sockets are registered with the poll.
+#[derive(Debug, Default)]
+pub struct ListenerWatch {
+    on: bool,
+}
+
+impl ListenerWatch {
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Registers or deregisters every listener. Edge-triggered: on
+    /// registration epoll reports a connection already queued, so a
+    /// listener that was not drained is picked up again.
+    fn set(&mut self, registry: &Registry, listeners: &[Listener], on: bool) -> bool {
+        if on == self.on {
+            return false;
+        }
+        self.on = on;
+        for (index, listener) in listeners.iter().enumerate() {
+            let raw = listener.raw_fd();
+            let result = if on {
+                registry.register(
+                    &mut SourceFd(&raw),
+                    Token(LISTENER_BASE + index),
+                    Interest::READABLE,
+                )
+            } else {
+                registry.deregister(&mut SourceFd(&raw))
+            };
+            if let Err(error) = result {
+                log::warn!("cannot watch {}: {error}", listener.description);
+            }
+        }
+        true
+    }
+}

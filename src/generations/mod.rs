@@ -1,0 +1,309 @@
+//! The generations engine: one long-running child per generation, reloads,
+//! restarts, `--lazy`. The decisions are the pure state machine's
+//! (`supervisor.rs`); this file carries them out: it spawns each
+//! generation's child with its notify socket, checks who sends `READY=1`,
+//! signals through the child handles, and tells systemd and control
+//! clients how reloads end.
+
+pub mod supervisor;
+
+use crate::addr::Transport;
+use crate::child::{ChildHandle, ChildStatus};
+use crate::compat;
+use crate::config::Config;
+use crate::control;
+use crate::engine::{Context, Engine, Event, Origin};
+use crate::error::exit;
+use crate::listen::Listener;
+use crate::net;
+use crate::readiness::{self, NotifySocket};
+use crate::signals::StopBy;
+use crate::spawn::{self, ChildSpec};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+use supervisor::{Action, GenerationId, Supervisor};
+
+pub use supervisor::Report;
+
+pub struct Generations {
+    supervisor: Supervisor,
+    notify_sockets: HashMap<GenerationId, NotifySocket>,
+    command: Vec<OsString>,
+    /// sockhold's environment without what was addressed to it, plus the
+    /// `--compat-env` variables (the same for every generation).
+    inherited_env: Vec<(OsString, OsString)>,
+    compat_env: Vec<compat::CompatEnv>,
+    signal_group: bool,
+}
+
+impl Generations {
+    pub fn new(config: &Config, listeners: &[Listener]) -> Generations {
+        Generations {
+            supervisor: Supervisor::new(config.supervisor.clone()),
+            notify_sockets: HashMap::new(),
+            command: config.command.clone(),
+            inherited_env: child_environment(&config.compat_env, listeners),
+            compat_env: config.compat_env.clone(),
+            signal_group: config.signal_group,
+        }
+    }
+
+    /// Feeds one event to the supervisor and carries out its actions, which
+    /// may produce further events (a spawn's outcome).
+    fn dispatch(&mut self, event: supervisor::Event, context: &mut Context<'_>) -> Option<i32> {
+        let mut pending = VecDeque::from([event]);
+        while let Some(event) = pending.pop_front() {
+            for action in self.supervisor.handle(event, Instant::now()) {
+                match action {
+                    Action::Spawn { generation } => {
+                        pending.push_back(self.spawn(generation, context));
+                    }
+                    Action::Stop { pid, signal } => context.children.stop(pid, signal),
+                    Action::Signal { pid, signal } => context.children.signal(pid, signal),
+                    Action::Forget { generation } => self.forget(generation, context),
+                    Action::Exit { status } => return Some(status),
+                    // Outcomes for outside watchers (systemd, control
+                    // clients); the log already tells them to a person.
+                    Action::Report(report) => {
+                        context.service_manager.report(&report);
+                        if let Some(control) = context.control.as_deref_mut() {
+                            control.report(&report);
+                        }
+                    }
+                    Action::WatchListeners => {
+                        context.watch_listeners(true);
+                    }
+                    Action::UnwatchListeners => {
+                        context.watch_listeners(false);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn status_json(&self, context: &Context<'_>) -> String {
+        let state = self.supervisor.phase().to_string();
+        let view = control::StatusView {
+            pid: std::process::id(),
+            state: &state,
+            started_at: context.started_at,
+            sockets: context.socket_infos(),
+            generations: self.supervisor.generations(),
+            restarts: self.supervisor.restarts,
+            reload_queued: self.supervisor.reload_queued(),
+        };
+        control::status_json(&view, Instant::now(), std::time::SystemTime::now())
+    }
+
+    /// Reads a generation's notify socket; verified `READY=1`s become events.
+    fn take_notifications(
+        &mut self,
+        generation: GenerationId,
+        context: &mut Context<'_>,
+    ) -> Option<i32> {
+        let socket = self.notify_sockets.get(&generation)?;
+        let main_pid = self.supervisor.pid_of(generation);
+        let mut ready = false;
+        loop {
+            let message = match socket.receive() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(errno) => {
+                    log::warn!("cannot read generation {generation}'s notify socket: {errno}");
+                    break;
+                }
+            };
+            let trusted = match (message.sender, main_pid) {
+                (Some(sender), Some(main)) => readiness::is_same_or_descendant(sender, main),
+                _ => false,
+            };
+            if !trusted {
+                log::warn!(
+                    "ignoring notify message from pid {} on generation {generation}'s socket: not one of its processes",
+                    message
+                        .sender
+                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                );
+                continue;
+            }
+            if let Some(status) = &message.status {
+                log::debug!("generation {generation} status: {status}");
+            }
+            ready |= message.ready;
+        }
+        if ready {
+            return self.dispatch(supervisor::Event::Ready { generation }, context);
+        }
+        None
+    }
+
+    /// Starts the child of `generation` and reports how that went.
+    fn spawn(&mut self, generation: GenerationId, context: &mut Context<'_>) -> supervisor::Event {
+        let failed = |reason: String, code: i32| supervisor::Event::SpawnFailed {
+            generation,
+            reason,
+            status: ChildStatus::Exited(code),
+        };
+        let path_var = self
+            .inherited_env
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.as_os_str());
+        let program = match spawn::resolve_program(&self.command[0], path_var) {
+            Ok(program) => program,
+            Err(error) => {
+                let reason = match &error {
+                    spawn::ResolveError::NotFound => "command not found".to_string(),
+                    spawn::ResolveError::NotExecutable(why) => format!("cannot execute: {why}"),
+                };
+                return failed(reason, error.exit_status());
+            }
+        };
+        let notify = match NotifySocket::new() {
+            Ok(notify) => notify,
+            Err(errno) => {
+                return failed(format!("cannot create a notify socket: {errno}"), exit::OS);
+            }
+        };
+        let listeners = context.listeners;
+        let mut env = self.inherited_env.clone();
+        env.push(("LISTEN_FDS".into(), listeners.len().to_string().into()));
+        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
+        env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
+        env.extend(compat::generation_environment(&self.compat_env, generation));
+        let fds = listeners.iter().map(Listener::raw_fd).collect();
+        let mut spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
+            Ok(spec) => spec,
+            Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
+        };
+        spec.set_process_group(self.signal_group);
+        match spawn::spawn(&spec) {
+            Ok(pid) => {
+                context
+                    .children
+                    .insert(ChildHandle::new(pid, None, self.signal_group));
+                let what = format!("generation {generation}'s notify socket");
+                context.watch(notify.fd().as_raw_fd(), generation, &what);
+                self.notify_sockets.insert(generation, notify);
+                supervisor::Event::Spawned { generation, pid }
+            }
+            Err(error) => {
+                let (reason, code) = spawn_failure(&program, &error);
+                failed(reason, code)
+            }
+        }
+    }
+
+    fn forget(&mut self, generation: GenerationId, context: &mut Context<'_>) {
+        if let Some(notify) = self.notify_sockets.remove(&generation) {
+            context.unwatch(notify.fd().as_raw_fd());
+        }
+    }
+}
+
+impl Engine for Generations {
+    fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {
+        let event = match event {
+            Event::Start => supervisor::Event::Start,
+            Event::Reload { by } => {
+                if let Origin::Control(client) = by {
+                    log::info!("control: reload requested");
+                    // Registered before the supervisor sees the request, so
+                    // that the reload it starts or joins answers it.
+                    if let Some(control) = context.control.as_deref_mut() {
+                        control.await_reload(client);
+                    }
+                }
+                supervisor::Event::Reload
+            }
+            Event::Stop { signal, by } => {
+                let by = match by {
+                    Origin::Signal => StopBy::Signal,
+                    Origin::Control(_) => StopBy::Control,
+                };
+                supervisor::Event::Stop { signal, by }
+            }
+            Event::Forward { signal } => supervisor::Event::Forward { signal },
+            Event::Exited(reaped) => supervisor::Event::Exited {
+                pid: reaped.pid,
+                status: reaped.status,
+            },
+            Event::ListenerReady { .. } => supervisor::Event::ConnectionWaiting,
+            Event::SourceReady { key } => return self.take_notifications(key, context),
+            Event::Status { client } => {
+                let json = self.status_json(context);
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.reply(client, &json);
+                }
+                return None;
+            }
+            Event::Tick => supervisor::Event::Tick,
+        };
+        self.dispatch(event, context)
+    }
+
+    fn next_deadline(&self, _now: Instant) -> Option<Instant> {
+        self.supervisor.next_deadline()
+    }
+}
+
+/// What every child inherits: sockhold's environment without what was
+/// addressed to sockhold, with the `--compat-env` variables in place of any
+/// inherited ones of the same names.
+fn child_environment(
+    kinds: &[compat::CompatEnv],
+    listeners: &[Listener],
+) -> Vec<(OsString, OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut env = spawn::inherited_environment();
+    if kinds.is_empty() {
+        return env;
+    }
+    let sockets: Vec<compat::SocketKind> = listeners
+        .iter()
+        .map(|listener| match listener.transport {
+            Transport::Stream => net::socket_kind(listener.raw_fd()),
+            Transport::Datagram => {
+                log::info!(
+                    "--compat-env leaves out {}: Server::Starter and einhorn describe stream sockets only",
+                    listener.description
+                );
+                compat::SocketKind::Datagram
+            }
+        })
+        .collect();
+    env.retain(|(key, _)| !compat::replaces(kinds, key.as_bytes()));
+    env.extend(compat::environment(kinds, &sockets));
+    env
+}
+
+/// The log line and shell status for a child that did not start.
+fn spawn_failure(program: &std::path::Path, error: &spawn::SpawnError) -> (String, i32) {
+    use nix::errno::Errno;
+    match error {
+        spawn::SpawnError::Exec(errno) => {
+            let code = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
+                exit::NOT_FOUND
+            } else {
+                exit::CANNOT_EXECUTE
+            };
+            let hint = match errno {
+                Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
+                Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
+                Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
+                _ => "",
+            };
+            let reason = format!(
+                "cannot run '{}': {}{hint}",
+                program.display(),
+                crate::error::errno_text(*errno)
+            );
+            (reason, code)
+        }
+        spawn::SpawnError::Fork(_) => (error.to_string(), exit::OS),
+    }
+}

@@ -1,0 +1,167 @@
+//! The per-connection engine (`--accept`, inetd style): one child per
+//! accepted connection, within limits. `limits.rs` keeps the books (pure),
+//! `server.rs` accepts and spawns; this file turns driver events into
+//! their calls and carries out their actions.
+
+pub mod limits;
+mod server;
+
+use crate::config::Config;
+use crate::control;
+use crate::engine::{Context, Engine, Event, Origin};
+use crate::error::Error;
+use crate::generations::Report;
+use crate::listen::Listener;
+use crate::signals::StopBy;
+use limits::Action;
+use server::AcceptServer;
+use std::time::Instant;
+
+pub struct PerConnection {
+    server: AcceptServer,
+}
+
+impl PerConnection {
+    pub fn new(config: &Config, listeners: &[Listener]) -> Result<PerConnection, Error> {
+        let Some(settings) = &config.accept else {
+            return Err(Error::new(
+                crate::error::exit::INTERNAL,
+                "per-connection mode without --accept settings",
+            ));
+        };
+        let inherited_env = crate::spawn::inherited_environment();
+        // Resolved once: every connection execs this path, so a new binary
+        // installed there is picked up without a reload.
+        let path_var = inherited_env
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.as_os_str());
+        let program =
+            crate::spawn::resolve_program(&config.command[0], path_var).map_err(|error| {
+                let why = match &error {
+                    crate::spawn::ResolveError::NotFound => "command not found".to_string(),
+                    crate::spawn::ResolveError::NotExecutable(why) => why.clone(),
+                };
+                let name = config.command[0].to_string_lossy();
+                Error::new(error.exit_status(), format!("cannot run '{name}': {why}"))
+            })?;
+        // --compat-env is refused with --accept: its variables describe
+        // listening sockets, which a per-connection child does not get.
+        let server = AcceptServer::new(
+            settings,
+            &program,
+            &config.command,
+            &inherited_env,
+            listeners,
+        )?;
+        Ok(PerConnection { server })
+    }
+
+    fn carry_out(&mut self, actions: Vec<Action>, context: &mut Context<'_>) -> Option<i32> {
+        for action in actions {
+            match action {
+                Action::Stop { pid, signal } => context.children.stop(pid, signal),
+                Action::Signal { pid, signal } => context.children.signal(pid, signal),
+                Action::Exit { status } => return Some(status),
+            }
+        }
+        self.watch_if_room(context);
+        None
+    }
+
+    /// Watches the listeners exactly while there is room for a connection.
+    fn watch_if_room(&mut self, context: &mut Context<'_>) {
+        let wanted = self.server.wants_listeners(Instant::now());
+        if context.watch_listeners(wanted) {
+            // Whatever is still queued is reported again on registration.
+            self.server.forget_pending();
+        }
+    }
+
+    fn status_json(&self, context: &Context<'_>) -> String {
+        let state = self.server.connections.phase().to_string();
+        let view = control::StatusView {
+            pid: std::process::id(),
+            state: &state,
+            started_at: context.started_at,
+            sockets: context.socket_infos(),
+            generations: Vec::new(),
+            restarts: 0,
+            reload_queued: false,
+        };
+        control::status_json(&view, Instant::now(), std::time::SystemTime::now())
+    }
+}
+
+impl Engine for PerConnection {
+    fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {
+        let now = Instant::now();
+        let connections = &mut self.server.connections;
+        let actions = match event {
+            Event::Start => {
+                log::info!(
+                    "accepting connections: one child per connection, at most {} at once",
+                    connections.limits().max_connections
+                );
+                Vec::new()
+            }
+            Event::Reload { by: Origin::Signal } => {
+                log::info!(
+                    "reload: nothing to reload in --accept mode; every new connection runs the command afresh"
+                );
+                Vec::new()
+            }
+            Event::Reload {
+                by: Origin::Control(client),
+            } => {
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.reply(
+                        client,
+                        "ok nothing to reload in --accept mode: every connection runs the command afresh",
+                    );
+                }
+                Vec::new()
+            }
+            Event::Stop { signal, by } => {
+                context.service_manager.report(&Report::Stopping);
+                let by = match by {
+                    Origin::Signal => StopBy::Signal,
+                    Origin::Control(_) => StopBy::Control,
+                };
+                connections.stop(signal, by, now)
+            }
+            Event::Forward { signal } => connections.forward(signal),
+            Event::Exited(reaped) => connections.exited(reaped.pid, reaped.status),
+            Event::ListenerReady { index } => {
+                self.server.mark_ready(index);
+                Vec::new()
+            }
+            Event::SourceReady { .. } => Vec::new(),
+            Event::Status { client } => {
+                let json = self.status_json(context);
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.reply(client, &json);
+                }
+                Vec::new()
+            }
+            Event::Tick => self.server.tick(now),
+        };
+        self.carry_out(actions, context)
+    }
+
+    /// Accepting comes after reaping, so that children that exited
+    /// meanwhile make room first.
+    fn settle(&mut self, context: &mut Context<'_>) -> Option<i32> {
+        self.server.accept_pending(context.children);
+        self.watch_if_room(context);
+        None
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if self.server.has_pending() {
+            // Connections still queued: only look for other events.
+            return Some(now);
+        }
+        self.server.next_deadline(now)
+    }
+}
