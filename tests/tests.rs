@@ -16,5 +16,6 @@ mod pid1;
 mod privileges;
 mod reload;
 mod signal_group;
+mod stopping;
 mod systemd;
 mod unix_sockets;

@@ -1543,6 +1543,123 @@ mod tests {
         );
     }
 
+    /// Generation 1 under `--ready notify` that never says READY=1 and is
+    /// being stopped for it at `t0 + 100ms`.
+    fn never_ready_and_stopping(restart: RestartPolicy, t0: Instant) -> Supervisor {
+        let mut s = settings();
+        s.ready = ReadyMode::Notify;
+        s.ready_timeout = ms(100);
+        s.restart = restart;
+        let mut sup = Supervisor::new(s);
+        sup.step(Event::Start, t0);
+        sup.started_as(1, 100, t0);
+        assert_eq!(
+            sup.step(Event::Tick, t0 + ms(100)),
+            vec![Action::Stop {
+                pid: pid(100),
+                signal: TERM
+            }]
+        );
+        assert_eq!(sup.situation(), Situation::Recovering);
+        sup
+    }
+
+    #[test]
+    fn a_start_that_never_got_ready_is_restarted_even_if_the_child_exits_zero() {
+        let t0 = Instant::now();
+        let mut sup = never_ready_and_stopping(RestartPolicy::OnFailure, t0);
+        // The server exits 0 on the SIGTERM sockhold sent: still a failed start.
+        let actions = sup.reaped(100, ChildStatus::Exited(0), t0 + ms(110));
+        assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+        assert_eq!(sup.situation(), Situation::WaitingToRestart);
+        assert_eq!(sup.next_deadline(), Some(t0 + ms(210)), "with the backoff");
+        assert_eq!(
+            sup.step(Event::Tick, t0 + ms(210)),
+            vec![Action::Spawn { generation: 2 }]
+        );
+        assert_eq!(sup.restarts, 1);
+    }
+
+    #[test]
+    fn a_start_that_never_got_ready_never_exits_zero_under_restart_never() {
+        let t0 = Instant::now();
+        let mut sup = never_ready_and_stopping(RestartPolicy::Never, t0);
+        let actions = sup.reaped(100, ChildStatus::Exited(0), t0 + ms(110));
+        assert_eq!(
+            actions,
+            vec![
+                Action::Forget { generation: 1 },
+                Action::Exit {
+                    status: exit::GENERAL_FAILURE
+                }
+            ]
+        );
+        let mut sup = never_ready_and_stopping(RestartPolicy::Never, t0);
+        let actions = sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(110));
+        assert_eq!(actions.last(), Some(&Action::Exit { status: 128 + 15 }));
+    }
+
+    #[test]
+    fn reload_while_an_unready_first_generation_stops_starts_exactly_one_generation() {
+        let t0 = Instant::now();
+        let mut sup = never_ready_and_stopping(RestartPolicy::OnFailure, t0);
+        assert_eq!(
+            sup.step(Event::Reload, t0 + ms(105)),
+            vec![Action::Spawn { generation: 2 }]
+        );
+        sup.started_as(2, 200, t0 + ms(105));
+        assert_eq!(sup.situation(), Situation::Launching);
+        // Generation 1's end no longer starts a restart beside generation 2.
+        assert_eq!(
+            sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(110)),
+            vec![Action::Forget { generation: 1 }]
+        );
+        assert_eq!(sup.situation(), Situation::Launching);
+        assert_eq!(
+            sup.next_deadline(),
+            Some(t0 + ms(205)),
+            "only gen 2's timeout"
+        );
+        assert!(sup.step(Event::Tick, t0 + ms(204)).is_empty());
+        assert_eq!(sup.restarts, 0);
+    }
+
+    #[test]
+    fn a_second_stop_request_from_the_control_socket_waits() {
+        let t0 = Instant::now();
+        let mut sup = serving(settings(), t0);
+        let stop = Event::Stop {
+            signal: TERM,
+            by: StopBy::Control,
+        };
+        sup.step(stop.clone(), t0);
+        assert_eq!(sup.situation(), Situation::ShuttingDown { asked: true });
+        assert!(sup.step(stop, t0 + ms(10)).is_empty(), "no SIGKILL");
+        assert_eq!(
+            sup.reaped(100, ChildStatus::Exited(0), t0 + ms(20)),
+            vec![Action::Forget { generation: 1 }, Action::Exit { status: 0 }]
+        );
+    }
+
+    #[test]
+    fn situations_follow_the_generations() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(settings());
+        sup.step(Event::Start, t0);
+        assert_eq!(sup.situation(), Situation::Launching);
+        sup.started_as(1, 100, t0);
+        sup.step(Event::Ready { generation: 1 }, t0);
+        assert_eq!(sup.situation(), Situation::Serving);
+        sup.step(Event::Reload, t0);
+        assert_eq!(sup.situation(), Situation::Reloading);
+        sup.started_as(2, 200, t0);
+        sup.step(Event::Ready { generation: 2 }, t0);
+        assert_eq!(sup.situation(), Situation::Serving);
+        sup.reaped(200, ChildStatus::Exited(1), t0 + ms(1));
+        assert_eq!(sup.situation(), Situation::WaitingToRestart);
+        assert_eq!(sup.phase().to_string(), "waiting to restart");
+    }
+
     #[test]
     fn first_generation_never_ready_is_stopped_and_restarted() {
         let t0 = Instant::now();
