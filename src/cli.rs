@@ -108,12 +108,12 @@ pub struct Cli {
           help_heading = "Generations")]
     ready: ReadyMode,
 
-    /// Give up on a new child that is not ready after this long
+    /// Give up on a new child that is not ready after this long (stopped; a failed start)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_duration,
           help_heading = "Generations")]
     ready_timeout: Duration,
 
-    /// Signal that asks a child to stop
+    /// Signal that asks a child to stop (SIGCONT follows it)
     #[arg(long, value_name = "SIGNAL", default_value = "TERM", value_parser = signals::parse_signal,
           help_heading = "Generations")]
     stop_signal: Signal,
