@@ -9,6 +9,8 @@
 //! open file description, which the children share, and a server that does
 //! blocking accept(2) or recv(2) must get a blocking socket.
 
+#![allow(unsafe_code)]
+
 use crate::addr::{ListenAddress, ListenSpec, Transport};
 use crate::error::Error;
 use nix::errno::Errno;

@@ -24,6 +24,7 @@ mod readiness;
 mod sd_notify;
 mod signals;
 mod spawn;
+mod stdio;
 
 use clap::Parser;
 use error::{Error, exit};
@@ -41,7 +42,7 @@ fn main() {
 }
 
 fn run() -> Result<i32, Error> {
-    ensure_standard_fds_open();
+    stdio::ensure_standard_fds_open();
     if std::env::args_os()
         .nth(1)
         .is_some_and(|first| cli::is_client_command(&first))
@@ -233,23 +234,4 @@ fn init_logging(level: log::LevelFilter) {
         writeln!(out, "sockhold: {prefix}{}", record.args())
     });
     builder.init();
-}
-
-/// If sockhold was started with fd 0, 1 or 2 closed, the first socket would
-/// land there and reach the child as stdin/stdout/stderr. Fill the gaps with
-/// /dev/null first.
-fn ensure_standard_fds_open() {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
-    use std::os::fd::{BorrowedFd, IntoRawFd};
-    for fd in 0..3 {
-        // SAFETY: only asks whether the fd is open; nothing is closed or owned.
-        let open_already = fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, FcntlArg::F_GETFD).is_ok();
-        if !open_already {
-            // open(2) returns the lowest free fd, which is this one; it is
-            // left open for the rest of sockhold's life (and inherited).
-            if let Ok(null) = open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
-                let _ = null.into_raw_fd();
-            }
-        }
-    }
 }

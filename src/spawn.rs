@@ -15,6 +15,8 @@
 //!
 //! This file is the main home of `unsafe` in sockhold.
 
+#![allow(unsafe_code)]
+
 use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};

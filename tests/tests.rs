@@ -1,6 +1,9 @@
 //! Integration tests: the real sockhold binary, real child processes,
 //! loopback and Unix sockets. One test binary; one module per behaviour.
 
+// Tests poke at processes and fds directly (pre_exec hooks, pidfds).
+#![allow(unsafe_code)]
+
 mod harness;
 
 mod accept;

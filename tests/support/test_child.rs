@@ -38,6 +38,8 @@
 //! is meant to show (the fds and signal state the supervisor left us).
 
 #![no_main]
+// A test double that inspects its raw process state: unsafe by nature.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char, c_int};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
