@@ -21,7 +21,7 @@ use crate::config::{AcceptSettings, format_duration};
 use crate::error::{Error, exit};
 use crate::listen::Listener;
 use crate::signals;
-use crate::spawn::{self, ChildSpec, ExtraEnv, SpawnError};
+use crate::spawn::{self, ChildSpec, ExtraEnv, SpawnError, Spawner};
 use crate::supervisor::ChildStatus;
 use nix::errno::Errno;
 use nix::libc;
@@ -473,6 +473,7 @@ pub struct AcceptServer {
     spec: ChildSpec,
     /// The connection's own variables, rebuilt in place per connection.
     env: ExtraEnv,
+    spawner: Spawner,
     inetd: bool,
     /// The listening sockets (owned by the event loop for sockhold's life).
     listener_fds: Vec<RawFd>,
@@ -512,10 +513,12 @@ impl AcceptServer {
         let mut spec = ChildSpec::new(program, command, &env, Vec::new(), !settings.inetd)
             .map_err(|reason| Error::new(exit::CANNOT_EXECUTE, format!("cannot run: {reason}")))?;
         spec.set_process_group(settings.signal_group);
+        let spawner = Spawner::new().map_err(spawn::spawner_error)?;
         Ok(AcceptServer {
             connections: Connections::new(Limits::from(settings)),
             spec,
             env: ExtraEnv::default(),
+            spawner,
             inetd: settings.inetd,
             listener_fds: listeners.iter().map(Listener::raw_fd).collect(),
             pending: vec![false; listeners.len()],
@@ -656,7 +659,7 @@ impl AcceptServer {
         } else {
             self.spec.set_fds(&[raw]);
         }
-        match spawn::spawn_with_env(&self.spec, &self.env) {
+        match spawn::spawn_with_env(&mut self.spawner, &self.spec, &self.env) {
             Ok(pid) => {
                 log::debug!("connection from {source}: pid {pid}");
                 self.connections.started(pid, source, now);

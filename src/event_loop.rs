@@ -18,7 +18,7 @@ use crate::pidfile::PidFile;
 use crate::readiness::{self, NotifySocket};
 use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
-use crate::spawn::{self, ChildSpec, ResolveError, SpawnError};
+use crate::spawn::{self, ChildSpec, ResolveError, SpawnError, Spawner};
 use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Report, Supervisor};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -73,6 +73,8 @@ pub struct EventLoop {
     /// `--signal-group`: children lead their own process groups, and
     /// signals go to the group.
     signal_group: bool,
+    /// Starts the generations' children.
+    spawner: Spawner,
 }
 
 impl EventLoop {
@@ -131,6 +133,7 @@ impl EventLoop {
         let inherited_env = child_environment(&config.compat_env, &listeners);
         let stop_signal = config.supervisor.stop_signal;
         let stop_timeout = config.supervisor.stop_timeout;
+        let spawner = Spawner::new().map_err(spawn::spawner_error)?;
         Ok(EventLoop {
             poll,
             signals,
@@ -154,6 +157,7 @@ impl EventLoop {
             stop_signal,
             stop_timeout,
             signal_group: config.signal_group,
+            spawner,
         })
     }
 
@@ -634,7 +638,7 @@ impl EventLoop {
             Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
         };
         spec.set_process_group(self.signal_group);
-        match spawn::spawn(&spec) {
+        match spawn::spawn(&mut self.spawner, &spec) {
             Ok(pid) => {
                 let token = Token(NOTIFY_BASE + generation as usize);
                 let raw = notify.fd().as_raw_fd();

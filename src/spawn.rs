@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};
 use std::ffi::{CString, OsStr, OsString};
+use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -254,14 +255,107 @@ impl std::fmt::Display for SpawnError {
     }
 }
 
+/// Size of the stack the child runs on between clone and exec.
+const CHILD_STACK_SIZE: usize = 64 * 1024;
+
+/// What starts children: owns the stack a child runs on between clone and
+/// exec.
+///
+/// The child shares sockhold's memory (`CLONE_VM`), so it cannot run on
+/// sockhold's own stack. It runs on this one instead: mapped in `new`, with
+/// a guard page below it (an overflow faults instead of writing over other
+/// memory), and unmapped on drop. Mapped up front rather than at the first
+/// spawn, so that a failure shows at start-up and no spawn has to check.
+///
+/// `spawn` takes `&mut Spawner`, so two spawns can never run on one stack
+/// at once, and the stack cannot be unmapped while a child runs on it. It
+/// is free again when `spawn` returns: by then the child has exec'd (and
+/// runs on a stack of its own) or exited (`CLONE_VFORK`). A Spawner is
+/// neither `Send` nor `Sync`: it stays on the thread that made it, because
+/// spawning relies on sockhold being single-threaded (see `spawn_with_env`).
+pub struct Spawner {
+    /// The whole mapping, guard page first.
+    base: *mut libc::c_void,
+    length: usize,
+    /// Explicit, so that this does not depend on how the mapping is stored.
+    _single_thread: PhantomData<*mut ()>,
+}
+
+impl Spawner {
+    pub fn new() -> Result<Spawner, Errno> {
+        // SAFETY: sysconf only reads a system value.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            size if size > 0 => size as usize,
+            _ => 4096,
+        };
+        let length = CHILD_STACK_SIZE + page;
+        // SAFETY: asks for a fresh private anonymous mapping; no memory in
+        // use is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        // From here on, dropping it unmaps it.
+        let spawner = Spawner {
+            base,
+            length,
+            _single_thread: PhantomData,
+        };
+        // SAFETY: the first page of the mapping just made, which nothing
+        // uses yet.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            let errno = Errno::last();
+            drop(spawner);
+            return Err(errno);
+        }
+        Ok(spawner)
+    }
+
+    /// The top of the child's stack (stacks grow down on Linux's
+    /// architectures). Page-aligned, so aligned as every ABI wants it.
+    fn stack_top(&mut self) -> *mut libc::c_void {
+        self.base.cast::<u8>().wrapping_add(self.length).cast()
+    }
+}
+
+/// The one message for a Spawner that cannot be made (no memory for its
+/// stack).
+pub fn spawner_error(errno: Errno) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::exit::OS,
+        format!(
+            "cannot map a stack for starting children: {}",
+            crate::error::errno_text(errno)
+        ),
+    )
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, which nothing refers to any
+        // more: a child runs on it only inside `spawn`, which borrows the
+        // Spawner.
+        unsafe { libc::munmap(self.base, self.length) };
+    }
+}
+
 /// `LISTEN_PID=` plus room for any pid and the NUL.
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + 21;
 
 /// Starts the child and returns its pid once it has exec'd. Exec failures
 /// come back as `SpawnError::Exec` (the failed child is already reaped).
-pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
-    spawn_with_env(spec, &ExtraEnv::default())
+pub fn spawn(spawner: &mut Spawner, spec: &ChildSpec) -> Result<Pid, SpawnError> {
+    spawn_with_env(spawner, spec, &ExtraEnv::default())
 }
 
 /// `spawn`, with `extra` added to the spec's environment.
@@ -272,7 +366,11 @@ pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
 /// is suspended until the child has exec'd or exited, so the child's exec
 /// errno can come back through plain memory. Per-connection mode spawns on
 /// its hot path; this is what makes that cheap.
-pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnError> {
+pub fn spawn_with_env(
+    spawner: &mut Spawner,
+    spec: &ChildSpec,
+    extra: &ExtraEnv,
+) -> Result<Pid, SpawnError> {
     // Pointer arrays for execve, built now: nothing may allocate after clone.
     let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.argv.len() + 1);
     argv_ptrs.extend(spec.argv.iter().map(|a| a.as_ptr()));
@@ -319,7 +417,7 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         },
         process_group: spec.process_group,
     };
-    let stack_top = child_stack_top().map_err(SpawnError::Fork)?;
+    let stack_top = spawner.stack_top();
 
     let all_signals = nix::sys::signal::SigSet::all();
     let mut saved_mask = nix::sys::signal::SigSet::empty();
@@ -332,8 +430,8 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    // SAFETY: the child runs `child_entry` on its own stack (mapped for
-    // this alone and unused by sockhold), and only reads `plan` and writes
+    // SAFETY: the child runs `child_entry` on the Spawner's stack (mapped
+    // for this alone, and borrowed by this call), and only reads `plan` and writes
     // the buffers it points to, which all outlive the call because
     // CLONE_VFORK suspends sockhold until the child has exec'd or exited.
     // Without CLONE_SIGHAND/CLONE_FILES the child's signal dispositions and
@@ -371,52 +469,6 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         return Err(SpawnError::Exec(Errno::from_raw(errno)));
     }
     Ok(pid)
-}
-
-/// Size of the stack the child runs on between clone and exec.
-const CHILD_STACK_SIZE: usize = 64 * 1024;
-
-/// The top of the child's stack. The child shares sockhold's memory, so it
-/// cannot run on sockhold's own stack; this one is mapped at the first
-/// spawn, with a guard page below it (an overflow faults instead of writing
-/// over other memory), and reused for every later spawn: sockhold is
-/// single-threaded and suspended while a child uses it.
-fn child_stack_top() -> Result<*mut libc::c_void, Errno> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static TOP: AtomicUsize = AtomicUsize::new(0);
-    let top = TOP.load(Ordering::Relaxed);
-    if top != 0 {
-        return Ok(top as *mut libc::c_void);
-    }
-    // SAFETY: sysconf only reads a system value.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        size if size > 0 => size as usize,
-        _ => 4096,
-    };
-    let length = CHILD_STACK_SIZE + page;
-    // SAFETY: a fresh private anonymous mapping, which nothing else refers
-    // to; it is kept for sockhold's whole life.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            length,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    // SAFETY: the first page of the mapping made above.
-    if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
-        return Err(Errno::last());
-    }
-    // Page-aligned, so aligned as every ABI wants a stack top to be.
-    let top = base as usize + length;
-    TOP.store(top, Ordering::Relaxed);
-    Ok(top as *mut libc::c_void)
 }
 
 /// Where the cloned child starts.
