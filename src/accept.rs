@@ -660,7 +660,7 @@ impl AcceptServer {
             self.spec.set_fds(&[raw]);
         }
         match spawn::spawn_with_env(&mut self.spawner, &self.spec, &self.env) {
-            Ok(pid) => {
+            Ok(spawn::Spawned { pid, .. }) => {
                 log::debug!("connection from {source}: pid {pid}");
                 self.connections.started(pid, source, now);
             }

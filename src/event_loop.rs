@@ -639,7 +639,7 @@ impl EventLoop {
         };
         spec.set_process_group(self.signal_group);
         match spawn::spawn(&mut self.spawner, &spec) {
-            Ok(pid) => {
+            Ok(spawn::Spawned { pid, .. }) => {
                 let token = Token(NOTIFY_BASE + generation as usize);
                 let raw = notify.fd().as_raw_fd();
                 if let Err(error) =

@@ -20,7 +20,7 @@ use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};
 use std::ffi::{CString, OsStr, OsString};
 use std::marker::PhantomData;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -277,6 +277,9 @@ pub struct Spawner {
     /// The whole mapping, guard page first.
     base: *mut libc::c_void,
     length: usize,
+    /// Whether to ask clone for a pidfd: false once the kernel has shown
+    /// that it gives none.
+    pidfds: bool,
     /// Explicit, so that this does not depend on how the mapping is stored.
     _single_thread: PhantomData<*mut ()>,
 }
@@ -308,6 +311,7 @@ impl Spawner {
         let spawner = Spawner {
             base,
             length,
+            pidfds: true,
             _single_thread: PhantomData,
         };
         // SAFETY: the first page of the mapping just made, which nothing
@@ -324,6 +328,15 @@ impl Spawner {
     /// architectures). Page-aligned, so aligned as every ABI wants it.
     fn stack_top(&mut self) -> *mut libc::c_void {
         self.base.cast::<u8>().wrapping_add(self.length).cast()
+    }
+
+    /// Stops asking for pidfds, and says so once.
+    fn pidfds_unavailable(&mut self) {
+        if std::mem::replace(&mut self.pidfds, false) {
+            log::warn!(
+                "pidfds unavailable (kernel older than 5.3?): children are signalled by pid"
+            );
+        }
     }
 }
 
@@ -352,9 +365,20 @@ impl Drop for Spawner {
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + 21;
 
-/// Starts the child and returns its pid once it has exec'd. Exec failures
-/// come back as `SpawnError::Exec` (the failed child is already reaped).
-pub fn spawn(spawner: &mut Spawner, spec: &ChildSpec) -> Result<Pid, SpawnError> {
+/// A child that has exec'd.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    /// Its pidfd (born CLOEXEC): signals this child and no other, even once
+    /// its pid is reused, and turns readable when it exits. None where the
+    /// kernel has none.
+    #[allow(dead_code, reason = "the callers drop it until child handles keep it")]
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Starts the child and returns it once it has exec'd. Exec failures come
+/// back as `SpawnError::Exec` (the failed child is already reaped).
+pub fn spawn(spawner: &mut Spawner, spec: &ChildSpec) -> Result<Spawned, SpawnError> {
     spawn_with_env(spawner, spec, &ExtraEnv::default())
 }
 
@@ -366,11 +390,14 @@ pub fn spawn(spawner: &mut Spawner, spec: &ChildSpec) -> Result<Pid, SpawnError>
 /// is suspended until the child has exec'd or exited, so the child's exec
 /// errno can come back through plain memory. Per-connection mode spawns on
 /// its hot path; this is what makes that cheap.
+///
+/// The pidfd comes from the same clone (`CLONE_PIDFD`): there is no moment
+/// at which the child exists and sockhold holds only its pid.
 pub fn spawn_with_env(
     spawner: &mut Spawner,
     spec: &ChildSpec,
     extra: &ExtraEnv,
-) -> Result<Pid, SpawnError> {
+) -> Result<Spawned, SpawnError> {
     // Pointer arrays for execve, built now: nothing may allocate after clone.
     let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.argv.len() + 1);
     argv_ptrs.extend(spec.argv.iter().map(|a| a.as_ptr()));
@@ -430,23 +457,47 @@ pub fn spawn_with_env(
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    // SAFETY: the child runs `child_entry` on the Spawner's stack (mapped
-    // for this alone, and borrowed by this call), and only reads `plan` and writes
-    // the buffers it points to, which all outlive the call because
-    // CLONE_VFORK suspends sockhold until the child has exec'd or exited.
-    // Without CLONE_SIGHAND/CLONE_FILES the child's signal dispositions and
-    // fd table are its own copies, so its changes to them never reach
-    // sockhold. sockhold is single-threaded: no lock can be held by another
-    // thread while the child runs, and the child takes none.
-    let cloned = unsafe {
-        libc::clone(
-            child_entry,
-            stack_top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut plan as *mut ChildPlan).cast(),
-        )
+    // Where CLONE_PIDFD has the kernel write the child's pidfd: clone's
+    // `parent_tid` argument. Stays -1 when no pidfd is made.
+    let mut pidfd_raw: c_int = -1;
+    let mut clone = |flags: c_int, pidfd_out: &mut c_int| {
+        // SAFETY: the child runs `child_entry` on the Spawner's stack
+        // (mapped for this alone, and borrowed by this call), and only
+        // reads `plan` and writes the buffers it points to, which all
+        // outlive the call because CLONE_VFORK suspends sockhold until the
+        // child has exec'd or exited. Without CLONE_SIGHAND/CLONE_FILES the
+        // child's signal dispositions and fd table are its own copies, so
+        // its changes to them never reach sockhold. sockhold is
+        // single-threaded: no lock can be held by another thread while the
+        // child runs, and the child takes none. `pidfd_out` is a live int
+        // for the kernel to write the pidfd to.
+        let cloned = unsafe {
+            libc::clone(
+                child_entry,
+                stack_top,
+                flags,
+                (&mut plan as *mut ChildPlan).cast(),
+                pidfd_out as *mut c_int,
+            )
+        };
+        if cloned < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(Pid::from_raw(cloned))
+        }
     };
-    let clone_errno = Errno::last();
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let wants_pidfd = spawner.pidfds;
+    let cloned = if wants_pidfd {
+        // Linux 5.2 and later; earlier kernels refuse the flag (EINVAL) or
+        // ignore it (no pidfd written).
+        match clone(flags | libc::CLONE_PIDFD, &mut pidfd_raw) {
+            Err(Errno::EINVAL) => clone(flags, &mut pidfd_raw),
+            cloned => cloned,
+        }
+    } else {
+        clone(flags, &mut pidfd_raw)
+    };
     // Restore in the parent whatever happened; signals that arrived are
     // delivered now.
     let _ = nix::sys::signal::pthread_sigmask(
@@ -454,10 +505,15 @@ pub fn spawn_with_env(
         Some(&saved_mask),
         None,
     );
-    if cloned < 0 {
-        return Err(SpawnError::Fork(clone_errno));
+    let pid = cloned.map_err(SpawnError::Fork)?;
+    let pidfd = (pidfd_raw >= 0).then(|| {
+        // SAFETY: the pidfd the kernel has just made for this child, which
+        // nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(pidfd_raw) }
+    });
+    if wants_pidfd && pidfd.is_none() {
+        spawner.pidfds_unavailable();
     }
-    let pid = Pid::from_raw(cloned);
     // SAFETY: the child has exec'd or exited (CLONE_VFORK), so nothing
     // writes this any more; volatile because the write came from outside
     // what the compiler can see.
@@ -466,9 +522,10 @@ pub fn spawn_with_env(
         // The child has exited; reap it here so that its status does not
         // reach the supervisor as a generation's exit.
         let _ = nix::sys::wait::waitpid(pid, None);
+        drop(pidfd);
         return Err(SpawnError::Exec(Errno::from_raw(errno)));
     }
-    Ok(pid)
+    Ok(Spawned { pid, pidfd })
 }
 
 /// Where the cloned child starts.
@@ -734,6 +791,77 @@ mod tests {
             resolve_program(OsStr::new("/tmp"), path),
             Err(ResolveError::NotExecutable(_))
         ));
+    }
+
+    fn spec_for(program: &Path) -> ChildSpec {
+        ChildSpec::new(program, &[program.into()], &[], Vec::new(), false).unwrap()
+    }
+
+    fn true_program() -> PathBuf {
+        resolve_program(OsStr::new("true"), Some(OsStr::new("/usr/bin:/bin"))).unwrap()
+    }
+
+    /// pidfd_send_signal(2) with signal 0: only asks whether it would reach.
+    fn probe(pidfd: &OwnedFd) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a pidfd this test owns, signal 0 (nothing is sent), no
+        // siginfo, no flags.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    }
+
+    #[test]
+    fn spawned_child_comes_with_a_pidfd_that_reaches_it_and_reports_its_exit() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use std::os::fd::AsFd;
+        let mut spawner = Spawner::new().unwrap();
+        let spawned = spawn(&mut spawner, &spec_for(&true_program())).unwrap();
+        let pidfd = spawned.pidfd.expect("a pidfd (Linux 5.3 or later)");
+        let fd_flags = nix::fcntl::fcntl(&pidfd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "born CLOEXEC");
+        // Until it is reaped, the pidfd reaches the child, exited or not.
+        assert_eq!(probe(&pidfd), Ok(()));
+        let mut readable = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut readable, PollTimeout::from(10_000u16)), Ok(1));
+        assert!(readable[0].revents().unwrap().contains(PollFlags::POLLIN));
+        assert_eq!(
+            waitpid(spawned.pid, None),
+            Ok(WaitStatus::Exited(spawned.pid, 0))
+        );
+        // Reaped: the pid may be reused, and the pidfd reaches no process.
+        assert_eq!(probe(&pidfd), Err(Errno::ESRCH));
+    }
+
+    #[test]
+    fn without_pidfds_a_child_still_starts() {
+        let mut spawner = Spawner::new().unwrap();
+        spawner.pidfds = false;
+        let spawned = spawn(&mut spawner, &spec_for(&true_program())).unwrap();
+        assert!(spawned.pidfd.is_none());
+        assert_eq!(
+            nix::sys::wait::waitpid(spawned.pid, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(spawned.pid, 0))
+        );
+    }
+
+    #[test]
+    fn exec_failure_comes_back_as_the_childs_errno() {
+        let mut spawner = Spawner::new().unwrap();
+        let error = spawn(&mut spawner, &spec_for(Path::new("/nonexistent/program"))).unwrap_err();
+        assert_eq!(error, SpawnError::Exec(Errno::ENOENT));
     }
 
     #[test]
