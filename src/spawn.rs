@@ -13,11 +13,15 @@
 //!   in the child; the child resets every disposition to default and
 //!   unblocks everything just before exec.
 //!
-//! This file is the main home of `unsafe` in sockhold.
+//! This file is the main home of `unsafe` in sockhold. Each `unsafe`
+//! block holds one operation, with the reason that one is sound
+//! (`clippy::multiple_unsafe_ops_per_block`).
 
 use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};
+use std::cell::Cell;
+use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::marker::PhantomData;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -361,9 +365,11 @@ impl Drop for Spawner {
     }
 }
 
-/// `LISTEN_PID=` plus room for any pid and the NUL.
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
-const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + 21;
+/// The digits of any u32 and the NUL.
+const PID_TEXT_LEN: usize = 11;
+/// `LISTEN_PID=` plus room for any pid and the NUL.
+const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + PID_TEXT_LEN;
 
 /// A child that has exec'd.
 #[derive(Debug)]
@@ -404,11 +410,14 @@ pub fn spawn_with_env(
     argv_ptrs.push(std::ptr::null());
     let mut listen_pid_slot = [0u8; LISTEN_PID_SLOT_LEN];
     listen_pid_slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+    // One pointer for both uses of the slot: envp reads the entry, the child
+    // writes its digits.
+    let listen_pid_entry = listen_pid_slot.as_mut_ptr();
     let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.env.len() + extra.len() + 2);
     envp_ptrs.extend(spec.env.iter().map(|e| e.as_ptr()));
     envp_ptrs.extend(extra.pointers());
     if spec.listen_pid {
-        envp_ptrs.push(listen_pid_slot.as_ptr().cast());
+        envp_ptrs.push(listen_pid_entry.cast_const().cast());
     }
     envp_ptrs.push(std::ptr::null());
 
@@ -424,8 +433,8 @@ pub fn spawn_with_env(
         .max()
         .unwrap_or(FIRST_PASSED_FD)
         + 1;
-    // The child writes its parked fd numbers here.
-    let mut parked = vec![0 as c_int; spec.fds.len()];
+    // The child notes its parked fd numbers here.
+    let parked = vec![Cell::new(0 as c_int); spec.fds.len()];
     // The child's errno if it cannot exec; stays 0 when the exec succeeds.
     let mut exec_errno: c_int = 0;
     let mut plan = ChildPlan {
@@ -433,15 +442,15 @@ pub fn spawn_with_env(
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         fds: &spec.fds,
-        parked: parked.as_mut_ptr(),
+        parked: &parked,
         stdio: spec.stdio,
         park_above,
         exec_errno: &mut exec_errno,
-        listen_pid_digits: if spec.listen_pid {
-            Some(listen_pid_slot[LISTEN_PID_PREFIX.len()..].as_mut_ptr())
-        } else {
-            None
-        },
+        listen_pid_digits: spec.listen_pid.then(|| {
+            listen_pid_entry
+                .wrapping_add(LISTEN_PID_PREFIX.len())
+                .cast::<[u8; PID_TEXT_LEN]>()
+        }),
         process_group: spec.process_group,
     };
     let stack_top = spawner.stack_top();
@@ -531,9 +540,10 @@ pub fn spawn_with_env(
 /// Where the cloned child starts.
 extern "C" fn child_entry(plan: *mut libc::c_void) -> c_int {
     // SAFETY: `plan` is the `ChildPlan` that `spawn_with_env` passed to
-    // clone, alive until the child has exec'd or exited (CLONE_VFORK), and
-    // this is the freshly cloned child.
-    unsafe { run_child(&*plan.cast::<ChildPlan>()) }
+    // clone, alive until the child has exec'd or exited (CLONE_VFORK).
+    let plan = unsafe { &*plan.cast::<ChildPlan>() };
+    // SAFETY: this is the freshly cloned child, and that is its plan.
+    unsafe { run_child(plan) }
 }
 
 /// Raw pointers and numbers the child needs, all pointing into memory of
@@ -543,83 +553,109 @@ struct ChildPlan<'a> {
     argv: *const *const c_char,
     envp: *const *const c_char,
     fds: &'a [RawFd],
-    /// Room for one parked copy per entry of `fds`.
-    parked: *mut c_int,
+    /// One slot per entry of `fds`, for the child to note its parked copy.
+    parked: &'a [Cell<c_int>],
     stdio: Option<RawFd>,
     park_above: RawFd,
     /// Where the child leaves errno when it cannot exec.
     exec_errno: *mut c_int,
-    listen_pid_digits: Option<*mut u8>,
+    /// The digits of the `LISTEN_PID=` entry that envp points to.
+    listen_pid_digits: Option<*mut [u8; PID_TEXT_LEN]>,
     process_group: bool,
 }
 
-/// The child side, between clone and exec. Each step is a plain system
-/// call; nothing here allocates, locks, touches Rust's std I/O, or writes
-/// sockhold's memory other than the buffers `plan` names. (It runs on
-/// sockhold's memory: a glibc wrapper that keeps process-wide state, such
-/// as setuid(2)'s, would need the raw system call here instead.)
+/// A step of the child's sequence failed; errno says why.
+struct Failed;
+
+/// A system call's result, or `Failed` if it says it failed.
+fn check(result: c_int) -> Result<c_int, Failed> {
+    if result < 0 { Err(Failed) } else { Ok(result) }
+}
+
+/// The child side, between clone and exec: runs the sequence, and reports
+/// the failure if it returns.
 ///
 /// # Safety
 /// Must only be called in a child cloned as in `spawn_with_env`, with
 /// `plan` built there.
 unsafe fn run_child(plan: &ChildPlan) -> ! {
-    // SAFETY: every call below is async-signal-safe (signal-safety(7)) and
-    // every pointer comes from `spawn_with_env` and stays valid while the
-    // child runs.
-    unsafe {
-        // 1. Default disposition for every signal. Rust ignores SIGPIPE and
-        //    exec keeps ignored signals ignored, so this must be explicit.
-        //    Signals stay blocked (as the parent left them) until step 7.
-        reset_signal_dispositions();
+    // SAFETY: called as this function is: in the child, with its plan.
+    let Err(Failed) = unsafe { child_sequence(plan) };
+    // SAFETY: as above. errno is still the failed step's: nothing ran since.
+    unsafe { fail(plan) }
+}
 
-        // 1b. A process group of its own, set before exec so that it is in
-        //     place by the time the parent (resumed only after exec) may
-        //     signal the group.
-        if plan.process_group && libc::setpgid(0, 0) < 0 {
-            fail(plan);
-        }
+/// The numbered steps from clone to exec. Each is a plain system call;
+/// nothing here allocates, locks, touches Rust's std I/O, or writes
+/// sockhold's memory other than the buffers `plan` names. (It runs on
+/// sockhold's memory: a glibc wrapper that keeps process-wide state, such
+/// as setuid(2)'s, would need the raw system call here instead.) The fd
+/// calls change the child's own fd table (no CLONE_FILES), never sockhold's.
+/// Returns only if a step fails, with errno set.
+///
+/// # Safety
+/// As `run_child`.
+unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
+    // 1. Default disposition for every signal. Rust ignores SIGPIPE and
+    //    exec keeps ignored signals ignored, so this must be explicit.
+    //    Signals stay blocked (as the parent left them) until step 7.
+    // SAFETY: in the child, as this function is.
+    unsafe { reset_signal_dispositions() };
 
-        // 2. The connection (inetd style) becomes stdin and stdout.
-        if let Some(connection) = plan.stdio {
-            if libc::dup2(connection, 0) < 0 || libc::dup2(connection, 1) < 0 {
-                fail(plan);
-            }
-        }
-        // 3. Park every source fd above all targets, so the moves below
-        //    cannot clobber a source that is still needed.
-        let count = plan.fds.len();
-        for (index, &fd) in plan.fds.iter().enumerate() {
-            let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, plan.park_above);
-            if copy < 0 {
-                fail(plan);
-            }
-            *plan.parked.add(index) = copy;
-        }
-        // 4. Move them down into 3, 4, ...; dup2 clears CLOEXEC on the copy,
-        //    which is what makes exactly these fds inheritable.
-        for index in 0..count {
-            if libc::dup2(*plan.parked.add(index), FIRST_PASSED_FD + index as c_int) < 0 {
-                fail(plan);
-            }
-        }
-        // 5. Everything above the passed fds is closed.
-        close_from(FIRST_PASSED_FD + count as c_int);
-
-        // 6. LISTEN_PID: this process's own pid, written into the slot the
-        //    parent reserved, so that the program that runs sees its own pid.
-        if let Some(digits) = plan.listen_pid_digits {
-            write_decimal(digits, libc::getpid() as u32);
-        }
-
-        // 7. Empty signal mask (the parent blocked everything across clone).
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-
-        // 8. Run the program. Only returns on failure.
-        libc::execve(plan.program, plan.argv, plan.envp);
-        fail(plan)
+    // 1b. A process group of its own, set before exec so that it is in
+    //     place by the time the parent (resumed only after exec) may
+    //     signal the group.
+    if plan.process_group {
+        // SAFETY: setpgid(2) on this process alone.
+        check(unsafe { libc::setpgid(0, 0) })?;
     }
+
+    // 2. The connection (inetd style) becomes stdin and stdout.
+    if let Some(connection) = plan.stdio {
+        // SAFETY: dup2(2) replaces the child's stdin, as intended.
+        check(unsafe { libc::dup2(connection, 0) })?;
+        // SAFETY: likewise for stdout.
+        check(unsafe { libc::dup2(connection, 1) })?;
+    }
+    // 3. Park every source fd above all targets, so the moves below
+    //    cannot clobber a source that is still needed.
+    for (&fd, parked) in plan.fds.iter().zip(plan.parked) {
+        // SAFETY: F_DUPFD_CLOEXEC only adds an fd (fcntl(2)), closes none.
+        parked.set(check(unsafe {
+            libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, plan.park_above)
+        })?);
+    }
+    // 4. Move them down into 3, 4, ...; dup2 clears CLOEXEC on the copy,
+    //    which is what makes exactly these fds inheritable.
+    for (target, parked) in (FIRST_PASSED_FD..).zip(plan.parked) {
+        // SAFETY: the target is below `park_above`, so what it replaces is
+        // no parked copy still to be moved.
+        check(unsafe { libc::dup2(parked.get(), target) })?;
+    }
+    // 5. Everything above the passed fds is closed.
+    // SAFETY: in the child, as this function is.
+    unsafe { close_from(FIRST_PASSED_FD + plan.fds.len() as c_int) };
+
+    // 6. LISTEN_PID: this process's own pid, written into the slot the
+    //    parent reserved, so that the program that runs sees its own pid.
+    if let Some(digits) = plan.listen_pid_digits {
+        // SAFETY: getpid(2) only reads.
+        let pid = unsafe { libc::getpid() };
+        // SAFETY: the slot `spawn_with_env` reserved, alive while the child
+        // runs and used by no one else until execve reads it.
+        write_decimal(unsafe { &mut *digits }, pid as u32);
+    }
+
+    // 7. Empty signal mask (the parent blocked everything across clone).
+    let empty = nix::sys::signal::SigSet::empty();
+    // SAFETY: sigprocmask(2) with a valid set, not asking for the old one.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut()) };
+
+    // 8. Run the program. Only returns on failure.
+    // SAFETY: NUL-terminated program, argv and envp, built and kept alive
+    // by `spawn_with_env`.
+    unsafe { libc::execve(plan.program, plan.argv, plan.envp) };
+    Err(Failed)
 }
 
 /// Sets every signal to its default disposition, including the two that
@@ -666,13 +702,13 @@ unsafe fn reset_signal_dispositions() {
 /// Child side only (see `run_child`).
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 unsafe fn reset_signal_dispositions() {
-    // SAFETY: sigaction(2) with a zeroed (SIG_DFL) action.
-    unsafe {
-        let mut default_action: libc::sigaction = std::mem::zeroed();
-        default_action.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..libc::SIGRTMAX() + 1 {
-            libc::sigaction(signal, &default_action, std::ptr::null_mut());
-        }
+    // SAFETY: all zeroes is a valid sigaction: SIG_DFL, no flags, an empty
+    // mask.
+    let default_action: libc::sigaction = unsafe { std::mem::zeroed() };
+    for signal in 1..libc::SIGRTMAX() + 1 {
+        // SAFETY: sigaction(2) with a valid action, not asking for the old
+        // one; it fails harmlessly for SIGKILL and SIGSTOP.
+        unsafe { libc::sigaction(signal, &default_action, std::ptr::null_mut()) };
     }
 }
 
@@ -682,19 +718,18 @@ unsafe fn reset_signal_dispositions() {
 /// # Safety
 /// Child side only (see `run_child`).
 unsafe fn fail(plan: &ChildPlan) -> ! {
-    // SAFETY: __errno_location and _exit are async-signal-safe; the errno
-    // slot is the parent's, which waits for this child to exit before
-    // reading it (CLONE_VFORK).
-    unsafe {
-        let errno = *libc::__errno_location();
-        std::ptr::write_volatile(plan.exec_errno, errno);
-        let status = if errno == libc::ENOENT || errno == libc::ENOTDIR {
-            crate::error::exit::NOT_FOUND
-        } else {
-            crate::error::exit::CANNOT_EXECUTE
-        };
-        libc::_exit(status)
-    }
+    let errno = Errno::last_raw();
+    // SAFETY: the parent's errno slot, which it reads only once this child
+    // has exited (CLONE_VFORK).
+    unsafe { std::ptr::write_volatile(plan.exec_errno, errno) };
+    let status = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+        crate::error::exit::NOT_FOUND
+    } else {
+        crate::error::exit::CANNOT_EXECUTE
+    };
+    // SAFETY: _exit(2) ends the child at once, running no atexit handler
+    // or destructor (they would run on sockhold's memory).
+    unsafe { libc::_exit(status) }
 }
 
 /// Closes every fd from `first` up.
@@ -702,36 +737,38 @@ unsafe fn fail(plan: &ChildPlan) -> ! {
 /// # Safety
 /// Child side only (see `run_child`).
 unsafe fn close_from(first: c_int) {
-    // SAFETY: close_range(2) and close(2) are plain system calls.
-    unsafe {
-        if libc::syscall(
+    // SAFETY: close_range(2) on the child's own fd table.
+    let closed = unsafe {
+        libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
             0,
-        ) == 0
-        {
-            return;
-        }
-        // Kernels before 5.9: close one by one up to the fd limit.
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur.min(1 << 20) as c_int
-        } else {
-            4096
-        };
-        for fd in first..max {
-            libc::close(fd);
-        }
+        )
+    };
+    if closed == 0 {
+        return;
+    }
+    // Kernels before 5.9: close one by one up to the fd limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) fills in `limit`, a valid rlimit.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as c_int
+    } else {
+        4096
+    };
+    for fd in first..max {
+        // SAFETY: close(2) on the child's own fd table, as above.
+        unsafe { libc::close(fd) };
     }
 }
 
-/// Writes `value` in decimal followed by a NUL at `out`, without allocating.
-///
-/// # Safety
-/// `out` must have room for 11 bytes (u32 digits and the NUL).
-unsafe fn write_decimal(out: *mut u8, mut value: u32) {
-    let mut digits = [0u8; 10];
+/// Writes `value` in decimal followed by a NUL, without allocating.
+fn write_decimal(out: &mut [u8; PID_TEXT_LEN], mut value: u32) {
+    let mut digits = [0u8; PID_TEXT_LEN - 1];
     let mut len = 0;
     loop {
         digits[len] = b'0' + (value % 10) as u8;
@@ -741,12 +778,10 @@ unsafe fn write_decimal(out: *mut u8, mut value: u32) {
             break;
         }
     }
-    for index in 0..len {
-        // SAFETY: index < 10 and the caller guarantees 11 bytes at `out`.
-        unsafe { *out.add(index) = digits[len - 1 - index] };
+    for (place, digit) in out.iter_mut().zip(digits[..len].iter().rev()) {
+        *place = *digit;
     }
-    // SAFETY: len <= 10, within the caller's 11 bytes.
-    unsafe { *out.add(len) = 0 };
+    out[len] = 0;
 }
 
 #[cfg(test)]
@@ -757,9 +792,8 @@ mod tests {
     #[test]
     fn decimal_writer_matches_format() {
         for value in [0u32, 7, 10, 4242, 4_194_304, u32::MAX] {
-            let mut buffer = [0xffu8; 11];
-            // SAFETY: the buffer has the 11 bytes write_decimal needs.
-            unsafe { write_decimal(buffer.as_mut_ptr(), value) };
+            let mut buffer = [0xffu8; PID_TEXT_LEN];
+            write_decimal(&mut buffer, value);
             let text = CStr::from_bytes_until_nul(&buffer).unwrap();
             assert_eq!(text.to_str().unwrap(), value.to_string());
         }
