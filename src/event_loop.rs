@@ -18,7 +18,7 @@ use crate::pidfile::PidFile;
 use crate::readiness::{self, NotifySocket};
 use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
-use crate::spawn::{self, ChildSpec, ResolveError, SpawnError, Spawner};
+use crate::spawn::{self, ChildSpec, ResolveError, Spawner};
 use crate::supervisor::{Action, ChildStatus, Event, GenerationId, Report, Supervisor};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -109,15 +109,7 @@ impl EventLoop {
                     .iter()
                     .find(|(key, _)| key == "PATH")
                     .map(|(_, value)| value.as_os_str());
-                let program =
-                    spawn::resolve_program(&config.command[0], path_var).map_err(|error| {
-                        let why = match &error {
-                            ResolveError::NotFound => "command not found".to_string(),
-                            ResolveError::NotExecutable(why) => why.clone(),
-                        };
-                        let name = config.command[0].to_string_lossy();
-                        Error::new(error.exit_status(), format!("cannot run '{name}': {why}"))
-                    })?;
+                let program = spawn::resolve_command(&config.command[0], path_var)?;
                 Some(AcceptServer::new(
                     settings,
                     &program,
@@ -652,28 +644,7 @@ impl EventLoop {
                 self.notify_sockets.insert(generation, notify);
                 Event::Spawned { generation, pid }
             }
-            Err(SpawnError::Exec(errno)) => {
-                let code = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
-                    exit::NOT_FOUND
-                } else {
-                    exit::CANNOT_EXECUTE
-                };
-                let hint = match errno {
-                    Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
-                    Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
-                    Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
-                    _ => "",
-                };
-                failed(
-                    format!(
-                        "cannot run '{}': {}{hint}",
-                        program.display(),
-                        crate::error::errno_text(errno)
-                    ),
-                    code,
-                )
-            }
-            Err(error @ SpawnError::Fork(_)) => failed(error.to_string(), exit::OS),
+            Err(error) => failed(error.describe(&program), error.exit_status()),
         }
     }
 

@@ -92,6 +92,25 @@ pub fn resolve_program(name: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf
     Err(first_refusal.unwrap_or(ResolveError::NotFound))
 }
 
+/// The one message for a command that cannot be run, with the shell's status (127/126).
+pub fn resolve_command(
+    name: &OsStr,
+    path_var: Option<&OsStr>,
+) -> Result<PathBuf, crate::error::Error> {
+    resolve_program(name, path_var).map_err(|error| {
+        let name = name.to_string_lossy();
+        let message = match &error {
+            ResolveError::NotFound => {
+                format!("cannot run '{name}': command not found (check the name, or give a path)")
+            }
+            ResolveError::NotExecutable(why) => {
+                format!("cannot run '{name}': {why} (make it an executable file: chmod +x)")
+            }
+        };
+        crate::error::Error::new(error.exit_status(), message)
+    })
+}
+
 fn check_executable(path: &Path) -> Result<(), ResolveError> {
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
@@ -244,6 +263,41 @@ pub enum SpawnError {
     Fork(Errno),
     /// The child could not exec the program.
     Exec(Errno),
+}
+
+impl SpawnError {
+    /// What sockhold reports for it: the shell's 127 for a missing program
+    /// (or interpreter), 126 for one that cannot be executed, 71 when no
+    /// process could be made.
+    pub fn exit_status(&self) -> i32 {
+        use crate::error::exit;
+        match self {
+            SpawnError::Fork(_) => exit::OS,
+            SpawnError::Exec(Errno::ENOENT | Errno::ENOTDIR) => exit::NOT_FOUND,
+            SpawnError::Exec(_) => exit::CANNOT_EXECUTE,
+        }
+    }
+
+    /// One line on why `program` did not start, with what to check where
+    /// the errno points at something.
+    pub fn describe(&self, program: &Path) -> String {
+        match self {
+            SpawnError::Fork(_) => self.to_string(),
+            SpawnError::Exec(errno) => {
+                let hint = match errno {
+                    Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
+                    Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
+                    Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
+                    _ => "",
+                };
+                format!(
+                    "cannot run '{}': {}{hint}",
+                    program.display(),
+                    crate::error::errno_text(*errno)
+                )
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for SpawnError {
@@ -896,6 +950,59 @@ mod tests {
         let mut spawner = Spawner::new().unwrap();
         let error = spawn(&mut spawner, &spec_for(Path::new("/nonexistent/program"))).unwrap_err();
         assert_eq!(error, SpawnError::Exec(Errno::ENOENT));
+    }
+
+    #[test]
+    fn a_command_that_cannot_run_gets_one_message_and_the_shells_status() {
+        let path = Some(OsStr::new("/nonexistent"));
+        let missing = resolve_command(OsStr::new("no-such-program-x"), path).unwrap_err();
+        assert_eq!(missing.exit_status, 127);
+        assert_eq!(
+            missing.message,
+            "cannot run 'no-such-program-x': command not found (check the name, or give a path)"
+        );
+        let directory = resolve_command(OsStr::new("/tmp"), path).unwrap_err();
+        assert_eq!(directory.exit_status, 126);
+        assert_eq!(
+            directory.message,
+            "cannot run '/tmp': not a regular file (make it an executable file: chmod +x)"
+        );
+    }
+
+    #[test]
+    fn exec_failures_are_described_with_a_hint_and_the_shells_status() {
+        let program = Path::new("/srv/app");
+        let cases = [
+            (
+                SpawnError::Exec(Errno::ENOEXEC),
+                126,
+                "cannot run '/srv/app': exec format error (not a program for this machine; a script needs a #! line)",
+            ),
+            (
+                SpawnError::Exec(Errno::ENOENT),
+                127,
+                "cannot run '/srv/app': no such file or directory (for a script: check its #! interpreter)",
+            ),
+            (
+                SpawnError::Exec(Errno::EACCES),
+                126,
+                "cannot run '/srv/app': permission denied (check its execute permission and the filesystem's noexec)",
+            ),
+            (
+                SpawnError::Exec(Errno::E2BIG),
+                126,
+                "cannot run '/srv/app': argument list too long",
+            ),
+            (
+                SpawnError::Fork(Errno::EAGAIN),
+                71,
+                "cannot fork: try again",
+            ),
+        ];
+        for (error, status, text) in cases {
+            assert_eq!(error.exit_status(), status, "{error:?}");
+            assert_eq!(error.describe(program), text);
+        }
     }
 
     #[test]
