@@ -8,6 +8,7 @@ use crate::child::{Children, Reaped};
 use crate::control::{self, ClientId};
 use crate::listen::Listener;
 use crate::sd_notify::ServiceManager;
+use crate::spawn::Spawner;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use nix::sys::signal::Signal;
@@ -73,6 +74,8 @@ pub trait Engine {
 pub struct Context<'a> {
     pub registry: &'a Registry,
     pub children: &'a mut Children,
+    /// The one stack children are started on (`spawn.rs`).
+    pub spawner: &'a mut Spawner,
     pub listeners: &'a [Listener],
     pub listener_watch: &'a mut ListenerWatch,
     pub control: Option<&'a mut control::Server>,

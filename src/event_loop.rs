@@ -26,6 +26,7 @@ use crate::per_connection::PerConnection;
 use crate::pidfile::PidFile;
 use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
+use crate::spawn::{self, Spawner};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -46,6 +47,7 @@ pub struct EventLoop {
     signals: Signals,
     engine: Box<dyn Engine>,
     children: Children,
+    spawner: Spawner,
     listeners: Vec<Listener>,
     listener_watch: ListenerWatch,
     forward_signals: Vec<Signal>,
@@ -82,6 +84,7 @@ impl EventLoop {
                 crate::error::errno_text(errno)
             );
         }
+        let spawner = Spawner::new().map_err(spawn::spawner_error)?;
         // A mode is a type: the driver holds whichever engine runs.
         let engine: Box<dyn Engine> = match config.accept {
             Some(_) => Box::new(PerConnection::new(&config, &listeners)?),
@@ -92,6 +95,7 @@ impl EventLoop {
             signals,
             engine,
             children: Children::default(),
+            spawner,
             listeners,
             listener_watch: ListenerWatch::default(),
             forward_signals: config.forward_signals,
@@ -295,6 +299,7 @@ impl EventLoop {
         let mut context = Context {
             registry: self.poll.registry(),
             children: &mut self.children,
+            spawner: &mut self.spawner,
             listeners: &self.listeners,
             listener_watch: &mut self.listener_watch,
             control: self.control.as_mut(),
@@ -308,6 +313,7 @@ impl EventLoop {
         let mut context = Context {
             registry: self.poll.registry(),
             children: &mut self.children,
+            spawner: &mut self.spawner,
             listeners: &self.listeners,
             listener_watch: &mut self.listener_watch,
             control: self.control.as_mut(),

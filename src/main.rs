@@ -202,19 +202,8 @@ fn report_usage_error(error: &clap::Error) -> i32 {
 
 /// Refuses at once a command that cannot run, with the shell's statuses.
 fn check_command(command: &[std::ffi::OsString]) -> Result<(), Error> {
-    let name = command[0].to_string_lossy();
     let path = std::env::var_os("PATH");
-    match spawn::resolve_program(&command[0], path.as_deref()) {
-        Ok(_) => Ok(()),
-        Err(spawn::ResolveError::NotFound) => Err(Error::new(
-            exit::NOT_FOUND,
-            format!("cannot run '{name}': command not found (check the name, or give a path)"),
-        )),
-        Err(spawn::ResolveError::NotExecutable(why)) => Err(Error::new(
-            exit::CANNOT_EXECUTE,
-            format!("cannot run '{name}': {why} (make it an executable file: chmod +x)"),
-        )),
-    }
+    spawn::resolve_command(&command[0], path.as_deref()).map(|_| ())
 }
 
 fn init_logging(level: log::LevelFilter) {

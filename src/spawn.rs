@@ -13,15 +13,20 @@
 //!   in the child; the child resets every disposition to default and
 //!   unblocks everything just before exec.
 //!
-//! This file is the main home of `unsafe` in sockhold.
+//! This file is the main home of `unsafe` in sockhold. Each `unsafe`
+//! block holds one operation, with the reason that one is sound
+//! (`clippy::multiple_unsafe_ops_per_block`).
 
 #![allow(unsafe_code)]
 
 use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};
+use std::cell::Cell;
+use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::RawFd;
+use std::marker::PhantomData;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -58,6 +63,17 @@ impl ResolveError {
     }
 }
 
+/// The short reason, for a generation that could not start at a reload or
+/// restart (the program may have gone away since sockhold started).
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::NotFound => f.write_str("command not found"),
+            ResolveError::NotExecutable(why) => write!(f, "cannot execute: {why}"),
+        }
+    }
+}
+
 /// Finds the program as execvp(3) would: a name with a `/` is taken as it is,
 /// any other is searched in PATH. Done in the parent before every spawn, so
 /// that a reload picks up a new binary and the child never searches.
@@ -87,6 +103,25 @@ pub fn resolve_program(name: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf
         }
     }
     Err(first_refusal.unwrap_or(ResolveError::NotFound))
+}
+
+/// The one message for a command that cannot be run, with the shell's status (127/126).
+pub fn resolve_command(
+    name: &OsStr,
+    path_var: Option<&OsStr>,
+) -> Result<PathBuf, crate::error::Error> {
+    resolve_program(name, path_var).map_err(|error| {
+        let name = name.to_string_lossy();
+        let message = match &error {
+            ResolveError::NotFound => {
+                format!("cannot run '{name}': command not found (check the name, or give a path)")
+            }
+            ResolveError::NotExecutable(why) => {
+                format!("cannot run '{name}': {why} (make it an executable file: chmod +x)")
+            }
+        };
+        crate::error::Error::new(error.exit_status(), message)
+    })
 }
 
 fn check_executable(path: &Path) -> Result<(), ResolveError> {
@@ -243,6 +278,41 @@ pub enum SpawnError {
     Exec(Errno),
 }
 
+impl SpawnError {
+    /// What sockhold reports for it: the shell's 127 for a missing program
+    /// (or interpreter), 126 for one that cannot be executed, 71 when no
+    /// process could be made.
+    pub fn exit_status(&self) -> i32 {
+        use crate::error::exit;
+        match self {
+            SpawnError::Fork(_) => exit::OS,
+            SpawnError::Exec(Errno::ENOENT | Errno::ENOTDIR) => exit::NOT_FOUND,
+            SpawnError::Exec(_) => exit::CANNOT_EXECUTE,
+        }
+    }
+
+    /// One line on why `program` did not start, with what to check where
+    /// the errno points at something.
+    pub fn describe(&self, program: &Path) -> String {
+        match self {
+            SpawnError::Fork(_) => self.to_string(),
+            SpawnError::Exec(errno) => {
+                let hint = match errno {
+                    Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
+                    Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
+                    Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
+                    _ => "",
+                };
+                format!(
+                    "cannot run '{}': {}{hint}",
+                    program.display(),
+                    crate::error::errno_text(*errno)
+                )
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -256,14 +326,132 @@ impl std::fmt::Display for SpawnError {
     }
 }
 
-/// `LISTEN_PID=` plus room for any pid and the NUL.
-const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
-const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + 21;
+/// Size of the stack the child runs on between clone and exec.
+const CHILD_STACK_SIZE: usize = 64 * 1024;
 
-/// Starts the child and returns its pid once it has exec'd. Exec failures
-/// come back as `SpawnError::Exec` (the failed child is already reaped).
-pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
-    spawn_with_env(spec, &ExtraEnv::default())
+/// What starts children: owns the stack a child runs on between clone and
+/// exec.
+///
+/// The child shares sockhold's memory (`CLONE_VM`), so it cannot run on
+/// sockhold's own stack. It runs on this one instead: mapped in `new`, with
+/// a guard page below it (an overflow faults instead of writing over other
+/// memory), and unmapped on drop. Mapped up front rather than at the first
+/// spawn, so that a failure shows at start-up and no spawn has to check.
+///
+/// `spawn` takes `&mut Spawner`, so two spawns can never run on one stack
+/// at once, and the stack cannot be unmapped while a child runs on it. It
+/// is free again when `spawn` returns: by then the child has exec'd (and
+/// runs on a stack of its own) or exited (`CLONE_VFORK`). A Spawner is
+/// neither `Send` nor `Sync`: it stays on the thread that made it, because
+/// spawning relies on sockhold being single-threaded (see `spawn_with_env`).
+pub struct Spawner {
+    /// The whole mapping, guard page first.
+    base: *mut libc::c_void,
+    length: usize,
+    /// Whether to ask clone for a pidfd: false once the kernel has shown
+    /// that it gives none.
+    pidfds: bool,
+    /// Explicit, so that this does not depend on how the mapping is stored.
+    _single_thread: PhantomData<*mut ()>,
+}
+
+impl Spawner {
+    pub fn new() -> Result<Spawner, Errno> {
+        // SAFETY: sysconf only reads a system value.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            size if size > 0 => size as usize,
+            _ => 4096,
+        };
+        let length = CHILD_STACK_SIZE + page;
+        // SAFETY: asks for a fresh private anonymous mapping; no memory in
+        // use is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        // From here on, dropping it unmaps it.
+        let spawner = Spawner {
+            base,
+            length,
+            pidfds: true,
+            _single_thread: PhantomData,
+        };
+        // SAFETY: the first page of the mapping just made, which nothing
+        // uses yet.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            let errno = Errno::last();
+            drop(spawner);
+            return Err(errno);
+        }
+        Ok(spawner)
+    }
+
+    /// The top of the child's stack (stacks grow down on Linux's
+    /// architectures). Page-aligned, so aligned as every ABI wants it.
+    fn stack_top(&mut self) -> *mut libc::c_void {
+        self.base.cast::<u8>().wrapping_add(self.length).cast()
+    }
+
+    /// Stops asking for pidfds, and says so once.
+    fn pidfds_unavailable(&mut self) {
+        if std::mem::replace(&mut self.pidfds, false) {
+            log::warn!(
+                "pidfds unavailable (kernel older than 5.3?): children are signalled by pid"
+            );
+        }
+    }
+}
+
+/// The one message for a Spawner that cannot be made (no memory for its
+/// stack).
+pub fn spawner_error(errno: Errno) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::exit::OS,
+        format!(
+            "cannot map a stack for starting children: {}",
+            crate::error::errno_text(errno)
+        ),
+    )
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, which nothing refers to any
+        // more: a child runs on it only inside `spawn`, which borrows the
+        // Spawner.
+        unsafe { libc::munmap(self.base, self.length) };
+    }
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+/// The digits of any u32 and the NUL.
+const PID_TEXT_LEN: usize = 11;
+/// `LISTEN_PID=` plus room for any pid and the NUL.
+const LISTEN_PID_SLOT_LEN: usize = LISTEN_PID_PREFIX.len() + PID_TEXT_LEN;
+
+/// A child that has exec'd.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    /// Its pidfd (born CLOEXEC): signals this child and no other, even once
+    /// its pid is reused, and turns readable when it exits. None where the
+    /// kernel has none.
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Starts the child and returns it once it has exec'd. Exec failures come
+/// back as `SpawnError::Exec` (the failed child is already reaped).
+pub fn spawn(spawner: &mut Spawner, spec: &ChildSpec) -> Result<Spawned, SpawnError> {
+    spawn_with_env(spawner, spec, &ExtraEnv::default())
 }
 
 /// `spawn`, with `extra` added to the spec's environment.
@@ -274,18 +462,28 @@ pub fn spawn(spec: &ChildSpec) -> Result<Pid, SpawnError> {
 /// is suspended until the child has exec'd or exited, so the child's exec
 /// errno can come back through plain memory. Per-connection mode spawns on
 /// its hot path; this is what makes that cheap.
-pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnError> {
+///
+/// The pidfd comes from the same clone (`CLONE_PIDFD`): there is no moment
+/// at which the child exists and sockhold holds only its pid.
+pub fn spawn_with_env(
+    spawner: &mut Spawner,
+    spec: &ChildSpec,
+    extra: &ExtraEnv,
+) -> Result<Spawned, SpawnError> {
     // Pointer arrays for execve, built now: nothing may allocate after clone.
     let mut argv_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.argv.len() + 1);
     argv_ptrs.extend(spec.argv.iter().map(|a| a.as_ptr()));
     argv_ptrs.push(std::ptr::null());
     let mut listen_pid_slot = [0u8; LISTEN_PID_SLOT_LEN];
     listen_pid_slot[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+    // One pointer for both uses of the slot: envp reads the entry, the child
+    // writes its digits.
+    let listen_pid_entry = listen_pid_slot.as_mut_ptr();
     let mut envp_ptrs: Vec<*const c_char> = Vec::with_capacity(spec.env.len() + extra.len() + 2);
     envp_ptrs.extend(spec.env.iter().map(|e| e.as_ptr()));
     envp_ptrs.extend(extra.pointers());
     if spec.listen_pid {
-        envp_ptrs.push(listen_pid_slot.as_ptr().cast());
+        envp_ptrs.push(listen_pid_entry.cast_const().cast());
     }
     envp_ptrs.push(std::ptr::null());
 
@@ -301,8 +499,8 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         .max()
         .unwrap_or(FIRST_PASSED_FD)
         + 1;
-    // The child writes its parked fd numbers here.
-    let mut parked = vec![0 as c_int; spec.fds.len()];
+    // The child notes its parked fd numbers here.
+    let parked = vec![Cell::new(0 as c_int); spec.fds.len()];
     // The child's errno if it cannot exec; stays 0 when the exec succeeds.
     let mut exec_errno: c_int = 0;
     let mut plan = ChildPlan {
@@ -310,18 +508,18 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         fds: &spec.fds,
-        parked: parked.as_mut_ptr(),
+        parked: &parked,
         stdio: spec.stdio,
         park_above,
         exec_errno: &mut exec_errno,
-        listen_pid_digits: if spec.listen_pid {
-            Some(listen_pid_slot[LISTEN_PID_PREFIX.len()..].as_mut_ptr())
-        } else {
-            None
-        },
+        listen_pid_digits: spec.listen_pid.then(|| {
+            listen_pid_entry
+                .wrapping_add(LISTEN_PID_PREFIX.len())
+                .cast::<[u8; PID_TEXT_LEN]>()
+        }),
         process_group: spec.process_group,
     };
-    let stack_top = child_stack_top().map_err(SpawnError::Fork)?;
+    let stack_top = spawner.stack_top();
 
     let all_signals = nix::sys::signal::SigSet::all();
     let mut saved_mask = nix::sys::signal::SigSet::empty();
@@ -334,23 +532,47 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         Some(&mut saved_mask),
     )
     .map_err(SpawnError::Fork)?;
-    // SAFETY: the child runs `child_entry` on its own stack (mapped for
-    // this alone and unused by sockhold), and only reads `plan` and writes
-    // the buffers it points to, which all outlive the call because
-    // CLONE_VFORK suspends sockhold until the child has exec'd or exited.
-    // Without CLONE_SIGHAND/CLONE_FILES the child's signal dispositions and
-    // fd table are its own copies, so its changes to them never reach
-    // sockhold. sockhold is single-threaded: no lock can be held by another
-    // thread while the child runs, and the child takes none.
-    let cloned = unsafe {
-        libc::clone(
-            child_entry,
-            stack_top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut plan as *mut ChildPlan).cast(),
-        )
+    // Where CLONE_PIDFD has the kernel write the child's pidfd: clone's
+    // `parent_tid` argument. Stays -1 when no pidfd is made.
+    let mut pidfd_raw: c_int = -1;
+    let mut clone = |flags: c_int, pidfd_out: &mut c_int| {
+        // SAFETY: the child runs `child_entry` on the Spawner's stack
+        // (mapped for this alone, and borrowed by this call), and only
+        // reads `plan` and writes the buffers it points to, which all
+        // outlive the call because CLONE_VFORK suspends sockhold until the
+        // child has exec'd or exited. Without CLONE_SIGHAND/CLONE_FILES the
+        // child's signal dispositions and fd table are its own copies, so
+        // its changes to them never reach sockhold. sockhold is
+        // single-threaded: no lock can be held by another thread while the
+        // child runs, and the child takes none. `pidfd_out` is a live int
+        // for the kernel to write the pidfd to.
+        let cloned = unsafe {
+            libc::clone(
+                child_entry,
+                stack_top,
+                flags,
+                (&mut plan as *mut ChildPlan).cast(),
+                pidfd_out as *mut c_int,
+            )
+        };
+        if cloned < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(Pid::from_raw(cloned))
+        }
     };
-    let clone_errno = Errno::last();
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let wants_pidfd = spawner.pidfds;
+    let cloned = if wants_pidfd {
+        // Linux 5.2 and later; earlier kernels refuse the flag (EINVAL) or
+        // ignore it (no pidfd written).
+        match clone(flags | libc::CLONE_PIDFD, &mut pidfd_raw) {
+            Err(Errno::EINVAL) => clone(flags, &mut pidfd_raw),
+            cloned => cloned,
+        }
+    } else {
+        clone(flags, &mut pidfd_raw)
+    };
     // Restore in the parent whatever happened; signals that arrived are
     // delivered now.
     let _ = nix::sys::signal::pthread_sigmask(
@@ -358,10 +580,15 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         Some(&saved_mask),
         None,
     );
-    if cloned < 0 {
-        return Err(SpawnError::Fork(clone_errno));
+    let pid = cloned.map_err(SpawnError::Fork)?;
+    let pidfd = (pidfd_raw >= 0).then(|| {
+        // SAFETY: the pidfd the kernel has just made for this child, which
+        // nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(pidfd_raw) }
+    });
+    if wants_pidfd && pidfd.is_none() {
+        spawner.pidfds_unavailable();
     }
-    let pid = Pid::from_raw(cloned);
     // SAFETY: the child has exec'd or exited (CLONE_VFORK), so nothing
     // writes this any more; volatile because the write came from outside
     // what the compiler can see.
@@ -370,63 +597,19 @@ pub fn spawn_with_env(spec: &ChildSpec, extra: &ExtraEnv) -> Result<Pid, SpawnEr
         // The child has exited; reap it here so that its status does not
         // reach the supervisor as a generation's exit.
         let _ = nix::sys::wait::waitpid(pid, None);
+        drop(pidfd);
         return Err(SpawnError::Exec(Errno::from_raw(errno)));
     }
-    Ok(pid)
-}
-
-/// Size of the stack the child runs on between clone and exec.
-const CHILD_STACK_SIZE: usize = 64 * 1024;
-
-/// The top of the child's stack. The child shares sockhold's memory, so it
-/// cannot run on sockhold's own stack; this one is mapped at the first
-/// spawn, with a guard page below it (an overflow faults instead of writing
-/// over other memory), and reused for every later spawn: sockhold is
-/// single-threaded and suspended while a child uses it.
-fn child_stack_top() -> Result<*mut libc::c_void, Errno> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static TOP: AtomicUsize = AtomicUsize::new(0);
-    let top = TOP.load(Ordering::Relaxed);
-    if top != 0 {
-        return Ok(top as *mut libc::c_void);
-    }
-    // SAFETY: sysconf only reads a system value.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        size if size > 0 => size as usize,
-        _ => 4096,
-    };
-    let length = CHILD_STACK_SIZE + page;
-    // SAFETY: a fresh private anonymous mapping, which nothing else refers
-    // to; it is kept for sockhold's whole life.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            length,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    // SAFETY: the first page of the mapping made above.
-    if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
-        return Err(Errno::last());
-    }
-    // Page-aligned, so aligned as every ABI wants a stack top to be.
-    let top = base as usize + length;
-    TOP.store(top, Ordering::Relaxed);
-    Ok(top as *mut libc::c_void)
+    Ok(Spawned { pid, pidfd })
 }
 
 /// Where the cloned child starts.
 extern "C" fn child_entry(plan: *mut libc::c_void) -> c_int {
     // SAFETY: `plan` is the `ChildPlan` that `spawn_with_env` passed to
-    // clone, alive until the child has exec'd or exited (CLONE_VFORK), and
-    // this is the freshly cloned child.
-    unsafe { run_child(&*plan.cast::<ChildPlan>()) }
+    // clone, alive until the child has exec'd or exited (CLONE_VFORK).
+    let plan = unsafe { &*plan.cast::<ChildPlan>() };
+    // SAFETY: this is the freshly cloned child, and that is its plan.
+    unsafe { run_child(plan) }
 }
 
 /// Raw pointers and numbers the child needs, all pointing into memory of
@@ -436,83 +619,109 @@ struct ChildPlan<'a> {
     argv: *const *const c_char,
     envp: *const *const c_char,
     fds: &'a [RawFd],
-    /// Room for one parked copy per entry of `fds`.
-    parked: *mut c_int,
+    /// One slot per entry of `fds`, for the child to note its parked copy.
+    parked: &'a [Cell<c_int>],
     stdio: Option<RawFd>,
     park_above: RawFd,
     /// Where the child leaves errno when it cannot exec.
     exec_errno: *mut c_int,
-    listen_pid_digits: Option<*mut u8>,
+    /// The digits of the `LISTEN_PID=` entry that envp points to.
+    listen_pid_digits: Option<*mut [u8; PID_TEXT_LEN]>,
     process_group: bool,
 }
 
-/// The child side, between clone and exec. Each step is a plain system
-/// call; nothing here allocates, locks, touches Rust's std I/O, or writes
-/// sockhold's memory other than the buffers `plan` names. (It runs on
-/// sockhold's memory: a glibc wrapper that keeps process-wide state, such
-/// as setuid(2)'s, would need the raw system call here instead.)
+/// A step of the child's sequence failed; errno says why.
+struct Failed;
+
+/// A system call's result, or `Failed` if it says it failed.
+fn check(result: c_int) -> Result<c_int, Failed> {
+    if result < 0 { Err(Failed) } else { Ok(result) }
+}
+
+/// The child side, between clone and exec: runs the sequence, and reports
+/// the failure if it returns.
 ///
 /// # Safety
 /// Must only be called in a child cloned as in `spawn_with_env`, with
 /// `plan` built there.
 unsafe fn run_child(plan: &ChildPlan) -> ! {
-    // SAFETY: every call below is async-signal-safe (signal-safety(7)) and
-    // every pointer comes from `spawn_with_env` and stays valid while the
-    // child runs.
-    unsafe {
-        // 1. Default disposition for every signal. Rust ignores SIGPIPE and
-        //    exec keeps ignored signals ignored, so this must be explicit.
-        //    Signals stay blocked (as the parent left them) until step 7.
-        reset_signal_dispositions();
+    // SAFETY: called as this function is: in the child, with its plan.
+    let Err(Failed) = unsafe { child_sequence(plan) };
+    // SAFETY: as above. errno is still the failed step's: nothing ran since.
+    unsafe { fail(plan) }
+}
 
-        // 1b. A process group of its own, set before exec so that it is in
-        //     place by the time the parent (resumed only after exec) may
-        //     signal the group.
-        if plan.process_group && libc::setpgid(0, 0) < 0 {
-            fail(plan);
-        }
+/// The numbered steps from clone to exec. Each is a plain system call;
+/// nothing here allocates, locks, touches Rust's std I/O, or writes
+/// sockhold's memory other than the buffers `plan` names. (It runs on
+/// sockhold's memory: a glibc wrapper that keeps process-wide state, such
+/// as setuid(2)'s, would need the raw system call here instead.) The fd
+/// calls change the child's own fd table (no CLONE_FILES), never sockhold's.
+/// Returns only if a step fails, with errno set.
+///
+/// # Safety
+/// As `run_child`.
+unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
+    // 1. Default disposition for every signal. Rust ignores SIGPIPE and
+    //    exec keeps ignored signals ignored, so this must be explicit.
+    //    Signals stay blocked (as the parent left them) until step 7.
+    // SAFETY: in the child, as this function is.
+    unsafe { reset_signal_dispositions() };
 
-        // 2. The connection (inetd style) becomes stdin and stdout.
-        if let Some(connection) = plan.stdio {
-            if libc::dup2(connection, 0) < 0 || libc::dup2(connection, 1) < 0 {
-                fail(plan);
-            }
-        }
-        // 3. Park every source fd above all targets, so the moves below
-        //    cannot clobber a source that is still needed.
-        let count = plan.fds.len();
-        for (index, &fd) in plan.fds.iter().enumerate() {
-            let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, plan.park_above);
-            if copy < 0 {
-                fail(plan);
-            }
-            *plan.parked.add(index) = copy;
-        }
-        // 4. Move them down into 3, 4, ...; dup2 clears CLOEXEC on the copy,
-        //    which is what makes exactly these fds inheritable.
-        for index in 0..count {
-            if libc::dup2(*plan.parked.add(index), FIRST_PASSED_FD + index as c_int) < 0 {
-                fail(plan);
-            }
-        }
-        // 5. Everything above the passed fds is closed.
-        close_from(FIRST_PASSED_FD + count as c_int);
-
-        // 6. LISTEN_PID: this process's own pid, written into the slot the
-        //    parent reserved, so that the program that runs sees its own pid.
-        if let Some(digits) = plan.listen_pid_digits {
-            write_decimal(digits, libc::getpid() as u32);
-        }
-
-        // 7. Empty signal mask (the parent blocked everything across clone).
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-
-        // 8. Run the program. Only returns on failure.
-        libc::execve(plan.program, plan.argv, plan.envp);
-        fail(plan)
+    // 1b. A process group of its own, set before exec so that it is in
+    //     place by the time the parent (resumed only after exec) may
+    //     signal the group.
+    if plan.process_group {
+        // SAFETY: setpgid(2) on this process alone.
+        check(unsafe { libc::setpgid(0, 0) })?;
     }
+
+    // 2. The connection (inetd style) becomes stdin and stdout.
+    if let Some(connection) = plan.stdio {
+        // SAFETY: dup2(2) replaces the child's stdin, as intended.
+        check(unsafe { libc::dup2(connection, 0) })?;
+        // SAFETY: likewise for stdout.
+        check(unsafe { libc::dup2(connection, 1) })?;
+    }
+    // 3. Park every source fd above all targets, so the moves below
+    //    cannot clobber a source that is still needed.
+    for (&fd, parked) in plan.fds.iter().zip(plan.parked) {
+        // SAFETY: F_DUPFD_CLOEXEC only adds an fd (fcntl(2)), closes none.
+        parked.set(check(unsafe {
+            libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, plan.park_above)
+        })?);
+    }
+    // 4. Move them down into 3, 4, ...; dup2 clears CLOEXEC on the copy,
+    //    which is what makes exactly these fds inheritable.
+    for (target, parked) in (FIRST_PASSED_FD..).zip(plan.parked) {
+        // SAFETY: the target is below `park_above`, so what it replaces is
+        // no parked copy still to be moved.
+        check(unsafe { libc::dup2(parked.get(), target) })?;
+    }
+    // 5. Everything above the passed fds is closed.
+    // SAFETY: in the child, as this function is.
+    unsafe { close_from(FIRST_PASSED_FD + plan.fds.len() as c_int) };
+
+    // 6. LISTEN_PID: this process's own pid, written into the slot the
+    //    parent reserved, so that the program that runs sees its own pid.
+    if let Some(digits) = plan.listen_pid_digits {
+        // SAFETY: getpid(2) only reads.
+        let pid = unsafe { libc::getpid() };
+        // SAFETY: the slot `spawn_with_env` reserved, alive while the child
+        // runs and used by no one else until execve reads it.
+        write_decimal(unsafe { &mut *digits }, pid as u32);
+    }
+
+    // 7. Empty signal mask (the parent blocked everything across clone).
+    let empty = nix::sys::signal::SigSet::empty();
+    // SAFETY: sigprocmask(2) with a valid set, not asking for the old one.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut()) };
+
+    // 8. Run the program. Only returns on failure.
+    // SAFETY: NUL-terminated program, argv and envp, built and kept alive
+    // by `spawn_with_env`.
+    unsafe { libc::execve(plan.program, plan.argv, plan.envp) };
+    Err(Failed)
 }
 
 /// Sets every signal to its default disposition, including the two that
@@ -559,13 +768,13 @@ unsafe fn reset_signal_dispositions() {
 /// Child side only (see `run_child`).
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 unsafe fn reset_signal_dispositions() {
-    // SAFETY: sigaction(2) with a zeroed (SIG_DFL) action.
-    unsafe {
-        let mut default_action: libc::sigaction = std::mem::zeroed();
-        default_action.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..libc::SIGRTMAX() + 1 {
-            libc::sigaction(signal, &default_action, std::ptr::null_mut());
-        }
+    // SAFETY: all zeroes is a valid sigaction: SIG_DFL, no flags, an empty
+    // mask.
+    let default_action: libc::sigaction = unsafe { std::mem::zeroed() };
+    for signal in 1..libc::SIGRTMAX() + 1 {
+        // SAFETY: sigaction(2) with a valid action, not asking for the old
+        // one; it fails harmlessly for SIGKILL and SIGSTOP.
+        unsafe { libc::sigaction(signal, &default_action, std::ptr::null_mut()) };
     }
 }
 
@@ -575,19 +784,18 @@ unsafe fn reset_signal_dispositions() {
 /// # Safety
 /// Child side only (see `run_child`).
 unsafe fn fail(plan: &ChildPlan) -> ! {
-    // SAFETY: __errno_location and _exit are async-signal-safe; the errno
-    // slot is the parent's, which waits for this child to exit before
-    // reading it (CLONE_VFORK).
-    unsafe {
-        let errno = *libc::__errno_location();
-        std::ptr::write_volatile(plan.exec_errno, errno);
-        let status = if errno == libc::ENOENT || errno == libc::ENOTDIR {
-            crate::error::exit::NOT_FOUND
-        } else {
-            crate::error::exit::CANNOT_EXECUTE
-        };
-        libc::_exit(status)
-    }
+    let errno = Errno::last_raw();
+    // SAFETY: the parent's errno slot, which it reads only once this child
+    // has exited (CLONE_VFORK).
+    unsafe { std::ptr::write_volatile(plan.exec_errno, errno) };
+    let status = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+        crate::error::exit::NOT_FOUND
+    } else {
+        crate::error::exit::CANNOT_EXECUTE
+    };
+    // SAFETY: _exit(2) ends the child at once, running no atexit handler
+    // or destructor (they would run on sockhold's memory).
+    unsafe { libc::_exit(status) }
 }
 
 /// Closes every fd from `first` up.
@@ -595,36 +803,38 @@ unsafe fn fail(plan: &ChildPlan) -> ! {
 /// # Safety
 /// Child side only (see `run_child`).
 unsafe fn close_from(first: c_int) {
-    // SAFETY: close_range(2) and close(2) are plain system calls.
-    unsafe {
-        if libc::syscall(
+    // SAFETY: close_range(2) on the child's own fd table.
+    let closed = unsafe {
+        libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
             0,
-        ) == 0
-        {
-            return;
-        }
-        // Kernels before 5.9: close one by one up to the fd limit.
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur.min(1 << 20) as c_int
-        } else {
-            4096
-        };
-        for fd in first..max {
-            libc::close(fd);
-        }
+        )
+    };
+    if closed == 0 {
+        return;
+    }
+    // Kernels before 5.9: close one by one up to the fd limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) fills in `limit`, a valid rlimit.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as c_int
+    } else {
+        4096
+    };
+    for fd in first..max {
+        // SAFETY: close(2) on the child's own fd table, as above.
+        unsafe { libc::close(fd) };
     }
 }
 
-/// Writes `value` in decimal followed by a NUL at `out`, without allocating.
-///
-/// # Safety
-/// `out` must have room for 11 bytes (u32 digits and the NUL).
-unsafe fn write_decimal(out: *mut u8, mut value: u32) {
-    let mut digits = [0u8; 10];
+/// Writes `value` in decimal followed by a NUL, without allocating.
+fn write_decimal(out: &mut [u8; PID_TEXT_LEN], mut value: u32) {
+    let mut digits = [0u8; PID_TEXT_LEN - 1];
     let mut len = 0;
     loop {
         digits[len] = b'0' + (value % 10) as u8;
@@ -634,12 +844,10 @@ unsafe fn write_decimal(out: *mut u8, mut value: u32) {
             break;
         }
     }
-    for index in 0..len {
-        // SAFETY: index < 10 and the caller guarantees 11 bytes at `out`.
-        unsafe { *out.add(index) = digits[len - 1 - index] };
+    for (place, digit) in out.iter_mut().zip(digits[..len].iter().rev()) {
+        *place = *digit;
     }
-    // SAFETY: len <= 10, within the caller's 11 bytes.
-    unsafe { *out.add(len) = 0 };
+    out[len] = 0;
 }
 
 #[cfg(test)]
@@ -650,9 +858,8 @@ mod tests {
     #[test]
     fn decimal_writer_matches_format() {
         for value in [0u32, 7, 10, 4242, 4_194_304, u32::MAX] {
-            let mut buffer = [0xffu8; 11];
-            // SAFETY: the buffer has the 11 bytes write_decimal needs.
-            unsafe { write_decimal(buffer.as_mut_ptr(), value) };
+            let mut buffer = [0xffu8; PID_TEXT_LEN];
+            write_decimal(&mut buffer, value);
             let text = CStr::from_bytes_until_nul(&buffer).unwrap();
             assert_eq!(text.to_str().unwrap(), value.to_string());
         }
@@ -684,6 +891,130 @@ mod tests {
             resolve_program(OsStr::new("/tmp"), path),
             Err(ResolveError::NotExecutable(_))
         ));
+    }
+
+    fn spec_for(program: &Path) -> ChildSpec {
+        ChildSpec::new(program, &[program.into()], &[], Vec::new(), false).unwrap()
+    }
+
+    fn true_program() -> PathBuf {
+        resolve_program(OsStr::new("true"), Some(OsStr::new("/usr/bin:/bin"))).unwrap()
+    }
+
+    /// pidfd_send_signal(2) with signal 0: only asks whether it would reach.
+    fn probe(pidfd: &OwnedFd) -> Result<(), Errno> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a pidfd this test owns, signal 0 (nothing is sent), no
+        // siginfo, no flags.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    }
+
+    #[test]
+    fn spawned_child_comes_with_a_pidfd_that_reaches_it_and_reports_its_exit() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use std::os::fd::AsFd;
+        let mut spawner = Spawner::new().unwrap();
+        let spawned = spawn(&mut spawner, &spec_for(&true_program())).unwrap();
+        let pidfd = spawned.pidfd.expect("a pidfd (Linux 5.3 or later)");
+        let fd_flags = nix::fcntl::fcntl(&pidfd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "born CLOEXEC");
+        // Until it is reaped, the pidfd reaches the child, exited or not.
+        assert_eq!(probe(&pidfd), Ok(()));
+        let mut readable = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut readable, PollTimeout::from(10_000u16)), Ok(1));
+        assert!(readable[0].revents().unwrap().contains(PollFlags::POLLIN));
+        assert_eq!(
+            waitpid(spawned.pid, None),
+            Ok(WaitStatus::Exited(spawned.pid, 0))
+        );
+        // Reaped: the pid may be reused, and the pidfd reaches no process.
+        assert_eq!(probe(&pidfd), Err(Errno::ESRCH));
+    }
+
+    #[test]
+    fn without_pidfds_a_child_still_starts() {
+        let mut spawner = Spawner::new().unwrap();
+        spawner.pidfds = false;
+        let spawned = spawn(&mut spawner, &spec_for(&true_program())).unwrap();
+        assert!(spawned.pidfd.is_none());
+        assert_eq!(
+            nix::sys::wait::waitpid(spawned.pid, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(spawned.pid, 0))
+        );
+    }
+
+    #[test]
+    fn exec_failure_comes_back_as_the_childs_errno() {
+        let mut spawner = Spawner::new().unwrap();
+        let error = spawn(&mut spawner, &spec_for(Path::new("/nonexistent/program"))).unwrap_err();
+        assert_eq!(error, SpawnError::Exec(Errno::ENOENT));
+    }
+
+    #[test]
+    fn a_command_that_cannot_run_gets_one_message_and_the_shells_status() {
+        let path = Some(OsStr::new("/nonexistent"));
+        let missing = resolve_command(OsStr::new("no-such-program-x"), path).unwrap_err();
+        assert_eq!(missing.exit_status, 127);
+        assert_eq!(
+            missing.message,
+            "cannot run 'no-such-program-x': command not found (check the name, or give a path)"
+        );
+        let directory = resolve_command(OsStr::new("/tmp"), path).unwrap_err();
+        assert_eq!(directory.exit_status, 126);
+        assert_eq!(
+            directory.message,
+            "cannot run '/tmp': not a regular file (make it an executable file: chmod +x)"
+        );
+    }
+
+    #[test]
+    fn exec_failures_are_described_with_a_hint_and_the_shells_status() {
+        let program = Path::new("/srv/app");
+        let cases = [
+            (
+                SpawnError::Exec(Errno::ENOEXEC),
+                126,
+                "cannot run '/srv/app': exec format error (not a program for this machine; a script needs a #! line)",
+            ),
+            (
+                SpawnError::Exec(Errno::ENOENT),
+                127,
+                "cannot run '/srv/app': no such file or directory (for a script: check its #! interpreter)",
+            ),
+            (
+                SpawnError::Exec(Errno::EACCES),
+                126,
+                "cannot run '/srv/app': permission denied (check its execute permission and the filesystem's noexec)",
+            ),
+            (
+                SpawnError::Exec(Errno::E2BIG),
+                126,
+                "cannot run '/srv/app': argument list too long",
+            ),
+            (
+                SpawnError::Fork(Errno::EAGAIN),
+                71,
+                "cannot fork: try again",
+            ),
+        ];
+        for (error, status, text) in cases {
+            assert_eq!(error.exit_status(), status, "{error:?}");
+            assert_eq!(error.describe(program), text);
+        }
     }
 
     #[test]

@@ -10,16 +10,17 @@ fn child_gets_sockets_at_3_and_nothing_else_with_listen_env_and_clean_signals() 
     // sockhold itself inherits a stray fd, a NOTIFY_SOCKET and LISTEN_*
     // meant for someone else, and an ignored SIGPIPE... none of which may
     // reach the child.
-    // SAFETY: dup2 is async-signal-safe; it runs in the forked child only.
-    let builder = unsafe {
-        Sockhold::command().pre_exec(|| {
-            if nix::libc::dup2(2, 9) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN);
-            Ok(())
-        })
+    let stray_fd_and_ignored_sigpipe = || {
+        // SAFETY: dup2 is async-signal-safe; it runs in the forked child only.
+        if unsafe { nix::libc::dup2(2, 9) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: signal is async-signal-safe; it runs in the forked child only.
+        unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN) };
+        Ok(())
     };
+    // SAFETY: the hook makes only async-signal-safe calls (see above).
+    let builder = unsafe { Sockhold::command().pre_exec(stray_fd_and_ignored_sigpipe) };
     let sockhold = builder
         .env("NOTIFY_SOCKET", "/run/systemd/notify")
         .env("LISTEN_FDS", "7")

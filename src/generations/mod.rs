@@ -154,13 +154,7 @@ impl Generations {
             .map(|(_, value)| value.as_os_str());
         let program = match spawn::resolve_program(&self.command[0], path_var) {
             Ok(program) => program,
-            Err(error) => {
-                let reason = match &error {
-                    spawn::ResolveError::NotFound => "command not found".to_string(),
-                    spawn::ResolveError::NotExecutable(why) => format!("cannot execute: {why}"),
-                };
-                return failed(reason, error.exit_status());
-            }
+            Err(error) => return failed(error.to_string(), error.exit_status()),
         };
         let notify = match NotifySocket::new() {
             Ok(notify) => notify,
@@ -181,20 +175,17 @@ impl Generations {
             Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
         };
         spec.set_process_group(self.signal_group);
-        match spawn::spawn(&spec) {
-            Ok(pid) => {
+        match spawn::spawn(context.spawner, &spec) {
+            Ok(spawn::Spawned { pid, pidfd }) => {
                 context
                     .children
-                    .insert(ChildHandle::new(pid, None, self.signal_group));
+                    .insert(ChildHandle::new(pid, pidfd, self.signal_group));
                 let what = format!("generation {generation}'s notify socket");
                 context.watch(notify.fd().as_raw_fd(), generation, &what);
                 self.notify_sockets.insert(generation, notify);
                 supervisor::Event::Spawned { generation, pid }
             }
-            Err(error) => {
-                let (reason, code) = spawn_failure(&program, &error);
-                failed(reason, code)
-            }
+            Err(error) => failed(error.describe(&program), error.exit_status()),
         }
     }
 
@@ -279,31 +270,4 @@ fn child_environment(
     env.retain(|(key, _)| !compat::replaces(kinds, key.as_bytes()));
     env.extend(compat::environment(kinds, &sockets));
     env
-}
-
-/// The log line and shell status for a child that did not start.
-fn spawn_failure(program: &std::path::Path, error: &spawn::SpawnError) -> (String, i32) {
-    use nix::errno::Errno;
-    match error {
-        spawn::SpawnError::Exec(errno) => {
-            let code = if matches!(errno, Errno::ENOENT | Errno::ENOTDIR) {
-                exit::NOT_FOUND
-            } else {
-                exit::CANNOT_EXECUTE
-            };
-            let hint = match errno {
-                Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
-                Errno::ENOENT | Errno::ENOTDIR => " (for a script: check its #! interpreter)",
-                Errno::EACCES => " (check its execute permission and the filesystem's noexec)",
-                _ => "",
-            };
-            let reason = format!(
-                "cannot run '{}': {}{hint}",
-                program.display(),
-                crate::error::errno_text(*errno)
-            );
-            (reason, code)
-        }
-        spawn::SpawnError::Fork(_) => (error.to_string(), exit::OS),
-    }
 }

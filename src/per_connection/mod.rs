@@ -36,15 +36,7 @@ impl PerConnection {
             .iter()
             .find(|(key, _)| key == "PATH")
             .map(|(_, value)| value.as_os_str());
-        let program =
-            crate::spawn::resolve_program(&config.command[0], path_var).map_err(|error| {
-                let why = match &error {
-                    crate::spawn::ResolveError::NotFound => "command not found".to_string(),
-                    crate::spawn::ResolveError::NotExecutable(why) => why.clone(),
-                };
-                let name = config.command[0].to_string_lossy();
-                Error::new(error.exit_status(), format!("cannot run '{name}': {why}"))
-            })?;
+        let program = crate::spawn::resolve_command(&config.command[0], path_var)?;
         // --compat-env is refused with --accept: its variables describe
         // listening sockets, which a per-connection child does not get.
         let server = AcceptServer::new(
@@ -152,7 +144,8 @@ impl Engine for PerConnection {
     /// Accepting comes after reaping, so that children that exited
     /// meanwhile make room first.
     fn settle(&mut self, context: &mut Context<'_>) -> Option<i32> {
-        self.server.accept_pending(context.children);
+        self.server
+            .accept_pending(context.children, context.spawner);
         self.watch_if_room(context);
         None
     }

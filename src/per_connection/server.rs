@@ -16,7 +16,7 @@ use crate::error::{Error, exit};
 use crate::listen::Listener;
 use crate::net::{self, LocalSide, Peer};
 use crate::quiet_log::{LOG_INTERVAL, QuietLog};
-use crate::spawn::{self, ChildSpec, ExtraEnv, SpawnError};
+use crate::spawn::{self, ChildSpec, ExtraEnv, SpawnError, Spawner};
 use nix::errno::Errno;
 use nix::sys::socket::{self, SockaddrStorage, sockopt};
 use std::ffi::OsString;
@@ -108,10 +108,10 @@ impl AcceptServer {
     }
 
     /// Accepts a batch on every listener that reported readiness.
-    pub fn accept_pending(&mut self, children: &mut Children) {
+    pub fn accept_pending(&mut self, children: &mut Children, spawner: &mut Spawner) {
         for index in 0..self.pending.len() {
             if self.pending[index] {
-                self.pending[index] = !self.accept_on(index, children);
+                self.pending[index] = !self.accept_on(index, children, spawner);
             }
         }
     }
@@ -120,7 +120,7 @@ impl AcceptServer {
     /// room, or a batch is done; every accepted connection is spawned or
     /// closed at once. Returns whether the listener is done (not worth
     /// trying again before its next event).
-    fn accept_on(&mut self, index: usize, children: &mut Children) -> bool {
+    fn accept_on(&mut self, index: usize, children: &mut Children, spawner: &mut Spawner) -> bool {
         let fd = self.listener_fds[index];
         for _ in 0..ACCEPT_BATCH {
             let now = Instant::now();
@@ -164,7 +164,7 @@ impl AcceptServer {
                     return true;
                 }
             };
-            self.serve(index, connection, peer, now, children);
+            self.serve(index, connection, peer, now, children, spawner);
         }
         false
     }
@@ -177,6 +177,7 @@ impl AcceptServer {
         peer: Peer,
         now: Instant,
         children: &mut Children,
+        spawner: &mut Spawner,
     ) {
         let credentials = match peer {
             Peer::Ip(_) => None,
@@ -227,10 +228,10 @@ impl AcceptServer {
         } else {
             self.spec.set_fds(&[raw]);
         }
-        match spawn::spawn_with_env(&self.spec, &self.env) {
-            Ok(pid) => {
+        match spawn::spawn_with_env(spawner, &self.spec, &self.env) {
+            Ok(spawn::Spawned { pid, pidfd }) => {
                 log::debug!("connection from {source}: pid {pid}");
-                children.insert(ChildHandle::new(pid, None, self.signal_group));
+                children.insert(ChildHandle::new(pid, pidfd, self.signal_group));
                 self.connections.started(pid, source, now);
             }
             Err(error) => {

@@ -128,10 +128,14 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // First thing: nothing may open an fd or touch a signal before this.
     let snapshot = Snapshot::take();
 
-    let args: Vec<String> = (1..argc.max(0) as usize)
-        .map(|i| {
-            // SAFETY: the C runtime passes argc valid NUL-terminated strings.
-            let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
+    // SAFETY: the C runtime passes argc valid pointers in argv.
+    let argv = unsafe { std::slice::from_raw_parts(argv, argc.max(0) as usize) };
+    let args: Vec<String> = argv
+        .iter()
+        .skip(1)
+        .map(|&arg| {
+            // SAFETY: each of them is a valid NUL-terminated string.
+            let arg = unsafe { CStr::from_ptr(arg) };
             arg.to_string_lossy().into_owned()
         })
         .collect();
