@@ -296,20 +296,15 @@ impl EventLoop {
 
     /// Hands one event to the engine.
     fn dispatch(&mut self, event: Event) -> Option<i32> {
-        let mut context = Context {
-            registry: self.poll.registry(),
-            children: &mut self.children,
-            spawner: &mut self.spawner,
-            listeners: &self.listeners,
-            listener_watch: &mut self.listener_watch,
-            control: self.control.as_mut(),
-            service_manager: &mut self.service_manager,
-            started_at: self.started_at,
-        };
-        self.engine.handle(event, &mut context)
+        self.with_engine(|engine, context| engine.handle(event, context))
     }
 
     fn settle(&mut self) -> Option<i32> {
+        self.with_engine(|engine, context| engine.settle(context))
+    }
+
+    /// Lends the engine what it may use (the `Context`).
+    fn with_engine<R>(&mut self, act: impl FnOnce(&mut dyn Engine, &mut Context<'_>) -> R) -> R {
         let mut context = Context {
             registry: self.poll.registry(),
             children: &mut self.children,
@@ -320,7 +315,7 @@ impl EventLoop {
             service_manager: &mut self.service_manager,
             started_at: self.started_at,
         };
-        self.engine.settle(&mut context)
+        act(self.engine.as_mut(), &mut context)
     }
 
     /// Acts on the control requests read so far.

@@ -170,21 +170,20 @@ fn a_second_stop_request_in_accept_mode_waits_for_the_connections() {
     assert!(!log.contains("SIGKILL"), "{log}");
 }
 
-#[test]
-fn a_first_generation_that_never_got_ready_is_restarted_even_if_it_exits_zero() {
-    let sockhold = Sockhold::command()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "notify",
-            "--ready-timeout",
-            "300ms",
-        ])
-        .arg("--")
+/// A first generation that never says READY=1, is given up on after
+/// 300ms, and exits 0 on the SIGTERM that stops it.
+fn never_ready_exiting_zero_on_stop(restart: &str) -> Sockhold {
+    Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--ready", "notify"])
+        .args(["--ready-timeout", "300ms", "--restart", restart, "--"])
         .arg(test_child_bin())
         .args(["--never-ready", "--term-exit", "0"])
-        .start();
+        .start()
+}
+
+#[test]
+fn a_first_generation_that_never_got_ready_is_restarted_even_if_it_exits_zero() {
+    let sockhold = never_ready_exiting_zero_on_stop("on-failure");
     sockhold.wait_for("generation 1 not ready after 300ms");
     sockhold.wait_for("generation 1 exited with status 0");
     sockhold.wait_for("generation 1 never became ready: a failed start");
@@ -194,19 +193,7 @@ fn a_first_generation_that_never_got_ready_is_restarted_even_if_it_exits_zero() 
 
 #[test]
 fn a_first_generation_that_never_got_ready_exits_non_zero_without_restarts() {
-    let mut sockhold = Sockhold::command()
-        .args([
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "notify",
-            "--ready-timeout",
-            "300ms",
-        ])
-        .args(["--restart", "never", "--"])
-        .arg(test_child_bin())
-        .args(["--never-ready", "--term-exit", "0"])
-        .start();
+    let mut sockhold = never_ready_exiting_zero_on_stop("never");
     let log = sockhold.exits_with(1);
     assert!(
         log.contains("not restarting (--restart never): exiting with status 1"),
