@@ -1,0 +1,862 @@
+//! The generations table, cell by cell, with a fake clock and fake pids.
+use super::*;
+
+const TERM: Signal = Signal::SIGTERM;
+
+impl Supervisor {
+    /// `handle` without the reports: what the driver must do.
+    fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        self.handle(event, now)
+            .into_iter()
+            .filter(|action| !matches!(action, Action::Report(_)))
+            .collect()
+    }
+
+    /// The driver reports that `generation` started as `pid`.
+    fn started_as(&mut self, generation: GenerationId, pid: i32, now: Instant) -> Vec<Action> {
+        self.step(
+            Event::Spawned {
+                generation,
+                pid: Pid::from_raw(pid),
+            },
+            now,
+        )
+    }
+
+    /// The driver reaped `pid` with `status`.
+    fn reaped(&mut self, pid: i32, status: ChildStatus, now: Instant) -> Vec<Action> {
+        self.step(
+            Event::Exited {
+                pid: Pid::from_raw(pid),
+                status,
+            },
+            now,
+        )
+    }
+
+    /// The driver could not start `generation`; `code` as for the shell.
+    fn start_failed(&mut self, generation: GenerationId, code: i32, now: Instant) -> Vec<Action> {
+        self.step(
+            Event::SpawnFailed {
+                generation,
+                reason: "cannot start".into(),
+                status: ChildStatus::Exited(code),
+            },
+            now,
+        )
+    }
+
+    /// Only the reports.
+    fn reports(&mut self, event: Event, now: Instant) -> Vec<Report> {
+        self.handle(event, now)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Report(report) => Some(report),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn settings() -> SupervisorSettings {
+    SupervisorSettings::default()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn pid(n: i32) -> Pid {
+    Pid::from_raw(n)
+}
+
+/// A supervisor whose generation 1 runs as pid 100 and is current.
+fn serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
+    let mut sup = Supervisor::new(settings);
+    assert_eq!(
+        sup.step(Event::Start, t0),
+        vec![Action::Spawn { generation: 1 }]
+    );
+    sup.started_as(1, 100, t0);
+    assert!(sup.step(Event::Ready { generation: 1 }, t0).is_empty());
+    sup
+}
+
+#[test]
+fn reload_stops_the_old_generation_only_once_the_new_is_ready() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    assert_eq!(
+        sup.step(Event::Reload, t0),
+        vec![Action::Spawn { generation: 2 }]
+    );
+    sup.started_as(2, 200, t0);
+    assert!(
+        sup.step(Event::Tick, t0 + ms(500)).is_empty(),
+        "nothing before ready"
+    );
+    assert_eq!(
+        sup.step(Event::Ready { generation: 2 }, t0 + ms(600)),
+        vec![Action::Stop {
+            pid: pid(100),
+            signal: TERM
+        }]
+    );
+    assert_eq!(sup.main_pid(), Some(pid(200)));
+    assert_eq!(
+        sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(700)),
+        vec![Action::Forget { generation: 1 }]
+    );
+}
+
+#[test]
+fn delay_mode_makes_a_running_child_ready_after_the_delay() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    assert_eq!(
+        sup.step(Event::Tick, t0 + Duration::from_secs(1)),
+        vec![Action::Stop {
+            pid: pid(100),
+            signal: TERM
+        }]
+    );
+}
+
+#[test]
+fn failed_reload_leaves_the_old_generation_serving() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    let actions = sup.reaped(200, ChildStatus::Exited(1), t0 + ms(10));
+    assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
+    assert_eq!(sup.main_pid(), Some(pid(100)));
+    assert_eq!(sup.next_deadline(), None, "no restart, no timers");
+}
+
+#[test]
+fn not_ready_in_time_is_stopped_then_killed_and_the_old_keeps_serving() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.ready = ReadyMode::Notify;
+    s.ready_timeout = ms(500);
+    s.stop_timeout = ms(300);
+    let mut sup = serving(s, t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(500)),
+        vec![Action::Stop {
+            pid: pid(200),
+            signal: TERM
+        }]
+    );
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(800)),
+        vec![Action::Signal {
+            pid: pid(200),
+            signal: Signal::SIGKILL
+        }]
+    );
+    assert_eq!(sup.main_pid(), Some(pid(100)));
+    sup.reaped(200, ChildStatus::Signaled(Signal::SIGKILL), t0 + ms(801));
+    assert_eq!(sup.main_pid(), Some(pid(100)));
+    assert_eq!(sup.next_deadline(), None);
+}
+
+#[test]
+fn reloads_during_a_reload_queue_at_most_one() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    assert!(sup.step(Event::Reload, t0).is_empty());
+    assert!(sup.step(Event::Reload, t0).is_empty());
+    assert!(sup.step(Event::Reload, t0).is_empty());
+    let actions = sup.step(Event::Ready { generation: 2 }, t0 + ms(10));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Stop {
+                pid: pid(100),
+                signal: TERM
+            },
+            Action::Spawn { generation: 3 }
+        ]
+    );
+    sup.started_as(3, 300, t0 + ms(10));
+    let actions = sup.step(Event::Ready { generation: 3 }, t0 + ms(20));
+    assert_eq!(
+        actions,
+        vec![Action::Stop {
+            pid: pid(200),
+            signal: TERM
+        }],
+        "no fourth generation"
+    );
+}
+
+#[test]
+fn crash_restarts_with_doubling_backoff_up_to_the_cap() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.restart_max_delay = ms(350);
+    let mut sup = serving(s, t0);
+    let mut now = t0;
+    let mut pid_counter = 100;
+    for expected_delay in [100, 200, 350, 350] {
+        let actions = sup.step(
+            Event::Exited {
+                pid: pid(pid_counter),
+                status: ChildStatus::Exited(3),
+            },
+            now,
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
+        assert_eq!(sup.next_deadline(), Some(now + ms(expected_delay)));
+        now += ms(expected_delay);
+        let actions = sup.step(Event::Tick, now);
+        let [Action::Spawn { generation }] = actions[..] else {
+            panic!("{actions:?}")
+        };
+        pid_counter += 100;
+        sup.step(
+            Event::Spawned {
+                generation,
+                pid: pid(pid_counter),
+            },
+            now,
+        );
+        sup.step(Event::Ready { generation }, now);
+    }
+    assert_eq!(sup.restarts, 4);
+}
+
+#[test]
+fn a_child_that_ran_long_enough_resets_the_backoff() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    for _ in 0..3 {
+        sup.consecutive_failures += 1;
+    }
+    let later = t0 + Duration::from_secs(60);
+    sup.reaped(100, ChildStatus::Exited(1), later);
+    assert_eq!(sup.next_deadline(), Some(later + ms(100)));
+}
+
+#[test]
+fn restart_never_exits_with_the_child_status() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.restart = RestartPolicy::Never;
+    let mut sup = serving(s, t0);
+    let actions = sup.reaped(100, ChildStatus::Exited(7), t0);
+    assert_eq!(
+        actions,
+        vec![Action::Forget { generation: 1 }, Action::Exit { status: 7 }]
+    );
+}
+
+#[test]
+fn on_failure_exits_zero_after_a_clean_exit() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+}
+
+#[test]
+fn death_by_signal_exits_128_plus_n_under_never() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.restart = RestartPolicy::Never;
+    let mut sup = serving(s, t0);
+    let actions = sup.reaped(100, ChildStatus::Signaled(Signal::SIGSEGV), t0);
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 139 }));
+}
+
+#[test]
+fn requested_and_honoured_stop_exits_zero() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    assert_eq!(
+        sup.step(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Signal
+            },
+            t0
+        ),
+        vec![Action::Stop {
+            pid: pid(100),
+            signal: TERM
+        }]
+    );
+    let actions = sup.reaped(100, ChildStatus::Signaled(TERM), t0);
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+}
+
+#[test]
+fn stop_that_the_child_does_not_honour_exits_with_its_status() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(
+        Event::Stop {
+            signal: Signal::SIGINT,
+            by: StopBy::Signal,
+        },
+        t0,
+    );
+    let actions = sup.reaped(100, ChildStatus::Exited(3), t0);
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 3 }));
+}
+
+#[test]
+fn stop_timeout_sends_sigkill_and_exit_reports_it() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(
+        Event::Stop {
+            signal: TERM,
+            by: StopBy::Signal,
+        },
+        t0,
+    );
+    assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
+    assert_eq!(
+        sup.step(Event::Tick, t0 + Duration::from_secs(10)),
+        vec![Action::Signal {
+            pid: pid(100),
+            signal: Signal::SIGKILL
+        }]
+    );
+    assert_eq!(sup.next_deadline(), None);
+    let actions = sup.reaped(
+        100,
+        ChildStatus::Signaled(Signal::SIGKILL),
+        t0 + Duration::from_secs(10),
+    );
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 137 }));
+}
+
+#[test]
+fn stop_waits_for_every_generation() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    let actions = sup.step(
+        Event::Stop {
+            signal: TERM,
+            by: StopBy::Signal,
+        },
+        t0,
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::Stop {
+                pid: pid(100),
+                signal: TERM
+            },
+            Action::Stop {
+                pid: pid(200),
+                signal: TERM
+            }
+        ]
+    );
+    let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
+    assert!(!actions.contains(&Action::Exit { status: 0 }));
+    let actions = sup.reaped(200, ChildStatus::Exited(0), t0);
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+}
+
+#[test]
+fn second_stop_request_kills_at_once() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(
+        Event::Stop {
+            signal: Signal::SIGINT,
+            by: StopBy::Signal,
+        },
+        t0,
+    );
+    assert_eq!(
+        sup.step(
+            Event::Stop {
+                signal: Signal::SIGINT,
+                by: StopBy::Signal
+            },
+            t0
+        ),
+        vec![Action::Signal {
+            pid: pid(100),
+            signal: Signal::SIGKILL
+        }]
+    );
+}
+
+#[test]
+fn forwarded_signals_go_to_the_current_child() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    assert_eq!(
+        sup.step(
+            Event::Forward {
+                signal: Signal::SIGUSR1
+            },
+            t0
+        ),
+        vec![Action::Signal {
+            pid: pid(100),
+            signal: Signal::SIGUSR1
+        }]
+    );
+}
+
+#[test]
+fn initial_failure_under_on_failure_restarts_and_reload_skips_the_wait() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(settings());
+    sup.step(Event::Start, t0);
+    sup.started_as(1, 100, t0);
+    sup.reaped(100, ChildStatus::Exited(1), t0);
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
+    assert_eq!(
+        sup.step(Event::Reload, t0),
+        vec![Action::Spawn { generation: 2 }]
+    );
+}
+
+#[test]
+fn spawn_failure_on_reload_keeps_the_old_generation() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    let actions = sup.start_failed(2, 127, t0);
+    assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
+    assert_eq!(sup.main_pid(), Some(pid(100)));
+}
+
+#[test]
+fn first_child_that_cannot_exec_exits_with_its_status_whatever_the_policy() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.restart = RestartPolicy::Always;
+    let mut sup = Supervisor::new(s);
+    sup.step(Event::Start, t0);
+    let actions = sup.start_failed(1, 126, t0);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Forget { generation: 1 },
+            Action::Exit { status: 126 }
+        ]
+    );
+}
+
+#[test]
+fn first_child_that_cannot_be_forked_is_retried_with_backoff() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(settings());
+    sup.step(Event::Start, t0);
+    let actions = sup.start_failed(1, 71, t0);
+    assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(100)),
+        vec![Action::Spawn { generation: 2 }]
+    );
+}
+
+#[test]
+fn exec_failure_after_a_child_once_ran_is_retried_with_backoff() {
+    // The program may be mid-upgrade: a later crash restart that cannot
+    // exec is a failure like a crash, not bad input.
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.reaped(100, ChildStatus::Exited(1), t0);
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(100)),
+        vec![Action::Spawn { generation: 2 }]
+    );
+    let actions = sup.start_failed(2, 126, t0 + ms(100));
+    assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(300)),
+        vec![Action::Spawn { generation: 3 }]
+    );
+}
+
+/// Generation 1 under `--ready notify` that never says READY=1 and is
+/// being stopped for it at `t0 + 100ms`.
+fn never_ready_and_stopping(restart: RestartPolicy, t0: Instant) -> Supervisor {
+    let mut s = settings();
+    s.ready = ReadyMode::Notify;
+    s.ready_timeout = ms(100);
+    s.restart = restart;
+    let mut sup = Supervisor::new(s);
+    sup.step(Event::Start, t0);
+    sup.started_as(1, 100, t0);
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(100)),
+        vec![Action::Stop {
+            pid: pid(100),
+            signal: TERM
+        }]
+    );
+    assert_eq!(sup.situation(), Situation::Recovering);
+    sup
+}
+
+#[test]
+fn a_start_that_never_got_ready_is_restarted_even_if_the_child_exits_zero() {
+    let t0 = Instant::now();
+    let mut sup = never_ready_and_stopping(RestartPolicy::OnFailure, t0);
+    // The server exits 0 on the SIGTERM sockhold sent: still a failed start.
+    let actions = sup.reaped(100, ChildStatus::Exited(0), t0 + ms(110));
+    assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+    assert_eq!(sup.situation(), Situation::WaitingToRestart);
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(210)), "with the backoff");
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(210)),
+        vec![Action::Spawn { generation: 2 }]
+    );
+    assert_eq!(sup.restarts, 1);
+}
+
+#[test]
+fn a_start_that_never_got_ready_never_exits_zero_under_restart_never() {
+    let t0 = Instant::now();
+    let mut sup = never_ready_and_stopping(RestartPolicy::Never, t0);
+    let actions = sup.reaped(100, ChildStatus::Exited(0), t0 + ms(110));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Forget { generation: 1 },
+            Action::Exit {
+                status: exit::GENERAL_FAILURE
+            }
+        ]
+    );
+    let mut sup = never_ready_and_stopping(RestartPolicy::Never, t0);
+    let actions = sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(110));
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 128 + 15 }));
+}
+
+#[test]
+fn reload_while_an_unready_first_generation_stops_starts_exactly_one_generation() {
+    let t0 = Instant::now();
+    let mut sup = never_ready_and_stopping(RestartPolicy::OnFailure, t0);
+    assert_eq!(
+        sup.step(Event::Reload, t0 + ms(105)),
+        vec![Action::Spawn { generation: 2 }]
+    );
+    sup.started_as(2, 200, t0 + ms(105));
+    assert_eq!(sup.situation(), Situation::Launching);
+    // Generation 1's end no longer starts a restart beside generation 2.
+    assert_eq!(
+        sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(110)),
+        vec![Action::Forget { generation: 1 }]
+    );
+    assert_eq!(sup.situation(), Situation::Launching);
+    assert_eq!(
+        sup.next_deadline(),
+        Some(t0 + ms(205)),
+        "only gen 2's timeout"
+    );
+    assert!(sup.step(Event::Tick, t0 + ms(204)).is_empty());
+    assert_eq!(sup.restarts, 0);
+}
+
+#[test]
+fn a_second_stop_request_from_the_control_socket_waits() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    let stop = Event::Stop {
+        signal: TERM,
+        by: StopBy::Control,
+    };
+    sup.step(stop.clone(), t0);
+    assert_eq!(sup.situation(), Situation::ShuttingDown { asked: true });
+    assert!(sup.step(stop, t0 + ms(10)).is_empty(), "no SIGKILL");
+    assert_eq!(
+        sup.reaped(100, ChildStatus::Exited(0), t0 + ms(20)),
+        vec![Action::Forget { generation: 1 }, Action::Exit { status: 0 }]
+    );
+}
+
+#[test]
+fn situations_follow_the_generations() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(settings());
+    sup.step(Event::Start, t0);
+    assert_eq!(sup.situation(), Situation::Launching);
+    sup.started_as(1, 100, t0);
+    sup.step(Event::Ready { generation: 1 }, t0);
+    assert_eq!(sup.situation(), Situation::Serving);
+    sup.step(Event::Reload, t0);
+    assert_eq!(sup.situation(), Situation::Reloading);
+    sup.started_as(2, 200, t0);
+    sup.step(Event::Ready { generation: 2 }, t0);
+    assert_eq!(sup.situation(), Situation::Serving);
+    sup.reaped(200, ChildStatus::Exited(1), t0 + ms(1));
+    assert_eq!(sup.situation(), Situation::WaitingToRestart);
+    assert_eq!(sup.phase().to_string(), "waiting to restart");
+}
+
+#[test]
+fn first_generation_never_ready_is_stopped_and_restarted() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.ready = ReadyMode::Notify;
+    s.ready_timeout = ms(100);
+    let mut sup = Supervisor::new(s);
+    sup.step(Event::Start, t0);
+    sup.started_as(1, 100, t0);
+    sup.step(Event::Tick, t0 + ms(100));
+    sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(110));
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(210)));
+}
+
+#[test]
+fn orphans_are_reaped_quietly() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    assert!(sup.reaped(999, ChildStatus::Exited(0), t0).is_empty());
+    assert_eq!(sup.main_pid(), Some(pid(100)));
+}
+
+#[test]
+fn reports_tell_outsiders_about_readiness_reloads_and_stopping() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(settings());
+    assert!(sup.reports(Event::Start, t0).is_empty());
+    sup.started_as(1, 100, t0);
+    assert_eq!(
+        sup.reports(Event::Ready { generation: 1 }, t0),
+        vec![Report::Ready {
+            generation: 1,
+            pid: pid(100)
+        }]
+    );
+    assert_eq!(
+        sup.reports(Event::Reload, t0),
+        vec![Report::ReloadStarted { generation: 2 }]
+    );
+    sup.started_as(2, 200, t0);
+    assert_eq!(
+        sup.reports(Event::Ready { generation: 2 }, t0),
+        vec![Report::ReloadSucceeded {
+            generation: 2,
+            pid: pid(200)
+        }]
+    );
+    sup.reports(Event::Reload, t0);
+    sup.started_as(3, 300, t0);
+    assert_eq!(
+        sup.reports(
+            Event::Exited {
+                pid: pid(300),
+                status: ChildStatus::Exited(1)
+            },
+            t0
+        ),
+        vec![Report::ReloadFailed {
+            generation: 3,
+            reason: "generation 3 exited with status 1 before ready".into()
+        }]
+    );
+    assert_eq!(
+        sup.reports(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Signal
+            },
+            t0
+        ),
+        vec![Report::Stopping]
+    );
+    assert_eq!(
+        sup.reports(Event::Reload, t0),
+        vec![Report::ReloadRefused {
+            reason: "sockhold is stopping".into()
+        }]
+    );
+}
+
+#[test]
+fn generations_view_shows_ids_pids_states_and_causes() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0 + ms(10));
+    sup.step(Event::Reload, t0 + ms(20));
+    let view = sup.generations();
+    assert_eq!(view.len(), 2);
+    assert_eq!(
+        (view[0].id, view[0].pid, view[0].state.name(), view[0].cause),
+        (1, Some(pid(100)), "current", Cause::Launch)
+    );
+    assert_eq!(
+        (view[1].id, view[1].pid, view[1].state.name(), view[1].cause),
+        (2, None, "starting", Cause::Reload)
+    );
+    assert_eq!(view[1].started_at, t0 + ms(10));
+    assert!(sup.reload_queued());
+    assert_eq!(sup.phase().to_string(), "running");
+    sup.step(
+        Event::Stop {
+            signal: TERM,
+            by: StopBy::Signal,
+        },
+        t0 + ms(30),
+    );
+    assert_eq!(sup.phase().to_string(), "stopping");
+    assert!(
+        sup.generations()
+            .iter()
+            .all(|g| g.state == GenerationState::Stopping)
+    );
+}
+
+#[test]
+fn reload_timeout_is_reported_as_a_failed_reload() {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.ready = ReadyMode::Notify;
+    s.ready_timeout = ms(100);
+    let mut sup = serving(s, t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    assert_eq!(
+        sup.reports(Event::Tick, t0 + ms(100)),
+        vec![Report::ReloadFailed {
+            generation: 2,
+            reason: "generation 2 not ready after 100ms".into()
+        }]
+    );
+}
+fn lazy() -> SupervisorSettings {
+    SupervisorSettings {
+        lazy: true,
+        ..SupervisorSettings::default()
+    }
+}
+
+#[test]
+fn lazy_start_watches_the_listeners_and_starts_on_the_first_connection() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(lazy());
+    assert_eq!(sup.step(Event::Start, t0), vec![Action::WatchListeners]);
+    assert_eq!(sup.next_deadline(), None, "no timer while waiting");
+    assert_eq!(sup.main_pid(), None);
+    assert_eq!(
+        sup.step(Event::ConnectionWaiting, t0),
+        vec![Action::UnwatchListeners, Action::Spawn { generation: 1 }]
+    );
+    assert!(
+        sup.step(Event::ConnectionWaiting, t0).is_empty(),
+        "one start for many connections"
+    );
+}
+
+/// A lazy supervisor whose generation 1 runs as pid 100 and is current.
+fn lazy_serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
+    let mut sup = Supervisor::new(settings);
+    sup.step(Event::Start, t0);
+    sup.step(Event::ConnectionWaiting, t0);
+    sup.started_as(1, 100, t0);
+    sup.step(Event::Ready { generation: 1 }, t0);
+    sup
+}
+
+#[test]
+fn lazy_child_that_exits_goes_back_to_waiting_without_backoff() {
+    let t0 = Instant::now();
+    let mut sup = lazy_serving(lazy(), t0);
+    let actions = sup.reaped(100, ChildStatus::Exited(0), t0 + ms(50));
+    assert_eq!(
+        actions,
+        vec![Action::Forget { generation: 1 }, Action::WatchListeners]
+    );
+    assert_eq!(sup.next_deadline(), None);
+    assert_eq!(
+        sup.step(Event::ConnectionWaiting, t0 + ms(60)),
+        vec![Action::UnwatchListeners, Action::Spawn { generation: 2 }]
+    );
+    sup.started_as(2, 200, t0 + ms(60));
+    sup.step(Event::Ready { generation: 2 }, t0 + ms(70));
+    // Even a failure, after a healthy run, is no reason to wait.
+    let later = t0 + Duration::from_secs(60);
+    let actions = sup.reaped(200, ChildStatus::Exited(1), later);
+    assert_eq!(
+        actions,
+        vec![Action::Forget { generation: 2 }, Action::WatchListeners]
+    );
+    assert_eq!(sup.restarts, 0, "waiting again is not a restart");
+}
+
+#[test]
+fn lazy_child_that_fails_quickly_is_watched_for_again_after_the_backoff() {
+    let t0 = Instant::now();
+    let mut sup = lazy_serving(lazy(), t0);
+    let actions = sup.reaped(100, ChildStatus::Exited(1), t0);
+    assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
+    assert!(
+        sup.step(Event::ConnectionWaiting, t0 + ms(10)).is_empty(),
+        "not watching during the backoff"
+    );
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(100)),
+        vec![Action::WatchListeners]
+    );
+    assert_eq!(sup.next_deadline(), None);
+    // A second quick failure doubles the wait.
+    sup.step(Event::ConnectionWaiting, t0 + ms(100));
+    sup.started_as(2, 200, t0 + ms(100));
+    sup.reaped(200, ChildStatus::Exited(1), t0 + ms(110));
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(310)));
+    // A reload skips the wait.
+    assert_eq!(
+        sup.step(Event::Reload, t0 + ms(120)),
+        vec![Action::WatchListeners]
+    );
+}
+
+#[test]
+fn lazy_reload_with_nothing_running_is_refused_and_stop_exits_zero() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(lazy());
+    sup.step(Event::Start, t0);
+    assert!(sup.step(Event::Reload, t0).is_empty());
+    assert!(matches!(
+        sup.reports(Event::Reload, t0)[..],
+        [Report::ReloadRefused { .. }]
+    ));
+    assert_eq!(
+        sup.step(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Signal
+            },
+            t0
+        ),
+        vec![Action::UnwatchListeners, Action::Exit { status: 0 }]
+    );
+}
+
+#[test]
+fn lazy_with_restart_never_exits_with_the_child() {
+    let t0 = Instant::now();
+    let mut s = lazy();
+    s.restart = RestartPolicy::Never;
+    let mut sup = lazy_serving(s, t0);
+    let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
+    assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+}
