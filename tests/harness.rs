@@ -1,19 +1,25 @@
 //! What every integration test needs: a sockhold process started on port 0
 //! in its own temp dir, its log lines as events to wait on, clients, and
-//! cleanup by pid of everything it started (sockhold and every child pid
-//! it logged), so that no test leaves a process behind.
+//! cleanup of everything it started (sockhold and every child it logged),
+//! so that no test leaves a process behind.
+//!
+//! Processes are held by pidfds (`Process`), never signalled by a bare pid
+//! that may have been reaped and given to an unrelated process since.
 
-use nix::sys::signal::{Signal, kill};
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test.
@@ -25,6 +31,12 @@ pub fn sockhold_bin() -> &'static str {
 
 pub fn test_child_bin() -> &'static str {
     env!("CARGO_BIN_EXE_test_child")
+}
+
+/// Locks `mutex`, also after a panic in another holder: the harness's
+/// state stays usable while a failed test unwinds and cleans up.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A fresh directory, removed on drop.
@@ -58,9 +70,105 @@ impl Drop for TempDir {
     }
 }
 
+/// A process held by a pidfd (pidfd_open(2)): a signal sent through it
+/// reaches that process, or fails with ESRCH once it has been reaped, never
+/// an unrelated process that has since been given the same pid. SIGKILLed
+/// when dropped, so that a test never leaves it behind.
+pub struct Process {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl Process {
+    /// The process of `child`. Needs no check: a child that nobody has
+    /// waited for keeps its pid (as a zombie at worst) until it is reaped.
+    pub fn of_child(child: &Child) -> Process {
+        let pid = Pid::from_raw(child.id() as i32);
+        let pidfd = pidfd_open(pid).expect("pidfd_open a child not yet waited for");
+        Process { pid, pidfd }
+    }
+
+    /// `pid`, if it is a child of `parent` (a process we hold).
+    pub fn child_of(pid: Pid, parent: Pid) -> Option<Process> {
+        Process::open_checked(pid, |pid| parent_of(pid) == Some(parent))
+    }
+
+    /// A pidfd for `pid` if `belongs(pid)` holds both before and after it
+    /// is opened. The first check avoids even opening a stranger. The
+    /// second closes the race of a pid that is reaped and reused between
+    /// check and open (the pidfd names whoever held the pid at the open):
+    /// if `belongs` still holds, the pidfd names that process, or one that
+    /// exited since, which signals through the pidfd cannot reach.
+    fn open_checked(pid: Pid, belongs: impl Fn(Pid) -> bool) -> Option<Process> {
+        if !belongs(pid) {
+            return None;
+        }
+        let pidfd = pidfd_open(pid).ok()?;
+        if !belongs(pid) {
+            return None;
+        }
+        Some(Process { pid, pidfd })
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
+        // SAFETY: pidfd_send_signal(2) on a pidfd we own, with a valid
+        // signal number, no siginfo (null: filled in as kill(2) would) and
+        // no flags; the kernel reads no memory of ours.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0 as libc::c_uint,
+            )
+        };
+        if result == -1 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // ESRCH if it has exited: nothing else can be hit.
+        let _ = self.signal(Signal::SIGKILL);
+    }
+}
+
+/// pidfd_open(2): an fd (always close-on-exec) naming the process that
+/// holds `pid` now.
+fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags (none) and touches no
+    // memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: pidfd_open just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The parent of `pid` (field 4 of /proc/PID/stat), if `pid` exists.
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses,
+    // so split after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let parent = rest.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Pid::from_raw(parent))
+}
+
 /// A running sockhold, its stderr as a stream of lines.
 pub struct Sockhold {
     pub pid: Pid,
+    /// sockhold itself, for signals that cannot reach another process.
+    process: Process,
     lines: Receiver<String>,
     /// Every line seen so far (the stream is consumed by waits).
     pub log: Arc<Mutex<Vec<String>>>,
@@ -68,6 +176,9 @@ pub struct Sockhold {
     exit_status: Option<ExitStatus>,
     /// Child pids read from "generation N started: pid P" lines.
     child_pids: Arc<Mutex<Vec<Pid>>>,
+    /// Those of them verified to be sockhold's children, held by pidfds and
+    /// SIGKILLed at the end of the test.
+    children: Arc<Mutex<Vec<Process>>>,
     /// sockhold's working directory, removed when the test ends.
     _dir: TempDir,
 }
@@ -121,20 +232,33 @@ impl Builder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = self.command.spawn().expect("start sockhold");
-        let pid = Pid::from_raw(child.id() as i32);
+        // Before the exit thread may reap it.
+        let process = Process::of_child(&child);
+        let pid = process.pid();
         let stderr = child.stderr.take().unwrap();
         let (line_tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let child_pids = Arc::new(Mutex::new(Vec::new()));
+        let children = Arc::new(Mutex::new(Vec::new()));
         {
             let log = Arc::clone(&log);
             let child_pids = Arc::clone(&child_pids);
+            let children = Arc::clone(&children);
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(pid) = line.split("started: pid ").nth(1) {
-                        if let Ok(pid) = pid.trim().parse::<i32>() {
-                            child_pids.lock().unwrap().push(Pid::from_raw(pid));
+                    if let Some(child) = line.split("started: pid ").nth(1) {
+                        if let Ok(child) = child.trim().parse::<i32>() {
+                            let child = Pid::from_raw(child);
+                            lock(&child_pids).push(child);
+                            // Only a pid that is sockhold's child is held: by
+                            // the time this line is read, the child may have
+                            // been reaped and its pid reused; and a pid logged
+                            // inside a PID namespace names another process
+                            // out here.
+                            if let Some(child) = Process::child_of(child, pid) {
+                                lock(&children).push(child);
+                            }
                         }
                     }
                     if std::env::var_os("SOCKHOLD_TEST_ECHO").is_some() {
@@ -153,11 +277,13 @@ impl Builder {
         });
         Sockhold {
             pid,
+            process,
             lines,
             log,
             exit,
             exit_status: None,
             child_pids,
+            children,
             _dir: self.dir,
         }
     }
@@ -252,7 +378,7 @@ impl Sockhold {
     }
 
     pub fn signal(&self, signal: Signal) {
-        kill(self.pid, signal).expect("signal sockhold");
+        self.process.signal(signal).expect("signal sockhold");
     }
 
     /// Waits for sockhold to exit and returns its status.
@@ -290,19 +416,15 @@ impl Drop for Sockhold {
         if self.exit_status.is_none() {
             // Graceful first, so sockhold stops its own children; SIGKILL if
             // it does not exit in time.
-            let _ = kill(self.pid, Signal::SIGTERM);
+            let _ = self.process.signal(Signal::SIGTERM);
             if self.exit.recv_timeout(Duration::from_secs(5)).is_err() {
-                let _ = kill(self.pid, Signal::SIGKILL);
+                let _ = self.process.signal(Signal::SIGKILL);
                 let _ = self.exit.recv_timeout(WAIT);
             }
         }
-        for pid in self.child_pids() {
-            // Children are ours (or already reaped and gone); SIGKILL by
-            // pid, never by name.
-            if pid_is_alive(pid) {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
+        // Each child is SIGKILLed through its pidfd as it is dropped (a no-op
+        // for those that have exited).
+        drop(std::mem::take(&mut *lock(&self.children)));
     }
 }
 
