@@ -7,19 +7,21 @@
 //! that may have been reaped and given to an unrelated process since.
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test.
@@ -172,6 +174,10 @@ pub struct Sockhold {
     lines: Receiver<String>,
     /// Every line seen so far (the stream is consumed by waits).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// What the stderr reader thread says besides lines.
+    reader: Arc<ReaderNews>,
+    /// Wakes the reader thread to read the pipe empty (`take_lines`).
+    wake_reader: OwnedFd,
     exit: Receiver<ExitStatus>,
     exit_status: Option<ExitStatus>,
     /// Child pids read from "generation N started: pid P" lines.
@@ -181,6 +187,154 @@ pub struct Sockhold {
     children: Arc<Mutex<Vec<Process>>>,
     /// sockhold's working directory, removed when the test ends.
     _dir: TempDir,
+}
+
+/// What the stderr reader thread tells the test's thread, besides lines.
+#[derive(Default)]
+struct ReaderNews {
+    progress: Mutex<ReaderProgress>,
+    /// Notified when `progress` changes.
+    progressed: Condvar,
+    /// Pairs with `Sockhold::log`: notified on each new line and at EOF.
+    log_grew: Condvar,
+}
+
+#[derive(Default)]
+struct ReaderProgress {
+    /// Requests to read the pipe empty, counted so that each waits for its own.
+    asked: u64,
+    /// The last request for which the reader has read the pipe empty.
+    emptied: u64,
+    /// Every write end of the pipe is closed and every line taken.
+    eof: bool,
+}
+
+/// Where the reader thread puts each line of sockhold's stderr.
+struct LineSink {
+    sockhold: Pid,
+    log: Arc<Mutex<Vec<String>>>,
+    news: Arc<ReaderNews>,
+    lines: Sender<String>,
+    child_pids: Arc<Mutex<Vec<Pid>>>,
+    children: Arc<Mutex<Vec<Process>>>,
+}
+
+impl LineSink {
+    fn take(&self, line: String) {
+        if let Some(pid) = line.split("started: pid ").nth(1) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let pid = Pid::from_raw(pid);
+                lock(&self.child_pids).push(pid);
+                // Only a pid that is sockhold's child is held: by the time
+                // this line is read, the child may have been reaped and its
+                // pid reused; and a pid logged inside a PID namespace names
+                // another process out here.
+                if let Some(child) = Process::child_of(pid, self.sockhold) {
+                    lock(&self.children).push(child);
+                }
+            }
+        }
+        if std::env::var_os("SOCKHOLD_TEST_ECHO").is_some() {
+            eprintln!("[{}] {line}", self.sockhold);
+        }
+        lock(&self.log).push(line.clone());
+        self.news.log_grew.notify_all();
+        let _ = self.lines.send(line);
+    }
+
+    fn emptied(&self, asked: u64) {
+        let mut progress = lock(&self.news.progress);
+        if progress.emptied < asked {
+            progress.emptied = asked;
+            self.news.progressed.notify_all();
+        }
+    }
+
+    fn eof(&self) {
+        lock(&self.news.progress).eof = true;
+        self.news.progressed.notify_all();
+        // Under the log's lock, so that a waiter that has checked for EOF
+        // while holding it is already waiting.
+        let _log = lock(&self.log);
+        self.news.log_grew.notify_all();
+    }
+}
+
+/// The stderr reader thread: hands each line to `sink` until EOF, and on
+/// each wake-up, reads the pipe empty and says so (`take_lines`).
+fn read_stderr(mut stderr: ChildStderr, wake: OwnedFd, sink: LineSink) {
+    // Nonblocking, so that "the pipe is empty" can be seen. Our read end
+    // is ours alone; sockhold's write end is another open file.
+    let flags = fcntl(&stderr, FcntlArg::F_GETFL).expect("F_GETFL");
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(&stderr, FcntlArg::F_SETFL(flags)).expect("F_SETFL");
+    let mut pending = Vec::new();
+    let mut wake_open = true;
+    loop {
+        // Empty the wake pipe before reading `asked`: a request made after
+        // that read leaves its wake-up byte in the pipe for the next round.
+        if wake_open {
+            wake_open = empty_wake_pipe(&wake);
+        }
+        let asked = lock(&sink.news.progress).asked;
+        // Everything written before the request is in the pipe now.
+        if !read_available(&mut stderr, &mut pending, &sink) {
+            if !pending.is_empty() {
+                sink.take(String::from_utf8_lossy(&pending).into_owned());
+            }
+            sink.eof();
+            return;
+        }
+        sink.emptied(asked);
+        let mut fds = vec![PollFd::new(stderr.as_fd(), PollFlags::POLLIN)];
+        if wake_open {
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(error) => panic!("poll sockhold's stderr: {error}"),
+        }
+    }
+}
+
+/// Reads what the (nonblocking) wake pipe holds; false once its write end,
+/// in `Sockhold`, is closed.
+fn empty_wake_pipe(wake: &OwnedFd) -> bool {
+    let mut buffer = [0u8; 64];
+    loop {
+        match nix::unistd::read(wake, &mut buffer) {
+            Ok(0) => return false,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads the (nonblocking) pipe until it is empty, handing each complete
+/// line to `sink`. Returns false at EOF (or on a read error, which is as
+/// final), true once the pipe is empty.
+fn read_available(stderr: &mut ChildStderr, pending: &mut Vec<u8>, sink: &LineSink) -> bool {
+    let mut buffer = [0u8; 8192];
+    loop {
+        match stderr.read(&mut buffer) {
+            Ok(0) => return false,
+            Ok(read) => {
+                pending.extend_from_slice(&buffer[..read]);
+                while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                    let mut line: Vec<u8> = pending.drain(..=end).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    sink.take(String::from_utf8_lossy(&line).into_owned());
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 pub struct Builder {
@@ -236,39 +390,24 @@ impl Builder {
         let process = Process::of_child(&child);
         let pid = process.pid();
         let stderr = child.stderr.take().unwrap();
+        // Close-on-exec, so that no process started meanwhile by another
+        // test holds it; nonblocking, so that a wake-up never blocks.
+        let (wake, wake_reader) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe2");
         let (line_tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let reader = Arc::new(ReaderNews::default());
         let child_pids = Arc::new(Mutex::new(Vec::new()));
         let children = Arc::new(Mutex::new(Vec::new()));
-        {
-            let log = Arc::clone(&log);
-            let child_pids = Arc::clone(&child_pids);
-            let children = Arc::clone(&children);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(child) = line.split("started: pid ").nth(1) {
-                        if let Ok(child) = child.trim().parse::<i32>() {
-                            let child = Pid::from_raw(child);
-                            lock(&child_pids).push(child);
-                            // Only a pid that is sockhold's child is held: by
-                            // the time this line is read, the child may have
-                            // been reaped and its pid reused; and a pid logged
-                            // inside a PID namespace names another process
-                            // out here.
-                            if let Some(child) = Process::child_of(child, pid) {
-                                lock(&children).push(child);
-                            }
-                        }
-                    }
-                    if std::env::var_os("SOCKHOLD_TEST_ECHO").is_some() {
-                        eprintln!("[{pid}] {line}");
-                    }
-                    log.lock().unwrap().push(line.clone());
-                    let _ = line_tx.send(line);
-                }
-            });
-        }
+        let sink = LineSink {
+            sockhold: pid,
+            log: Arc::clone(&log),
+            news: Arc::clone(&reader),
+            lines: line_tx,
+            child_pids: Arc::clone(&child_pids),
+            children: Arc::clone(&children),
+        };
+        std::thread::spawn(move || read_stderr(stderr, wake, sink));
         let (exit_tx, exit) = mpsc::channel();
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {
@@ -280,6 +419,8 @@ impl Builder {
             process,
             lines,
             log,
+            reader,
+            wake_reader,
             exit,
             exit_status: None,
             child_pids,
@@ -338,7 +479,35 @@ impl Sockhold {
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        lock(&self.log).join("\n")
+    }
+
+    /// Waits until the reader thread has taken every line written to the
+    /// pipe before this call: it reads the pipe until it is empty (or at
+    /// EOF) and says so. False if that takes longer than `within`.
+    fn take_lines(&self, within: Duration) -> bool {
+        let asked = {
+            let mut progress = lock(&self.reader.progress);
+            progress.asked += 1;
+            progress.asked
+        };
+        // A full wake pipe (EAGAIN) already holds a wake-up.
+        let _ = nix::unistd::write(&self.wake_reader, &[0]);
+        let deadline = Instant::now() + within;
+        let mut progress = lock(&self.reader.progress);
+        while !progress.eof && progress.emptied < asked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            progress = self
+                .reader
+                .progressed
+                .wait_timeout(progress, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 
     /// The real address of the n-th TCP socket (from the "listening on" lines).
@@ -352,15 +521,14 @@ impl Sockhold {
     }
 
     /// The real address of the n-th socket of `kind` ("tcp", "udp"), once
-    /// its "listening on KIND ADDRESS" line is in the log.
+    /// its "listening on KIND ADDRESS" line is in the log. Waits on the log
+    /// itself, not on the stream of lines, so takes no line from other waits.
     fn inet_address(&self, kind: &str, index: usize) -> SocketAddr {
         let marker = format!("listening on {kind} ");
         let deadline = Instant::now() + WAIT;
+        let mut log = lock(&self.log);
         loop {
-            let found: Vec<SocketAddr> = self
-                .log
-                .lock()
-                .unwrap()
+            let found: Vec<SocketAddr> = log
                 .iter()
                 .filter_map(|line| line.split(marker.as_str()).nth(1))
                 .filter_map(|rest| rest.split(' ').next()?.parse().ok())
@@ -368,12 +536,18 @@ impl Sockhold {
             if let Some(address) = found.get(index) {
                 return *address;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {kind} socket {index} in log:\n{}",
-                self.log_text()
-            );
-            self.wait_for_within("listening on", Duration::from_millis(100));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || lock(&self.reader.progress).eof {
+                let text = log.join("\n");
+                drop(log);
+                panic!("no {kind} socket {index} in log:\n{text}");
+            }
+            log = self
+                .reader
+                .log_grew
+                .wait_timeout(log, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -381,7 +555,6 @@ impl Sockhold {
         self.process.signal(signal).expect("signal sockhold");
     }
 
-    /// Waits for sockhold to exit and returns its status.
     /// Waits for sockhold to exit, checks its status, and returns its log.
     pub fn exits_with(&mut self, code: i32) -> String {
         let status = self.wait_exit();
@@ -390,6 +563,8 @@ impl Sockhold {
         log
     }
 
+    /// Waits for sockhold to exit and for the reader thread to take the
+    /// last lines; returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         if let Some(status) = self.exit_status {
             return status;
@@ -401,18 +576,31 @@ impl Sockhold {
             )
         });
         self.exit_status = Some(status);
-        // Let the reader thread take the last lines.
-        let _ = self.wait_for_within("\u{0}never", Duration::from_millis(50));
+        // sockhold has exited, so every line it wrote is in the pipe (a
+        // write to a full pipe blocks, and a blocked process does not
+        // exit), and the reader reads up to EOF, which is there by now
+        // unless a process that sockhold left running holds the pipe open
+        // too. Waiting for EOF alone could then wait for as long as that
+        // process lives; the reader says when it has read the pipe empty,
+        // which is as good and comes either way.
+        assert!(
+            self.take_lines(WAIT),
+            "the stderr reader did not catch up within {WAIT:?}; log:\n{}",
+            self.log_text()
+        );
         status
     }
 
     pub fn child_pids(&self) -> Vec<Pid> {
-        self.child_pids.lock().unwrap().clone()
+        lock(&self.child_pids).clone()
     }
 }
 
 impl Drop for Sockhold {
     fn drop(&mut self) {
+        // Take the "started: pid" lines written so far, while the children
+        // they name are still sockhold's and can be verified as such.
+        self.take_lines(Duration::from_secs(5));
         if self.exit_status.is_none() {
             // Graceful first, so sockhold stops its own children; SIGKILL if
             // it does not exit in time.
