@@ -482,6 +482,19 @@ impl Sockhold {
         lock(&self.log).join("\n")
     }
 
+    /// The log with every line written to sockhold's stderr before this
+    /// call, not only those the reader thread happened to have taken: for
+    /// a promise that a line was written before some event the test saw
+    /// (a reply, say). Waits up to `WAIT` for the reader.
+    pub fn log_written_until_now(&self) -> String {
+        assert!(
+            self.take_lines(WAIT),
+            "the stderr reader did not catch up within {WAIT:?}; log:\n{}",
+            self.log_text()
+        );
+        self.log_text()
+    }
+
     /// Waits until the reader thread has taken every line written to the
     /// pipe before this call: it reads the pipe until it is empty (or at
     /// EOF) and says so. False if that takes longer than `within`.
