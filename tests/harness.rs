@@ -95,6 +95,11 @@ impl Process {
         Process::open_checked(pid, |pid| parent_of(pid) == Some(parent))
     }
 
+    /// `pid`, if `ancestor` is its parent, grandparent, ...
+    pub fn descendant_of(pid: Pid, ancestor: Pid) -> Option<Process> {
+        Process::open_checked(pid, |pid| is_descendant(pid, ancestor))
+    }
+
     /// A pidfd for `pid` if `belongs(pid)` holds both before and after it
     /// is opened. The first check avoids even opening a stranger. The
     /// second closes the race of a pid that is reaped and reused between
@@ -134,6 +139,19 @@ impl Process {
         }
         Ok(())
     }
+
+    /// Whether it has not exited yet: a pidfd polls readable once its
+    /// process has exited, zombie or reaped (pidfd_open(2)).
+    pub fn is_running(&self) -> bool {
+        loop {
+            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(ready) => return ready == 0,
+                Err(Errno::EINTR) => continue,
+                Err(error) => panic!("poll the pidfd of pid {}: {error}", self.pid),
+            }
+        }
+    }
 }
 
 impl Drop for Process {
@@ -164,6 +182,21 @@ fn parent_of(pid: Pid) -> Option<Pid> {
     let (_, rest) = stat.rsplit_once(')')?;
     let parent = rest.split_whitespace().nth(1)?.parse().ok()?;
     Some(Pid::from_raw(parent))
+}
+
+/// Whether `ancestor` is `pid`'s parent, grandparent, ...
+fn is_descendant(pid: Pid, ancestor: Pid) -> bool {
+    let mut pid = pid;
+    // Bounded: a chain of parents ends at pid 0 (or a process gone), and
+    // no test builds trees this deep.
+    for _ in 0..64 {
+        match parent_of(pid) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent.as_raw() > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// A running sockhold, its stderr as a stream of lines.
