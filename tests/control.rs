@@ -2,14 +2,14 @@
 //! --control PATH`, peer credentials, and `--pid-file`.
 
 use crate::harness::{
-    Sockhold, TempDir, WAIT, answer_pid, request_tcp, sockhold_bin, test_child_bin,
+    Process, Sockhold, TempDir, WAIT, answer_pid, request_tcp, sockhold_bin, test_child_bin,
 };
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The client's outcome: exit code, stdout, stderr.
 struct Answer {
@@ -48,6 +48,16 @@ fn client(request: &str, control: &Path) -> Answer {
     )
 }
 
+/// Starts the client in the background; the `Process` SIGKILLs it (by
+/// pidfd) if the test ends before the client does.
+fn spawn_client(request: &str, control: &Path) -> (Child, Process) {
+    let child = client_command(request, control)
+        .spawn()
+        .expect("start the client");
+    let process = Process::of_child(&child);
+    (child, process)
+}
+
 /// sockhold on a loopback port with a control socket in `dir`, generation 1
 /// ready.
 fn serving_with_control(dir: &TempDir, extra: &[&str], command: &[&str]) -> Sockhold {
@@ -74,12 +84,10 @@ fn reload_answers_once_the_new_generation_is_ready() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("unexpected answer {:?}", reply.stdout));
     // By the time the client has its answer, generation 2 is ready and
-    // generation 1 has been told to stop.
-    assert!(
-        sockhold.log_text().contains("generation 1 stopping"),
-        "log:\n{}",
-        sockhold.log_text()
-    );
+    // generation 1 has been told to stop: the line is among those written
+    // before now (whether or not the harness has read them yet).
+    let log = sockhold.log_written_until_now();
+    assert!(log.contains("generation 1 stopping"), "log:\n{log}");
     sockhold.wait_for("generation 1 exited");
     assert_eq!(
         answer_pid(&request_tcp(sockhold.tcp_address(0)).unwrap()),
@@ -137,9 +145,9 @@ fn reload_asked_during_a_reload_answers_with_the_queued_generation() {
         .args(["--", test_child_bin(), "--ready-after", "800"])
         .start();
     sockhold.wait_for("generation 1 ready");
-    let first = client_command("reload", &ctl).spawn().unwrap();
+    let (first, _first_process) = spawn_client("reload", &ctl);
     sockhold.wait_for("generation 2 started");
-    let second = client_command("reload", &ctl).spawn().unwrap();
+    let (second, _second_process) = spawn_client("reload", &ctl);
     sockhold.wait_for("reload queued");
     let first = answer(first.wait_with_output().unwrap());
     let second = answer(second.wait_with_output().unwrap());

@@ -1,19 +1,27 @@
 //! What every integration test needs: a sockhold process started on port 0
 //! in its own temp dir, its log lines as events to wait on, clients, and
-//! cleanup by pid of everything it started (sockhold and every child pid
-//! it logged), so that no test leaves a process behind.
+//! cleanup of everything it started (sockhold and every child it logged),
+//! so that no test leaves a process behind.
+//!
+//! Processes are held by pidfds (`Process`), never signalled by a bare pid
+//! that may have been reaped and given to an unrelated process since.
 
-use nix::sys::signal::{Signal, kill};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test.
@@ -25,6 +33,12 @@ pub fn sockhold_bin() -> &'static str {
 
 pub fn test_child_bin() -> &'static str {
     env!("CARGO_BIN_EXE_test_child")
+}
+
+/// Locks `mutex`, also after a panic in another holder: the harness's
+/// state stays usable while a failed test unwinds and cleans up.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A fresh directory, removed on drop.
@@ -58,18 +72,302 @@ impl Drop for TempDir {
     }
 }
 
+/// A process held by a pidfd (pidfd_open(2)): a signal sent through it
+/// reaches that process, or fails with ESRCH once it has been reaped, never
+/// an unrelated process that has since been given the same pid. SIGKILLed
+/// when dropped, so that a test never leaves it behind.
+pub struct Process {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl Process {
+    /// The process of `child`. Needs no check: a child that nobody has
+    /// waited for keeps its pid (as a zombie at worst) until it is reaped.
+    pub fn of_child(child: &Child) -> Process {
+        let pid = Pid::from_raw(child.id() as i32);
+        let pidfd = pidfd_open(pid).expect("pidfd_open a child not yet waited for");
+        Process { pid, pidfd }
+    }
+
+    /// `pid`, if it is a child of `parent` (a process we hold).
+    pub fn child_of(pid: Pid, parent: Pid) -> Option<Process> {
+        Process::open_checked(pid, |pid| parent_of(pid) == Some(parent))
+    }
+
+    /// `pid`, if `ancestor` is its parent, grandparent, ...
+    pub fn descendant_of(pid: Pid, ancestor: Pid) -> Option<Process> {
+        Process::open_checked(pid, |pid| is_descendant(pid, ancestor))
+    }
+
+    /// A pidfd for `pid` if `belongs(pid)` holds both before and after it
+    /// is opened. The first check avoids even opening a stranger. The
+    /// second closes the race of a pid that is reaped and reused between
+    /// check and open (the pidfd names whoever held the pid at the open):
+    /// if `belongs` still holds, the pidfd names that process, or one that
+    /// exited since, which signals through the pidfd cannot reach.
+    fn open_checked(pid: Pid, belongs: impl Fn(Pid) -> bool) -> Option<Process> {
+        if !belongs(pid) {
+            return None;
+        }
+        let pidfd = pidfd_open(pid).ok()?;
+        if !belongs(pid) {
+            return None;
+        }
+        Some(Process { pid, pidfd })
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
+        // SAFETY: pidfd_send_signal(2) on a pidfd we own, with a valid
+        // signal number, no siginfo (null: filled in as kill(2) would) and
+        // no flags; the kernel reads no memory of ours.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0 as libc::c_uint,
+            )
+        };
+        if result == -1 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
+    /// Whether it has not exited yet: a pidfd polls readable once its
+    /// process has exited, zombie or reaped (pidfd_open(2)).
+    pub fn is_running(&self) -> bool {
+        loop {
+            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(ready) => return ready == 0,
+                Err(Errno::EINTR) => continue,
+                Err(error) => panic!("poll the pidfd of pid {}: {error}", self.pid),
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // ESRCH if it has exited: nothing else can be hit.
+        let _ = self.signal(Signal::SIGKILL);
+    }
+}
+
+/// pidfd_open(2): an fd (always close-on-exec) naming the process that
+/// holds `pid` now.
+fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags (none) and touches no
+    // memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: pidfd_open just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The parent of `pid` (field 4 of /proc/PID/stat), if `pid` exists.
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses,
+    // so split after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let parent = rest.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Pid::from_raw(parent))
+}
+
+/// Whether `ancestor` is `pid`'s parent, grandparent, ...
+fn is_descendant(pid: Pid, ancestor: Pid) -> bool {
+    let mut pid = pid;
+    // Bounded: a chain of parents ends at pid 0 (or a process gone), and
+    // no test builds trees this deep.
+    for _ in 0..64 {
+        match parent_of(pid) {
+            Some(parent) if parent == ancestor => return true,
+            Some(parent) if parent.as_raw() > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// A running sockhold, its stderr as a stream of lines.
 pub struct Sockhold {
     pub pid: Pid,
+    /// sockhold itself, for signals that cannot reach another process.
+    process: Process,
     lines: Receiver<String>,
     /// Every line seen so far (the stream is consumed by waits).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// What the stderr reader thread says besides lines.
+    reader: Arc<ReaderNews>,
+    /// Wakes the reader thread to read the pipe empty (`take_lines`).
+    wake_reader: OwnedFd,
     exit: Receiver<ExitStatus>,
     exit_status: Option<ExitStatus>,
     /// Child pids read from "generation N started: pid P" lines.
     child_pids: Arc<Mutex<Vec<Pid>>>,
+    /// Those of them verified to be sockhold's children, held by pidfds and
+    /// SIGKILLed at the end of the test.
+    children: Arc<Mutex<Vec<Process>>>,
     /// sockhold's working directory, removed when the test ends.
     _dir: TempDir,
+}
+
+/// What the stderr reader thread tells the test's thread, besides lines.
+#[derive(Default)]
+struct ReaderNews {
+    progress: Mutex<ReaderProgress>,
+    /// Notified when `progress` changes.
+    progressed: Condvar,
+    /// Pairs with `Sockhold::log`: notified on each new line and at EOF.
+    log_grew: Condvar,
+}
+
+#[derive(Default)]
+struct ReaderProgress {
+    /// Requests to read the pipe empty, counted so that each waits for its own.
+    asked: u64,
+    /// The last request for which the reader has read the pipe empty.
+    emptied: u64,
+    /// Every write end of the pipe is closed and every line taken.
+    eof: bool,
+}
+
+/// Where the reader thread puts each line of sockhold's stderr.
+struct LineSink {
+    sockhold: Pid,
+    log: Arc<Mutex<Vec<String>>>,
+    news: Arc<ReaderNews>,
+    lines: Sender<String>,
+    child_pids: Arc<Mutex<Vec<Pid>>>,
+    children: Arc<Mutex<Vec<Process>>>,
+}
+
+impl LineSink {
+    fn take(&self, line: String) {
+        if let Some(pid) = line.split("started: pid ").nth(1) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let pid = Pid::from_raw(pid);
+                lock(&self.child_pids).push(pid);
+                // Only a pid that is sockhold's child is held: by the time
+                // this line is read, the child may have been reaped and its
+                // pid reused; and a pid logged inside a PID namespace names
+                // another process out here.
+                if let Some(child) = Process::child_of(pid, self.sockhold) {
+                    lock(&self.children).push(child);
+                }
+            }
+        }
+        if std::env::var_os("SOCKHOLD_TEST_ECHO").is_some() {
+            eprintln!("[{}] {line}", self.sockhold);
+        }
+        lock(&self.log).push(line.clone());
+        self.news.log_grew.notify_all();
+        let _ = self.lines.send(line);
+    }
+
+    fn emptied(&self, asked: u64) {
+        let mut progress = lock(&self.news.progress);
+        if progress.emptied < asked {
+            progress.emptied = asked;
+            self.news.progressed.notify_all();
+        }
+    }
+
+    fn eof(&self) {
+        lock(&self.news.progress).eof = true;
+        self.news.progressed.notify_all();
+        // Under the log's lock, so that a waiter that has checked for EOF
+        // while holding it is already waiting.
+        let _log = lock(&self.log);
+        self.news.log_grew.notify_all();
+    }
+}
+
+/// The stderr reader thread: hands each line to `sink` until EOF, and on
+/// each wake-up, reads the pipe empty and says so (`take_lines`).
+fn read_stderr(mut stderr: ChildStderr, wake: OwnedFd, sink: LineSink) {
+    // Nonblocking, so that "the pipe is empty" can be seen. Our read end
+    // is ours alone; sockhold's write end is another open file.
+    let flags = fcntl(&stderr, FcntlArg::F_GETFL).expect("F_GETFL");
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(&stderr, FcntlArg::F_SETFL(flags)).expect("F_SETFL");
+    let mut pending = Vec::new();
+    let mut wake_open = true;
+    loop {
+        // Empty the wake pipe before reading `asked`: a request made after
+        // that read leaves its wake-up byte in the pipe for the next round.
+        if wake_open {
+            wake_open = empty_wake_pipe(&wake);
+        }
+        let asked = lock(&sink.news.progress).asked;
+        // Everything written before the request is in the pipe now.
+        if !read_available(&mut stderr, &mut pending, &sink) {
+            if !pending.is_empty() {
+                sink.take(String::from_utf8_lossy(&pending).into_owned());
+            }
+            sink.eof();
+            return;
+        }
+        sink.emptied(asked);
+        let mut fds = vec![PollFd::new(stderr.as_fd(), PollFlags::POLLIN)];
+        if wake_open {
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(error) => panic!("poll sockhold's stderr: {error}"),
+        }
+    }
+}
+
+/// Reads what the (nonblocking) wake pipe holds; false once its write end,
+/// in `Sockhold`, is closed.
+fn empty_wake_pipe(wake: &OwnedFd) -> bool {
+    let mut buffer = [0u8; 64];
+    loop {
+        match nix::unistd::read(wake, &mut buffer) {
+            Ok(0) => return false,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads the (nonblocking) pipe until it is empty, handing each complete
+/// line to `sink`. Returns false at EOF (or on a read error, which is as
+/// final), true once the pipe is empty.
+fn read_available(stderr: &mut ChildStderr, pending: &mut Vec<u8>, sink: &LineSink) -> bool {
+    let mut buffer = [0u8; 8192];
+    loop {
+        match stderr.read(&mut buffer) {
+            Ok(0) => return false,
+            Ok(read) => {
+                pending.extend_from_slice(&buffer[..read]);
+                while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                    let mut line: Vec<u8> = pending.drain(..=end).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    sink.take(String::from_utf8_lossy(&line).into_owned());
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 pub struct Builder {
@@ -121,30 +419,28 @@ impl Builder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = self.command.spawn().expect("start sockhold");
-        let pid = Pid::from_raw(child.id() as i32);
+        // Before the exit thread may reap it.
+        let process = Process::of_child(&child);
+        let pid = process.pid();
         let stderr = child.stderr.take().unwrap();
+        // Close-on-exec, so that no process started meanwhile by another
+        // test holds it; nonblocking, so that a wake-up never blocks.
+        let (wake, wake_reader) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe2");
         let (line_tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let reader = Arc::new(ReaderNews::default());
         let child_pids = Arc::new(Mutex::new(Vec::new()));
-        {
-            let log = Arc::clone(&log);
-            let child_pids = Arc::clone(&child_pids);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(pid) = line.split("started: pid ").nth(1) {
-                        if let Ok(pid) = pid.trim().parse::<i32>() {
-                            child_pids.lock().unwrap().push(Pid::from_raw(pid));
-                        }
-                    }
-                    if std::env::var_os("SOCKHOLD_TEST_ECHO").is_some() {
-                        eprintln!("[{pid}] {line}");
-                    }
-                    log.lock().unwrap().push(line.clone());
-                    let _ = line_tx.send(line);
-                }
-            });
-        }
+        let children = Arc::new(Mutex::new(Vec::new()));
+        let sink = LineSink {
+            sockhold: pid,
+            log: Arc::clone(&log),
+            news: Arc::clone(&reader),
+            lines: line_tx,
+            child_pids: Arc::clone(&child_pids),
+            children: Arc::clone(&children),
+        };
+        std::thread::spawn(move || read_stderr(stderr, wake, sink));
         let (exit_tx, exit) = mpsc::channel();
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {
@@ -153,11 +449,15 @@ impl Builder {
         });
         Sockhold {
             pid,
+            process,
             lines,
             log,
+            reader,
+            wake_reader,
             exit,
             exit_status: None,
             child_pids,
+            children,
             _dir: self.dir,
         }
     }
@@ -212,7 +512,48 @@ impl Sockhold {
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        lock(&self.log).join("\n")
+    }
+
+    /// The log with every line written to sockhold's stderr before this
+    /// call, not only those the reader thread happened to have taken: for
+    /// a promise that a line was written before some event the test saw
+    /// (a reply, say). Waits up to `WAIT` for the reader.
+    pub fn log_written_until_now(&self) -> String {
+        assert!(
+            self.take_lines(WAIT),
+            "the stderr reader did not catch up within {WAIT:?}; log:\n{}",
+            self.log_text()
+        );
+        self.log_text()
+    }
+
+    /// Waits until the reader thread has taken every line written to the
+    /// pipe before this call: it reads the pipe until it is empty (or at
+    /// EOF) and says so. False if that takes longer than `within`.
+    fn take_lines(&self, within: Duration) -> bool {
+        let asked = {
+            let mut progress = lock(&self.reader.progress);
+            progress.asked += 1;
+            progress.asked
+        };
+        // A full wake pipe (EAGAIN) already holds a wake-up.
+        let _ = nix::unistd::write(&self.wake_reader, &[0]);
+        let deadline = Instant::now() + within;
+        let mut progress = lock(&self.reader.progress);
+        while !progress.eof && progress.emptied < asked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            progress = self
+                .reader
+                .progressed
+                .wait_timeout(progress, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 
     /// The real address of the n-th TCP socket (from the "listening on" lines).
@@ -226,15 +567,14 @@ impl Sockhold {
     }
 
     /// The real address of the n-th socket of `kind` ("tcp", "udp"), once
-    /// its "listening on KIND ADDRESS" line is in the log.
+    /// its "listening on KIND ADDRESS" line is in the log. Waits on the log
+    /// itself, not on the stream of lines, so takes no line from other waits.
     fn inet_address(&self, kind: &str, index: usize) -> SocketAddr {
         let marker = format!("listening on {kind} ");
         let deadline = Instant::now() + WAIT;
+        let mut log = lock(&self.log);
         loop {
-            let found: Vec<SocketAddr> = self
-                .log
-                .lock()
-                .unwrap()
+            let found: Vec<SocketAddr> = log
                 .iter()
                 .filter_map(|line| line.split(marker.as_str()).nth(1))
                 .filter_map(|rest| rest.split(' ').next()?.parse().ok())
@@ -242,20 +582,25 @@ impl Sockhold {
             if let Some(address) = found.get(index) {
                 return *address;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no {kind} socket {index} in log:\n{}",
-                self.log_text()
-            );
-            self.wait_for_within("listening on", Duration::from_millis(100));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || lock(&self.reader.progress).eof {
+                let text = log.join("\n");
+                drop(log);
+                panic!("no {kind} socket {index} in log:\n{text}");
+            }
+            log = self
+                .reader
+                .log_grew
+                .wait_timeout(log, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
     pub fn signal(&self, signal: Signal) {
-        kill(self.pid, signal).expect("signal sockhold");
+        self.process.signal(signal).expect("signal sockhold");
     }
 
-    /// Waits for sockhold to exit and returns its status.
     /// Waits for sockhold to exit, checks its status, and returns its log.
     pub fn exits_with(&mut self, code: i32) -> String {
         let status = self.wait_exit();
@@ -264,6 +609,8 @@ impl Sockhold {
         log
     }
 
+    /// Waits for sockhold to exit and for the reader thread to take the
+    /// last lines; returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         if let Some(status) = self.exit_status {
             return status;
@@ -275,34 +622,43 @@ impl Sockhold {
             )
         });
         self.exit_status = Some(status);
-        // Let the reader thread take the last lines.
-        let _ = self.wait_for_within("\u{0}never", Duration::from_millis(50));
+        // sockhold has exited, so every line it wrote is in the pipe (a
+        // write to a full pipe blocks, and a blocked process does not
+        // exit), and the reader reads up to EOF, which is there by now
+        // unless a process that sockhold left running holds the pipe open
+        // too. Waiting for EOF alone could then wait for as long as that
+        // process lives; the reader says when it has read the pipe empty,
+        // which is as good and comes either way.
+        assert!(
+            self.take_lines(WAIT),
+            "the stderr reader did not catch up within {WAIT:?}; log:\n{}",
+            self.log_text()
+        );
         status
     }
 
     pub fn child_pids(&self) -> Vec<Pid> {
-        self.child_pids.lock().unwrap().clone()
+        lock(&self.child_pids).clone()
     }
 }
 
 impl Drop for Sockhold {
     fn drop(&mut self) {
+        // Take the "started: pid" lines written so far, while the children
+        // they name are still sockhold's and can be verified as such.
+        self.take_lines(Duration::from_secs(5));
         if self.exit_status.is_none() {
             // Graceful first, so sockhold stops its own children; SIGKILL if
             // it does not exit in time.
-            let _ = kill(self.pid, Signal::SIGTERM);
+            let _ = self.process.signal(Signal::SIGTERM);
             if self.exit.recv_timeout(Duration::from_secs(5)).is_err() {
-                let _ = kill(self.pid, Signal::SIGKILL);
+                let _ = self.process.signal(Signal::SIGKILL);
                 let _ = self.exit.recv_timeout(WAIT);
             }
         }
-        for pid in self.child_pids() {
-            // Children are ours (or already reaped and gone); SIGKILL by
-            // pid, never by name.
-            if pid_is_alive(pid) {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
+        // Each child is SIGKILLed through its pidfd as it is dropped (a no-op
+        // for those that have exited).
+        drop(std::mem::take(&mut *lock(&self.children)));
     }
 }
 
