@@ -22,9 +22,6 @@
 //!   read counts only if the thread's syscall line is unchanged afterwards.
 //! - Needs no `unsafe`: nix wraps process_vm_readv and fstat.
 
-// Wired into the generations engine by the readiness integration.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use super::proc_parse::{self, ThreadSyscall};
 use nix::errno::Errno;
 use nix::libc;
@@ -93,16 +90,22 @@ pub enum Wait {
     Receive,
 }
 
-impl fmt::Display for Wait {
+impl Wait {
     /// The stable words the log uses.
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
+    pub fn name(self) -> &'static str {
+        match self {
             Wait::Accept => "accept",
             Wait::Epoll => "epoll",
             Wait::Poll => "poll",
             Wait::Select => "select",
             Wait::Receive => "recv",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
     }
 }
 
