@@ -75,10 +75,12 @@ impl Drop for TempDir {
 /// A process held by a pidfd (pidfd_open(2)): a signal sent through it
 /// reaches that process, or fails with ESRCH once it has been reaped, never
 /// an unrelated process that has since been given the same pid. SIGKILLed
-/// when dropped, so that a test never leaves it behind.
+/// when dropped, so that a test never leaves it behind (unless let go).
 pub struct Process {
     pid: Pid,
     pidfd: OwnedFd,
+    /// Whether dropping it SIGKILLs it (all but those let go).
+    kill_on_drop: bool,
 }
 
 impl Process {
@@ -87,7 +89,11 @@ impl Process {
     pub fn of_child(child: &Child) -> Process {
         let pid = Pid::from_raw(child.id() as i32);
         let pidfd = pidfd_open(pid).expect("pidfd_open a child not yet waited for");
-        Process { pid, pidfd }
+        Process {
+            pid,
+            pidfd,
+            kill_on_drop: true,
+        }
     }
 
     /// `pid`, if it is a child of `parent` (a process we hold).
@@ -114,7 +120,17 @@ impl Process {
         if !belongs(pid) {
             return None;
         }
-        Some(Process { pid, pidfd })
+        Some(Process {
+            pid,
+            pidfd,
+            kill_on_drop: true,
+        })
+    }
+
+    /// Closes the pidfd without signalling the process: for one that
+    /// turned out not to be the test's after all.
+    pub fn let_go(mut self) {
+        self.kill_on_drop = false;
     }
 
     pub fn pid(&self) -> Pid {
@@ -157,7 +173,9 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         // ESRCH if it has exited: nothing else can be hit.
-        let _ = self.signal(Signal::SIGKILL);
+        if self.kill_on_drop {
+            let _ = self.signal(Signal::SIGKILL);
+        }
     }
 }
 
