@@ -658,6 +658,22 @@ impl Sockhold {
     pub fn child_pids(&self) -> Vec<Pid> {
         lock(&self.child_pids).clone()
     }
+
+    /// Whether sockhold has not exited yet (asked of its pidfd: its pid
+    /// may be another process's once it has been reaped).
+    pub fn is_running(&self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Whether its child `pid` (from a "started: pid" line already taken)
+    /// has not exited yet, asked of the pidfd the harness holds it by.
+    pub fn child_is_running(&self, pid: Pid) -> bool {
+        lock(&self.children)
+            .iter()
+            .find(|child| child.pid() == pid)
+            .unwrap_or_else(|| panic!("pid {pid} is not a child held for this test"))
+            .is_running()
+    }
 }
 
 impl Drop for Sockhold {
@@ -677,17 +693,6 @@ impl Drop for Sockhold {
         // Each child is SIGKILLed through its pidfd as it is dropped (a no-op
         // for those that have exited).
         drop(std::mem::take(&mut *lock(&self.children)));
-    }
-}
-
-/// Whether a process with this pid exists and is not a zombie.
-pub fn pid_is_alive(pid: Pid) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 

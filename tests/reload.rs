@@ -215,7 +215,7 @@ fn child_ignoring_term_is_killed_after_the_stop_timeout() {
     assert!(line.contains(&format!("SIGKILL to pid {child}")), "{line}");
     // Killed, not honoured: 128 + 9.
     sockhold.exits_with(137);
-    assert!(!pid_is_alive(child));
+    assert!(!sockhold.child_is_running(child));
 }
 
 #[test]
