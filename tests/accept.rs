@@ -448,7 +448,7 @@ fn a_flood_of_2000_connections_leaves_sockhold_alive_without_leaked_fds_or_zombi
     let took = started.elapsed();
     assert_eq!(failed, 0, "connections failed (none may be refused)");
     assert!(took < Duration::from_secs(120), "the flood took {took:?}");
-    assert!(pid_is_alive(sockhold.pid));
+    assert!(sockhold.is_running());
     wait_for_no_children(sockhold.pid);
     assert_eq!(fd_count(sockhold.pid), baseline, "fds leaked");
     // Still serving.
@@ -611,7 +611,7 @@ fn out_of_fds_sockhold_waits_and_then_serves_the_queued_connection() {
     set_fd_limit(sockhold.pid, lowest_free);
     let client = std::thread::spawn(move || echo_tcp(address, "queued\n"));
     sockhold.wait_for("cannot accept a connection: too many open files");
-    assert!(pid_is_alive(sockhold.pid));
+    assert!(sockhold.is_running());
     set_fd_limit(sockhold.pid, 1024);
     assert_eq!(client.join().unwrap().unwrap(), "queued\n");
 }

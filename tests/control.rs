@@ -100,13 +100,20 @@ fn failed_reload_exits_non_zero_with_the_reason_and_the_old_generation_serves() 
     let dir = TempDir::new();
     let fail_flag = dir.join("fail");
     // Generation 1 serves; any generation started once the flag exists
-    // exits at once with status 3.
+    // exits at once with status 3. Readiness by notification, so that the
+    // failing generation cannot be taken for ready, however slowly it
+    // gets to its exit.
     let script = format!(
-        "if [ -e '{}' ]; then exit 3; fi; exec '{}'",
+        "if [ -e '{}' ]; then exit 3; fi; exec '{}' --ready-after 0",
         fail_flag.display(),
         test_child_bin()
     );
-    let sockhold = serving_with_control(&dir, &[], &["sh", "-c", &script]);
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--ready", "notify", "--control"])
+        .arg(dir.join("ctl"))
+        .args(["--", "sh", "-c", &script])
+        .start();
+    sockhold.wait_for("generation 1 ready");
     let serving = answer_pid(&request_tcp(sockhold.tcp_address(0)).unwrap());
     std::fs::write(&fail_flag, "").unwrap();
     let reply = client("reload", &dir.join("ctl"));

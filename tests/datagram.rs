@@ -17,7 +17,7 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Answers each datagram with `pid=… fd=… … received=N got=PAYLOAD`, where
 /// N counts the datagrams this process has read, and each stream connection
@@ -327,9 +327,17 @@ fn reload_loses_no_datagram() {
 
     let first: Vec<i32> = (0..50).map(|_| ask()).collect();
     sockhold.signal(Signal::SIGHUP);
-    // Throughout the reload, until generation 1 is gone.
+    // Throughout the reload, until generation 1 is gone (each round is a
+    // datagram answered, so this waits, it does not spin; bounded, so that
+    // a reload that never ends fails the test rather than hanging it).
     let mut during_reload = 0;
+    let deadline = Instant::now() + WAIT;
     while !sockhold.log_text().contains("generation 1 exited") {
+        assert!(
+            Instant::now() < deadline,
+            "generation 1 did not exit within {WAIT:?} of the reload; log:\n{}",
+            sockhold.log_text()
+        );
         ask();
         during_reload += 1;
     }

@@ -1,4 +1,9 @@
 //! Exit status propagation and the restart policy.
+//!
+//! A child that is to end after serving for a while becomes ready by
+//! notification before it serves (`--ready-after 0`): with a ready delay
+//! instead, a slow start could make it end before ready, which is a
+//! failed start and another story.
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
@@ -30,9 +35,11 @@ fn death_by_signal_exits_128_plus_n() {
         "--restart",
         "never",
         "--ready",
-        "50ms",
+        "notify",
         "--",
         test_child_bin(),
+        "--ready-after",
+        "0",
         "--exit-after",
         "200",
         "--die-by-signal",
@@ -51,9 +58,11 @@ fn clean_exit_under_on_failure_exits_zero_without_restart() {
         "-l",
         "127.0.0.1:0",
         "--ready",
-        "50ms",
+        "notify",
         "--",
         test_child_bin(),
+        "--ready-after",
+        "0",
         "--exit-after",
         "200",
         "--exit-code",
@@ -70,9 +79,11 @@ fn crash_is_restarted_with_growing_backoff() {
             "-l",
             "127.0.0.1:0",
             "--ready",
-            "20ms",
+            "notify",
             "--",
             test_child_bin(),
+            "--ready-after",
+            "0",
             "--exit-after",
             "50",
             "--exit-code",

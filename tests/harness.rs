@@ -75,10 +75,12 @@ impl Drop for TempDir {
 /// A process held by a pidfd (pidfd_open(2)): a signal sent through it
 /// reaches that process, or fails with ESRCH once it has been reaped, never
 /// an unrelated process that has since been given the same pid. SIGKILLed
-/// when dropped, so that a test never leaves it behind.
+/// when dropped, so that a test never leaves it behind (unless let go).
 pub struct Process {
     pid: Pid,
     pidfd: OwnedFd,
+    /// Whether dropping it SIGKILLs it (all but those let go).
+    kill_on_drop: bool,
 }
 
 impl Process {
@@ -87,7 +89,11 @@ impl Process {
     pub fn of_child(child: &Child) -> Process {
         let pid = Pid::from_raw(child.id() as i32);
         let pidfd = pidfd_open(pid).expect("pidfd_open a child not yet waited for");
-        Process { pid, pidfd }
+        Process {
+            pid,
+            pidfd,
+            kill_on_drop: true,
+        }
     }
 
     /// `pid`, if it is a child of `parent` (a process we hold).
@@ -114,7 +120,17 @@ impl Process {
         if !belongs(pid) {
             return None;
         }
-        Some(Process { pid, pidfd })
+        Some(Process {
+            pid,
+            pidfd,
+            kill_on_drop: true,
+        })
+    }
+
+    /// Closes the pidfd without signalling the process: for one that
+    /// turned out not to be the test's after all.
+    pub fn let_go(mut self) {
+        self.kill_on_drop = false;
     }
 
     pub fn pid(&self) -> Pid {
@@ -157,7 +173,9 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         // ESRCH if it has exited: nothing else can be hit.
-        let _ = self.signal(Signal::SIGKILL);
+        if self.kill_on_drop {
+            let _ = self.signal(Signal::SIGKILL);
+        }
     }
 }
 
@@ -640,6 +658,22 @@ impl Sockhold {
     pub fn child_pids(&self) -> Vec<Pid> {
         lock(&self.child_pids).clone()
     }
+
+    /// Whether sockhold has not exited yet (asked of its pidfd: its pid
+    /// may be another process's once it has been reaped).
+    pub fn is_running(&self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Whether its child `pid` (from a "started: pid" line already taken)
+    /// has not exited yet, asked of the pidfd the harness holds it by.
+    pub fn child_is_running(&self, pid: Pid) -> bool {
+        lock(&self.children)
+            .iter()
+            .find(|child| child.pid() == pid)
+            .unwrap_or_else(|| panic!("pid {pid} is not a child held for this test"))
+            .is_running()
+    }
 }
 
 impl Drop for Sockhold {
@@ -659,17 +693,6 @@ impl Drop for Sockhold {
         // Each child is SIGKILLed through its pidfd as it is dropped (a no-op
         // for those that have exited).
         drop(std::mem::take(&mut *lock(&self.children)));
-    }
-}
-
-/// Whether a process with this pid exists and is not a zombie.
-pub fn pid_is_alive(pid: Pid) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 

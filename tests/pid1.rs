@@ -4,7 +4,7 @@
 //! status. Needs root (unshare); without it these tests say so and pass.
 
 use crate::harness::*;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitStatus, Stdio};
@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 /// sockhold running as PID 1 of its own PID namespace.
 struct Pid1 {
     /// The `unshare` process; `--kill-child` ties the namespace to it.
-    unshare_pid: Pid,
-    /// sockhold's pid as seen from here (it is 1 inside); None if it was
-    /// gone before it could be looked up.
-    host_pid: Option<Pid>,
+    unshare: Process,
+    /// sockhold, by its pid as seen from here (it is 1 inside); None if it
+    /// was gone before it could be looked up. Held by a pidfd: unshare
+    /// reaps it when it exits, and its pid may then be reused.
+    sockhold: Option<Process>,
     lines: Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
     exit: Receiver<ExitStatus>,
@@ -49,7 +50,8 @@ impl Pid1 {
             .spawn()
             .expect("run unshare");
         let stderr = unshare.stderr.take().unwrap();
-        let unshare_pid = unshare.id();
+        // Before the exit thread may reap it.
+        let unshare_process = Process::of_child(&unshare);
         let (line_tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         {
@@ -69,8 +71,8 @@ impl Pid1 {
             }
         });
         let mut pid1 = Pid1 {
-            unshare_pid: Pid::from_raw(unshare_pid as i32),
-            host_pid: None,
+            unshare: unshare_process,
+            sockhold: None,
             lines,
             log,
             exit,
@@ -79,13 +81,36 @@ impl Pid1 {
         };
         // Once sockhold has logged, unshare's child has exec'd it.
         pid1.wait_for("generation 1 started");
-        pid1.host_pid = children_of(pid1.unshare_pid).first().copied();
+        let unshare_pid = pid1.unshare.pid();
+        let found = children_of(unshare_pid)
+            .first()
+            .and_then(|&pid| Process::child_of(pid, unshare_pid));
+        pid1.sockhold = match found {
+            // unshare still runs, so its pid named it throughout the look.
+            Some(sockhold) if pid1.unshare.is_running() => Some(sockhold),
+            // unshare has exited (and sockhold with it: --restart never),
+            // and its pid may have been reused: the pid found may be
+            // anyone's, so it is let go unsignalled.
+            Some(unsure) => {
+                unsure.let_go();
+                None
+            }
+            None => None,
+        };
         pid1
     }
 
-    fn host_pid(&self) -> Pid {
-        self.host_pid
+    fn sockhold(&self) -> &Process {
+        self.sockhold
+            .as_ref()
             .unwrap_or_else(|| panic!("sockhold is gone; log:\n{}", self.log_text()))
+    }
+
+    /// Signals sockhold from outside its namespace.
+    fn signal(&self, signal: Signal) {
+        self.sockhold()
+            .signal(signal)
+            .unwrap_or_else(|error| panic!("signal sockhold: {error}; log:\n{}", self.log_text()));
     }
 
     fn wait_for(&self, needle: &str) -> String {
@@ -119,13 +144,13 @@ impl Drop for Pid1 {
         if self.exited {
             return;
         }
-        if let Some(host_pid) = self.host_pid {
-            let _ = kill(host_pid, Signal::SIGTERM);
+        if let Some(sockhold) = &self.sockhold {
+            let _ = sockhold.signal(Signal::SIGTERM);
         }
         if self.exit.recv_timeout(Duration::from_secs(5)).is_err() {
             // --kill-child: the namespace's PID 1, and with it every
             // process in the namespace, dies with unshare.
-            let _ = kill(self.unshare_pid, Signal::SIGKILL);
+            let _ = self.unshare.signal(Signal::SIGKILL);
             let _ = self.exit.recv_timeout(WAIT);
         }
     }
@@ -188,13 +213,12 @@ fn pid1_reaps_orphaned_grandchildren() {
     for _ in 0..3 {
         pid1.wait_for("not a generation's main process");
     }
-    assert_eq!(
-        zombie_children_of(pid1.host_pid()),
-        vec![],
-        "{}",
-        pid1.log_text()
-    );
-    kill(pid1.host_pid(), Signal::SIGTERM).unwrap();
+    let sockhold = pid1.sockhold();
+    let zombies = zombie_children_of(sockhold.pid());
+    // Still running after the look, so the pid named sockhold during it.
+    assert!(sockhold.is_running(), "{}", pid1.log_text());
+    assert_eq!(zombies, vec![], "{}", pid1.log_text());
+    pid1.signal(Signal::SIGTERM);
     assert_eq!(pid1.wait_exit(), 0, "{}", pid1.log_text());
 }
 
@@ -214,7 +238,7 @@ fn pid1_stops_gracefully_on_term_from_outside_the_namespace() {
         "0",
     ]);
     pid1.wait_for("generation 1 ready");
-    kill(pid1.host_pid(), Signal::SIGTERM).unwrap();
+    pid1.signal(Signal::SIGTERM);
     pid1.wait_for("SIGTERM received: stopping");
     pid1.wait_for("generation 1 exited with signal SIGTERM");
     assert_eq!(pid1.wait_exit(), 0, "{}", pid1.log_text());

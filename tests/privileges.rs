@@ -2,6 +2,8 @@
 //! sockhold itself and so in every child; `--socket-owner`.
 
 use crate::harness::{Sockhold, TempDir, request_tcp, run_to_exit, test_child_bin};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::linux::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
@@ -10,11 +12,37 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A port below 1024 that is free on 127.0.0.1 right now.
-fn free_privileged_port() -> Option<u16> {
-    (600..1024)
-        .rev()
-        .find(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok())
+/// A port below 1024 on 127.0.0.1 that was free when it was chosen, and
+/// that no other run of these tests chooses while the claim is held.
+struct PrivilegedPort {
+    port: u16,
+    /// An exclusive flock(2) on the port's claim file.
+    _claim: Flock<File>,
+}
+
+/// Claims a port below 1024, for sockhold to bind later: the port cannot
+/// be kept bound meanwhile (sockhold is to bind it itself, as root), so
+/// another run of the suite could find it free too and pick it. Each
+/// candidate has a claim file in /tmp (not $TMPDIR: every run must share
+/// it), and a port is taken only with an exclusive lock on its file, held
+/// for as long as the test runs; the kernel drops the lock when the test
+/// process dies, however it dies. A claimed port is then test-bound, for
+/// the processes that know nothing of the claims.
+fn free_privileged_port() -> Option<PrivilegedPort> {
+    (600..1024).rev().find_map(|port| {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("/tmp/sockhold-tests-port-{port}.lock"))
+            .ok()?;
+        let claim = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).ok()?;
+        Some(PrivilegedPort {
+            port,
+            _claim: claim,
+        })
+    })
 }
 
 /// The `Uid:`, `Gid:` or `Groups:` line of a /proc status file, after the
@@ -34,10 +62,13 @@ fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
         eprintln!("skipped: needs root");
         return;
     }
-    let Some(port) = free_privileged_port() else {
+    // Declared before sockhold, so dropped after it: the claim outlives
+    // sockhold's hold of the port, also when the test fails.
+    let Some(claimed) = free_privileged_port() else {
         eprintln!("skipped: no free port below 1024 on 127.0.0.1");
         return;
     };
+    let port = claimed.port;
     // The child tells who it runs as, then becomes the test server (exec
     // keeps the pid that LISTEN_PID names).
     let script = format!(

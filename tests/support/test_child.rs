@@ -49,11 +49,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigHandler, SigSet, Signal, raise, signal};
+use nix::sys::signal::{SigEvent, SigHandler, SigSet, SigevNotify, Signal, raise, signal};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, accept, recv, send, sendto,
     shutdown, socket,
 };
+use nix::sys::time::TimeSpec;
+use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
+use nix::time::ClockId;
 
 /// Command-line options, see the module doc.
 #[derive(Default)]
@@ -107,6 +110,10 @@ extern "C" fn on_logged_signal(number: c_int) {
     // SAFETY: write(2) is async-signal-safe.
     unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
 }
+
+/// SIGALRM from the accept timer (`AcceptTimer`): nothing to do, its only
+/// purpose is to interrupt accept(2).
+extern "C" fn on_accept_timeout(_: c_int) {}
 
 /// Installs `handler` without SA_RESTART, so that a blocking accept(2) is
 /// interrupted and the serve loop sees the stop request at once.
@@ -342,6 +349,56 @@ fn notify_ready() {
     }
 }
 
+/// How long an accept(2) on a listener that poll(2) found readable may
+/// block before it is given up: a pending connection is taken at once, so
+/// only a lost race (another holder of the listener took it) gets this far.
+const ACCEPT_GIVE_UP: Duration = Duration::from_millis(50);
+
+/// A one-shot SIGALRM that interrupts a blocking accept(2).
+///
+/// The listeners are shared with sockhold and with every other generation,
+/// and are blocking (O_NONBLOCK belongs to the open file, which every holder
+/// shares, so it must not be set). When poll(2) says a listener is readable,
+/// another holder may take the connection first, and a plain accept(2)
+/// would then block on that listener until the next connection to it,
+/// serving none of the others meanwhile. Armed around each accept, the
+/// timer's signal (its handler installed without SA_RESTART) makes accept
+/// fail with EINTR, and the loop goes back to poll(2). SO_RCVTIMEO would do
+/// it too, but it is a property of the socket, shared with every holder.
+struct AcceptTimer(Timer);
+
+impl AcceptTimer {
+    fn new() -> AcceptTimer {
+        install(Signal::SIGALRM, on_accept_timeout);
+        let event = SigEvent::new(SigevNotify::SigevSignal {
+            signal: Signal::SIGALRM,
+            si_value: 0,
+        });
+        AcceptTimer(Timer::new(ClockId::CLOCK_MONOTONIC, event).expect("timer_create"))
+    }
+
+    /// accept(2) on `listener`, given up (EINTR) after `ACCEPT_GIVE_UP`.
+    fn accept(&mut self, listener: RawFd) -> nix::Result<RawFd> {
+        self.set(ACCEPT_GIVE_UP);
+        let result = accept(listener);
+        // Disarmed before anything else runs: nothing after the accept may
+        // be interrupted by it. (An expiry that raced the accept has already
+        // delivered its signal by the time this returns.)
+        self.set(Duration::ZERO);
+        result
+    }
+
+    /// Arms the timer to fire once after `after`; zero disarms it.
+    fn set(&mut self, after: Duration) {
+        self.0
+            .set(
+                Expiration::OneShot(TimeSpec::from_duration(after)),
+                TimerSetTimeFlags::empty(),
+            )
+            .expect("timer_settime");
+    }
+}
+
 /// Accept loop over all listening fds; returns the exit status.
 fn serve(
     mut fds: Vec<RawFd>,
@@ -351,6 +408,7 @@ fn serve(
     pid: u32,
 ) -> c_int {
     let had_fds = !fds.is_empty();
+    let mut timer = AcceptTimer::new();
     let deadline = opts
         .exit_after
         .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -398,7 +456,7 @@ fn serve(
             if rev.intersects(PollFlags::POLLNVAL | PollFlags::POLLERR) {
                 dead.push(fd);
             } else if rev.contains(PollFlags::POLLIN) {
-                if !handle_one(fd, opts, snapshot, pid) {
+                if !handle_one(fd, &mut timer, opts, snapshot, pid) {
                     dead.push(fd);
                 }
             } else if rev.contains(PollFlags::POLLHUP) {
@@ -409,14 +467,21 @@ fn serve(
     }
 }
 
-/// Accept and answer one connection on `listener`.
-/// Returns false if the listening fd itself is unusable.
-fn handle_one(listener: RawFd, opts: &Opts, snapshot: &Snapshot, pid: u32) -> bool {
-    let conn = match accept(listener) {
+/// Accept and answer one connection on `listener`, which poll(2) found
+/// readable. Returns false if the listening fd itself is unusable.
+fn handle_one(
+    listener: RawFd,
+    timer: &mut AcceptTimer,
+    opts: &Opts,
+    snapshot: &Snapshot,
+    pid: u32,
+) -> bool {
+    let conn = match timer.accept(listener) {
         // SAFETY: accept just gave us this fd; OwnedFd closes it on drop.
         Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        // Someone else took it (O_NONBLOCK listener shared with another process), or a
-        // per-connection failure: keep serving.
+        // Another holder of the listener took the connection (the accept
+        // timer's EINTR), a signal came (a --graceful SIGTERM), or a
+        // per-connection failure: back to poll, keep serving.
         Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO) => return true,
         Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => return true,
         Err(e) => {
