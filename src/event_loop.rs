@@ -29,7 +29,7 @@ use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
 use crate::spawn::{self, Spawner};
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use signal_hook_mio::v1_0::Signals;
 use std::time::{Duration, Instant};
@@ -72,6 +72,20 @@ impl EventLoop {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| io_error("cannot watch signals", e))?;
+        // A mask inherited from whoever started sockhold would keep the
+        // handled signals from ever arriving: a blocked HUP, TERM or CHLD
+        // would leave reloads, stops and exits unnoticed. Unblocked only now
+        // that their handlers are in place, so one that is already pending
+        // is handled, not fatal. (Children get an empty mask: spawn.rs.)
+        let mut unblock = SigSet::all();
+        for signal in Signal::iterator() {
+            if signals::left_at_default(signal, &config.forward_signals) {
+                unblock.remove(signal);
+            }
+        }
+        unblock
+            .thread_unblock()
+            .map_err(|errno| io_error("cannot unblock signals", errno.into()))?;
         // Orphaned grandchildren are reparented to us and reaped by the
         // waitpid loop, instead of piling up as zombies under init.
         if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {

@@ -126,6 +126,17 @@ pub fn caught(forward: &[Signal]) -> Vec<c_int> {
         .collect()
 }
 
+/// The standard signals sockhold leaves at their default action (faults,
+/// KILL and STOP, and TSTP unless passed on): the ones it does not unblock
+/// at start either.
+pub fn left_at_default(signal: Signal, forward: &[Signal]) -> bool {
+    match Handling::of(signal) {
+        Handling::Fault | Handling::Uncatchable => true,
+        Handling::JobControl => !forward.contains(&signal),
+        _ => false,
+    }
+}
+
 /// The real-time signals a program can handle: SIGRTMIN to SIGRTMAX as the
 /// C library reports them. The kernel's first two (32 and 33) are glibc's
 /// own (thread cancellation and set*id across threads): sigaction(2)
@@ -254,7 +265,9 @@ mod tests {
     fn tstp_is_caught_only_when_passed_on() {
         let tstp = Signal::SIGTSTP as c_int;
         assert!(!caught(&[]).contains(&tstp));
+        assert!(left_at_default(Signal::SIGTSTP, &[]));
         assert!(caught(&[Signal::SIGTSTP]).contains(&tstp));
+        assert!(!left_at_default(Signal::SIGTSTP, &[Signal::SIGTSTP]));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Signals sent to sockhold: none that can be caught ends it by its default
 //! action (so none orphans a child that keeps the port), those it does not
-//! act on itself reach the child, and `--parent-death-signal` takes the
+//! act on itself reach the child, a signal mask inherited from whoever
+//! started it does not deafen it, and `--parent-death-signal` takes the
 //! children along when sockhold is SIGKILLed.
 
 use crate::harness::*;
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -245,6 +246,32 @@ fn forward_signals_replaces_the_default_list() {
     sockhold.signal(Signal::SIGTERM);
     let log = sockhold.exits_with(0);
     assert!(!log.contains("got SIGQUIT"), "{log}");
+}
+
+#[test]
+fn signals_blocked_by_whoever_started_sockhold_are_unblocked() {
+    let mut blocked = SigSet::empty();
+    for signal in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGCHLD] {
+        blocked.add(signal);
+    }
+    // SAFETY: sigprocmask(2) is async-signal-safe.
+    let command = unsafe {
+        Sockhold::command().pre_exec(move || {
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)?;
+            Ok(())
+        })
+    };
+    let mut sockhold = command
+        .args(["-l", "127.0.0.1:0", "--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    // Reload (HUP), which also needs the old generation's exit (CHLD).
+    sockhold.signal(Signal::SIGHUP);
+    sockhold.wait_for("generation 2 ready");
+    sockhold.wait_for("generation 1 exited");
+    // Stop (TERM).
+    sockhold.signal(Signal::SIGTERM);
+    sockhold.exits_with(0);
 }
 
 #[test]
