@@ -20,7 +20,8 @@ use std::time::Duration;
 const AFTER_HELP: &str = "\
 Signals: HUP reloads (new generation, then the old one stops once the new one is ready);
 TERM and INT stop every generation and exit with the child's status (0 for a stop
-that was asked for and honoured); the --forward-signals list goes to the current child.
+that was asked for and honoured); the --forward-signals list (by default every other
+signal but XCPU, XFSZ, TSTP, TTIN, TTOU, PIPE and the faults) goes to the current child.
 With --accept, TERM and INT stop accepting and stop every running connection's child,
 HUP changes nothing (each connection runs the command afresh), and forwarded signals
 go to every running child.
@@ -141,10 +142,15 @@ pub struct Cli {
     #[arg(long, help_heading = "Generations")]
     signal_group: bool,
 
-    /// Signals passed on to the current child, comma-separated
-    #[arg(long, value_name = "SIGNAL,...", default_value = "USR1,USR2", value_delimiter = ',',
-          value_parser = signals::parse_signal, help_heading = "Generations")]
-    forward_signals: Vec<Signal>,
+    /// Signals passed on to the current child, comma-separated, in place of the default list ("default" in the list stands for it, "none" passes none on) [default: QUIT,ABRT,USR1,USR2,ALRM,STKFLT,CONT,URG,VTALRM,PROF,WINCH,IO,PWR]
+    #[arg(long, value_name = "SIGNAL,...", default_value = "default", hide_default_value = true,
+          value_delimiter = ',', value_parser = parse_forward_item, help_heading = "Generations")]
+    forward_signals: Vec<ForwardItem>,
+
+    /// Signal each child gets from the kernel when sockhold dies, even by SIGKILL (prctl PR_SET_PDEATHSIG; the child only, not its own children) [default: none]
+    #[arg(long, value_name = "SIGNAL", value_parser = signals::parse_signal,
+          help_heading = "Generations")]
+    parent_death_signal: Option<Signal>,
 
     /// Run the command once per connection, with the connection on fd 3 (LISTEN_FDS=1); stream sockets only
     #[arg(long, help_heading = "Per-connection mode")]
@@ -232,19 +238,62 @@ fn parse_ready(text: &str) -> Result<ReadyMode, String> {
         })
 }
 
-/// Signals sockhold handles itself, or that cannot be caught at all.
-const NOT_FORWARDABLE: [Signal; 10] = [
-    Signal::SIGHUP,
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGCHLD,
-    Signal::SIGKILL,
-    Signal::SIGSTOP,
-    Signal::SIGILL,
-    Signal::SIGFPE,
-    Signal::SIGSEGV,
-    Signal::SIGBUS,
-];
+/// One entry of `--forward-signals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForwardItem {
+    /// `default`: the default list (`signals::forwarded_by_default`).
+    Default,
+    /// `none`: no signal is passed on.
+    None,
+    Signal(Signal),
+}
+
+fn parse_forward_item(text: &str) -> Result<ForwardItem, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "default" => Ok(ForwardItem::Default),
+        "none" => Ok(ForwardItem::None),
+        _ => signals::parse_signal(text)
+            .map(ForwardItem::Signal)
+            .map_err(|reason| format!("{reason} (write a signal name, 'default' or 'none')")),
+    }
+}
+
+/// The `--forward-signals` list as signals: `default` expanded, each signal
+/// once, in the order given.
+fn forward_list(items: &[ForwardItem]) -> Result<Vec<Signal>, Error> {
+    if items.contains(&ForwardItem::None) && items.len() > 1 {
+        return Err(Error::usage(
+            "cannot use --forward-signals",
+            "none",
+            "'none' means no signal, so it cannot come with others",
+            "give either 'none' or a list of signals",
+        ));
+    }
+    let mut list = Vec::new();
+    for item in items {
+        let add = match item {
+            ForwardItem::None => Vec::new(),
+            ForwardItem::Default => signals::forwarded_by_default(),
+            ForwardItem::Signal(signal) => {
+                if let Some((reason, fix)) = signals::forwarding_refused(*signal) {
+                    return Err(Error::usage(
+                        "cannot forward",
+                        signals::name(*signal),
+                        reason,
+                        fix,
+                    ));
+                }
+                vec![*signal]
+            }
+        };
+        for signal in add {
+            if !list.contains(&signal) {
+                list.push(signal);
+            }
+        }
+    }
+    Ok(list)
+}
 
 impl Cli {
     /// Checks what clap cannot check field by field and builds the `Config`.
@@ -259,16 +308,7 @@ impl Cli {
                 "use TERM, INT or QUIT",
             ));
         }
-        for signal in &self.forward_signals {
-            if NOT_FORWARDABLE.contains(signal) {
-                return Err(Error::usage(
-                    "cannot forward",
-                    signals::name(*signal),
-                    "sockhold handles this signal itself or cannot catch it",
-                    "remove it from --forward-signals; HUP reloads, TERM and INT stop",
-                ));
-            }
-        }
+        let forward_signals = forward_list(&self.forward_signals)?;
         if let ReadyMode::Delay(delay) = self.ready {
             if delay > self.ready_timeout {
                 return Err(Error::usage(
@@ -324,7 +364,8 @@ impl Cli {
                 lazy: self.lazy,
                 ..SupervisorSettings::default()
             },
-            forward_signals: self.forward_signals,
+            forward_signals,
+            parent_death_signal: self.parent_death_signal,
             signal_group: self.signal_group,
             compat_env: self
                 .compat_env
@@ -500,13 +541,62 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(config.supervisor, SupervisorSettings::default());
-        assert_eq!(
-            config.forward_signals,
-            vec![Signal::SIGUSR1, Signal::SIGUSR2]
-        );
+        assert_eq!(config.forward_signals, signals::forwarded_by_default());
+        assert_eq!(config.parent_death_signal, None);
         assert_eq!(config.backlog, None);
         assert!(config.compat_env.is_empty());
         assert!(!config.signal_group);
+    }
+
+    #[test]
+    fn forward_signals_replaces_the_default_list_or_extends_it_by_name() {
+        let forward = |list: &str| {
+            parse(&["--forward-signals", list, "--", "true"])
+                .unwrap()
+                .into_config()
+                .map(|config| config.forward_signals)
+        };
+        assert_eq!(
+            forward("USR1,QUIT").unwrap(),
+            vec![Signal::SIGUSR1, Signal::SIGQUIT]
+        );
+        assert_eq!(forward("none").unwrap(), vec![]);
+        let mut extended = signals::forwarded_by_default();
+        extended.push(Signal::SIGXCPU);
+        assert_eq!(forward("default,XCPU,QUIT").unwrap(), extended);
+        for refused in ["none,USR1", "TTOU", "PIPE", "SEGV", "CHLD", "KILL"] {
+            assert_eq!(forward(refused).unwrap_err().exit_status, 64, "{refused}");
+        }
+        assert!(parse(&["--forward-signals", "sometimes", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn the_help_names_the_default_forward_list() {
+        let names: Vec<&str> = signals::forwarded_by_default()
+            .iter()
+            .map(|signal| &signals::name(*signal)[3..])
+            .collect();
+        let command = Cli::command();
+        let help = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "forward_signals")
+            .and_then(|arg| arg.get_help())
+            .unwrap()
+            .to_string();
+        assert!(
+            help.contains(&format!("[default: {}]", names.join(","))),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn parent_death_signal_takes_a_signal() {
+        let config = parse(&["--parent-death-signal", "KILL", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.parent_death_signal, Some(Signal::SIGKILL));
+        assert!(parse(&["--parent-death-signal", "NOPE", "--", "true"]).is_err());
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct Config {
     pub supervisor: SupervisorSettings,
     /// Signals passed on to the current generation.
     pub forward_signals: Vec<Signal>,
+    /// `--parent-death-signal`: what each child gets from the kernel when
+    /// sockhold dies (PR_SET_PDEATHSIG).
+    pub parent_death_signal: Option<Signal>,
     /// `--signal-group`: each child leads a process group, and signals go
     /// to the whole group.
     pub signal_group: bool,

@@ -10,7 +10,8 @@
 //! that is already gone), then signals, readiness and control requests,
 //! then `Tick`, then the engine's `settle`.
 //!
-//! Where each thing is handled: signals in `take_signals` here; child exits
+//! Where each thing is handled: signals in `take_signals` here (which
+//! signals are caught, passed on or left alone: `signals.rs`); child exits
 //! in `child.rs` (reaping) and the engine's `Event::Exited`; connections in
 //! `per_connection/`; generations, reloads and readiness in `generations/`.
 
@@ -28,7 +29,7 @@ use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
 use crate::spawn::{self, Spawner};
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use signal_hook_mio::v1_0::Signals;
 use std::time::{Duration, Instant};
@@ -64,18 +65,27 @@ pub struct EventLoop {
 impl EventLoop {
     pub fn new(config: Config, listeners: Vec<Listener>) -> Result<EventLoop, Error> {
         let poll = Poll::new().map_err(|e| io_error("cannot create the event loop", e))?;
-        let mut handled = vec![
-            Signal::SIGCHLD,
-            Signal::SIGHUP,
-            Signal::SIGTERM,
-            Signal::SIGINT,
-        ];
-        handled.extend(config.forward_signals.iter().copied());
-        let mut signals = Signals::new(handled.iter().map(|s| *s as i32))
+        // Every catchable asynchronous signal, so that none can end
+        // sockhold by its default action (see `signals::Handling`).
+        let mut signals = Signals::new(signals::caught(&config.forward_signals))
             .map_err(|e| io_error("cannot install signal handlers", e))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| io_error("cannot watch signals", e))?;
+        // A mask inherited from whoever started sockhold would keep the
+        // handled signals from ever arriving: a blocked HUP, TERM or CHLD
+        // would leave reloads, stops and exits unnoticed. Unblocked only now
+        // that their handlers are in place, so one that is already pending
+        // is handled, not fatal. (Children get an empty mask: spawn.rs.)
+        let mut unblock = SigSet::all();
+        for signal in Signal::iterator() {
+            if signals::left_at_default(signal, &config.forward_signals) {
+                unblock.remove(signal);
+            }
+        }
+        unblock
+            .thread_unblock()
+            .map_err(|errno| io_error("cannot unblock signals", errno.into()))?;
         // Orphaned grandchildren are reparented to us and reaped by the
         // waitpid loop, instead of piling up as zombies under init.
         if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
@@ -84,7 +94,8 @@ impl EventLoop {
                 crate::error::errno_text(errno)
             );
         }
-        let spawner = Spawner::new().map_err(spawn::spawner_error)?;
+        let mut spawner = Spawner::new().map_err(spawn::spawner_error)?;
+        spawner.set_parent_death_signal(config.parent_death_signal);
         // A mode is a type: the driver holds whichever engine runs.
         let engine: Box<dyn Engine> = match config.accept {
             Some(_) => Box::new(PerConnection::new(&config, &listeners)?),
@@ -354,11 +365,17 @@ impl EventLoop {
     }
 
     /// Turns the signals received into events; SIGCHLD reaps at once, and
-    /// its exits go into `exits`, which are handled first.
+    /// its exits go into `exits`, which are handled first. What is caught
+    /// but neither acted on nor passed on is logged and dropped.
     fn take_signals(&mut self, exits: &mut Vec<Event>, incoming: &mut Vec<Event>) {
         let received: Vec<i32> = self.signals.pending().collect();
         for number in received {
             let Ok(signal) = Signal::try_from(number) else {
+                // Real-time: caught only so that it cannot end sockhold.
+                log::info!(
+                    "ignoring {} (signal {number}; real-time signals are not passed on)",
+                    signals::describe_number(number)
+                );
                 continue;
             };
             match signal {
@@ -373,7 +390,16 @@ impl EventLoop {
                 other if self.forward_signals.contains(&other) => {
                     incoming.push(Event::Forward { signal: other });
                 }
-                _ => {}
+                Signal::SIGXCPU => log::warn!(
+                    "ignoring SIGXCPU (not in --forward-signals): the kernel sends it when sockhold itself goes over its CPU time limit (RLIMIT_CPU)"
+                ),
+                Signal::SIGXFSZ => log::warn!(
+                    "ignoring SIGXFSZ (not in --forward-signals): the kernel sends it when sockhold itself goes over its file size limit (RLIMIT_FSIZE)"
+                ),
+                other => log::info!(
+                    "ignoring {} (not in --forward-signals)",
+                    signals::name(other)
+                ),
             }
         }
     }

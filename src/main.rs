@@ -43,6 +43,7 @@ fn main() {
 
 fn run() -> Result<i32, Error> {
     stdio::ensure_standard_fds_open();
+    stdio::ignore_terminal_stops();
     if std::env::args_os()
         .nth(1)
         .is_some_and(|first| cli::is_client_command(&first))

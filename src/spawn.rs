@@ -11,7 +11,9 @@
 //!   3, 4, ... and no other fd.
 //! - Signals are blocked around clone so that no handler of sockhold's runs
 //!   in the child; the child resets every disposition to default and
-//!   unblocks everything just before exec.
+//!   unblocks everything just before exec. With `--parent-death-signal`
+//!   it then asks the kernel for that signal when sockhold dies, and
+//!   checks that sockhold has not died already.
 //!
 //! This file is the main home of `unsafe` in sockhold. Each `unsafe`
 //! block holds one operation, with the reason that one is sound
@@ -351,6 +353,8 @@ pub struct Spawner {
     /// Whether to ask clone for a pidfd: false once the kernel has shown
     /// that it gives none.
     pidfds: bool,
+    /// `--parent-death-signal`: set in every child before exec.
+    parent_death_signal: Option<nix::sys::signal::Signal>,
     /// Explicit, so that this does not depend on how the mapping is stored.
     _single_thread: PhantomData<*mut ()>,
 }
@@ -383,6 +387,7 @@ impl Spawner {
             base,
             length,
             pidfds: true,
+            parent_death_signal: None,
             _single_thread: PhantomData,
         };
         // SAFETY: the first page of the mapping just made, which nothing
@@ -393,6 +398,12 @@ impl Spawner {
             return Err(errno);
         }
         Ok(spawner)
+    }
+
+    /// Has every child started from now on get `signal` from the kernel
+    /// when sockhold dies (PR_SET_PDEATHSIG); None: nothing.
+    pub fn set_parent_death_signal(&mut self, signal: Option<nix::sys::signal::Signal>) {
+        self.parent_death_signal = signal;
     }
 
     /// The top of the child's stack (stacks grow down on Linux's
@@ -518,6 +529,12 @@ pub fn spawn_with_env(
                 .cast::<[u8; PID_TEXT_LEN]>()
         }),
         process_group: spec.process_group,
+        // sockhold's pid, for the child to check that its parent is still
+        // the one that set the parent-death signal up.
+        parent_death: spawner.parent_death_signal.map(|signal| ParentDeath {
+            signal: signal as c_int,
+            parent: std::process::id() as libc::pid_t,
+        }),
     };
     let stack_top = spawner.stack_top();
 
@@ -628,6 +645,16 @@ struct ChildPlan<'a> {
     /// The digits of the `LISTEN_PID=` entry that envp points to.
     listen_pid_digits: Option<*mut [u8; PID_TEXT_LEN]>,
     process_group: bool,
+    parent_death: Option<ParentDeath>,
+}
+
+/// `--parent-death-signal`, as the child needs it.
+#[derive(Clone, Copy)]
+struct ParentDeath {
+    signal: c_int,
+    /// sockhold's pid: the parent the child must still have once the
+    /// signal is set.
+    parent: libc::pid_t,
 }
 
 /// A step of the child's sequence failed; errno says why.
@@ -716,6 +743,37 @@ unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
     let empty = nix::sys::signal::SigSet::empty();
     // SAFETY: sigprocmask(2) with a valid set, not asking for the old one.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut()) };
+
+    // 7b. The parent-death signal (`--parent-death-signal`): from now on
+    //     the kernel sends it to this process when sockhold dies, however
+    //     it dies (prctl(2) PR_SET_PDEATHSIG; the thread that cloned us is
+    //     sockhold's only thread). Set this late: a change of credentials
+    //     clears it, and with the mask empty, a signal raised here is
+    //     delivered before kill(2) returns. sockhold may have died before
+    //     the prctl took effect (SIGKILLed while clone(2) waits for this
+    //     child to exec): then no signal will come, and getppid(2) names
+    //     whoever adopted us instead. The child sends the signal to itself
+    //     then, and does not run the program without its supervisor.
+    if let Some(death) = plan.parent_death {
+        // SAFETY: prctl(2) PR_SET_PDEATHSIG with a signal number; it
+        // changes an attribute of this process only.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, death.signal as libc::c_ulong) })?;
+        // SAFETY: getppid(2) only reads.
+        let parent = unsafe { libc::getppid() };
+        if parent != death.parent {
+            // SAFETY: getpid(2) only reads (glibc caches no pid since 2.25,
+            // and the cache would be sockhold's: we share its memory).
+            let me = unsafe { libc::getpid() };
+            // SAFETY: kill(2) to this process alone. Not raise(3): it
+            // would read the thread id from sockhold's thread data, which
+            // this child shares.
+            unsafe { libc::kill(me, death.signal) };
+            // Still here: a signal whose default action does not end a
+            // process (WINCH, URG, CHLD, CONT), or a stop that was ended.
+            // SAFETY: _exit(2) ends the child at once (see `fail`).
+            unsafe { libc::_exit(128 + death.signal) };
+        }
+    }
 
     // 8. Run the program. Only returns on failure.
     // SAFETY: NUL-terminated program, argv and envp, built and kept alive

@@ -21,6 +21,7 @@
 //! --tag TEXT            add `tag=TEXT` to answers
 //! --graceful            on SIGTERM, finish the connection in hand and exit 0
 //! --log-signals         print `test_child: got SIG...` on USR1/USR2/WINCH/QUIT
+//! --log-signal SIG      the same for SIG (a name: ALRM or SIGALRM); repeatable
 //! --connection          per-connection mode (sockhold --accept): fd 3 (with
 //!                       LISTEN_FDS) or stdin/stdout (without) is the connection
 //!                       itself; write the --report to it, with the connection's
@@ -72,6 +73,8 @@ struct Opts {
     tag: Option<String>,
     graceful: bool,
     log_signals: bool,
+    /// `--log-signal`: more signals to log, as `--log-signals` does.
+    logged_signals: Vec<Signal>,
     connection: bool,
 }
 
@@ -100,15 +103,26 @@ extern "C" fn on_graceful_term(_: c_int) {
 }
 
 extern "C" fn on_logged_signal(number: c_int) {
-    let message: &[u8] = match number {
-        libc::SIGUSR1 => b"test_child: got SIGUSR1\n",
-        libc::SIGUSR2 => b"test_child: got SIGUSR2\n",
-        libc::SIGWINCH => b"test_child: got SIGWINCH\n",
-        libc::SIGQUIT => b"test_child: got SIGQUIT\n",
-        _ => b"test_child: got another signal\n",
+    // One write(2) of a line assembled on the stack: no allocation, and no
+    // interleaving with sockhold's own lines on the shared stderr.
+    let mut line = [0u8; 64];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        for &byte in bytes {
+            if len < line.len() {
+                line[len] = byte;
+                len += 1;
+            }
+        }
     };
-    // SAFETY: write(2) is async-signal-safe.
-    unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    put(b"test_child: got ");
+    match Signal::try_from(number) {
+        Ok(signal) => put(signal.as_str().as_bytes()),
+        Err(_) => put(b"another signal"),
+    }
+    put(b"\n");
+    // SAFETY: write(2) is async-signal-safe; `line` holds `len` bytes.
+    unsafe { libc::write(2, line.as_ptr().cast(), len) };
 }
 
 /// SIGALRM from the accept timer (`AcceptTimer`): nothing to do, its only
@@ -192,6 +206,9 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
             install(number, on_logged_signal);
         }
     }
+    for &number in &opts.logged_signals {
+        install(number, on_logged_signal);
+    }
 
     if opts.connection {
         return answer_connection(&snapshot, pid, opts.tag.as_deref());
@@ -233,6 +250,19 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--tag" => opts.tag = Some(value(&mut it, arg)?),
             "--graceful" => opts.graceful = true,
             "--log-signals" => opts.log_signals = true,
+            "--log-signal" => {
+                let name: String = value(&mut it, arg)?;
+                let upper = name.to_ascii_uppercase();
+                let full = if upper.starts_with("SIG") {
+                    upper
+                } else {
+                    format!("SIG{upper}")
+                };
+                let signal = full
+                    .parse::<Signal>()
+                    .map_err(|_| format!("--log-signal: unknown signal {name:?}"))?;
+                opts.logged_signals.push(signal);
+            }
             "--connection" => opts.connection = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
