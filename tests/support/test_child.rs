@@ -50,14 +50,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigEvent, SigHandler, SigSet, SigevNotify, Signal, raise, signal};
+use nix::sys::signal::{SigHandler, SigSet, Signal, raise, signal};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, accept, recv, send, sendto,
     shutdown, socket,
 };
-use nix::sys::time::TimeSpec;
-use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
-use nix::time::ClockId;
 
 /// Command-line options, see the module doc.
 #[derive(Default)]
@@ -125,7 +122,7 @@ extern "C" fn on_logged_signal(number: c_int) {
     unsafe { libc::write(2, line.as_ptr().cast(), len) };
 }
 
-/// SIGALRM from the accept timer (`AcceptTimer`): nothing to do, its only
+/// The accept timer's signal (`AcceptTimer`): nothing to do, its only
 /// purpose is to interrupt accept(2).
 extern "C" fn on_accept_timeout(_: c_int) {}
 
@@ -384,7 +381,7 @@ fn notify_ready() {
 /// only a lost race (another holder of the listener took it) gets this far.
 const ACCEPT_GIVE_UP: Duration = Duration::from_millis(50);
 
-/// A one-shot SIGALRM that interrupts a blocking accept(2).
+/// A one-shot timer signal that interrupts a blocking accept(2).
 ///
 /// The listeners are shared with sockhold and with every other generation,
 /// and are blocking (O_NONBLOCK belongs to the open file, which every holder
@@ -395,16 +392,35 @@ const ACCEPT_GIVE_UP: Duration = Duration::from_millis(50);
 /// timer's signal (its handler installed without SA_RESTART) makes accept
 /// fail with EINTR, and the loop goes back to poll(2). SO_RCVTIMEO would do
 /// it too, but it is a property of the socket, shared with every holder.
-struct AcceptTimer(Timer);
+struct AcceptTimer(libc::timer_t);
+
+/// The accept timer's signal: a real-time one, which sockhold never passes
+/// on, so that the signals a test sends (SIGALRM among them) keep their
+/// meaning.
+fn accept_timer_signal() -> c_int {
+    libc::SIGRTMIN() + 4
+}
 
 impl AcceptTimer {
     fn new() -> AcceptTimer {
-        install(Signal::SIGALRM, on_accept_timeout);
-        let event = SigEvent::new(SigevNotify::SigevSignal {
-            signal: Signal::SIGALRM,
-            si_value: 0,
-        });
-        AcceptTimer(Timer::new(ClockId::CLOCK_MONOTONIC, event).expect("timer_create"))
+        let signal = accept_timer_signal();
+        // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, no flags).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_accept_timeout as extern "C" fn(c_int) as usize;
+        // No SA_RESTART: the point is to interrupt accept(2).
+        // SAFETY: a valid action whose handler does nothing.
+        let installed = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
+        assert_eq!(installed, 0, "install the accept timer's handler");
+        // SAFETY: an all-zero sigevent is a valid value; the fields that
+        // matter are set below.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_SIGNAL;
+        event.sigev_signo = signal;
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: timer_create writes the new timer's id into `timer`.
+        let created = unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) };
+        assert_eq!(created, 0, "timer_create");
+        AcceptTimer(timer)
     }
 
     /// accept(2) on `listener`, given up (EINTR) after `ACCEPT_GIVE_UP`.
@@ -420,12 +436,20 @@ impl AcceptTimer {
 
     /// Arms the timer to fire once after `after`; zero disarms it.
     fn set(&mut self, after: Duration) {
-        self.0
-            .set(
-                Expiration::OneShot(TimeSpec::from_duration(after)),
-                TimerSetTimeFlags::empty(),
-            )
-            .expect("timer_settime");
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: a timer made by timer_create, a valid itimerspec, and no
+        // old value asked for.
+        let set = unsafe { libc::timer_settime(self.0, 0, &spec, std::ptr::null_mut()) };
+        assert_eq!(set, 0, "timer_settime");
     }
 }
 
