@@ -126,7 +126,8 @@ impl Generations {
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
 
-    /// Reads a generation's notify socket; verified `READY=1`s become events.
+    /// Reads a generation's notify socket; a `READY=1` from sockhold's
+    /// user or root (`NotifySocket::trusts`) becomes an event.
     fn take_notifications(
         &mut self,
         generation: GenerationId,
@@ -144,18 +145,30 @@ impl Generations {
                     break;
                 }
             };
-            let trusted = match (message.sender, main_pid) {
-                (Some(sender), Some(main)) => readiness::is_same_or_descendant(sender, main),
-                _ => false,
-            };
-            if !trusted {
+            if !socket.trusts(&message) {
                 log::warn!(
-                    "ignoring notify message from pid {} on generation {generation}'s socket: not one of its processes",
+                    "ignoring notify message from pid {} (uid {}) on generation {generation}'s socket: only sockhold's user (uid {}) and root may send",
                     message
                         .sender
-                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                        .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+                    message
+                        .sender_uid
+                        .map_or_else(|| "unknown".to_string(), |u| u.to_string()),
+                    socket.owner()
                 );
                 continue;
+            }
+            // Who sent it, for the curious only: a sender that has exited
+            // (systemd-notify in a script) cannot be looked up, and the
+            // lookup costs a walk through /proc.
+            if log::log_enabled!(log::Level::Debug) {
+                if let (Some(sender), Some(main)) = (message.sender, main_pid) {
+                    if !readiness::is_same_or_descendant(sender, main) {
+                        log::debug!(
+                            "notify message on generation {generation}'s socket from pid {sender}, not (or no longer) one of its processes: counted, as its sender runs as sockhold's user or root"
+                        );
+                    }
+                }
             }
             if let Some(status) = &message.status {
                 log::debug!("generation {generation} status: {status}");

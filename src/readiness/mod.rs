@@ -1,7 +1,8 @@
 //! The sd_notify protocol between sockhold and its children: one datagram
 //! socket per generation, named in the child's NOTIFY_SOCKET, whose messages
-//! carry the sender's pid (SO_PASSCRED) so that only that generation's
-//! processes can declare it ready. See sd_notify(3).
+//! carry the sender's credentials (SO_PASSCRED): a message counts when the
+//! kernel says it comes from sockhold's user or root, whether or not the
+//! sender still runs. See sd_notify(3), unix(7).
 //! `observer`: from /proc, whether a generation takes from the held sockets.
 
 pub mod observer;
@@ -11,7 +12,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
 };
-use nix::unistd::Pid;
+use nix::unistd::{Pid, Uid};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -32,13 +33,17 @@ pub struct NotifySocket {
     fd: OwnedFd,
     /// The value for the child's NOTIFY_SOCKET (`@` + abstract name).
     address: String,
+    /// sockhold's effective uid when the socket was made (after any
+    /// `--user` drop): its messages count, as root's do.
+    owner: Uid,
 }
 
 /// One datagram received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyMessage {
-    /// The sender's pid as the kernel vouches for it.
+    /// The sender's pid and uid as the kernel vouches for them.
     pub sender: Option<Pid>,
+    pub sender_uid: Option<Uid>,
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
@@ -60,7 +65,11 @@ impl NotifySocket {
         let bound: UnixAddr = socket::getsockname(fd.as_raw_fd())?;
         let name = bound.as_abstract().ok_or(Errno::EINVAL)?;
         let address = format!("@{}", String::from_utf8_lossy(name));
-        Ok(NotifySocket { fd, address })
+        Ok(NotifySocket {
+            fd,
+            address,
+            owner: nix::unistd::geteuid(),
+        })
     }
 
     pub fn address(&self) -> &str {
@@ -69,6 +78,19 @@ impl NotifySocket {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Whether a message counts: the kernel reports that its sender runs as
+    /// sockhold's user or as root. Whether the sender is one of the
+    /// generation's processes is not asked: a helper (`systemd-notify
+    /// --ready` in a script) may have exited before it could be looked up.
+    pub fn trusts(&self, message: &NotifyMessage) -> bool {
+        is_trusted_uid(message.sender_uid, self.owner)
+    }
+
+    /// sockhold's uid, whose messages count (as root's do).
+    pub fn owner(&self) -> Uid {
+        self.owner
     }
 
     /// The next waiting message, or `None` when there is none left.
@@ -87,12 +109,14 @@ impl NotifySocket {
             Err(errno) => return Err(errno),
         };
         let mut sender = None;
+        let mut sender_uid = None;
         match message.cmsgs() {
             Ok(cmsgs) => {
                 for cmsg in cmsgs {
                     match cmsg {
                         ControlMessageOwned::ScmCredentials(credentials) => {
                             sender = Some(Pid::from_raw(credentials.pid()));
+                            sender_uid = Some(Uid::from_raw(credentials.uid()));
                         }
                         // sockhold keeps no fd store: passed fds are closed
                         // at once, which is also what completes a sender's
@@ -111,14 +135,22 @@ impl NotifySocket {
         }
         let length = message.bytes;
         let text = String::from_utf8_lossy(&buffer[..length]);
-        Ok(Some(parse_message(sender, &text)))
+        let mut message = parse_message(sender, &text);
+        message.sender_uid = sender_uid;
+        Ok(Some(message))
     }
+}
+
+/// The trust rule (see `NotifySocket::trusts`).
+fn is_trusted_uid(sender: Option<Uid>, owner: Uid) -> bool {
+    sender.is_some_and(|uid| uid == owner || uid.is_root())
 }
 
 /// Reads the `KEY=VALUE` lines of one datagram.
 pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
     let mut message = NotifyMessage {
         sender,
+        sender_uid: None,
         ready: false,
         stopping: false,
         status: None,
@@ -135,8 +167,8 @@ pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
 }
 
 /// Whether `pid` is `ancestor` or one of its descendants, by walking parent
-/// pids in /proc. A sender that has already exited cannot be checked and
-/// does not count.
+/// pids in /proc. A sender that has already exited cannot be checked: the
+/// answer is then false. For debug notes only (see `NotifySocket::trusts`).
 pub fn is_same_or_descendant(pid: Pid, ancestor: Pid) -> bool {
     let mut current = pid;
     // A process tree deeper than this is not a server's.
@@ -196,6 +228,19 @@ mod tests {
         let message = notify.receive().unwrap().unwrap();
         assert!(message.ready);
         assert_eq!(message.sender, Some(nix::unistd::getpid()));
+        assert_eq!(message.sender_uid, Some(nix::unistd::geteuid()));
+        assert!(notify.trusts(&message));
         assert_eq!(notify.receive().unwrap(), None);
+    }
+
+    #[test]
+    fn only_sockhold_s_user_and_root_are_trusted() {
+        let me = Uid::from_raw(1000);
+        assert!(is_trusted_uid(Some(me), me));
+        assert!(is_trusted_uid(Some(Uid::from_raw(0)), me));
+        assert!(!is_trusted_uid(Some(Uid::from_raw(65534)), me));
+        assert!(!is_trusted_uid(None, me));
+        assert!(is_trusted_uid(Some(Uid::from_raw(0)), Uid::from_raw(0)));
+        assert!(!is_trusted_uid(Some(me), Uid::from_raw(0)));
     }
 }
