@@ -50,6 +50,13 @@ impl QuietLog {
             _ => None,
         }
     }
+
+    /// How many were silenced since the last line, due or not (and
+    /// resets): the last word when what was warned about goes away
+    /// before its summary is due.
+    pub fn take_silenced(&mut self) -> u64 {
+        std::mem::take(&mut self.silenced)
+    }
 }
 
 #[cfg(test)]
@@ -75,5 +82,18 @@ mod tests {
         assert_eq!(log.summary_due(), None);
         assert!(!log.should_log(t0 + LOG_INTERVAL + ms(1)));
         assert!(log.should_log(t0 + LOG_INTERVAL * 2));
+    }
+
+    #[test]
+    fn what_was_silenced_can_be_taken_before_its_summary_is_due() {
+        let t0 = Instant::now();
+        let mut log = QuietLog::default();
+        assert_eq!(log.take_silenced(), 0);
+        assert!(log.should_log(t0));
+        assert!(!log.should_log(t0 + ms(1)));
+        assert!(!log.should_log(t0 + ms(2)));
+        assert_eq!(log.take_silenced(), 2);
+        assert_eq!(log.summary_due(), None, "nothing left to summarise");
+        assert_eq!(log.take_silenced(), 0);
     }
 }

@@ -41,7 +41,7 @@ fn child_gets_sockets_at_3_and_nothing_else_with_listen_env_and_clean_signals() 
         "LISTEN_PID is the child's own pid"
     );
     assert_eq!(report["LISTEN_FDNAMES"], "web:fd4");
-    assert!(report["NOTIFY_SOCKET"].starts_with('@'), "{answer}");
+    assert!(report["NOTIFY_SOCKET"].starts_with('/'), "{answer}");
     assert_ne!(report["NOTIFY_SOCKET"], "/run/systemd/notify");
     assert_eq!(
         report["SigIgn"], "0000000000000000",

@@ -126,41 +126,81 @@ impl Generations {
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
 
-    /// Reads a generation's notify socket; verified `READY=1`s become events.
+    /// Reads a generation's notify socket; a `READY=1` from sockhold's
+    /// user or root (`NotifySocket::trusts`) becomes an event. At most
+    /// `MESSAGES_PER_WAKEUP` per wakeup, so that a flood cannot keep
+    /// sockhold from its other work; refusals are logged once per interval
+    /// with a count, as accept mode does.
     fn take_notifications(
         &mut self,
         generation: GenerationId,
         context: &mut Context<'_>,
     ) -> Option<i32> {
-        let socket = self.notify_sockets.get(&generation)?;
         let main_pid = self.supervisor.pid_of(generation);
+        let socket = self.notify_sockets.get_mut(&generation)?;
+        let now = Instant::now();
+        if let Some(count) = socket.refusals().take_summary(now) {
+            log_refused_notifications(generation, count);
+        }
         let mut ready = false;
-        loop {
+        let mut drained = false;
+        for _ in 0..readiness::MESSAGES_PER_WAKEUP {
             let message = match socket.receive() {
                 Ok(Some(message)) => message,
-                Ok(None) => break,
+                Ok(None) => {
+                    drained = true;
+                    break;
+                }
                 Err(errno) => {
                     log::warn!("cannot read generation {generation}'s notify socket: {errno}");
+                    drained = true;
                     break;
                 }
             };
-            let trusted = match (message.sender, main_pid) {
-                (Some(sender), Some(main)) => readiness::is_same_or_descendant(sender, main),
-                _ => false,
-            };
-            if !trusted {
-                log::warn!(
-                    "ignoring notify message from pid {} on generation {generation}'s socket: not one of its processes",
-                    message
-                        .sender
-                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
-                );
+            if !socket.trusts(&message) {
+                if socket.refusals().should_log(now) {
+                    log::warn!(
+                        "ignoring notify message from pid {} (uid {}) on generation {generation}'s socket: only sockhold's user (uid {}) and root may send",
+                        message
+                            .sender
+                            .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+                        message
+                            .sender_uid
+                            .map_or_else(|| "unknown".to_string(), |u| u.to_string()),
+                        socket.owner()
+                    );
+                }
                 continue;
+            }
+            // Who sent it, for the curious only: a sender that has exited
+            // (systemd-notify in a script) cannot be looked up, and the
+            // lookup costs a walk through /proc.
+            if log::log_enabled!(log::Level::Debug) {
+                if let (Some(sender), Some(main)) = (message.sender, main_pid) {
+                    if !readiness::is_same_or_descendant(sender, main) {
+                        log::debug!(
+                            "notify message on generation {generation}'s socket from pid {sender}, not (or no longer) one of its processes: counted, as its sender runs as sockhold's user or root"
+                        );
+                    }
+                }
             }
             if let Some(status) = &message.status {
                 log::debug!("generation {generation} status: {status}");
             }
             ready |= message.ready;
+        }
+        if !drained {
+            // epoll reports the socket edge-triggered: what is left would
+            // wait for the next datagram. Registered again, the socket is
+            // reported at once by the next wait, after this wakeup's other
+            // events.
+            let fd = socket.fd().as_raw_fd();
+            context.unwatch(fd);
+            context.watch(
+                fd,
+                generation,
+                &format!("generation {generation}'s notify socket"),
+            );
         }
         if ready {
             return self.dispatch(supervisor::Event::Ready { generation }, context);
@@ -251,9 +291,15 @@ impl Generations {
         Some(self.watcher.look(main, &others, self.ready))
     }
 
+    /// Drops the generation's notify socket, which removes its file and
+    /// directory; refusals not yet told are told now.
     fn forget(&mut self, generation: GenerationId, context: &mut Context<'_>) {
-        if let Some(notify) = self.notify_sockets.remove(&generation) {
+        if let Some(mut notify) = self.notify_sockets.remove(&generation) {
             context.unwatch(notify.fd().as_raw_fd());
+            let count = notify.refusals().take_silenced();
+            if count > 0 {
+                log_refused_notifications(generation, count);
+            }
         }
     }
 }
@@ -302,6 +348,11 @@ impl Engine for Generations {
     fn next_deadline(&self, _now: Instant) -> Option<Instant> {
         self.supervisor.next_deadline()
     }
+}
+
+/// The summary of notify messages refused since the last warning.
+fn log_refused_notifications(generation: GenerationId, count: u64) {
+    log::warn!("{count} more notify messages ignored on generation {generation}'s socket");
 }
 
 /// What every child inherits: sockhold's environment without what was

@@ -1,19 +1,28 @@
 //! The sd_notify protocol between sockhold and its children: one datagram
-//! socket per generation, named in the child's NOTIFY_SOCKET, whose messages
-//! carry the sender's pid (SO_PASSCRED) so that only that generation's
-//! processes can declare it ready. See sd_notify(3).
+//! socket per generation, named in the child's NOTIFY_SOCKET. The socket is
+//! a file in a private directory (mode 0700, a random name, see
+//! `NotifySocket::new`), so that only sockhold's user and root can reach
+//! it, and every message carries its sender's credentials (SO_PASSCRED):
+//! a message counts when the kernel says it comes from sockhold's user or
+//! root, whether or not the sender still runs. See sd_notify(3), unix(7).
 //! `observer`: from /proc, whether a generation takes from the held sockets.
 
 pub mod observer;
 mod proc_parse;
 
+use crate::error::errno_text;
+use crate::quiet_log::QuietLog;
 use nix::errno::Errno;
 use nix::sys::socket::{
     self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
 };
-use nix::unistd::Pid;
+use nix::unistd::{Pid, Uid};
+use std::ffi::OsString;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest datagram read; sd_notify messages are short text.
 const MAX_MESSAGE: usize = 4096;
@@ -23,29 +32,62 @@ const MAX_MESSAGE: usize = 4096;
 /// (`BARRIER=1`, `FDSTORE=1`): a truncated control buffer loses them all.
 const MAX_PASSED_FDS: usize = 253;
 
-/// A generation's notify socket, in the abstract namespace with a name the
-/// kernel picks (autobind), so that two sockholds sharing a network
-/// namespace (containers in one pod) never collide and nothing is left on
-/// disk.
+/// The most messages read from one notify socket per wakeup: a child that
+/// sends without pause must not keep sockhold from its other work. What is
+/// left is read on the next turn of the event loop.
+pub const MESSAGES_PER_WAKEUP: usize = 64;
+
+/// The private directory's name (mkdtemp(3) fills in the X's) and the
+/// socket file in it.
+const DIRECTORY_TEMPLATE: &str = "sockhold-XXXXXX";
+const SOCKET_FILE: &str = "notify";
+
+/// Set once the abstract fallback has been announced.
+static ABSTRACT_FALLBACK_TOLD: AtomicBool = AtomicBool::new(false);
+
+/// A generation's notify socket: a socket file in a directory of its own
+/// that only sockhold's user (and root) may enter, removed with the socket.
+/// Where no such directory can be made, an abstract socket instead (which
+/// any local user can reach; their messages do not count).
 #[derive(Debug)]
 pub struct NotifySocket {
     fd: OwnedFd,
-    /// The value for the child's NOTIFY_SOCKET (`@` + abstract name).
+    /// The value for the child's NOTIFY_SOCKET: the socket file's path
+    /// (or `@` + the abstract name).
     address: String,
+    /// The private directory, removed (with the socket file) on drop.
+    directory: Option<PathBuf>,
+    /// sockhold's effective uid when the socket was made (after any
+    /// `--user` drop): its messages count, as root's do.
+    owner: Uid,
+    /// Messages refused by their sender's uid, logged once per interval.
+    refused: QuietLog,
 }
 
 /// One datagram received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyMessage {
-    /// The sender's pid as the kernel vouches for it.
+    /// The sender's pid and uid as the kernel vouches for them.
     pub sender: Option<Pid>,
+    pub sender_uid: Option<Uid>,
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
 }
 
 impl NotifySocket {
+    /// A new notify socket in a private directory under the first of
+    /// `$RUNTIME_DIRECTORY` (systemd's RuntimeDirectory=),
+    /// `$XDG_RUNTIME_DIR`, `/run/user/UID`, `$TMPDIR` and `/tmp` where one
+    /// can be made; an abstract socket, with a warning (once), where none
+    /// can.
     pub fn new() -> Result<NotifySocket, Errno> {
+        let owner = nix::unistd::geteuid();
+        let bases = directory_bases(|name| std::env::var_os(name), owner);
+        NotifySocket::in_first_of(&bases, owner)
+    }
+
+    fn in_first_of(bases: &[PathBuf], owner: Uid) -> Result<NotifySocket, Errno> {
         let fd = socket::socket(
             AddressFamily::Unix,
             SockType::Datagram,
@@ -54,13 +96,40 @@ impl NotifySocket {
         )?;
         // Ask the kernel for each sender's credentials with every message.
         socket::setsockopt(&fd, sockopt::PassCred, &true)?;
+        let mut failures = Vec::new();
+        for base in bases {
+            match bind_in_private_directory(&fd, base, owner) {
+                Ok((directory, address)) => {
+                    return Ok(NotifySocket {
+                        fd,
+                        address,
+                        directory: Some(directory),
+                        owner,
+                        refused: QuietLog::default(),
+                    });
+                }
+                Err(reason) => failures.push(format!("{}: {reason}", base.display())),
+            }
+        }
+        if !ABSTRACT_FALLBACK_TOLD.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "cannot make a private directory for the notify sockets ({}): using abstract sockets, which any local user can send to (only messages from sockhold's user and root count)",
+                failures.join("; ")
+            );
+        }
         // An unnamed address makes the kernel choose a unique abstract name
         // (autobind, see unix(7)).
         socket::bind(fd.as_raw_fd(), &UnixAddr::new_unnamed())?;
         let bound: UnixAddr = socket::getsockname(fd.as_raw_fd())?;
         let name = bound.as_abstract().ok_or(Errno::EINVAL)?;
         let address = format!("@{}", String::from_utf8_lossy(name));
-        Ok(NotifySocket { fd, address })
+        Ok(NotifySocket {
+            fd,
+            address,
+            directory: None,
+            owner,
+            refused: QuietLog::default(),
+        })
     }
 
     pub fn address(&self) -> &str {
@@ -69,6 +138,25 @@ impl NotifySocket {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Whether a message counts: the kernel reports that its sender runs as
+    /// sockhold's user or as root, the only users that can reach the
+    /// socket file. Whether the sender is one of the generation's processes
+    /// is not asked: a helper (`systemd-notify --ready` in a script) may
+    /// have exited before it could be looked up.
+    pub fn trusts(&self, message: &NotifyMessage) -> bool {
+        is_trusted_uid(message.sender_uid, self.owner)
+    }
+
+    /// sockhold's uid, whose messages count (as root's do).
+    pub fn owner(&self) -> Uid {
+        self.owner
+    }
+
+    /// The quiet log of refused messages.
+    pub fn refusals(&mut self) -> &mut QuietLog {
+        &mut self.refused
     }
 
     /// The next waiting message, or `None` when there is none left.
@@ -87,12 +175,14 @@ impl NotifySocket {
             Err(errno) => return Err(errno),
         };
         let mut sender = None;
+        let mut sender_uid = None;
         match message.cmsgs() {
             Ok(cmsgs) => {
                 for cmsg in cmsgs {
                     match cmsg {
                         ControlMessageOwned::ScmCredentials(credentials) => {
                             sender = Some(Pid::from_raw(credentials.pid()));
+                            sender_uid = Some(Uid::from_raw(credentials.uid()));
                         }
                         // sockhold keeps no fd store: passed fds are closed
                         // at once, which is also what completes a sender's
@@ -111,14 +201,108 @@ impl NotifySocket {
         }
         let length = message.bytes;
         let text = String::from_utf8_lossy(&buffer[..length]);
-        Ok(Some(parse_message(sender, &text)))
+        let mut message = parse_message(sender, &text);
+        message.sender_uid = sender_uid;
+        Ok(Some(message))
     }
+}
+
+impl Drop for NotifySocket {
+    /// No file left behind: the socket file and its directory go with the
+    /// socket (a generation forgotten, sockhold exiting). Only sockhold's
+    /// user and root can write in the directory, so what is there is
+    /// sockhold's.
+    fn drop(&mut self) {
+        let Some(directory) = &self.directory else {
+            return;
+        };
+        let _ = std::fs::remove_file(directory.join(SOCKET_FILE));
+        match std::fs::remove_dir(directory) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => log::warn!(
+                "cannot remove the notify socket's directory '{}': {error}",
+                directory.display()
+            ),
+        }
+    }
+}
+
+/// Where a notify socket's private directory may go, in order of
+/// preference: the service's runtime directory, the user's, then the
+/// temporary directory. Absolute paths only (the XDG rule); `lookup` reads
+/// the environment.
+fn directory_bases(lookup: impl Fn(&str) -> Option<OsString>, owner: Uid) -> Vec<PathBuf> {
+    let mut bases = Vec::new();
+    // systemd joins several RuntimeDirectory= entries with ':'.
+    if let Some(value) = lookup("RUNTIME_DIRECTORY") {
+        bases.extend(std::env::split_paths(&value));
+    }
+    bases.extend(lookup("XDG_RUNTIME_DIR").map(PathBuf::from));
+    bases.push(PathBuf::from(format!("/run/user/{owner}")));
+    bases.extend(lookup("TMPDIR").map(PathBuf::from));
+    bases.push(PathBuf::from("/tmp"));
+    let mut unique: Vec<PathBuf> = Vec::new();
+    for base in bases {
+        if base.is_absolute() && !unique.contains(&base) {
+            unique.push(base);
+        }
+    }
+    unique
+}
+
+/// Makes a private directory under `base` and binds `fd` to a socket file
+/// in it; returns the directory and the socket's path, or why not.
+fn bind_in_private_directory(
+    fd: &OwnedFd,
+    base: &Path,
+    owner: Uid,
+) -> Result<(PathBuf, String), String> {
+    // NOTIFY_SOCKET is text, and sun_path is short (108 bytes).
+    let template = base.join(DIRECTORY_TEMPLATE);
+    let Some(path) = template.join(SOCKET_FILE).to_str().map(str::to_owned) else {
+        return Err("not valid UTF-8".into());
+    };
+    UnixAddr::new(path.as_str()).map_err(|_| "too long for a socket path".to_string())?;
+    let found = nix::sys::stat::stat(base).map_err(errno_text)?;
+    if found.st_mode & nix::libc::S_IFMT != nix::libc::S_IFDIR {
+        return Err("not a directory".into());
+    }
+    // Whoever owns the base directory can rename what is in it: only
+    // sockhold's user's or root's.
+    if found.st_uid != owner.as_raw() && found.st_uid != 0 {
+        return Err(format!("owned by uid {}", found.st_uid));
+    }
+    let directory = nix::unistd::mkdtemp(&template).map_err(errno_text)?;
+    let bound = (|| {
+        // mkdtemp(3) asks for 0700, which a umask may narrow further.
+        std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o700))
+            .map_err(|error| error.to_string())?;
+        let path = directory.join(SOCKET_FILE);
+        let address = UnixAddr::new(&path).map_err(errno_text)?;
+        socket::bind(fd.as_raw_fd(), &address).map_err(errno_text)?;
+        // mkdtemp's name is as valid UTF-8 as its template.
+        Ok(path.to_string_lossy().into_owned())
+    })();
+    match bound {
+        Ok(path) => Ok((directory, path)),
+        Err(reason) => {
+            let _ = std::fs::remove_dir(&directory);
+            Err(reason)
+        }
+    }
+}
+
+/// The trust rule (see `NotifySocket::trusts`).
+fn is_trusted_uid(sender: Option<Uid>, owner: Uid) -> bool {
+    sender.is_some_and(|uid| uid == owner || uid.is_root())
 }
 
 /// Reads the `KEY=VALUE` lines of one datagram.
 pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
     let mut message = NotifyMessage {
         sender,
+        sender_uid: None,
         ready: false,
         stopping: false,
         status: None,
@@ -135,8 +319,8 @@ pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
 }
 
 /// Whether `pid` is `ancestor` or one of its descendants, by walking parent
-/// pids in /proc. A sender that has already exited cannot be checked and
-/// does not count.
+/// pids in /proc. A sender that has already exited cannot be checked: the
+/// answer is then false. For debug notes only (see `NotifySocket::trusts`).
 pub fn is_same_or_descendant(pid: Pid, ancestor: Pid) -> bool {
     let mut current = pid;
     // A process tree deeper than this is not a server's.
@@ -183,19 +367,152 @@ mod tests {
         assert!(!is_same_or_descendant(nix::unistd::getppid(), me));
     }
 
+    fn in_dir(dir: &Path) -> NotifySocket {
+        NotifySocket::in_first_of(&[dir.to_path_buf()], nix::unistd::geteuid()).unwrap()
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shn{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
     #[test]
-    fn notify_socket_receives_with_sender_pid() {
-        let notify = NotifySocket::new().unwrap();
-        assert!(notify.address().starts_with('@'));
+    fn notify_socket_is_a_file_in_a_private_directory_gone_on_drop() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let base = scratch_dir("private");
+        let notify = in_dir(&base);
+        let path = PathBuf::from(notify.address());
+        let directory = path.parent().unwrap().to_path_buf();
+        assert_eq!(directory.parent(), Some(base.as_path()));
+        let name = directory.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("sockhold-") && name.len() == 15, "{name}");
+        let meta = std::fs::metadata(&directory).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
+        let other = in_dir(&base);
+        assert_ne!(other.address(), notify.address(), "a random name each");
+        drop(notify);
+        assert!(!directory.exists());
+        drop(other);
+        assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);
+        std::fs::remove_dir(&base).unwrap();
+    }
+
+    #[test]
+    fn notify_socket_receives_with_sender_pid_and_uid() {
+        let base = scratch_dir("receive");
+        let notify = in_dir(&base);
         let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        let name = &notify.address()[1..];
-        let address =
-            <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name)
-                .unwrap();
-        sender.send_to_addr(b"READY=1", &address).unwrap();
+        sender.send_to(b"READY=1", notify.address()).unwrap();
         let message = notify.receive().unwrap().unwrap();
         assert!(message.ready);
         assert_eq!(message.sender, Some(nix::unistd::getpid()));
+        assert_eq!(message.sender_uid, Some(nix::unistd::geteuid()));
+        assert!(notify.trusts(&message));
         assert_eq!(notify.receive().unwrap(), None);
+        drop(notify);
+        std::fs::remove_dir(&base).unwrap();
+    }
+
+    #[test]
+    fn without_a_usable_directory_the_socket_is_abstract() {
+        let missing = PathBuf::from("/nonexistent/sockhold-test");
+        let too_long = PathBuf::from(format!("/tmp/{}", "x".repeat(100)));
+        let notify =
+            NotifySocket::in_first_of(&[missing, too_long], nix::unistd::geteuid()).unwrap();
+        assert!(notify.address().starts_with('@'), "{}", notify.address());
+        let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let address =
+            <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+                &notify.address()[1..],
+            )
+            .unwrap();
+        sender.send_to_addr(b"READY=1", &address).unwrap();
+        assert!(notify.receive().unwrap().unwrap().ready);
+    }
+
+    #[test]
+    fn only_sockhold_s_user_and_root_are_trusted() {
+        let me = Uid::from_raw(1000);
+        assert!(is_trusted_uid(Some(me), me));
+        assert!(is_trusted_uid(Some(Uid::from_raw(0)), me));
+        assert!(!is_trusted_uid(Some(Uid::from_raw(65534)), me));
+        assert!(!is_trusted_uid(None, me));
+        assert!(is_trusted_uid(Some(Uid::from_raw(0)), Uid::from_raw(0)));
+        assert!(!is_trusted_uid(Some(me), Uid::from_raw(0)));
+    }
+
+    #[test]
+    fn directories_come_from_the_runtime_then_the_temporary_directory() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| OsString::from(value))
+            }
+        };
+        let uid = Uid::from_raw(1000);
+        assert_eq!(
+            directory_bases(env(&[]), uid),
+            [PathBuf::from("/run/user/1000"), PathBuf::from("/tmp")]
+        );
+        assert_eq!(
+            directory_bases(
+                env(&[
+                    ("RUNTIME_DIRECTORY", "/run/app:/run/app2"),
+                    ("XDG_RUNTIME_DIR", "/run/user/1000"),
+                    ("TMPDIR", "relative/tmp"),
+                ]),
+                uid
+            ),
+            [
+                PathBuf::from("/run/app"),
+                PathBuf::from("/run/app2"),
+                PathBuf::from("/run/user/1000"),
+                PathBuf::from("/tmp"),
+            ]
+        );
+    }
+
+    /// Why a notify socket left with messages after a wakeup's share is
+    /// registered again: epoll reports it edge-triggered, so what is left
+    /// would otherwise wait for the next datagram; registering it again
+    /// reports what is queued at once.
+    #[test]
+    fn a_socket_left_with_messages_is_reported_again_once_registered_again() {
+        use mio::unix::SourceFd;
+        use mio::{Events, Interest, Poll, Token};
+        use std::time::Duration;
+        let base = scratch_dir("rearm");
+        let notify = in_dir(&base);
+        let mut poll = Poll::new().unwrap();
+        let fd = notify.fd().as_raw_fd();
+        let register = |poll: &Poll| {
+            poll.registry()
+                .register(&mut SourceFd(&fd), Token(1), Interest::READABLE)
+                .unwrap()
+        };
+        register(&poll);
+        let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        for _ in 0..4 {
+            sender.send_to(b"STATUS=x", notify.address()).unwrap();
+        }
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(events.iter().count(), 1);
+        // Read a share, leave the rest.
+        assert!(notify.receive().unwrap().is_some());
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().count(), 0, "edge-triggered: not again");
+        poll.registry().deregister(&mut SourceFd(&fd)).unwrap();
+        register(&poll);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(events.iter().count(), 1, "reported again once registered");
+        drop(notify);
+        std::fs::remove_dir(&base).unwrap();
     }
 }
