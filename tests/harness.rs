@@ -32,7 +32,10 @@ pub fn sockhold_bin() -> &'static str {
 }
 
 pub fn test_child_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_test_child")
+    env!(
+        "CARGO_BIN_EXE_test_child",
+        "test_child was not built: it needs the `test-child` feature, which the dev-dependency of Cargo.toml on this package turns on; run `cargo test --features test-child`"
+    )
 }
 
 /// Locks `mutex`, also after a panic in another holder: the harness's
