@@ -4,7 +4,7 @@
 //! and the README list exactly the statuses of `src/error.rs`. And `--help`
 //! fits: 80 columns when piped, the terminal's width (up to 100) on one.
 
-use crate::harness::sockhold_bin;
+use crate::harness::{cannot_run, sockhold_bin};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -222,18 +222,11 @@ fn readme_exit_status_table_lists_every_status_of_the_code() {
 #[test]
 fn man_page_lints_clean_with_groff() {
     let page = repo_path("man/sockhold.1");
-    let output = match Command::new("groff")
+    let output = Command::new("groff")
         .args(["-ww", "-man", "-z"])
         .arg(&page)
         .output()
-    {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: groff is not installed (apt-get install groff-base)");
-            return;
-        }
-        Err(error) => panic!("cannot run groff: {error}"),
-    };
+        .unwrap_or_else(|error| panic!("{}", cannot_run("groff".as_ref(), &error)));
     let messages = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -325,7 +318,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
         .args(args)
         .env_remove("COLUMNS")
         .output()
-        .expect("run python3 (it makes the pseudo-terminal)");
+        .unwrap_or_else(|error| panic!("{}", cannot_run("python3".as_ref(), &error)));
     assert!(
         output.status.success(),
         "sockhold {args:?} on a terminal: {}\n{}",
