@@ -17,13 +17,15 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
+// A paragraph is one line (continued with `\`), so that clap wraps it to
+// the width of --help (see `help_width_limit`); example lines stay short.
 const AFTER_HELP: &str = "\
-Signals: HUP reloads (new generation, then the old one stops once the new one is ready);
-TERM and INT stop every generation and exit with the child's status (0 for a stop
-that was asked for and honoured); the --forward-signals list (by default every other
-signal but XCPU, XFSZ, TSTP, TTIN, TTOU, PIPE and the faults) goes to the current child.
-With --accept, TERM and INT stop accepting and stop every running connection's child,
-HUP changes nothing (each connection runs the command afresh), and forwarded signals
+Signals: HUP reloads (new generation, then the old one stops once the new one is ready); \
+TERM and INT stop every generation and exit with the child's status (0 for a stop \
+that was asked for and honoured); the --forward-signals list (by default every other \
+signal but XCPU, XFSZ, TSTP, TTIN, TTOU, PIPE and the faults) goes to the current child. \
+With --accept, TERM and INT stop accepting and stop every running connection's child, \
+HUP changes nothing (each connection runs the command afresh), and forwarded signals \
 go to every running child.
 
 Control: sockhold reload|status|stop --control PATH talks to a running sockhold.
@@ -35,11 +37,23 @@ Examples:
   sockhold --user nobody -l 80 --control /run/app.ctl -- ./server
   kill -HUP <sockhold pid>
   sockhold --accept --inetd -l 7000 -- cat
-  sockhold --accept --max-connections 64 --max-per-source 4 -l /run/app.sock -- ./handler
+  sockhold --accept --max-connections 64 --max-per-source 4 -l 7000 -- ./handler
   sockhold --lazy -l 8080 -- ./server
   sockhold reload --control /run/app.ctl
 
 See sockhold(1) for the child's environment and the exit status table.";
+
+/// The widest `--help` may be. On a terminal, help is wrapped to its
+/// width, up to 100 columns (longer lines are hard to read); otherwise
+/// (piped, redirected) to 80 columns, or `COLUMNS` if narrower, whatever
+/// terminal stderr or stdin may be.
+fn help_width_limit() -> usize {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        100
+    } else {
+        80
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,7 +61,8 @@ See sockhold(1) for the child's environment and the exit status table.";
     version,
     about = "Hold listening sockets and run a server on them, with zero-downtime reloads",
     after_help = AFTER_HELP,
-    override_usage = "sockhold [OPTIONS] -l ADDR... -- COMMAND [ARGS]..."
+    override_usage = "sockhold [OPTIONS] -l ADDR... -- COMMAND [ARGS]...",
+    max_term_width = help_width_limit()
 )]
 pub struct Cli {
     /// Socket to hold and pass on (repeatable; order = fd order from 3):
@@ -397,7 +412,8 @@ pub fn accept_on_datagram(text: &str) -> Error {
 #[command(
     name = "sockhold",
     version,
-    about = "Talk to a running sockhold through its control socket (--control)"
+    about = "Talk to a running sockhold through its control socket (--control)",
+    max_term_width = help_width_limit()
 )]
 pub struct ClientCli {
     #[command(subcommand)]

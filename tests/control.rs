@@ -261,11 +261,9 @@ fn unknown_requests_get_an_error_line() {
 }
 
 #[test]
+#[ignore = "needs root"] // to run a client as another user
 fn control_socket_is_owner_only_and_checks_peer_credentials() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run a client as another user");
-        return;
-    }
+    crate::harness::needs_root();
     let dir = TempDir::new();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let _sockhold = serving_with_control(&dir, &[], &[test_child_bin()]);

@@ -515,11 +515,9 @@ fn live_socket_of_either_type_is_refused_and_left_alone() {
 }
 
 #[test]
+#[ignore = "needs root"] // to give a file away
 fn unix_datagram_file_gets_its_owner_and_mode() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to give a file away");
-        return;
-    }
+    needs_root();
     use std::os::linux::fs::MetadataExt;
     let dir = TempDir::new();
     let path = dir.join("owned.sock");

@@ -1,9 +1,10 @@
 //! The documentation is checked against the code: the man page names every
 //! option that `sockhold --help` shows (and documents no option that does
 //! not exist), it lints clean, and the exit status tables of the man page
-//! and the README list exactly the statuses of `src/error.rs`.
+//! and the README list exactly the statuses of `src/error.rs`. And `--help`
+//! fits: 80 columns when piped, the terminal's width (up to 100) on one.
 
-use crate::harness::sockhold_bin;
+use crate::harness::{cannot_run, sockhold_bin};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -221,18 +222,11 @@ fn readme_exit_status_table_lists_every_status_of_the_code() {
 #[test]
 fn man_page_lints_clean_with_groff() {
     let page = repo_path("man/sockhold.1");
-    let output = match Command::new("groff")
+    let output = Command::new("groff")
         .args(["-ww", "-man", "-z"])
         .arg(&page)
         .output()
-    {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: groff is not installed (apt-get install groff-base)");
-            return;
-        }
-        Err(error) => panic!("cannot run groff: {error}"),
-    };
+        .unwrap_or_else(|error| panic!("{}", cannot_run("groff".as_ref(), &error)));
     let messages = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -242,6 +236,124 @@ fn man_page_lints_clean_with_groff() {
         output.status.success() && messages.is_empty(),
         "groff -ww -man -z man/sockhold.1 ({}):\n{messages}",
         output.status
+    );
+}
+
+/// Every `--help` sockhold has: the supervisor's and the client's.
+const HELP_COMMANDS: [&[&str]; 4] = [
+    &["--help"],
+    &["reload", "--help"],
+    &["status", "--help"],
+    &["stop", "--help"],
+];
+
+/// The lines of `text` wider than `columns` characters, not counting the
+/// terminal's colour sequences (`ESC [ ... m`).
+fn lines_wider_than(text: &str, columns: usize) -> Vec<&str> {
+    text.lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| visible_width(line) > columns)
+        .collect()
+}
+
+fn visible_width(line: &str) -> usize {
+    let mut width = 0;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[', parameters, then a final letter.
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            width += 1;
+        }
+    }
+    width
+}
+
+#[test]
+fn help_piped_fits_80_columns() {
+    for args in HELP_COMMANDS {
+        // Not a terminal: stdout and stderr are pipes, stdin /dev/null.
+        let output = Command::new(sockhold_bin())
+            .args(args)
+            .env_remove("COLUMNS")
+            .output()
+            .expect("run sockhold --help");
+        assert!(output.status.success(), "sockhold {args:?} failed");
+        let help = String::from_utf8(output.stdout).expect("--help is UTF-8");
+        let wide = lines_wider_than(&help, 80);
+        assert!(
+            wide.is_empty(),
+            "sockhold {args:?} piped has lines over 80 columns:\n{}",
+            wide.join("\n")
+        );
+    }
+}
+
+/// `sockhold ARGS` on a new pseudo-terminal of `columns` columns (made by
+/// python3's pty module), and what it wrote there.
+fn on_a_terminal(columns: u16, args: &[&str]) -> String {
+    const SCRIPT: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+columns = int(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    os.execv(sys.argv[2], sys.argv[2:])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:  # EIO: the terminal's last user has gone
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", SCRIPT, &columns.to_string(), sockhold_bin()])
+        .args(args)
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap_or_else(|error| panic!("{}", cannot_run("python3".as_ref(), &error)));
+    assert!(
+        output.status.success(),
+        "sockhold {args:?} on a terminal: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("--help is UTF-8")
+}
+
+#[test]
+fn help_on_a_terminal_is_wrapped_to_its_width_up_to_100_columns() {
+    let narrow = on_a_terminal(60, &["--help"]);
+    assert!(narrow.contains("--listen"), "{narrow}");
+    let wide = lines_wider_than(&narrow, 60);
+    assert!(
+        wide.is_empty(),
+        "--help on a 60-column terminal has wider lines:\n{}",
+        wide.join("\n")
+    );
+    let broad = on_a_terminal(200, &["--help"]);
+    assert!(
+        lines_wider_than(&broad, 100).is_empty(),
+        "--help on a 200-column terminal is wider than 100 columns:\n{broad}"
+    );
+    assert!(
+        !lines_wider_than(&broad, 80).is_empty(),
+        "--help on a 200-column terminal is no wider than 80 columns:\n{broad}"
+    );
+}
+
+#[test]
+fn colour_sequences_take_no_columns() {
+    assert_eq!(
+        visible_width("\u{1b}[1m\u{1b}[4mUsage:\u{1b}[0m sockhold"),
+        15
     );
 }
 

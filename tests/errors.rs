@@ -52,11 +52,9 @@ fn address_in_use_is_an_os_error() {
 }
 
 #[test]
+#[ignore = "needs root"] // to run sockhold as another user
 fn permission_denied_exits_77() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run sockhold as another user");
-        return;
-    }
+    needs_root();
     // As nobody, a port below 1024 is refused by the kernel.
     let mut sockhold = Sockhold::command()
         .uid(65534, 65534)

@@ -32,7 +32,42 @@ pub fn sockhold_bin() -> &'static str {
 }
 
 pub fn test_child_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_test_child")
+    env!(
+        "CARGO_BIN_EXE_test_child",
+        "test_child was not built: it needs the `test-child` feature, which the dev-dependency of Cargo.toml on this package turns on; run `cargo test --features test-child`"
+    )
+}
+
+/// For the tests marked `#[ignore = "needs root"]`, which `cargo test`
+/// reports as ignored and `cargo test -- --ignored` runs: run so without
+/// root, they fail at once saying why, rather than halfway.
+pub fn needs_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: run `cargo test -- --ignored` as root"
+    );
+}
+
+/// What to say when `program` cannot be started: its name, and for a
+/// program that is not installed, which Debian package has it.
+pub fn cannot_run(program: &std::ffi::OsStr, error: &std::io::Error) -> String {
+    let program = program.to_string_lossy();
+    if error.kind() != std::io::ErrorKind::NotFound {
+        return format!("cannot run {program}: {error}");
+    }
+    let name = Path::new(program.as_ref())
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let package = match name.as_str() {
+        "systemd-socket-activate" => "systemd",
+        "unshare" | "prlimit" => "util-linux",
+        "groff" => "groff-base",
+        other => other,
+    };
+    format!(
+        "cannot run {program}: it is not installed (Debian: apt-get install {package}; .ci/run installs it)"
+    )
 }
 
 /// Locks `mutex`, also after a panic in another holder: the harness's
@@ -436,7 +471,11 @@ impl Builder {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = self.command.spawn().expect("start sockhold");
+        // sockhold, or the launcher that execs it.
+        let mut child = self
+            .command
+            .spawn()
+            .unwrap_or_else(|error| panic!("{}", cannot_run(self.command.get_program(), &error)));
         // Before the exit thread may reap it.
         let process = Process::of_child(&child);
         let pid = process.pid();

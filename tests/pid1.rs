@@ -1,7 +1,8 @@
 //! sockhold as PID 1 of a new PID namespace (`unshare --pid --fork
 //! --mount-proc`), as a container entrypoint runs: orphans are reaped, a
 //! TERM from outside stops it gracefully, and it exits with the child's
-//! status. Needs root (unshare); without it these tests say so and pass.
+//! status. They need root (unshare), so `cargo test` reports them as
+//! ignored; `cargo test -- --ignored` runs them, as root.
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
@@ -27,15 +28,6 @@ struct Pid1 {
     _dir: TempDir,
 }
 
-/// Whether this test run may create PID namespaces.
-fn can_unshare() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: creating a PID namespace needs root");
-        return false;
-    }
-    true
-}
-
 impl Pid1 {
     fn start(args: &[&str]) -> Pid1 {
         let dir = TempDir::new();
@@ -48,7 +40,7 @@ impl Pid1 {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run unshare");
+            .unwrap_or_else(|error| panic!("{}", cannot_run("unshare".as_ref(), &error)));
         let stderr = unshare.stderr.take().unwrap();
         // Before the exit thread may reap it.
         let unshare_process = Process::of_child(&unshare);
@@ -189,10 +181,9 @@ fn zombie_children_of(pid: Pid) -> Vec<Pid> {
 }
 
 #[test]
+#[ignore = "needs root"] // to create a PID namespace
 fn pid1_reaps_orphaned_grandchildren() {
-    if !can_unshare() {
-        return;
-    }
+    needs_root();
     // Each `(sleep 0.1 &)` leaves an orphan: the subshell exits at once and
     // its background sleep is reparented to PID 1, which must reap it.
     let script = format!(
@@ -223,10 +214,9 @@ fn pid1_reaps_orphaned_grandchildren() {
 }
 
 #[test]
+#[ignore = "needs root"] // to create a PID namespace
 fn pid1_stops_gracefully_on_term_from_outside_the_namespace() {
-    if !can_unshare() {
-        return;
-    }
+    needs_root();
     let mut pid1 = Pid1::start(&[
         "-l",
         "127.0.0.1:0",
@@ -245,10 +235,9 @@ fn pid1_stops_gracefully_on_term_from_outside_the_namespace() {
 }
 
 #[test]
+#[ignore = "needs root"] // to create a PID namespace
 fn pid1_exits_with_the_child_status() {
-    if !can_unshare() {
-        return;
-    }
+    needs_root();
     let mut pid1 = Pid1::start(&[
         "--restart",
         "never",

@@ -8,10 +8,6 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::linux::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// A port below 1024 on 127.0.0.1 that was free when it was chosen, and
 /// that no other run of these tests chooses while the claim is held.
 struct PrivilegedPort {
@@ -57,11 +53,9 @@ fn status_field(status: &str, label: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    crate::harness::needs_root();
     // Declared before sockhold, so dropped after it: the claim outlives
     // sockhold's hold of the port, also when the test fails.
     let Some(claimed) = free_privileged_port() else {
@@ -128,11 +122,9 @@ fn binds_a_privileged_port_as_root_then_runs_as_nobody() {
 }
 
 #[test]
+#[ignore = "needs root"] // to give a file away
 fn socket_owner_and_mode_are_set_on_the_file() {
-    if !is_root() {
-        eprintln!("skipped: needs root to give a file away");
-        return;
-    }
+    crate::harness::needs_root();
     let dir = TempDir::new();
     let path = dir.join("app.sock");
     let sockhold = Sockhold::command()
@@ -165,11 +157,9 @@ fn unknown_user_is_a_usage_error_before_anything_is_bound() {
 }
 
 #[test]
+#[ignore = "needs root"] // to start sockhold as another user
 fn a_drop_that_cannot_be_done_exits_77_and_leaves_nothing_behind() {
-    if !is_root() {
-        eprintln!("skipped: needs root to start sockhold as another user");
-        return;
-    }
+    crate::harness::needs_root();
     let dir = TempDir::new();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let path = dir.join("app.sock");
