@@ -157,7 +157,7 @@ pub struct Cli {
     #[arg(long, help_heading = "Generations")]
     signal_group: bool,
 
-    /// Signals passed on to the current child, comma-separated, in place of the default list ("default" in the list stands for it, "none" passes none on) [default: QUIT,ABRT,USR1,USR2,ALRM,STKFLT,CONT,URG,VTALRM,PROF,WINCH,IO,PWR]
+    /// Signals passed on to the current child, comma-separated, in place of the default list ("default" in the list stands for it, "none" passes none on) [default: QUIT, ABRT, USR1, USR2, ALRM, STKFLT, CONT, URG, VTALRM, PROF, WINCH, IO, PWR]
     #[arg(long, value_name = "SIGNAL,...", default_value = "default", hide_default_value = true,
           value_delimiter = ',', value_parser = parse_forward_item, help_heading = "Generations")]
     forward_signals: Vec<ForwardItem>,
