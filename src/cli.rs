@@ -8,7 +8,7 @@ use crate::config::{
     self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
     SupervisorSettings,
 };
-use crate::control::Request;
+use crate::control::{ClientTarget, Request};
 use crate::error::Error;
 use crate::signals;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -384,6 +384,20 @@ struct ControlArgs {
     /// The control socket of the sockhold to talk to
     #[arg(long, value_name = "PATH")]
     control: PathBuf,
+
+    /// Give up after this long without sockhold's answer (exit 75); longer than sockhold's --ready-timeout for a reload
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_client_timeout)]
+    timeout: Duration,
+}
+
+/// `--timeout` of the client: a duration above zero.
+fn parse_client_timeout(text: &str) -> Result<Duration, String> {
+    match config::parse_duration(text)? {
+        Duration::ZERO => {
+            Err("the client needs some time for an answer (write e.g. 90s)".to_string())
+        }
+        timeout => Ok(timeout),
+    }
 }
 
 /// What `sockhold <subcommand>` asks for.
@@ -391,7 +405,7 @@ struct ControlArgs {
 pub enum ClientAction {
     Request {
         request: Request,
-        control: PathBuf,
+        control: ClientTarget,
     },
     /// The completion script for a shell, ready to print.
     Completions(Vec<u8>),
@@ -417,7 +431,10 @@ impl ClientCli {
         };
         ClientAction::Request {
             request,
-            control: args.control,
+            control: ClientTarget {
+                path: args.control,
+                timeout: args.timeout,
+            },
         }
     }
 }
@@ -459,7 +476,10 @@ mod tests {
             cli.into_action(),
             ClientAction::Request {
                 request: Request::Reload,
-                control: PathBuf::from("/run/a.ctl")
+                control: ClientTarget {
+                    path: PathBuf::from("/run/a.ctl"),
+                    timeout: Duration::from_secs(90),
+                },
             }
         );
         assert!(ClientCli::try_parse_from(["sockhold", "status"]).is_err());
