@@ -34,8 +34,9 @@ use signal_hook_mio::v1_0::Signals;
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
-/// The control socket's listener, then its connections (`+ 1 + client`).
-const CONTROL_BASE: usize = 1 << 48;
+/// The control socket's listener, then its connections (`+ 1 + client`):
+/// the last quarter of the tokens (see `engine::TOKEN_QUARTER`).
+const CONTROL_BASE: usize = 3 * engine::TOKEN_QUARTER;
 
 /// After SIGKILL, how long to wait for leftovers to be reaped, and how many
 /// times to sweep for processes that their deaths orphaned.

@@ -243,8 +243,7 @@ impl Server {
                     return;
                 }
             };
-            let id = self.next_client;
-            self.next_client += 1;
+            let id = self.take_client_id();
             log::debug!("control socket: client {id} connected");
             let token = Token(self.base + 1 + id);
             if let Err(error) =
@@ -271,6 +270,20 @@ impl Server {
                 },
             );
             self.drive(id);
+        }
+    }
+
+    /// A free id. Ids count up and wrap before their tokens would pass
+    /// `usize::MAX` (a 32-bit `usize` leaves room for 2^30 of them),
+    /// skipping ids still in use.
+    fn take_client_id(&mut self) -> ClientId {
+        let last = usize::MAX - self.base - 1;
+        loop {
+            let id = self.next_client;
+            self.next_client = if id >= last { 0 } else { id + 1 };
+            if !self.clients.contains_key(&id) {
+                return id;
+            }
         }
     }
 
