@@ -262,3 +262,53 @@ fn client_gives_up_after_its_timeout_when_the_queue_is_full() {
         )
     );
 }
+
+// ---------------------------------------------------------------------
+// 13. Smaller ones: absurd values from the environment.
+
+#[test]
+fn an_absurd_listen_fds_count_is_refused_not_allocated() {
+    let mut sockhold = Sockhold::launched_by(&[
+        "sh",
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=4294967296 exec \"$0\" \"$@\"",
+    ])
+    .args(["--", "true"])
+    .start();
+    let log = sockhold.exits_with(64);
+    assert!(
+        log.contains(
+            "sockhold: error: cannot adopt sockets from 'LISTEN_FDS=4294967296': more than 4096 sockets"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_tiny_watchdog_usec_is_pinged_at_most_every_10ms_not_in_a_busy_loop() {
+    let dir = TempDir::new();
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.join("notify")).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let sockhold = Sockhold::command()
+        .env("NOTIFY_SOCKET", dir.join("notify"))
+        .env("WATCHDOG_USEC", "1")
+        .args(["-l", "127.0.0.1:0", "--", test_child_bin()])
+        .start();
+    sockhold.wait_for(
+        "watchdog: WATCHDOG_USEC=1 asks for a ping every 0us; pinging every 10ms instead",
+    );
+    let mut buffer = [0u8; 4096];
+    let mut pings = Vec::new();
+    while pings.len() < 6 {
+        let length = notify.recv(&mut buffer).expect("a notify message");
+        if &buffer[..length] == b"WATCHDOG=1" {
+            pings.push(std::time::Instant::now());
+        }
+    }
+    // A lower bound only: a slow machine pings later, never sooner.
+    let spread = pings[5] - pings[0];
+    assert!(
+        spread >= Duration::from_millis(40),
+        "6 pings within {spread:?}: a busy loop"
+    );
+}
