@@ -264,6 +264,8 @@ fn message_for(
         }
         // Only happens while stopping: STOPPING=1 has been said already.
         Report::ReloadRefused { .. } => (None, serving),
+        // No RELOADING=1 was said: nothing to take back.
+        Report::NothingToReload { .. } => (None, serving),
         Report::Stopping => (Some("STOPPING=1\nSTATUS=stopping".to_string()), serving),
     }
 }

@@ -312,3 +312,274 @@ fn a_tiny_watchdog_usec_is_pinged_at_most_every_10ms_not_in_a_busy_loop() {
         "6 pings within {spread:?}: a busy loop"
     );
 }
+
+// ---------------------------------------------------------------------
+// Bad input and messages.
+
+/// sockhold with a control socket at `dir/ctl`, once `ready_line` is logged.
+fn with_control(dir: &TempDir, args: &[&str], ready_line: &str) -> Sockhold {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(dir.join("ctl"))
+        .args(args)
+        .start();
+    sockhold.wait_for(ready_line);
+    sockhold
+}
+
+#[test]
+fn reload_with_nothing_to_reload_is_ok_in_lazy_and_accept_mode_alike() {
+    let dir = TempDir::new();
+    let ctl = dir.join("ctl");
+    let ctl = ctl.to_str().unwrap();
+    let lazy = with_control(
+        &dir,
+        &["--lazy", "--", test_child_bin()],
+        "waiting for a connection to start generation 1 (--lazy)",
+    );
+    let (code, stdout, stderr) = run(&["reload", "--control", ctl, "--timeout", "10s"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "nothing to reload: no child is running (--lazy); the next connection starts the command afresh"
+    );
+    drop(lazy);
+    let dir = TempDir::new();
+    let ctl = dir.join("ctl");
+    let ctl = ctl.to_str().unwrap();
+    let _accept = with_control(&dir, &["--accept", "--", "cat"], "accepting connections");
+    let (code, stdout, stderr) = run(&["reload", "--control", ctl, "--timeout", "10s"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "nothing to reload in --accept mode: every connection runs the command afresh"
+    );
+}
+
+#[test]
+fn reload_while_a_lazy_child_backs_off_is_answered() {
+    let dir = TempDir::new();
+    let ctl = dir.join("ctl");
+    let ctl = ctl.to_str().unwrap();
+    // Every start fails: sockhold backs off before it watches again.
+    let sockhold = with_control(
+        &dir,
+        &[
+            "--lazy",
+            "--restart-max-delay",
+            "1h",
+            "--",
+            test_child_bin(),
+            "--exit-at-start",
+            "1",
+        ],
+        "waiting for a connection to start generation 1 (--lazy)",
+    );
+    let address = sockhold.tcp_address(0);
+    let _waiting = std::net::TcpStream::connect(address).unwrap();
+    // Each start fails and the connection stays queued: the backoff
+    // doubles (100ms, 200ms, ...); by the fifth it is 1.6s, time enough
+    // for the reload to come in the middle of it.
+    sockhold.wait_for("generation 5 ended with status 1; waiting for a connection again in");
+    let (code, stdout, stderr) = run(&["reload", "--control", ctl, "--timeout", "10s"]);
+    assert_eq!(code, 0, "{stderr}\n{}", sockhold.log_text());
+    assert!(stdout.starts_with("nothing to reload: "), "{stdout}");
+}
+
+#[test]
+fn typo_hints_stay_on_the_one_line() {
+    let (code, _, stderr) = run(&["--rady", "1s", "--", "true"]);
+    assert_eq!(code, 64);
+    assert_eq!(
+        stderr,
+        "sockhold: error: unexpected argument '--rady' found (did you mean '--ready'? see sockhold --help)"
+    );
+    let (code, _, stderr) = run(&["--restart", "nevr", "--", "true"]);
+    assert_eq!(code, 64);
+    assert_eq!(
+        stderr,
+        "sockhold: error: invalid value 'nevr' for '--restart <POLICY>' [possible values: on-failure, always, never] (did you mean 'never'? see sockhold --help)"
+    );
+    let (code, _, stderr) = run(&["reload", "--contrl", "x"]);
+    assert_eq!(code, 64);
+    assert_eq!(
+        stderr,
+        "sockhold: error: unexpected argument '--contrl' found (did you mean '--control'? see sockhold --help)"
+    );
+    // A negative number is a bad value, not an unknown option (whose tip,
+    // "use -- -1", would make it the command).
+    let (code, _, stderr) = run(&["--stop-timeout", "-1", "--", "true"]);
+    assert_eq!(code, 64);
+    assert_eq!(
+        stderr,
+        "sockhold: error: invalid value '-1' for '--stop-timeout <DURATION>': a duration cannot be negative (see sockhold --help)"
+    );
+}
+
+#[test]
+fn a_stop_through_the_control_socket_is_logged_as_such() {
+    for mode in [
+        vec![
+            "--ready",
+            "notify",
+            "--",
+            test_child_bin(),
+            "--ready-after",
+            "0",
+        ],
+        vec!["--accept", "--", "cat"],
+    ] {
+        let dir = TempDir::new();
+        let ctl = dir.join("ctl");
+        let ready = if mode[0] == "--accept" {
+            "accepting connections"
+        } else {
+            "generation 1 ready"
+        };
+        let mut sockhold = with_control(&dir, &mode, ready);
+        let (code, _, stderr) = run(&["stop", "--control", ctl.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+        let log = sockhold.exits_with(0);
+        assert!(
+            log.contains("stop requested on the control socket: stopping"),
+            "{log}"
+        );
+        assert!(!log.contains("SIGTERM received"), "{log}");
+    }
+}
+
+#[test]
+fn a_failed_reload_is_reported_as_failed_not_refused() {
+    let dir = TempDir::new();
+    let flag = dir.join("fail");
+    let script = format!(
+        "if [ -e '{}' ]; then exit 3; fi; exec '{}' --ready-after 0",
+        flag.display(),
+        test_child_bin()
+    );
+    let _sockhold = with_control(
+        &dir,
+        &["--ready", "notify", "--", "sh", "-c", &script],
+        "generation 1 ready",
+    );
+    std::fs::write(&flag, "").unwrap();
+    let ctl = dir.join("ctl");
+    let ctl = ctl.to_str().unwrap();
+    let (code, _, stderr) = run(&["reload", "--control", ctl]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "sockhold: error: reload failed at '{ctl}': generation 2 exited with status 3 before ready (see sockhold's log)"
+        )
+    );
+}
+
+#[test]
+fn ready_timeout_zero_is_refused_for_what_it_is() {
+    let (code, _, stderr) = run(&["--ready-timeout", "0", "-l", "127.0.0.1:0", "--", "true"]);
+    assert_eq!(code, 64);
+    assert_eq!(
+        stderr,
+        "sockhold: error: cannot use --ready-timeout '0ms': no generation could ever be ready in time (give it a positive duration, e.g. 60s, the default)"
+    );
+}
+
+#[test]
+fn the_same_address_given_twice_is_a_usage_error_not_another_process() {
+    for (args, message) in [
+        (
+            ["-l", "127.0.0.1:9", "-l", "127.0.0.1:9"],
+            "cannot listen on '127.0.0.1:9': given twice (give each address once)",
+        ),
+        (
+            ["-l", "web=./a.sock", "-l", "api=./a.sock"],
+            "cannot listen on 'api=./a.sock': the same address as 'web=./a.sock' (give each address once)",
+        ),
+        (
+            ["-l", "9", "-l", "127.0.0.1:9"],
+            "cannot listen on '127.0.0.1:9': it overlaps '9', which takes port 9 on every address (give each address once)",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--", "true"]);
+        let (code, _, stderr) = run(&all);
+        assert_eq!(code, 64, "{stderr}");
+        assert_eq!(stderr, format!("sockhold: error: {message}"));
+    }
+    // Port 0 twice is two sockets on two ports.
+    let mut sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "-l", "127.0.0.1:0", "--", "true"])
+        .start();
+    sockhold.exits_with(0);
+    assert_ne!(sockhold.tcp_address(0), sockhold.tcp_address(1));
+}
+
+#[test]
+fn a_socket_name_with_a_colon_is_told_so() {
+    let (code, _, stderr) = run(&["-l", "web:1=127.0.0.1:8080", "--", "true"]);
+    assert_eq!(code, 64);
+    assert_eq!(
+        stderr,
+        "sockhold: error: invalid value 'web:1=127.0.0.1:8080' for '--listen <ADDR>': socket name contains ':' (a name is 1 to 255 printable ASCII characters without ':' or spaces) (see sockhold --help)"
+    );
+}
+
+#[test]
+fn pid_file_and_control_paths_that_cannot_work_say_the_fix_and_exit_64() {
+    let dir = TempDir::new();
+    let here = dir.path().to_str().unwrap();
+    let (code, _, stderr) = run(&["-l", "127.0.0.1:0", "--pid-file", here, "--", "true"]);
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "sockhold: error: cannot use --pid-file '{here}': it is a directory (name a file in it, e.g. {here}/sockhold.pid)"
+        )
+    );
+    let (code, _, stderr) = run(&["-l", "127.0.0.1:0", "--control", here, "--", "true"]);
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "sockhold: error: cannot use --control '{here}': it is a directory (name a socket file in it, e.g. {here}/sockhold.ctl)"
+        )
+    );
+    let long = format!("{here}/{}", "c".repeat(120));
+    let expected = format!(
+        "sockhold: error: invalid value '{long}' for '--control <PATH>': Unix socket path is {} bytes, the limit is 107 (use a shorter path) (see sockhold --help)",
+        long.len()
+    );
+    let (code, _, stderr) = run(&["-l", "127.0.0.1:0", "--control", &long, "--", "true"]);
+    assert_eq!((code, stderr.as_str()), (64, expected.as_str()));
+    let (code, _, stderr) = run(&["status", "--control", &long]);
+    assert_eq!((code, stderr.as_str()), (64, expected.as_str()));
+}
+
+#[test]
+fn a_generation_that_dies_of_sigpipe_is_told_its_output_was_closed() {
+    // sockhold's stdout, and so the child's, is a pipe nobody reads.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    drop(read_end);
+    let write_fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
+    let hook = move || {
+        // SAFETY: dup2(2) on two fd numbers touches no memory.
+        if unsafe { libc::dup2(write_fd, 1) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls dup2(2), which is async-signal-safe; the
+    // fd stays open in the parent until after the spawn.
+    let builder = unsafe { Sockhold::command().pre_exec(hook) };
+    let mut sockhold = builder
+        .args(["-l", "127.0.0.1:0", "--restart", "never", "--"])
+        .args(["sh", "-c", "echo hello"])
+        .start();
+    drop(write_end);
+    let log = sockhold.exits_with(128 + 13);
+    assert!(
+        log.contains("generation 1 exited with signal SIGPIPE before ready (its stdout or stderr was closed?)"),
+        "{log}"
+    );
+}

@@ -59,14 +59,19 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
         } else {
             exit::CLIENT_FAILED
         };
-        return Err(Error::new(
-            status,
-            format!(
+        // A reload that was tried and failed is not one that was refused.
+        let message = match protocol::reload_failure(reason) {
+            Some(failure) => format!(
+                "reload failed at '{}': {failure} (see sockhold's log)",
+                exchange.text
+            ),
+            None => format!(
                 "{} refused by sockhold at '{}': {reason} (see sockhold's log)",
                 request.word(),
                 exchange.text
             ),
-        ));
+        };
+        return Err(Error::new(status, message));
     }
     match (request, protocol::ok_text(&line)) {
         (Request::Status, _) if line.starts_with('{') => {

@@ -385,13 +385,16 @@ impl Server {
                     generation: failed,
                     reason,
                 } if *generation == Some(*failed) => {
-                    answers.push((*id, protocol::error(reason)));
+                    answers.push((*id, protocol::reload_failed(reason)));
                 }
                 Report::ReloadRefused { reason } if generation.is_none() => {
                     answers.push((*id, protocol::error(reason)));
                 }
+                Report::NothingToReload { reason } if generation.is_none() => {
+                    answers.push((*id, protocol::nothing_to_reload(format_args!(": {reason}"))));
+                }
                 Report::Stopping => {
-                    answers.push((*id, protocol::error("sockhold is stopping")));
+                    answers.push((*id, protocol::reload_failed("sockhold is stopping")));
                 }
                 _ => {}
             }
@@ -469,7 +472,7 @@ impl Server {
         for client in self.clients.values_mut() {
             match &mut client.state {
                 State::AwaitingReload { .. } | State::Asked => {
-                    let reply = protocol::line(&protocol::error(
+                    let reply = protocol::line(&protocol::reload_failed(
                         "sockhold exited before the reload finished",
                     ));
                     let mut written = 0;
