@@ -13,6 +13,11 @@ use crate::addr::{self, ListenAddress, ListenSpec};
 use crate::error::Error;
 use crate::spawn::FIRST_PASSED_FD;
 
+/// The most sockets sockhold takes by LISTEN_FDS. Every one of them is an
+/// open fd numbered from 3 up, so a count like this is already absurd; a
+/// larger one is refused before anything is allocated for it.
+const MAX_PASSED_FDS: usize = 4096;
+
 /// The three variables as sockhold found them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassedEnv {
@@ -61,14 +66,18 @@ fn passed_specs(passed: &PassedEnv, our_pid: u32) -> Result<Vec<ListenSpec>, Err
             return Ok(Vec::new());
         }
     }
-    let count: usize = fds.trim().parse().map_err(|_| {
+    let refuse = |reason: &str| {
         Error::usage(
             "cannot adopt sockets from",
             &format!("LISTEN_FDS={fds}"),
-            "not a number",
+            reason,
             "the service manager should set LISTEN_FDS to the number of sockets it passes",
         )
-    })?;
+    };
+    let count: usize = fds.trim().parse().map_err(|_| refuse("not a number"))?;
+    if count > MAX_PASSED_FDS {
+        return Err(refuse(&format!("more than {MAX_PASSED_FDS} sockets")));
+    }
     let names: Vec<&str> = match passed.listen_fdnames.as_deref() {
         Some(names) => names.split(':').collect(),
         None => Vec::new(),
@@ -201,6 +210,23 @@ mod tests {
             listen_specs(&env("42", "0", None), 42, &[]).unwrap(),
             vec![]
         );
+    }
+
+    #[test]
+    fn an_absurd_count_is_refused_before_anything_is_allocated() {
+        let error = listen_specs(&env("42", "18446744073709551615", None), 42, &[]).unwrap_err();
+        assert_eq!(error.exit_status, 64);
+        assert_eq!(
+            error.message,
+            "cannot adopt sockets from 'LISTEN_FDS=18446744073709551615': more than 4096 sockets (the service manager should set LISTEN_FDS to the number of sockets it passes)"
+        );
+        assert_eq!(
+            listen_specs(&env("42", "4096", None), 42, &[])
+                .unwrap()
+                .len(),
+            4096
+        );
+        assert!(listen_specs(&env("42", "4097", None), 42, &[]).is_err());
     }
 
     #[test]

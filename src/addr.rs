@@ -124,6 +124,11 @@ pub fn parse_listen(text: &str) -> Result<ListenSpec, AddrError> {
     if let Some(name) = name {
         check_name(name)?;
     }
+    if let Some(name) = name_with_a_colon(text) {
+        // Say what is wrong with the name, not with an "address" that
+        // starts with it.
+        check_name(name)?;
+    }
     Ok(ListenSpec {
         name: name.map(str::to_owned),
         address: parse_address(rest)?,
@@ -138,6 +143,76 @@ fn split_name(text: &str) -> (Option<&str>, &str) {
         Some((name, rest)) if !name.contains(['/', '@', '[', ':']) => (Some(name), rest),
         _ => (None, text),
     }
+}
+
+/// `NAME=ADDR` whose name has a `:` (which `split_name` cannot take for
+/// a name): `web:1=8080`. Not a `udp:`, `unix-dgram:` or `fd:` address,
+/// whose own text may hold a `=`, and only when what follows `=` is an
+/// address.
+fn name_with_a_colon(text: &str) -> Option<&str> {
+    let (name, rest) = text.split_once('=')?;
+    let prefixed = ["udp:", "unix-dgram:", "fd:"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+    (name.contains(':') && !name.contains(['/', '@', '[']) && !prefixed)
+        .then_some(name)
+        .filter(|_| parse_address(rest).is_ok())
+}
+
+impl ListenAddress {
+    /// Whether `self` and `other` cannot both be bound: the same address,
+    /// or IP addresses of one protocol on one port (not 0) where one
+    /// covers the other (`[::]` and every address, dual-stack, cover
+    /// IPv4 as well; `0.0.0.0` covers IPv4). Unix paths are compared as
+    /// written; abstract names per socket type (the kernel keeps stream
+    /// and datagram names apart), paths not (one file either way).
+    pub fn overlaps(&self, other: &ListenAddress) -> bool {
+        use ListenAddress as A;
+        match (self, other) {
+            (A::Fd(_), _) | (_, A::Fd(_)) => false,
+            (A::Unix(a) | A::UnixDatagram(a), A::Unix(b) | A::UnixDatagram(b)) => a == b,
+            (A::Abstract(a), A::Abstract(b)) | (A::AbstractDatagram(a), A::AbstractDatagram(b)) => {
+                a == b
+            }
+            _ => match (self.inet(), other.inet()) {
+                (Some((a_udp, a)), Some((b_udp, b))) => {
+                    a_udp == b_udp
+                        && a.port() != 0
+                        && a.port() == b.port()
+                        && (covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// An IP address as (is UDP, address); every address is `[::]`.
+    fn inet(&self) -> Option<(bool, SocketAddr)> {
+        let every = |port| SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), port);
+        match self {
+            ListenAddress::TcpAll { port } => Some((false, every(*port))),
+            ListenAddress::Tcp(address) => Some((false, *address)),
+            ListenAddress::UdpAll { port } => Some((true, every(*port))),
+            ListenAddress::Udp(address) => Some((true, *address)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether binding `wide` takes `narrow` too.
+fn covers(wide: IpAddr, narrow: IpAddr) -> bool {
+    match wide {
+        _ if wide == narrow => true,
+        IpAddr::V6(v6) if v6.is_unspecified() => true,
+        IpAddr::V4(v4) if v4.is_unspecified() => narrow.is_ipv4(),
+        _ => false,
+    }
+}
+
+/// A Unix socket path as `-l` takes it (at most 107 bytes), for the other
+/// options that name a socket file (`--control`).
+pub fn check_unix_path(path: &str) -> Result<PathBuf, AddrError> {
+    check_path(path)
 }
 
 fn parse_address(text: &str) -> Result<ListenAddress, AddrError> {
@@ -551,5 +626,59 @@ mod tests {
         assert!(parse_listen("a b=8080").is_err());
         assert!(check_name("a:b").is_err());
         assert!(check_name("web").is_ok());
+    }
+
+    #[test]
+    fn a_name_with_a_colon_is_refused_as_a_name() {
+        let hint = "(a name is 1 to 255 printable ASCII characters without ':' or spaces)";
+        for text in [
+            "web:1=8080",
+            "a:b=127.0.0.1:80",
+            "x:y=./a.sock",
+            "d:n=udp:53",
+        ] {
+            assert_eq!(
+                refused(text),
+                format!("socket name contains ':' {hint}"),
+                "{text}"
+            );
+        }
+        // Addresses that hold '=' themselves are still addresses.
+        assert!(parse_listen("unix-dgram:a=b").is_ok());
+        assert!(parse_listen("/srv/a:b=c.sock").is_ok());
+        assert!(refused("::1=8080").starts_with("socket name contains ':'"));
+    }
+
+    #[test]
+    fn addresses_that_cannot_both_be_bound_overlap() {
+        let overlap = |a: &str, b: &str| address(a).overlaps(&address(b));
+        for (a, b) in [
+            ("8080", "8080"),
+            ("8080", "127.0.0.1:8080"),
+            ("8080", "[::1]:8080"),
+            ("[::]:8080", "0.0.0.0:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("udp:53", "udp:127.0.0.1:53"),
+            ("./a.sock", "./a.sock"),
+            ("./a.sock", "unix-dgram:./a.sock"),
+            ("@name", "@name"),
+        ] {
+            assert!(overlap(a, b) && overlap(b, a), "{a} {b}");
+        }
+        for (a, b) in [
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("0", "0"),
+            ("8080", "8081"),
+            ("8080", "udp:8080"),
+            ("127.0.0.1:8080", "127.0.0.2:8080"),
+            ("0.0.0.0:8080", "[::1]:8080"),
+            ("127.0.0.1:8080", "[::1]:8080"),
+            ("./a.sock", "./b.sock"),
+            ("@name", "unix-dgram:@name"),
+            ("fd:3", "fd:3"),
+        ] {
+            assert!(!overlap(a, b) && !overlap(b, a), "{a} {b}");
+        }
     }
 }

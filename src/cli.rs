@@ -2,13 +2,13 @@
 //! turned into a validated `Config`; value parsers reuse `addr`, `signals` and
 //! `config` so every error reads the same.
 
-use crate::addr::{self, ListenSpec, Transport};
+use crate::addr::{self, ListenAddress, ListenSpec, Transport};
 use crate::compat::CompatEnv;
 use crate::config::{
     self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
     SupervisorSettings,
 };
-use crate::control::Request;
+use crate::control::{ClientTarget, Request};
 use crate::error::Error;
 use crate::signals;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -75,7 +75,7 @@ pub struct Cli {
 
     /// Listen queue length of stream sockets [default: the system maximum, net.core.somaxconn]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..),
-          help_heading = "Sockets")]
+          allow_negative_numbers = true, help_heading = "Sockets")]
     backlog: Option<i32>,
 
     /// File mode of Unix socket files, in octal, set when the file is created [default: from the umask]
@@ -116,17 +116,17 @@ pub struct Cli {
     pid_file: Option<PathBuf>,
 
     /// Serve the control socket here (reload, status, stop), owner-only
-    #[arg(long, value_name = "PATH", help_heading = "Control")]
+    #[arg(long, value_name = "PATH", value_parser = parse_control_path, help_heading = "Control")]
     control: Option<PathBuf>,
 
     /// When a new child is ready: "auto" (seen accepting; else READY=1; else 1s), "accepting", "notify" (only READY=1) or a DURATION (then, or on an earlier READY=1)
     #[arg(long, value_name = "auto|accepting|notify|DURATION", default_value = "auto", value_parser = parse_ready,
-          help_heading = "Generations")]
+          allow_negative_numbers = true, help_heading = "Generations")]
     ready: ReadyMode,
 
     /// Give up on a new child that is not ready after this long (stopped; a failed start)
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = config::parse_duration,
-          help_heading = "Generations")]
+          allow_negative_numbers = true, help_heading = "Generations")]
     ready_timeout: Duration,
 
     /// Signal that asks a child to stop (SIGCONT follows it)
@@ -136,7 +136,7 @@ pub struct Cli {
 
     /// SIGKILL a stopping child after this long
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_duration,
-          help_heading = "Generations")]
+          allow_negative_numbers = true, help_heading = "Generations")]
     stop_timeout: Duration,
 
     /// What to do when the current child exits on its own
@@ -146,7 +146,7 @@ pub struct Cli {
 
     /// Longest wait between restarts (the wait starts at 100ms and doubles per crash)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = config::parse_duration,
-          help_heading = "Generations")]
+          allow_negative_numbers = true, help_heading = "Generations")]
     restart_max_delay: Duration,
 
     /// Start the child only when a connection or datagram is waiting, and wait again after it exits on its own
@@ -176,17 +176,17 @@ pub struct Cli {
     inetd: bool,
 
     /// With --accept: at N running children, stop accepting until one exits (the kernel queues) [default: 64]
-    #[arg(long, value_name = "N", requires = "accept",
+    #[arg(long, value_name = "N", requires = "accept", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
     max_connections: Option<u32>,
 
     /// With --accept: close at once a new connection from a source (IP address; uid on Unix sockets) that has N running [default: no limit]
-    #[arg(long, value_name = "N", requires = "accept",
+    #[arg(long, value_name = "N", requires = "accept", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
     max_per_source: Option<u32>,
 
     /// With --accept: start at most N children per second; over it, wait (the kernel queues) [default: no limit]
-    #[arg(long, value_name = "N", requires = "accept",
+    #[arg(long, value_name = "N", requires = "accept", allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(1..), help_heading = "Per-connection mode")]
     max_rate: Option<u32>,
 
@@ -230,6 +230,11 @@ pub fn log_level(cli: &Cli) -> log::LevelFilter {
 
 fn parse_listen_arg(text: &str) -> Result<ListenSpec, String> {
     addr::parse_listen(text).map_err(|e| format!("{} ({})", e.reason, e.hint))
+}
+
+/// `--control PATH`: a Unix socket path, with `-l`'s limit and words.
+fn parse_control_path(text: &str) -> Result<PathBuf, String> {
+    addr::check_unix_path(text).map_err(|e| format!("{} ({})", e.reason, e.hint))
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -324,6 +329,34 @@ impl Cli {
             ));
         }
         let forward_signals = forward_list(&self.forward_signals)?;
+        if self.ready_timeout.is_zero() {
+            return Err(Error::usage(
+                "cannot use --ready-timeout",
+                &config::format_duration(self.ready_timeout),
+                "no generation could ever be ready in time",
+                "give it a positive duration, e.g. 60s, the default",
+            ));
+        }
+        refuse_overlapping_addresses(&self.listen)?;
+        for (option, path, example) in [
+            ("--pid-file", &self.pid_file, "sockhold.pid"),
+            ("--control", &self.control, "sockhold.ctl"),
+        ] {
+            if let Some(path) = path.as_deref().filter(|path| path.is_dir()) {
+                let text = path.display().to_string();
+                let kind = if option == "--control" {
+                    "a socket file"
+                } else {
+                    "a file"
+                };
+                return Err(Error::usage(
+                    &format!("cannot use {option}"),
+                    &text,
+                    "it is a directory",
+                    &format!("name {kind} in it, e.g. {}", path.join(example).display()),
+                ));
+            }
+        }
         if let ReadyMode::Delay(delay) = self.ready {
             if delay > self.ready_timeout {
                 return Err(Error::usage(
@@ -407,6 +440,40 @@ pub fn accept_on_datagram(text: &str) -> Error {
     )
 }
 
+/// Two `-l` addresses that cannot both be bound would fail as "in use by
+/// another process" when the second is bound: say what it is instead.
+/// (`fd:N` given twice is refused in `activation.rs`.)
+fn refuse_overlapping_addresses(listen: &[ListenSpec]) -> Result<(), Error> {
+    for (index, spec) in listen.iter().enumerate() {
+        let Some(earlier) = listen[..index]
+            .iter()
+            .find(|earlier| earlier.address.overlaps(&spec.address))
+        else {
+            continue;
+        };
+        let reason = if earlier.text == spec.text {
+            "given twice".to_string()
+        } else if earlier.address == spec.address {
+            format!("the same address as '{}'", earlier.text)
+        } else {
+            match earlier.address {
+                ListenAddress::TcpAll { port } | ListenAddress::UdpAll { port } => format!(
+                    "it overlaps '{}', which takes port {port} on every address",
+                    earlier.text
+                ),
+                _ => format!("it overlaps '{}'", earlier.text),
+            }
+        };
+        return Err(Error::usage(
+            "cannot listen on",
+            &spec.text,
+            &reason,
+            "give each address once",
+        ));
+    }
+    Ok(())
+}
+
 /// `sockhold reload|status|stop --control PATH`: the control socket's client.
 #[derive(Debug, Parser)]
 #[command(
@@ -439,8 +506,23 @@ enum ClientCommand {
 #[derive(Debug, Args)]
 struct ControlArgs {
     /// The control socket of the sockhold to talk to
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_control_path)]
     control: PathBuf,
+
+    /// Give up after this long without sockhold's answer (exit 75); for a reload, keep it above sockhold's --ready-timeout
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_client_timeout,
+          allow_negative_numbers = true)]
+    timeout: Duration,
+}
+
+/// `--timeout` of the client: a duration above zero.
+fn parse_client_timeout(text: &str) -> Result<Duration, String> {
+    match config::parse_duration(text)? {
+        Duration::ZERO => {
+            Err("the client needs some time for an answer (write e.g. 90s)".to_string())
+        }
+        timeout => Ok(timeout),
+    }
 }
 
 /// What `sockhold <subcommand>` asks for.
@@ -448,7 +530,7 @@ struct ControlArgs {
 pub enum ClientAction {
     Request {
         request: Request,
-        control: PathBuf,
+        control: ClientTarget,
     },
     /// The completion script for a shell, ready to print.
     Completions(Vec<u8>),
@@ -474,7 +556,10 @@ impl ClientCli {
         };
         ClientAction::Request {
             request,
-            control: args.control,
+            control: ClientTarget {
+                path: args.control,
+                timeout: args.timeout,
+            },
         }
     }
 }
@@ -516,7 +601,10 @@ mod tests {
             cli.into_action(),
             ClientAction::Request {
                 request: Request::Reload,
-                control: PathBuf::from("/run/a.ctl")
+                control: ClientTarget {
+                    path: PathBuf::from("/run/a.ctl"),
+                    timeout: Duration::from_secs(90),
+                },
             }
         );
         assert!(ClientCli::try_parse_from(["sockhold", "status"]).is_err());
@@ -600,7 +688,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            help.contains(&format!("[default: {}]", names.join(","))),
+            help.contains(&format!("[default: {}]", names.join(", "))),
             "{help}"
         );
     }

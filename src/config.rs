@@ -138,6 +138,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Parses `500ms`, `1.5s`, `2m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text
+        .strip_prefix('-')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+    {
+        return Err("a duration cannot be negative".to_string());
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
@@ -190,7 +196,11 @@ mod tests {
     fn bad_durations_say_why() {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("--"), Err("not a duration".to_string()));
+        assert_eq!(
+            parse_duration("-1s"),
+            Err("a duration cannot be negative".to_string())
+        );
         assert_eq!(
             parse_duration("3 weeks"),
             Err("unknown unit 'weeks'".to_string())

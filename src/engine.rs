@@ -15,11 +15,15 @@ use nix::sys::signal::Signal;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+/// The poll's tokens come in quarters of `usize`, so that they fit a
+/// 32-bit `usize` as well: signals (0) in the first, then the engine's
+/// sources, the listening sockets, the control socket (`event_loop.rs`).
+pub const TOKEN_QUARTER: usize = 1 << (usize::BITS - 2);
 /// Tokens an engine registers its own sources with (notify sockets):
-/// `ENGINE_BASE + key`.
-pub const ENGINE_BASE: usize = 1 << 32;
+/// `ENGINE_BASE + key`. (On 32-bit, keys wrap after 2^30 generations.)
+pub const ENGINE_BASE: usize = TOKEN_QUARTER;
 /// Listening sockets, when watched: `LISTENER_BASE + index`.
-pub const LISTENER_BASE: usize = 1 << 40;
+pub const LISTENER_BASE: usize = 2 * TOKEN_QUARTER;
 
 /// Who asked for a reload or a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,6 +35,9 @@ pub mod exit {
     pub const UNAVAILABLE: i32 = 69;
     /// Client: the answer was not in the control protocol (EX_PROTOCOL).
     pub const PROTOCOL: i32 = 76;
+    /// Client: no answer within `--timeout`; the outcome is unknown, and
+    /// asking again may work (EX_TEMPFAIL).
+    pub const TIMED_OUT: i32 = 75;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

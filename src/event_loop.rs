@@ -35,8 +35,9 @@ use signal_hook_mio::v1_0::Signals;
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
-/// The control socket's listener, then its connections (`+ 1 + client`).
-const CONTROL_BASE: usize = 1 << 48;
+/// The control socket's listener, then its connections (`+ 1 + client`):
+/// the last quarter of the tokens (see `engine::TOKEN_QUARTER`).
+const CONTROL_BASE: usize = 3 * engine::TOKEN_QUARTER;
 
 /// After SIGKILL, how long to wait for leftovers to be reaped, and how many
 /// times to sweep for processes that their deaths orphaned.
@@ -224,12 +225,17 @@ impl EventLoop {
 
     /// At exit: stops the processes that children left behind (see
     /// `leftovers.rs`) with the stop signal, then SIGKILL after the stop
-    /// timeout, or at once on a second TERM or INT. Returns once none is
-    /// left (or none will die).
+    /// timeout, or at once on a second TERM or INT. Returns once every one
+    /// of them is reaped (or none more will die).
     fn stop_leftovers(&mut self) {
         let me = Pid::this();
+        // Zombies first: one that is reaped here is not stopped below, and
+        // one left unreaped would outlive sockhold as a zombie.
+        self.reap_leftovers();
         let left = leftovers::children_of(me);
         if left.is_empty() {
+            // Anything that died since the reap is waited for all the same.
+            self.wait_for_leftovers(Instant::now() + LEFTOVER_KILL_WAIT, false);
             return;
         }
         log::info!(
@@ -248,15 +254,14 @@ impl EventLoop {
         // children): sweep until nothing is left.
         for _ in 0..LEFTOVER_KILL_ROUNDS {
             let left = leftovers::children_of(me);
-            if left.is_empty() {
-                return;
-            }
-            log::warn!(
-                "left behind and still running: SIGKILL to {}",
-                leftovers::describe(&left)
-            );
-            for pid in &left {
-                let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+            if !left.is_empty() {
+                log::warn!(
+                    "left behind and still running: SIGKILL to {}",
+                    leftovers::describe(&left)
+                );
+                for pid in &left {
+                    let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+                }
             }
             if self.wait_for_leftovers(Instant::now() + LEFTOVER_KILL_WAIT, false) {
                 return;
@@ -264,23 +269,34 @@ impl EventLoop {
         }
         log::warn!(
             "exiting with processes left: {} (unkillable, e.g. in uninterruptible sleep)",
-            leftovers::describe(&leftovers::children_of(me))
+            leftovers::describe(&leftovers::unreaped_children_of(me))
         );
     }
 
-    /// Reaps until no child is left (true) or `deadline` passes (false); a
-    /// TERM or INT ends the wait early when `interruptible`.
+    /// Reaps every child that has ended, saying which.
+    fn reap_leftovers(&mut self) {
+        for reaped in self.children.reap() {
+            log::debug!(
+                "left-behind pid {} ended with {}",
+                reaped.pid,
+                reaped.status
+            );
+        }
+    }
+
+    /// Reaps until no child is left, zombies included (true), or until
+    /// `deadline` passes (false); a TERM or INT ends the wait early when
+    /// `interruptible`.
+    ///
+    /// Every pass reaps, then looks: a child that dies after the reap is
+    /// seen (as a zombie, which `leftovers::children_of` would skip) and
+    /// its SIGCHLD, sent after the signal pipe was last read, wakes the
+    /// poll for the next pass.
     fn wait_for_leftovers(&mut self, deadline: Instant, interruptible: bool) -> bool {
         let mut events = Events::with_capacity(8);
         loop {
-            for reaped in self.children.reap() {
-                log::debug!(
-                    "left-behind pid {} ended with {}",
-                    reaped.pid,
-                    reaped.status
-                );
-            }
-            if leftovers::children_of(Pid::this()).is_empty() {
+            self.reap_leftovers();
+            if leftovers::unreaped_children_of(Pid::this()).is_empty() {
                 return true;
             }
             let now = Instant::now();

@@ -8,10 +8,22 @@
 use nix::unistd::Pid;
 
 /// The live children of `parent`, found in /proc (each process's parent
-/// pid). Zombies are left out: they are gone already and only wait to be
-/// reaped. Unreaped children cannot have their pids reused, so signalling
-/// what this returns never hits a stranger.
+/// pid): the ones to signal. Zombies are left out: they are gone already
+/// and only wait to be reaped. Unreaped children cannot have their pids
+/// reused, so signalling what this returns never hits a stranger.
 pub fn children_of(parent: Pid) -> Vec<Pid> {
+    children_where(parent, |state| state != 'Z')
+}
+
+/// Every unreaped child of `parent`, zombies included: what must be gone
+/// before sockhold may say that nothing it started is left. (A zombie
+/// that sockhold exits without reaping is handed to the next reaper up,
+/// which in a container may never reap it.)
+pub fn unreaped_children_of(parent: Pid) -> Vec<Pid> {
+    children_where(parent, |_| true)
+}
+
+fn children_where(parent: Pid, keep: impl Fn(char) -> bool) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -21,7 +33,7 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
             let pid: i32 = name.to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (state, ppid) = parse_stat(&stat)?;
-            (ppid == parent.as_raw() && state != 'Z').then(|| Pid::from_raw(pid))
+            (ppid == parent.as_raw() && keep(state)).then(|| Pid::from_raw(pid))
         })
         .collect();
     children.sort();
@@ -76,8 +88,13 @@ mod tests {
         assert!(children_of(Pid::this()).contains(&pid));
         assert!(!children_of(Pid::from_raw(1)).contains(&pid));
         child.kill().unwrap();
-        child.wait().unwrap();
+        // Waits for its end without reaping it (WNOWAIT): a zombie now.
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
         assert!(!children_of(Pid::this()).contains(&pid));
+        assert!(unreaped_children_of(Pid::this()).contains(&pid));
+        child.wait().unwrap();
+        assert!(!unreaped_children_of(Pid::this()).contains(&pid));
     }
 
     #[test]

@@ -175,9 +175,11 @@ fn run_client() -> Result<i32, Error> {
 }
 
 /// clap's help and version go to stdout with status 0; a usage error is
-/// one line on stderr and status 64 (clap itself would exit 2).
+/// one line on stderr and status 64 (clap itself would exit 2), with
+/// clap's suggestion of a similar argument, value or subcommand kept on
+/// that line.
 fn report_usage_error(error: &clap::Error) -> i32 {
-    use clap::error::ErrorKind;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = error.print();
@@ -186,7 +188,10 @@ fn report_usage_error(error: &clap::Error) -> i32 {
         _ => {
             // clap's message runs until the first blank line (a missing
             // argument is named on the line after the sentence); fold it
-            // into one line.
+            // into one line. Its tips come after that blank line: the
+            // suggestions are taken from the error's context instead, and
+            // the "use -- VALUE" tip is dropped (after `--` comes the
+            // command, not a value).
             let rendered = error.to_string();
             let message: Vec<&str> = rendered
                 .lines()
@@ -195,7 +200,25 @@ fn report_usage_error(error: &clap::Error) -> i32 {
                 .collect();
             let message = message.join(" ");
             let message = message.strip_prefix("error: ").unwrap_or(&message);
-            eprintln!("sockhold: error: {message} (see sockhold --help)");
+            let suggested: Vec<String> = [
+                ContextKind::SuggestedArg,
+                ContextKind::SuggestedValue,
+                ContextKind::SuggestedSubcommand,
+            ]
+            .into_iter()
+            .filter_map(|kind| error.get(kind))
+            .flat_map(|value| match value {
+                ContextValue::String(one) => vec![one.clone()],
+                ContextValue::Strings(many) => many.clone(),
+                _ => Vec::new(),
+            })
+            .map(|suggestion| format!("'{suggestion}'"))
+            .collect();
+            let hint = match suggested.as_slice() {
+                [] => String::new(),
+                some => format!("did you mean {}? ", some.join(" or ")),
+            };
+            eprintln!("sockhold: error: {message} ({hint}see sockhold --help)");
             exit::USAGE
         }
     }

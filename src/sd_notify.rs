@@ -195,8 +195,14 @@ fn open_target(text: &str) -> Result<Target, String> {
     })
 }
 
+/// The shortest watchdog interval: pings at most 100 times a second, so
+/// that a tiny WATCHDOG_USEC (1, say) cannot turn the event loop into a
+/// busy loop (a ping due "now" after every ping).
+pub const MIN_WATCHDOG_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Half of WATCHDOG_USEC, as sd_watchdog_enabled(3) advises, when the
-/// watchdog is meant for us: WATCHDOG_PID unset or equal to our pid.
+/// watchdog is meant for us: WATCHDOG_PID unset or equal to our pid; never
+/// below `MIN_WATCHDOG_INTERVAL` (said once in the log).
 pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|&usec| usec > 0)?;
     if let Some(pid) = pid {
@@ -204,7 +210,16 @@ pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, our_pid: u32) ->
             return None;
         }
     }
-    Some(Duration::from_micros(usec / 2))
+    let half = Duration::from_micros(usec / 2);
+    if half < MIN_WATCHDOG_INTERVAL {
+        log::warn!(
+            "watchdog: WATCHDOG_USEC={usec} asks for a ping every {}us; pinging every {} instead, as often as sockhold pings (raise WatchdogSec=)",
+            usec / 2,
+            crate::config::format_duration(MIN_WATCHDOG_INTERVAL)
+        );
+        return Some(MIN_WATCHDOG_INTERVAL);
+    }
+    Some(half)
 }
 
 /// CLOCK_MONOTONIC in microseconds, the clock systemd compares
@@ -249,6 +264,8 @@ fn message_for(
         }
         // Only happens while stopping: STOPPING=1 has been said already.
         Report::ReloadRefused { .. } => (None, serving),
+        // No RELOADING=1 was said: nothing to take back.
+        Report::NothingToReload { .. } => (None, serving),
         Report::Stopping => (Some("STOPPING=1\nSTATUS=stopping".to_string()), serving),
     }
 }
@@ -339,6 +356,23 @@ mod tests {
         );
         assert_eq!(watchdog_interval(Some("2000000"), Some("41"), 42), None);
         assert_eq!(watchdog_interval(Some("0"), None, 42), None);
+        // Tiny values are raised to the floor instead of a ping every 0us.
+        assert_eq!(
+            watchdog_interval(Some("1"), None, 42),
+            Some(MIN_WATCHDOG_INTERVAL)
+        );
+        assert_eq!(
+            watchdog_interval(Some("19999"), None, 42),
+            Some(MIN_WATCHDOG_INTERVAL)
+        );
+        assert_eq!(
+            watchdog_interval(Some("20000"), None, 42),
+            Some(Duration::from_millis(10))
+        );
+        assert_eq!(
+            watchdog_interval(Some("30000"), None, 42),
+            Some(Duration::from_millis(15))
+        );
         assert_eq!(watchdog_interval(Some("soon"), None, 42), None);
         assert_eq!(watchdog_interval(None, None, 42), None);
     }

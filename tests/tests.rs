@@ -14,6 +14,7 @@ mod datagram;
 mod docs;
 mod errors;
 mod exit_status;
+mod hardening;
 mod leftovers;
 mod notify;
 mod pid1;

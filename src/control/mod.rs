@@ -26,6 +26,6 @@ mod client;
 mod protocol;
 mod server;
 
-pub use client::run_client;
-pub use protocol::{Request, STOPPING, SocketInfo, StatusView, status_json};
+pub use client::{ClientTarget, run_client};
+pub use protocol::{Request, STOPPING, SocketInfo, StatusView, nothing_to_reload, status_json};
 pub use server::{ClientId, ControlSocket, Server};

@@ -64,6 +64,27 @@ pub fn reloaded(generation: GenerationId, pid: Pid) -> String {
     format!("{OK}generation {generation} pid {pid}")
 }
 
+/// The reply to a `reload` that has nothing to do (`--accept`, an idle
+/// `--lazy`): a success, `why` says why.
+pub fn nothing_to_reload(why: impl Display) -> String {
+    format!("{OK}nothing to reload{why}")
+}
+
+/// How the reason of a reload that was tried and failed starts, so that
+/// the client can tell it from a refusal.
+const RELOAD_FAILED: &str = "reload failed: ";
+
+/// The reply to a reload that was tried and failed (the new generation
+/// exited or timed out before ready, or sockhold stopped meanwhile).
+pub fn reload_failed(reason: impl Display) -> String {
+    error(format_args!("{RELOAD_FAILED}{reason}"))
+}
+
+/// The reason of a failed reload, from an `error` reply's reason.
+pub fn reload_failure(reason: &str) -> Option<&str> {
+    reason.strip_prefix(RELOAD_FAILED)
+}
+
 /// The reply to a request that failed or was refused.
 pub fn error(reason: impl Display) -> String {
     format!("{ERROR}{reason}")
@@ -269,6 +290,20 @@ mod tests {
         );
         assert!(error_reason(&refused).is_some_and(is_permission_denied));
         assert_eq!(error_reason(&error("no")), Some("no"));
+        let failed = reload_failed("generation 3 exited with status 1 before ready");
+        assert_eq!(
+            failed,
+            "error reload failed: generation 3 exited with status 1 before ready"
+        );
+        assert_eq!(
+            error_reason(&failed).and_then(reload_failure),
+            Some("generation 3 exited with status 1 before ready")
+        );
+        assert_eq!(reload_failure("sockhold is stopping"), None);
+        assert_eq!(
+            nothing_to_reload(": no child is running"),
+            "ok nothing to reload: no child is running"
+        );
         assert_eq!(error_reason(&reloaded), None);
         assert_eq!(
             unknown_request("re\tstart\n"),

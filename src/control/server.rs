@@ -3,12 +3,19 @@
 //! and every connection are non-blocking; at most `MAX_CLIENTS` are served
 //! at once, the rest wait in the kernel's backlog; a peer that is neither
 //! sockhold's uid nor root is refused (SO_PEERCRED).
+//!
+//! Invariant: unless accepting is paused (`accept_paused_until`), the
+//! listener was last accepted on until `EAGAIN` or until `MAX_CLIENTS`
+//! (and a closing client accepts again): epoll is edge-triggered, so a
+//! connection left in the queue otherwise gets no event of its own. A
+//! failed accept (EMFILE, ...) pauses and is retried at the deadline.
 
 use super::protocol::{self, MAX_REQUEST, REQUEST_TIMEOUT, Request};
 use crate::addr::Transport;
 use crate::error::{Error, errno_text, exit};
 use crate::generations::supervisor::{GenerationId, Report};
 use crate::listen::{self, FilePermissions, SocketFile, SocketOwner};
+use crate::quiet_log::{LOG_INTERVAL, QuietLog};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{Backlog, getsockopt, sockopt};
@@ -16,12 +23,16 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CLIENTS: usize = 32;
 /// Listen backlog of the control socket.
 const BACKLOG: i32 = 16;
+/// After an accept that failed for want of resources (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM), how long to wait before trying again: the queued
+/// connection stays queued meanwhile, as in accept mode.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The bound control socket, before the event loop exists (it is bound
 /// before sockhold drops privileges, so that it can live in /run).
@@ -129,6 +140,9 @@ pub struct Server {
     next_client: ClientId,
     /// Requests read and not yet taken by the event loop.
     requests: Vec<(ClientId, Request)>,
+    /// An accept failed: the next try is due then.
+    accept_paused_until: Option<Instant>,
+    accept_failures: QuietLog,
 }
 
 impl Server {
@@ -161,6 +175,8 @@ impl Server {
             clients: HashMap::new(),
             next_client: 0,
             requests: Vec::new(),
+            accept_paused_until: None,
+            accept_failures: QuietLog::default(),
         })
     }
 
@@ -193,20 +209,42 @@ impl Server {
     }
 
     /// Accepts while there is room; the rest wait in the backlog and are
-    /// taken when a connection closes.
+    /// taken when a connection closes. After a failed accept, waits for
+    /// the pause to end (`expire` tries again).
     fn accept_pending(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
         while self.clients.len() < MAX_CLIENTS {
             let mut stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                // The peer gave up while queued: take the next one.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(error) => {
-                    log::warn!("control socket: cannot accept: {error}");
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays
+                    // queued and no new event will say so; try again after
+                    // a pause instead of spinning on it or stranding it.
+                    if self.accept_failures.should_log(now) {
+                        log::warn!(
+                            "control socket: cannot accept a connection: {}; trying again in {}",
+                            io_error_text(&error),
+                            crate::config::format_duration(ACCEPT_PAUSE)
+                        );
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
                 }
             };
-            let id = self.next_client;
-            self.next_client += 1;
+            let id = self.take_client_id();
+            log::debug!("control socket: client {id} connected");
             let token = Token(self.base + 1 + id);
             if let Err(error) =
                 self.registry
@@ -232,6 +270,20 @@ impl Server {
                 },
             );
             self.drive(id);
+        }
+    }
+
+    /// A free id. Ids count up and wrap before their tokens would pass
+    /// `usize::MAX` (a 32-bit `usize` leaves room for 2^30 of them),
+    /// skipping ids still in use.
+    fn take_client_id(&mut self) -> ClientId {
+        let last = usize::MAX - self.base - 1;
+        loop {
+            let id = self.next_client;
+            self.next_client = if id >= last { 0 } else { id + 1 };
+            if !self.clients.contains_key(&id) {
+                return id;
+            }
         }
     }
 
@@ -333,13 +385,16 @@ impl Server {
                     generation: failed,
                     reason,
                 } if *generation == Some(*failed) => {
-                    answers.push((*id, protocol::error(reason)));
+                    answers.push((*id, protocol::reload_failed(reason)));
                 }
                 Report::ReloadRefused { reason } if generation.is_none() => {
                     answers.push((*id, protocol::error(reason)));
                 }
+                Report::NothingToReload { reason } if generation.is_none() => {
+                    answers.push((*id, protocol::nothing_to_reload(format_args!(": {reason}"))));
+                }
                 Report::Stopping => {
-                    answers.push((*id, protocol::error("sockhold is stopping")));
+                    answers.push((*id, protocol::reload_failed("sockhold is stopping")));
                 }
                 _ => {}
             }
@@ -349,16 +404,30 @@ impl Server {
         }
     }
 
-    /// The earliest request deadline, for the event loop's poll timeout.
+    /// The earliest deadline (a request due, a paused accept, a summary
+    /// of failed accepts), for the event loop's poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.clients
             .values()
             .filter_map(|client| client.state.request_deadline())
+            .chain(self.accept_paused_until)
+            .chain(self.accept_failures.summary_due())
             .min()
     }
 
-    /// Closes connections that did not send a request in time.
+    /// Closes connections that did not send a request in time, and tries
+    /// a paused accept again once its pause is over.
     pub fn expire(&mut self, now: Instant) {
+        if let Some(count) = self.accept_failures.take_summary(now) {
+            log::warn!(
+                "control socket: {count} more failures to accept in the last {}",
+                crate::config::format_duration(LOG_INTERVAL)
+            );
+        }
+        if self.accept_paused_until.is_some_and(|until| until <= now) {
+            self.accept_paused_until = None;
+            self.accept_pending(now);
+        }
         let late: Vec<ClientId> = self
             .clients
             .iter()
@@ -403,7 +472,7 @@ impl Server {
         for client in self.clients.values_mut() {
             match &mut client.state {
                 State::AwaitingReload { .. } | State::Asked => {
-                    let reply = protocol::line(&protocol::error(
+                    let reply = protocol::line(&protocol::reload_failed(
                         "sockhold exited before the reload finished",
                     ));
                     let mut written = 0;
@@ -417,6 +486,14 @@ impl Server {
         }
         self.file.remove_if_ours();
         log::debug!("control socket {} closed", self.path.display());
+    }
+}
+
+/// `too many open files`, as `errno_text` words it.
+fn io_error_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(errno) => errno_text(nix::errno::Errno::from_raw(errno)),
+        None => error.to_string(),
     }
 }
 

@@ -27,6 +27,20 @@ use std::time::{Duration, Instant};
 
 pub type GenerationId = u64;
 
+/// Why a reload of an idle `--lazy` sockhold has nothing to do.
+const LAZY_IDLE: &str =
+    "no child is running (--lazy); the next connection starts the command afresh";
+
+/// What a child that died of SIGPIPE most likely ran into: a program
+/// reading its output (`sockhold ... | grep -m1 ...`) exited, and the
+/// next write killed it. Every restart then dies the same way.
+fn pipe_hint(status: ChildStatus) -> &'static str {
+    match status {
+        ChildStatus::Signaled(Signal::SIGPIPE) => " (its stdout or stderr was closed?)",
+        _ => "",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// sockhold is up: start generation 1.
@@ -101,6 +115,10 @@ pub enum Report {
     },
     /// A reload that was not even attempted.
     ReloadRefused { reason: String },
+    /// A reload with nothing to do (`--lazy`, nothing running): a success,
+    /// as in `--accept` mode, so that `systemctl reload` of an idle lazy
+    /// service does not fail.
+    NothingToReload { reason: String },
     /// sockhold is stopping every generation.
     Stopping,
 }
@@ -429,13 +447,14 @@ impl Supervisor {
                 self.phase = Phase::Idle { watch_at: None };
                 self.consecutive_failures = 0;
                 a.push(Action::WatchListeners);
+                a.push(Action::Report(Report::NothingToReload {
+                    reason: format!("{LAZY_IDLE}, without waiting for the backoff"),
+                }));
             }
             (S::Idle, Event::Reload) => {
-                let reason =
-                    "no child is running (--lazy); the next connection starts the command afresh";
-                log::info!("reload: nothing to do: {reason}");
-                a.push(Action::Report(Report::ReloadRefused {
-                    reason: reason.to_string(),
+                log::info!("reload: nothing to reload: {LAZY_IDLE}");
+                a.push(Action::Report(Report::NothingToReload {
+                    reason: LAZY_IDLE.to_string(),
                 }));
             }
             (S::Launching | S::Reloading, Event::Reload) => self.queue_reload(),
@@ -464,7 +483,7 @@ impl Supervisor {
             ) => {
                 self.kill_all(signal, a);
             }
-            (_, Event::Stop { signal, .. }) => self.stop(signal, now, a),
+            (_, Event::Stop { signal, by }) => self.stop(signal, by, now, a),
 
             // Whatever the situation.
             (_, Event::Forward { signal }) => self.forward(signal, a),
@@ -843,8 +862,11 @@ impl Supervisor {
         }
     }
 
-    fn stop(&mut self, signal: Signal, now: Instant, actions: &mut Vec<Action>) {
-        log::info!("{} received: stopping", signals::name(signal));
+    fn stop(&mut self, signal: Signal, by: StopBy, now: Instant, actions: &mut Vec<Action>) {
+        match by {
+            StopBy::Signal => log::info!("{} received: stopping", signals::name(signal)),
+            StopBy::Control => log::info!("stop requested on the control socket: stopping"),
+        }
         actions.push(Action::Report(Report::Stopping));
         if self.phase == (Phase::Idle { watch_at: None }) {
             actions.push(Action::UnwatchListeners);
@@ -936,7 +958,11 @@ impl Supervisor {
             && self.newest_starting().is_none();
         match g.role {
             Role::Stopping { after, .. } => {
-                log::info!("generation {} exited with {status}", g.id);
+                log::info!(
+                    "generation {} exited with {status}{}",
+                    g.id,
+                    pipe_hint(status)
+                );
                 if after == AfterStop::ApplyRestartPolicy && nobody_else {
                     log::warn!(
                         "generation {} never became ready: a failed start, whatever its status",
@@ -947,13 +973,14 @@ impl Supervisor {
                 }
             }
             Role::Starting { .. } => {
-                let why = format!("exited with {status} before ready");
+                let why = format!("exited with {status} before ready{}", pipe_hint(status));
                 self.failed_before_ready(g.id, g.cause, &why, status, now, actions);
             }
             Role::Current { since } => {
                 log::warn!(
-                    "generation {} (pid {pid}) exited on its own with {status}",
-                    g.id
+                    "generation {} (pid {pid}) exited on its own with {status}{}",
+                    g.id,
+                    pipe_hint(status)
                 );
                 if let Some(next) = self.newest_starting() {
                     log::info!(

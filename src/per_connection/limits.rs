@@ -291,9 +291,12 @@ impl Connections {
         let mut actions = Vec::new();
         match (self.phase, by) {
             (Phase::Serving, _) => {
+                let asked = match by {
+                    StopBy::Signal => format!("{} received", signals::name(signal)),
+                    StopBy::Control => "stop requested on the control socket".to_string(),
+                };
                 log::info!(
-                    "{} received: stopping; {} to {} running connection children",
-                    signals::name(signal),
+                    "{asked}: stopping; {} to {} running connection children",
                     signals::name(self.limits.stop_signal),
                     self.running.len()
                 );

@@ -109,7 +109,9 @@ impl Engine for PerConnection {
                 if let Some(control) = context.control.as_deref_mut() {
                     control.reply(
                         client,
-                        "ok nothing to reload in --accept mode: every connection runs the command afresh",
+                        &control::nothing_to_reload(
+                            " in --accept mode: every connection runs the command afresh",
+                        ),
                     );
                 }
                 Vec::new()

@@ -68,7 +68,9 @@ impl HeldSocket {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
         }
         Ok(HeldSocket {
-            inode: stat.st_ino,
+            // ino_t is 32 bits wide on 32-bit targets.
+            #[allow(clippy::useless_conversion)]
+            inode: u64::from(stat.st_ino),
             datagram,
         })
     }
@@ -356,7 +358,11 @@ enum Blocked {
 fn classify(number: libc::c_long, args: &[u64; 6]) -> Option<Blocked> {
     let fd = fd_argument(args[0]);
     Some(match number {
-        libc::SYS_accept | libc::SYS_accept4 => Blocked::Accept(fd),
+        // i386 has no accept(2) syscall: its C library calls accept4 (or
+        // socketcall(2), whose arguments are in memory: not recognised).
+        #[cfg(not(target_arch = "x86"))]
+        libc::SYS_accept => Blocked::Accept(fd),
+        libc::SYS_accept4 => Blocked::Accept(fd),
         libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg | libc::SYS_read => {
             Blocked::Receive(fd)
         }
@@ -926,7 +932,7 @@ mod tests {
         assert_eq!(classify(libc::SYS_futex, &args), None);
         // A 32-bit int argument, whatever the upper half of the register.
         assert_eq!(
-            classify(libc::SYS_accept, &[0xffff_ffff_0000_0004, 0, 0, 0, 0, 0]),
+            classify(libc::SYS_accept4, &[0xffff_ffff_0000_0004, 0, 0, 0, 0, 0]),
             Some(Blocked::Accept(4))
         );
     }

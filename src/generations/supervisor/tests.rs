@@ -835,14 +835,14 @@ fn lazy_child_that_fails_quickly_is_watched_for_again_after_the_backoff() {
 }
 
 #[test]
-fn lazy_reload_with_nothing_running_is_refused_and_stop_exits_zero() {
+fn lazy_reload_with_nothing_running_has_nothing_to_do_and_stop_exits_zero() {
     let t0 = Instant::now();
     let mut sup = Supervisor::new(lazy());
     sup.step(Event::Start, t0);
     assert!(sup.step(Event::Reload, t0).is_empty());
     assert!(matches!(
         sup.reports(Event::Reload, t0)[..],
-        [Report::ReloadRefused { .. }]
+        [Report::NothingToReload { .. }]
     ));
     assert_eq!(
         sup.step(
