@@ -19,6 +19,7 @@ mod pid1;
 mod privileges;
 mod reload;
 mod signal_group;
+mod startup;
 mod stopping;
 mod systemd;
 mod unix_sockets;
