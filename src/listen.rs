@@ -432,6 +432,10 @@ fn libc_eio() -> i32 {
     Errno::EIO as i32
 }
 
+/// How long the stale-file probe waits for a socket to answer: one that
+/// does not answer in time is taken as live.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A leftover socket file nobody is bound to is removed; a live one, or a
 /// file that is not a socket, is an error. The probe connects with the
 /// type we are about to bind: a socket of the other type that is alive
@@ -449,21 +453,9 @@ fn clear_stale_socket_file(path: &Path, transport: Transport, text: &str) -> Res
             ),
         ));
     }
-    let probe = socket::socket(
-        AddressFamily::Unix,
-        sock_type(transport),
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
-    let address =
-        UnixAddr::new(path).map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
-    match socket::connect(probe.as_raw_fd(), &address) {
-        // EPERM: a datagram socket that is connected to another peer and
-        // so refuses us; it is alive all the same.
-        Ok(()) | Err(Errno::EPROTOTYPE) => Err(live_socket(text)),
-        Err(Errno::EPERM) if transport == Transport::Datagram => Err(live_socket(text)),
-        Err(Errno::ECONNREFUSED) => {
+    match probe(path, transport).map_err(|errno| Error::os("cannot probe", text, errno, ""))? {
+        Probe::Live => Err(live_socket(text)),
+        Probe::Stale => {
             log::info!("removing stale socket file {}", path.display());
             std::fs::remove_file(path).map_err(|e| {
                 Error::os(
@@ -474,12 +466,73 @@ fn clear_stale_socket_file(path: &Path, transport: Transport, text: &str) -> Res
                 )
             })
         }
-        Err(errno) => Err(Error::os(
+        Probe::Unknown(errno) => Err(Error::os(
             "cannot listen on",
             text,
             errno,
             "cannot tell whether the existing socket is live",
         )),
+    }
+}
+
+/// What connecting to an existing socket file says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Some process holds it (or it did not answer within the deadline).
+    Live,
+    /// Nobody is bound to it.
+    Stale,
+    Unknown(Errno),
+}
+
+/// Connects to the socket at `path` without blocking: a live server whose
+/// accept queue is full would otherwise hold sockhold's start-up until it
+/// accepts (a blocking connect(2) to a Unix socket waits for room in the
+/// queue). Errors are those of making the probe socket itself.
+fn probe(path: &Path, transport: Transport) -> Result<Probe, Errno> {
+    let probe = socket::socket(
+        AddressFamily::Unix,
+        sock_type(transport),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let address = UnixAddr::new(path)?;
+    let answer = match socket::connect(probe.as_raw_fd(), &address) {
+        // Linux answers a Unix connect at once; EINPROGRESS (as on other
+        // socket families) is waited for, up to the deadline.
+        Err(Errno::EINPROGRESS) => wait_for_connect(&probe),
+        other => other,
+    };
+    Ok(match answer {
+        // EAGAIN: the queue is full, so something is bound and listening
+        // (unix(7)). EPERM: a datagram socket that is connected to another
+        // peer and so refuses us; it is alive all the same.
+        Ok(()) | Err(Errno::EPROTOTYPE | Errno::EAGAIN | Errno::ETIMEDOUT) => Probe::Live,
+        Err(Errno::EPERM) if transport == Transport::Datagram => Probe::Live,
+        Err(Errno::ECONNREFUSED) => Probe::Stale,
+        Err(errno) => Probe::Unknown(errno),
+    })
+}
+
+/// Waits up to `PROBE_DEADLINE` for a non-blocking connect to finish;
+/// ETIMEDOUT if it does not.
+fn wait_for_connect(probe: &OwnedFd) -> Result<(), Errno> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = std::time::Instant::now() + PROBE_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(probe.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Err(Errno::ETIMEDOUT),
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+    match socket::getsockopt(probe, sockopt::SocketError)? {
+        0 => Ok(()),
+        errno => Err(Errno::from_raw(errno)),
     }
 }
 
@@ -590,5 +643,44 @@ fn describe(fd: &OwnedFd, transport: Transport) -> String {
             }
         }
         Err(errno) => format!("unknown address ({})", crate::error::errno_text(errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_file_nobody_holds_is_stale_and_a_full_queue_is_live() {
+        let dir = std::env::temp_dir().join(format!("sockhold-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe.sock");
+        let address = UnixAddr::new(&path).unwrap();
+        let listener = bind_unix_unlistened(&address, Transport::Stream).unwrap();
+        // Bound but not listening: connect(2) is refused, as for a file
+        // nobody holds.
+        assert_eq!(probe(&path, Transport::Stream), Ok(Probe::Stale));
+        socket::listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let client = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match socket::connect(client.as_raw_fd(), &address) {
+                Ok(()) => queued.push(client),
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => panic!("connect: {errno}"),
+            }
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        // Full: the probe answers at once, without waiting for room.
+        assert_eq!(probe(&path, Transport::Stream), Ok(Probe::Live));
+        assert_eq!(probe(&path, Transport::Datagram), Ok(Probe::Live));
+        drop(listener);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,9 +1,22 @@
-//! Start-up, against what it may find: an inherited socket at the top of
-//! the fd limit.
+//! Start-up, against what it may find: a live Unix socket that does not
+//! accept, and an inherited socket at the top of the fd limit.
 
 use crate::harness::*;
+use nix::errno::Errno;
 use nix::libc;
-use std::os::fd::AsRawFd;
+use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+
+/// The one `sockhold: error:` line of a log.
+fn error_line(log: &str) -> &str {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|line| line.starts_with("sockhold: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line; log:\n{log}");
+    errors[0]
+}
 
 /// Lowers sockhold's soft RLIMIT_NOFILE to `limit` from its first
 /// instruction on (the hook runs in the forked process, before exec).
@@ -27,6 +40,60 @@ fn with_fd_limit(builder: Builder, limit: u64) -> Builder {
     // SAFETY: the hook makes only async-signal-safe calls and allocates
     // nothing.
     unsafe { builder.pre_exec(lower) }
+}
+
+#[test]
+fn a_live_unix_socket_whose_queue_is_full_is_refused_at_once() {
+    let dir = TempDir::new();
+    let path = dir.join("full.sock");
+    let address = UnixAddr::new(&path).unwrap();
+    let listener = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    socket::bind(listener.as_raw_fd(), &address).unwrap();
+    socket::listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    // A server that does not accept: its queue fills up, and a blocking
+    // connect(2) would wait for room for as long as it does not.
+    let mut queued: Vec<OwnedFd> = Vec::new();
+    let full = (0..64).any(|_| {
+        let client = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match socket::connect(client.as_raw_fd(), &address) {
+            Ok(()) => {
+                queued.push(client);
+                false
+            }
+            Err(Errno::EAGAIN) => true,
+            Err(errno) => panic!("connect: {errno}"),
+        }
+    });
+    assert!(full, "the accept queue never filled");
+
+    let (code, log) = run_to_exit(&["-l", path.to_str().unwrap(), "--", "true"]);
+    assert_eq!(code, 71, "{log}");
+    assert_eq!(
+        error_line(&log),
+        format!(
+            "sockhold: error: cannot listen on '{}': already in use by another process (stop it, or choose another path)",
+            path.display()
+        )
+    );
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket(),
+        "the live socket's file is left alone"
+    );
 }
 
 #[test]
