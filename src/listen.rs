@@ -3,7 +3,8 @@
 //! datagram path and abstract; never listen(2)ed), and inherited fds of
 //! either kind. Unix socket files follow three rules: a stale file (nobody
 //! is bound to it) is replaced, a live one is refused, and the file is
-//! removed at exit only if it is still ours.
+//! removed at exit only if it is still ours. Only an fd that was open when
+//! sockhold started can be adopted (`InheritedFds`).
 //!
 //! Every socket is created CLOEXEC and left blocking: O_NONBLOCK lives on the
 //! open file description, which the children share, and a server that does
@@ -119,11 +120,16 @@ pub struct SocketOptions {
 }
 
 /// Binds (or adopts) every socket in order; the index gives the child's fd
-/// (3 + index) and the default name.
-pub fn open_all(specs: &[ListenSpec], options: SocketOptions) -> Result<Vec<Listener>, Error> {
+/// (3 + index) and the default name. `fd:N` adopts only an fd that is in
+/// `inherited`.
+pub fn open_all(
+    specs: &[ListenSpec],
+    options: SocketOptions,
+    inherited: &InheritedFds,
+) -> Result<Vec<Listener>, Error> {
     let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
     for (index, spec) in specs.iter().enumerate() {
-        match open_one(spec, index, options) {
+        match open_one(spec, index, options, inherited) {
             Ok(listener) => listeners.push(listener),
             Err(error) => {
                 for done in &listeners {
@@ -136,13 +142,77 @@ pub fn open_all(specs: &[ListenSpec], options: SocketOptions) -> Result<Vec<List
     Ok(listeners)
 }
 
+/// The fds that were open when sockhold started, before it opened any of
+/// its own: the only ones `fd:N` (and LISTEN_FDS) may adopt. Without this,
+/// `-l ADDR -l fd:3` with nothing inherited on fd 3 would adopt the socket
+/// sockhold had just bound there for ADDR: one socket with two owners,
+/// closed twice, and passed to the child twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InheritedFds(Vec<RawFd>);
+
+impl InheritedFds {
+    /// What is open now. Called first thing in `main`, before anything is
+    /// opened.
+    pub fn at_start() -> InheritedFds {
+        let mut open = listed_fds().unwrap_or_else(probed_fds);
+        open.sort_unstable();
+        open.dedup();
+        InheritedFds(open)
+    }
+
+    pub fn contains(&self, fd: RawFd) -> bool {
+        self.0.binary_search(&fd).is_ok()
+    }
+}
+
+impl FromIterator<RawFd> for InheritedFds {
+    fn from_iter<I: IntoIterator<Item = RawFd>>(fds: I) -> InheritedFds {
+        let mut open: Vec<RawFd> = fds.into_iter().collect();
+        open.sort_unstable();
+        open.dedup();
+        InheritedFds(open)
+    }
+}
+
+/// Whether `fd` is open, without taking it over.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd's flags and touches no memory; on a
+    // closed fd it fails with EBADF.
+    unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) != -1 }
+}
+
+/// The entries of /proc/self/fd. The listing's own fd is among them, and
+/// is closed again once the listing is read: only the fds still open then
+/// are kept.
+fn listed_fds() -> Option<Vec<RawFd>> {
+    let listed = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .collect::<Option<Vec<RawFd>>>()?;
+    Some(listed.into_iter().filter(|&fd| is_open(fd)).collect())
+}
+
+/// Without /proc (or without a free fd to read it): every fd below the
+/// soft fd limit, asked one by one (up to 65536 of them).
+fn probed_fds() -> Vec<RawFd> {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+        .min(1 << 16) as RawFd;
+    (0..limit).filter(|&fd| is_open(fd)).collect()
+}
+
 /// The name a socket gets in LISTEN_FDNAMES when `NAME=` was not given: the
 /// fd number the child finds it at.
 pub fn default_name(index: usize) -> String {
     format!("fd{}", crate::spawn::FIRST_PASSED_FD as usize + index)
 }
 
-fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<Listener, Error> {
+fn open_one(
+    spec: &ListenSpec,
+    index: usize,
+    options: SocketOptions,
+    inherited: &InheritedFds,
+) -> Result<Listener, Error> {
     let backlog = match options.backlog {
         Some(n) => Backlog::new(n.min(Backlog::MAXCONN.into())).unwrap_or(Backlog::MAXCONN),
         // -1 asks Linux for its maximum (net.core.somaxconn).
@@ -185,7 +255,7 @@ fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<L
             (fd, transport, None)
         }
         ListenAddress::Fd(number) => {
-            let (fd, transport) = adopt_fd(*number, &spec.text)?;
+            let (fd, transport) = adopt_fd(*number, &spec.text, inherited)?;
             (fd, transport, None)
         }
     };
@@ -545,10 +615,15 @@ fn live_socket(text: &str) -> Error {
     )
 }
 
-/// Takes over an inherited fd after checking that it really is a listening
-/// stream socket or a bound datagram socket: passing anything else to the
-/// child as a socket would break it in ways hard to trace.
-fn adopt_fd(number: RawFd, text: &str) -> Result<(OwnedFd, Transport), Error> {
+/// Takes over an inherited fd after checking that it was open when
+/// sockhold started and really is a listening stream socket or a bound
+/// datagram socket: passing anything else to the child as a socket would
+/// break it in ways hard to trace.
+fn adopt_fd(
+    number: RawFd,
+    text: &str,
+    inherited: &InheritedFds,
+) -> Result<(OwnedFd, Transport), Error> {
     let refuse = |reason: &str| {
         Error::new(
             crate::error::exit::USAGE,
@@ -557,17 +632,18 @@ fn adopt_fd(number: RawFd, text: &str) -> Result<(OwnedFd, Transport), Error> {
             ),
         )
     };
-    if nix::fcntl::fcntl(
-        // SAFETY: only inspected; ownership is taken below once it is known open.
-        unsafe { BorrowedFd::borrow_raw(number) },
-        nix::fcntl::FcntlArg::F_GETFD,
-    )
-    .is_err()
-    {
+    if !inherited.contains(number) {
+        return Err(refuse(&format!(
+            "nothing was open on fd {number} when sockhold started"
+        )));
+    }
+    if !is_open(number) {
         return Err(refuse("no such open file descriptor"));
     }
-    // SAFETY: the fd is open (checked above) and nothing else in sockhold
-    // owns it: inherited fds are not touched before this point.
+    // SAFETY: the fd is open (checked above), and it was open before
+    // sockhold opened anything (`inherited`), so it is none of sockhold's
+    // own: nothing else in sockhold owns it (`activation` refuses an fd
+    // adopted twice).
     let fd = unsafe { OwnedFd::from_raw_fd(number) };
     let transport = match socket::getsockopt(&fd, sockopt::SockType) {
         Ok(SockType::Stream) => Transport::Stream,
@@ -649,6 +725,16 @@ fn describe(fd: &OwnedFd, transport: Transport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fds_open_at_start_are_found_with_or_without_proc() {
+        for found in [InheritedFds::at_start(), probed_fds().into_iter().collect()] {
+            for fd in 0..3 {
+                assert!(found.contains(fd), "fd {fd} in {found:?}");
+            }
+            assert!(!found.contains(-1));
+        }
+    }
 
     #[test]
     fn a_socket_file_nobody_holds_is_stale_and_a_full_queue_is_live() {

@@ -42,6 +42,8 @@ fn main() {
 }
 
 fn run() -> Result<i32, Error> {
+    // Before anything is opened: only these fds can be adopted (`fd:N`).
+    let inherited = listen::InheritedFds::at_start();
     stdio::ensure_standard_fds_open();
     if std::env::args_os()
         .nth(1)
@@ -79,6 +81,7 @@ fn run() -> Result<i32, Error> {
             socket_mode: config.socket_mode,
             socket_owner,
         },
+        &inherited,
     )?;
     // Inherited fds say what they are only once adopted.
     if config.accept.is_some() {

@@ -1,5 +1,6 @@
 //! Start-up, against what it may find: a live Unix socket that does not
-//! accept, and an inherited socket at the top of the fd limit.
+//! accept, an `fd:N` with nothing inherited on it, and an inherited socket
+//! at the top of the fd limit.
 
 use crate::harness::*;
 use nix::errno::Errno;
@@ -93,6 +94,18 @@ fn a_live_unix_socket_whose_queue_is_full_is_refused_at_once() {
             .file_type()
             .is_socket(),
         "the live socket's file is left alone"
+    );
+}
+
+#[test]
+fn fd_n_adopts_only_an_fd_that_was_open_when_sockhold_started() {
+    // Nothing is inherited on fd 3, so the TCP socket sockhold binds first
+    // lands there; `fd:3` must not take it for an inherited one.
+    let (code, log) = run_to_exit(&["-l", "127.0.0.1:0", "-l", "fd:3", "--", "true"]);
+    assert_eq!(code, 64, "{log}");
+    assert_eq!(
+        error_line(&log),
+        "sockhold: error: cannot adopt 'fd:3': nothing was open on fd 3 when sockhold started (pass a listening stream socket or a bound datagram socket on that fd)"
     );
 }
 
