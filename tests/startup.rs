@@ -1,13 +1,18 @@
 //! Start-up, against what it may find: a live Unix socket that does not
-//! accept, an `fd:N` with nothing inherited on it, and an inherited socket
-//! at the top of the fd limit.
+//! accept, an `fd:N` with nothing inherited on it, a pid file that another
+//! sockhold holds, or names planted in its directory, and an inherited
+//! socket at the top of the fd limit.
 
 use crate::harness::*;
 use nix::errno::Errno;
 use nix::libc;
+use nix::sys::signal::Signal;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 /// The one `sockhold: error:` line of a log.
 fn error_line(log: &str) -> &str {
@@ -107,6 +112,195 @@ fn fd_n_adopts_only_an_fd_that_was_open_when_sockhold_started() {
         error_line(&log),
         "sockhold: error: cannot adopt 'fd:3': nothing was open on fd 3 when sockhold started (pass a listening stream socket or a bound datagram socket on that fd)"
     );
+}
+
+fn with_pid_file(pid_file: &Path) -> Builder {
+    Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--pid-file"])
+        .arg(pid_file)
+        .args(["--", test_child_bin()])
+}
+
+#[test]
+fn a_pid_file_held_by_a_running_sockhold_is_refused_and_stays_its_own() {
+    let dir = TempDir::new();
+    let pid_file = dir.join("app.pid");
+    let mut first = with_pid_file(&pid_file).start();
+    first.wait_for("generation 1 started");
+
+    let mut second = with_pid_file(&pid_file).start();
+    let status = second.wait_exit();
+    let log = second.log_text();
+    assert_eq!(status.code(), Some(71), "{log}");
+    assert_eq!(
+        error_line(&log),
+        format!(
+            "sockhold: error: cannot write pid file '{}': in use by running pid {} (another sockhold with this --pid-file? stop it first, or choose another path)",
+            pid_file.display(),
+            first.pid
+        )
+    );
+    assert!(!log.contains("started: pid"), "no child started: {log}");
+    // The first one's file is untouched, and still removed at its exit.
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", first.pid)
+    );
+    first.signal(Signal::SIGTERM);
+    first.exits_with(0);
+    assert!(!pid_file.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_pid_file_that_nobody_holds_is_replaced() {
+    // What a sockhold killed with SIGKILL leaves: its pid, unlocked.
+    let dir = TempDir::new();
+    let pid_file = dir.join("app.pid");
+    std::fs::write(&pid_file, "999999\n").unwrap();
+    let mut sockhold = with_pid_file(&pid_file).start();
+    sockhold.wait_for("generation 1 started");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", sockhold.pid)
+    );
+    sockhold.signal(Signal::SIGTERM);
+    sockhold.exits_with(0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_pid_file_path_that_is_a_directory_or_a_fifo_is_refused_and_left_alone() {
+    let dir = TempDir::new();
+    let socket_file = dir.join("app.sock");
+    let fifo = dir.join("app.pid");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let cases = [
+        (
+            dir.path().to_path_buf(),
+            64,
+            "it is a directory (give a file path such as /run/app.pid)",
+        ),
+        (
+            fifo.clone(),
+            71,
+            "the file exists and is a FIFO (remove it or choose another path)",
+        ),
+    ];
+    for (pid_file, code, reason) in cases {
+        let mut sockhold = Sockhold::command()
+            .arg("-l")
+            .arg(&socket_file)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(["--", "true"])
+            .start();
+        let status = sockhold.wait_exit();
+        let log = sockhold.log_text();
+        assert_eq!(status.code(), Some(code), "{log}");
+        assert_eq!(
+            error_line(&log),
+            format!(
+                "sockhold: error: cannot write pid file '{}': {reason}",
+                pid_file.display()
+            )
+        );
+        assert!(!socket_file.exists(), "socket file left behind");
+    }
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// What a local attacker may plant at a name sockhold could use.
+#[derive(Clone, Copy, Debug)]
+enum Plant {
+    /// A hard link to a file they want overwritten.
+    HardLink,
+    /// A FIFO, which blocks whoever opens it for writing.
+    Fifo,
+}
+
+/// A pre_exec hook that plants `plant` at `<dir>/.app.pid.<pid>.tmp`, the
+/// name sockhold used to write its pid file through, for the pid that
+/// sockhold is about to get (the hook runs in that very process).
+fn plant_at_old_temporary_name(
+    dir: &Path,
+    plant: Plant,
+    victim: &Path,
+) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    let mut prefix = dir.as_os_str().as_bytes().to_vec();
+    prefix.extend_from_slice(b"/.app.pid.");
+    let victim = CString::new(victim.as_os_str().as_bytes()).unwrap();
+    move || {
+        // Built in a buffer on the stack: nothing may allocate here.
+        let mut name = [0u8; 512];
+        name[..prefix.len()].copy_from_slice(&prefix);
+        let mut end = prefix.len();
+        // SAFETY: getpid(2) only reads.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; 10];
+        let mut count = 0;
+        loop {
+            digits[count] = b'0' + (pid % 10) as u8;
+            count += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        for digit in digits[..count].iter().rev() {
+            name[end] = *digit;
+            end += 1;
+        }
+        name[end..end + 4].copy_from_slice(b".tmp");
+        let name = name.as_ptr().cast::<libc::c_char>();
+        let result = match plant {
+            // SAFETY: link(2) with two NUL-terminated paths; async-signal-safe.
+            Plant::HardLink => unsafe { libc::link(victim.as_ptr(), name) },
+            // SAFETY: mkfifo(3) (mknodat(2)) with a NUL-terminated path.
+            Plant::Fifo => unsafe { libc::mkfifo(name, 0o666) },
+        };
+        if result != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn nothing_planted_next_to_the_pid_file_is_written_through_or_opened() {
+    for plant in [Plant::HardLink, Plant::Fifo] {
+        let dir = TempDir::new();
+        let pid_file = dir.join("app.pid");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let hook = plant_at_old_temporary_name(dir.path(), plant, &victim);
+        // SAFETY: the hook makes only async-signal-safe calls and allocates
+        // nothing (see above).
+        let mut sockhold = unsafe { with_pid_file(&pid_file).pre_exec(hook) }.start();
+        let planted = dir.join(&format!(".app.pid.{}.tmp", sockhold.pid));
+        // A FIFO opened for writing would hold start-up here.
+        sockhold.wait_for("generation 1 started");
+        assert_eq!(
+            std::fs::read_to_string(&pid_file).unwrap(),
+            format!("{}\n", sockhold.pid),
+            "{plant:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "precious\n",
+            "written through a {plant:?}"
+        );
+        sockhold.signal(Signal::SIGTERM);
+        sockhold.exits_with(0);
+        assert!(!pid_file.exists());
+        let kind = std::fs::symlink_metadata(&planted).unwrap().file_type();
+        match plant {
+            Plant::HardLink => assert!(kind.is_file()),
+            Plant::Fifo => assert!(kind.is_fifo()),
+        }
+    }
 }
 
 #[test]
