@@ -3,8 +3,9 @@
 //! datagram path and abstract; never listen(2)ed), and inherited fds of
 //! either kind. Unix socket files follow three rules: a stale file (nobody
 //! is bound to it) is replaced, a live one is refused, and the file is
-//! removed at exit only if it is still ours. Only an fd that was open when
-//! sockhold started can be adopted (`InheritedFds`).
+//! removed when sockhold lets go of it (at exit, or on a failed start) only
+//! if it is still ours. Only an fd that was open when sockhold started can
+//! be adopted (`InheritedFds`).
 //!
 //! Every socket is created CLOEXEC and left blocking: O_NONBLOCK lives on the
 //! open file description, which the children share, and a server that does
@@ -43,12 +44,15 @@ pub struct Listener {
 }
 
 /// A Unix socket file sockhold created, known by its inode so that it is
-/// removed only while it is still ours.
+/// removed only while it is still ours. Removed when dropped, so that no
+/// way out of sockhold (an error after binding included) leaves it behind.
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
     device: u64,
     inode: u64,
+    /// Set once it has been dealt with: removed, or found not ours.
+    done: std::cell::Cell<bool>,
 }
 
 impl SocketFile {
@@ -56,7 +60,11 @@ impl SocketFile {
     /// another process has since bound at that path survives. After a
     /// privilege drop this may be refused by the directory's permissions:
     /// it is logged, and the next start replaces the stale file anyway.
+    /// Only the first call acts.
     pub fn remove_if_ours(&self) {
+        if self.done.replace(true) {
+            return;
+        }
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.st_dev() == self.device && meta.st_ino() == self.inode => {
                 if let Err(error) = std::fs::remove_file(&self.path) {
@@ -68,6 +76,12 @@ impl SocketFile {
                 self.path.display()
             ),
         }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove_if_ours();
     }
 }
 
@@ -121,25 +135,18 @@ pub struct SocketOptions {
 
 /// Binds (or adopts) every socket in order; the index gives the child's fd
 /// (3 + index) and the default name. `fd:N` adopts only an fd that is in
-/// `inherited`.
+/// `inherited`. On an error, the sockets made so far are dropped, and with
+/// them their socket files.
 pub fn open_all(
     specs: &[ListenSpec],
     options: SocketOptions,
     inherited: &InheritedFds,
 ) -> Result<Vec<Listener>, Error> {
-    let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
-    for (index, spec) in specs.iter().enumerate() {
-        match open_one(spec, index, options, inherited) {
-            Ok(listener) => listeners.push(listener),
-            Err(error) => {
-                for done in &listeners {
-                    done.remove_socket_file();
-                }
-                return Err(error);
-            }
-        }
-    }
-    Ok(listeners)
+    specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| open_one(spec, index, options, inherited))
+        .collect()
 }
 
 /// The fds that were open when sockhold started, before it opened any of
@@ -449,14 +456,16 @@ pub fn bind_unix_path(
         )
     };
     let meta = std::fs::symlink_metadata(path).map_err(file_error)?;
+    // From here on, returning an error drops `created`, which removes the
+    // file.
     let created = SocketFile {
         path: path.to_owned(),
         device: meta.st_dev(),
         inode: meta.st_ino(),
+        done: std::cell::Cell::new(false),
     };
     if let Some(owner) = permissions.owner {
         let fail = |errno: Errno| {
-            created.remove_if_ours();
             Error::os(
                 "cannot set the owner of",
                 text,
@@ -487,10 +496,7 @@ pub fn bind_unix_path(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(final_mode))
             .map_err(|e| fail(io_errno(&e)))?;
     }
-    if let Err(errno) = listen_if_stream(&fd, transport, backlog) {
-        created.remove_if_ours();
-        return Err(cannot(errno));
-    }
+    listen_if_stream(&fd, transport, backlog).map_err(cannot)?;
     Ok((fd, created))
 }
 

@@ -1,7 +1,8 @@
 //! Start-up, against what it may find: a live Unix socket that does not
 //! accept, an `fd:N` with nothing inherited on it, a pid file that another
-//! sockhold holds, or names planted in its directory, and an inherited
-//! socket at the top of the fd limit.
+//! sockhold holds or names planted in its directory, an inherited socket at
+//! the top of the fd limit, and a failure at any step after binding, which
+//! must leave no file behind.
 
 use crate::harness::*;
 use nix::errno::Errno;
@@ -331,4 +332,55 @@ fn an_inherited_socket_at_the_top_of_the_fd_limit_reaches_the_child() {
         )
     });
     assert!(answer.contains("fd=3"), "{answer}");
+}
+
+#[test]
+fn a_failed_start_leaves_no_file_behind_whichever_step_fails() {
+    // Each fd limit makes start-up run out of fds one step later: binding
+    // the socket, the control socket, the pid file, the event loop, the
+    // first child... Every one of those exits must leave the directory as
+    // it found it.
+    let mut started = false;
+    for limit in 3..=48 {
+        let dir = TempDir::new();
+        let mut sockhold = with_fd_limit(Sockhold::command(), limit)
+            .arg("-l")
+            .arg(dir.join("app.sock"))
+            .arg("--control")
+            .arg(dir.join("ctl"))
+            .arg("--pid-file")
+            .arg(dir.join("app.pid"))
+            .args(["--restart", "never", "--", test_child_bin()])
+            .start();
+        let running = sockhold
+            .wait_for_within("generation 1 started", WAIT)
+            .is_some();
+        if running {
+            sockhold.signal(Signal::SIGTERM);
+        }
+        let status = sockhold.wait_exit();
+        let log = sockhold.log_text();
+        // Below a few fds the dynamic loader fails before sockhold runs.
+        let loaded = !log.contains("error while loading shared libraries");
+        if loaded && !running {
+            assert_eq!(status.code(), Some(71), "limit {limit}; log:\n{log}");
+            assert!(
+                log.to_lowercase().contains("too many open files"),
+                "limit {limit}; log:\n{log}"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "limit {limit}: left behind {left:?}; log:\n{log}"
+        );
+        if running {
+            started = true;
+            break;
+        }
+    }
+    assert!(started, "sockhold never started, even with 48 fds");
 }
