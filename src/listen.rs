@@ -3,7 +3,9 @@
 //! datagram path and abstract; never listen(2)ed), and inherited fds of
 //! either kind. Unix socket files follow three rules: a stale file (nobody
 //! is bound to it) is replaced, a live one is refused, and the file is
-//! removed at exit only if it is still ours.
+//! removed when sockhold lets go of it (at exit, or on a failed start) only
+//! if it is still ours. Only an fd that was open when sockhold started can
+//! be adopted (`InheritedFds`).
 //!
 //! Every socket is created CLOEXEC and left blocking: O_NONBLOCK lives on the
 //! open file description, which the children share, and a server that does
@@ -42,12 +44,15 @@ pub struct Listener {
 }
 
 /// A Unix socket file sockhold created, known by its inode so that it is
-/// removed only while it is still ours.
+/// removed only while it is still ours. Removed when dropped, so that no
+/// way out of sockhold (an error after binding included) leaves it behind.
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
     device: u64,
     inode: u64,
+    /// Set once it has been dealt with: removed, or found not ours.
+    done: std::cell::Cell<bool>,
 }
 
 impl SocketFile {
@@ -55,7 +60,11 @@ impl SocketFile {
     /// another process has since bound at that path survives. After a
     /// privilege drop this may be refused by the directory's permissions:
     /// it is logged, and the next start replaces the stale file anyway.
+    /// Only the first call acts.
     pub fn remove_if_ours(&self) {
+        if self.done.replace(true) {
+            return;
+        }
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.st_dev() == self.device && meta.st_ino() == self.inode => {
                 if let Err(error) = std::fs::remove_file(&self.path) {
@@ -67,6 +76,12 @@ impl SocketFile {
                 self.path.display()
             ),
         }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove_if_ours();
     }
 }
 
@@ -119,21 +134,78 @@ pub struct SocketOptions {
 }
 
 /// Binds (or adopts) every socket in order; the index gives the child's fd
-/// (3 + index) and the default name.
-pub fn open_all(specs: &[ListenSpec], options: SocketOptions) -> Result<Vec<Listener>, Error> {
-    let mut listeners: Vec<Listener> = Vec::with_capacity(specs.len());
-    for (index, spec) in specs.iter().enumerate() {
-        match open_one(spec, index, options) {
-            Ok(listener) => listeners.push(listener),
-            Err(error) => {
-                for done in &listeners {
-                    done.remove_socket_file();
-                }
-                return Err(error);
-            }
-        }
+/// (3 + index) and the default name. `fd:N` adopts only an fd that is in
+/// `inherited`. On an error, the sockets made so far are dropped, and with
+/// them their socket files.
+pub fn open_all(
+    specs: &[ListenSpec],
+    options: SocketOptions,
+    inherited: &InheritedFds,
+) -> Result<Vec<Listener>, Error> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| open_one(spec, index, options, inherited))
+        .collect()
+}
+
+/// The fds that were open when sockhold started, before it opened any of
+/// its own: the only ones `fd:N` (and LISTEN_FDS) may adopt. Without this,
+/// `-l ADDR -l fd:3` with nothing inherited on fd 3 would adopt the socket
+/// sockhold had just bound there for ADDR: one socket with two owners,
+/// closed twice, and passed to the child twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InheritedFds(Vec<RawFd>);
+
+impl InheritedFds {
+    /// What is open now. Called first thing in `main`, before anything is
+    /// opened.
+    pub fn at_start() -> InheritedFds {
+        let mut open = listed_fds().unwrap_or_else(probed_fds);
+        open.sort_unstable();
+        open.dedup();
+        InheritedFds(open)
     }
-    Ok(listeners)
+
+    pub fn contains(&self, fd: RawFd) -> bool {
+        self.0.binary_search(&fd).is_ok()
+    }
+}
+
+impl FromIterator<RawFd> for InheritedFds {
+    fn from_iter<I: IntoIterator<Item = RawFd>>(fds: I) -> InheritedFds {
+        let mut open: Vec<RawFd> = fds.into_iter().collect();
+        open.sort_unstable();
+        open.dedup();
+        InheritedFds(open)
+    }
+}
+
+/// Whether `fd` is open, without taking it over.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd's flags and touches no memory; on a
+    // closed fd it fails with EBADF.
+    unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) != -1 }
+}
+
+/// The entries of /proc/self/fd. The listing's own fd is among them, and
+/// is closed again once the listing is read: only the fds still open then
+/// are kept.
+fn listed_fds() -> Option<Vec<RawFd>> {
+    let listed = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .collect::<Option<Vec<RawFd>>>()?;
+    Some(listed.into_iter().filter(|&fd| is_open(fd)).collect())
+}
+
+/// Without /proc (or without a free fd to read it): every fd below the
+/// soft fd limit, asked one by one (up to 65536 of them).
+fn probed_fds() -> Vec<RawFd> {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+        .min(1 << 16) as RawFd;
+    (0..limit).filter(|&fd| is_open(fd)).collect()
 }
 
 /// The name a socket gets in LISTEN_FDNAMES when `NAME=` was not given: the
@@ -142,7 +214,12 @@ pub fn default_name(index: usize) -> String {
     format!("fd{}", crate::spawn::FIRST_PASSED_FD as usize + index)
 }
 
-fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<Listener, Error> {
+fn open_one(
+    spec: &ListenSpec,
+    index: usize,
+    options: SocketOptions,
+    inherited: &InheritedFds,
+) -> Result<Listener, Error> {
     let backlog = match options.backlog {
         Some(n) => Backlog::new(n.min(Backlog::MAXCONN.into())).unwrap_or(Backlog::MAXCONN),
         // -1 asks Linux for its maximum (net.core.somaxconn).
@@ -185,7 +262,7 @@ fn open_one(spec: &ListenSpec, index: usize, options: SocketOptions) -> Result<L
             (fd, transport, None)
         }
         ListenAddress::Fd(number) => {
-            let (fd, transport) = adopt_fd(*number, &spec.text)?;
+            let (fd, transport) = adopt_fd(*number, &spec.text, inherited)?;
             (fd, transport, None)
         }
     };
@@ -379,14 +456,16 @@ pub fn bind_unix_path(
         )
     };
     let meta = std::fs::symlink_metadata(path).map_err(file_error)?;
+    // From here on, returning an error drops `created`, which removes the
+    // file.
     let created = SocketFile {
         path: path.to_owned(),
         device: meta.st_dev(),
         inode: meta.st_ino(),
+        done: std::cell::Cell::new(false),
     };
     if let Some(owner) = permissions.owner {
         let fail = |errno: Errno| {
-            created.remove_if_ours();
             Error::os(
                 "cannot set the owner of",
                 text,
@@ -417,10 +496,7 @@ pub fn bind_unix_path(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(final_mode))
             .map_err(|e| fail(io_errno(&e)))?;
     }
-    if let Err(errno) = listen_if_stream(&fd, transport, backlog) {
-        created.remove_if_ours();
-        return Err(cannot(errno));
-    }
+    listen_if_stream(&fd, transport, backlog).map_err(cannot)?;
     Ok((fd, created))
 }
 
@@ -431,6 +507,10 @@ fn io_errno(error: &std::io::Error) -> Errno {
 fn libc_eio() -> i32 {
     Errno::EIO as i32
 }
+
+/// How long the stale-file probe waits for a socket to answer: one that
+/// does not answer in time is taken as live.
+const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A leftover socket file nobody is bound to is removed; a live one, or a
 /// file that is not a socket, is an error. The probe connects with the
@@ -449,21 +529,9 @@ fn clear_stale_socket_file(path: &Path, transport: Transport, text: &str) -> Res
             ),
         ));
     }
-    let probe = socket::socket(
-        AddressFamily::Unix,
-        sock_type(transport),
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
-    let address =
-        UnixAddr::new(path).map_err(|errno| Error::os("cannot probe", text, errno, ""))?;
-    match socket::connect(probe.as_raw_fd(), &address) {
-        // EPERM: a datagram socket that is connected to another peer and
-        // so refuses us; it is alive all the same.
-        Ok(()) | Err(Errno::EPROTOTYPE) => Err(live_socket(text)),
-        Err(Errno::EPERM) if transport == Transport::Datagram => Err(live_socket(text)),
-        Err(Errno::ECONNREFUSED) => {
+    match probe(path, transport).map_err(|errno| Error::os("cannot probe", text, errno, ""))? {
+        Probe::Live => Err(live_socket(text)),
+        Probe::Stale => {
             log::info!("removing stale socket file {}", path.display());
             std::fs::remove_file(path).map_err(|e| {
                 Error::os(
@@ -474,12 +542,73 @@ fn clear_stale_socket_file(path: &Path, transport: Transport, text: &str) -> Res
                 )
             })
         }
-        Err(errno) => Err(Error::os(
+        Probe::Unknown(errno) => Err(Error::os(
             "cannot listen on",
             text,
             errno,
             "cannot tell whether the existing socket is live",
         )),
+    }
+}
+
+/// What connecting to an existing socket file says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Some process holds it (or it did not answer within the deadline).
+    Live,
+    /// Nobody is bound to it.
+    Stale,
+    Unknown(Errno),
+}
+
+/// Connects to the socket at `path` without blocking: a live server whose
+/// accept queue is full would otherwise hold sockhold's start-up until it
+/// accepts (a blocking connect(2) to a Unix socket waits for room in the
+/// queue). Errors are those of making the probe socket itself.
+fn probe(path: &Path, transport: Transport) -> Result<Probe, Errno> {
+    let probe = socket::socket(
+        AddressFamily::Unix,
+        sock_type(transport),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let address = UnixAddr::new(path)?;
+    let answer = match socket::connect(probe.as_raw_fd(), &address) {
+        // Linux answers a Unix connect at once; EINPROGRESS (as on other
+        // socket families) is waited for, up to the deadline.
+        Err(Errno::EINPROGRESS) => wait_for_connect(&probe),
+        other => other,
+    };
+    Ok(match answer {
+        // EAGAIN: the queue is full, so something is bound and listening
+        // (unix(7)). EPERM: a datagram socket that is connected to another
+        // peer and so refuses us; it is alive all the same.
+        Ok(()) | Err(Errno::EPROTOTYPE | Errno::EAGAIN | Errno::ETIMEDOUT) => Probe::Live,
+        Err(Errno::EPERM) if transport == Transport::Datagram => Probe::Live,
+        Err(Errno::ECONNREFUSED) => Probe::Stale,
+        Err(errno) => Probe::Unknown(errno),
+    })
+}
+
+/// Waits up to `PROBE_DEADLINE` for a non-blocking connect to finish;
+/// ETIMEDOUT if it does not.
+fn wait_for_connect(probe: &OwnedFd) -> Result<(), Errno> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = std::time::Instant::now() + PROBE_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(probe.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Err(Errno::ETIMEDOUT),
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+    match socket::getsockopt(probe, sockopt::SocketError)? {
+        0 => Ok(()),
+        errno => Err(Errno::from_raw(errno)),
     }
 }
 
@@ -492,10 +621,15 @@ fn live_socket(text: &str) -> Error {
     )
 }
 
-/// Takes over an inherited fd after checking that it really is a listening
-/// stream socket or a bound datagram socket: passing anything else to the
-/// child as a socket would break it in ways hard to trace.
-fn adopt_fd(number: RawFd, text: &str) -> Result<(OwnedFd, Transport), Error> {
+/// Takes over an inherited fd after checking that it was open when
+/// sockhold started and really is a listening stream socket or a bound
+/// datagram socket: passing anything else to the child as a socket would
+/// break it in ways hard to trace.
+fn adopt_fd(
+    number: RawFd,
+    text: &str,
+    inherited: &InheritedFds,
+) -> Result<(OwnedFd, Transport), Error> {
     let refuse = |reason: &str| {
         Error::new(
             crate::error::exit::USAGE,
@@ -504,17 +638,18 @@ fn adopt_fd(number: RawFd, text: &str) -> Result<(OwnedFd, Transport), Error> {
             ),
         )
     };
-    if nix::fcntl::fcntl(
-        // SAFETY: only inspected; ownership is taken below once it is known open.
-        unsafe { BorrowedFd::borrow_raw(number) },
-        nix::fcntl::FcntlArg::F_GETFD,
-    )
-    .is_err()
-    {
+    if !inherited.contains(number) {
+        return Err(refuse(&format!(
+            "nothing was open on fd {number} when sockhold started"
+        )));
+    }
+    if !is_open(number) {
         return Err(refuse("no such open file descriptor"));
     }
-    // SAFETY: the fd is open (checked above) and nothing else in sockhold
-    // owns it: inherited fds are not touched before this point.
+    // SAFETY: the fd is open (checked above), and it was open before
+    // sockhold opened anything (`inherited`), so it is none of sockhold's
+    // own: nothing else in sockhold owns it (`activation` refuses an fd
+    // adopted twice).
     let fd = unsafe { OwnedFd::from_raw_fd(number) };
     let transport = match socket::getsockopt(&fd, sockopt::SockType) {
         Ok(SockType::Stream) => Transport::Stream,
@@ -590,5 +725,54 @@ fn describe(fd: &OwnedFd, transport: Transport) -> String {
             }
         }
         Err(errno) => format!("unknown address ({})", crate::error::errno_text(errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fds_open_at_start_are_found_with_or_without_proc() {
+        for found in [InheritedFds::at_start(), probed_fds().into_iter().collect()] {
+            for fd in 0..3 {
+                assert!(found.contains(fd), "fd {fd} in {found:?}");
+            }
+            assert!(!found.contains(-1));
+        }
+    }
+
+    #[test]
+    fn a_socket_file_nobody_holds_is_stale_and_a_full_queue_is_live() {
+        let dir = std::env::temp_dir().join(format!("sockhold-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe.sock");
+        let address = UnixAddr::new(&path).unwrap();
+        let listener = bind_unix_unlistened(&address, Transport::Stream).unwrap();
+        // Bound but not listening: connect(2) is refused, as for a file
+        // nobody holds.
+        assert_eq!(probe(&path, Transport::Stream), Ok(Probe::Stale));
+        socket::listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let client = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match socket::connect(client.as_raw_fd(), &address) {
+                Ok(()) => queued.push(client),
+                Err(Errno::EAGAIN) => break,
+                Err(errno) => panic!("connect: {errno}"),
+            }
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        // Full: the probe answers at once, without waiting for room.
+        assert_eq!(probe(&path, Transport::Stream), Ok(Probe::Live));
+        assert_eq!(probe(&path, Transport::Datagram), Ok(Probe::Live));
+        drop(listener);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

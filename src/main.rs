@@ -1,6 +1,11 @@
 //! sockhold: hold listening sockets and run a server on them, with
 //! zero-downtime reloads. This file only parses, sets up logging, runs, and
 //! maps the outcome to an exit status; it is the only place that exits.
+//!
+//! Every file sockhold creates at start-up (Unix socket files, the control
+//! socket, the pid file) is owned by a value that removes it when dropped:
+//! whichever way `run` returns, an error after binding included, nothing
+//! is left behind.
 
 mod activation;
 mod addr;
@@ -42,6 +47,8 @@ fn main() {
 }
 
 fn run() -> Result<i32, Error> {
+    // Before anything is opened: only these fds can be adopted (`fd:N`).
+    let inherited = listen::InheritedFds::at_start();
     stdio::ensure_standard_fds_open();
     stdio::ignore_terminal_stops();
     if std::env::args_os()
@@ -73,6 +80,8 @@ fn run() -> Result<i32, Error> {
         std::process::id(),
         &config.listen,
     )?;
+    // From here on, an early return drops what was made so far, and with
+    // it the files it created.
     let listeners = listen::open_all(
         &listen,
         listen::SocketOptions {
@@ -80,6 +89,7 @@ fn run() -> Result<i32, Error> {
             socket_mode: config.socket_mode,
             socket_owner,
         },
+        &inherited,
     )?;
     // Inherited fds say what they are only once adopted.
     if config.accept.is_some() {
@@ -88,70 +98,32 @@ fn run() -> Result<i32, Error> {
             .zip(&listeners)
             .find(|(_, listener)| listener.transport == addr::Transport::Datagram);
         if let Some((spec, _)) = datagram {
-            for listener in &listeners {
-                listener.remove_socket_file();
-            }
             return Err(cli::accept_on_datagram(&spec.text));
         }
     }
     // Everything that may need root happens before the privilege drop:
     // binding, the control socket (owned by the user sockhold becomes, so
     // that it can still be reached) and the pid file.
-    let mut held = Held {
-        listeners,
-        control: None,
-        pid_file: None,
-    };
-    let setup = (|| {
-        if let Some(path) = &config.control {
+    let control = match &config.control {
+        Some(path) => {
             let owner = credentials.as_ref().map(|c| listen::SocketOwner {
                 uid: Some(c.uid),
                 gid: Some(c.gid),
             });
-            held.control = Some(control::ControlSocket::bind(path, owner)?);
+            Some(control::ControlSocket::bind(path, owner)?)
         }
-        if let Some(path) = &config.pid_file {
-            held.pid_file = Some(pidfile::PidFile::write(path)?);
-        }
-        if let Some(credentials) = &credentials {
-            privileges::drop_to(credentials)?;
-        }
-        Ok(())
-    })();
-    if let Err(error) = setup {
-        held.remove_files();
-        return Err(error);
+        None => None,
+    };
+    let pid_file = match &config.pid_file {
+        Some(path) => Some(pidfile::PidFile::write(path)?),
+        None => None,
+    };
+    if let Some(credentials) = &credentials {
+        privileges::drop_to(credentials)?;
     }
-    let Held {
-        listeners,
-        control,
-        pid_file,
-    } = held;
     event_loop::EventLoop::new(config, listeners)?
         .with_control(control, pid_file)?
         .run()
-}
-
-/// What sockhold holds before its event loop runs, to clean up if it
-/// cannot start.
-struct Held {
-    listeners: Vec<listen::Listener>,
-    control: Option<control::ControlSocket>,
-    pid_file: Option<pidfile::PidFile>,
-}
-
-impl Held {
-    fn remove_files(&self) {
-        for listener in &self.listeners {
-            listener.remove_socket_file();
-        }
-        if let Some(control) = &self.control {
-            control.remove();
-        }
-        if let Some(pid_file) = &self.pid_file {
-            pid_file.remove();
-        }
-    }
 }
 
 /// `sockhold reload|status|stop --control PATH` (and the hidden

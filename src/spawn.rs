@@ -276,6 +276,9 @@ impl ExtraEnv {
 pub enum SpawnError {
     /// clone(2) failed in sockhold (too many processes, no memory).
     Fork(Errno),
+    /// A step of the child's sequence before exec failed (its fds, process
+    /// group, ...): the program was never tried.
+    Setup(Errno),
     /// The child could not exec the program.
     Exec(Errno),
 }
@@ -283,11 +286,11 @@ pub enum SpawnError {
 impl SpawnError {
     /// What sockhold reports for it: the shell's 127 for a missing program
     /// (or interpreter), 126 for one that cannot be executed, 71 when no
-    /// process could be made.
+    /// process could be made or set up.
     pub fn exit_status(&self) -> i32 {
         use crate::error::exit;
         match self {
-            SpawnError::Fork(_) => exit::OS,
+            SpawnError::Fork(_) | SpawnError::Setup(_) => exit::OS,
             SpawnError::Exec(Errno::ENOENT | Errno::ENOTDIR) => exit::NOT_FOUND,
             SpawnError::Exec(_) => exit::CANNOT_EXECUTE,
         }
@@ -298,6 +301,15 @@ impl SpawnError {
     pub fn describe(&self, program: &Path) -> String {
         match self {
             SpawnError::Fork(_) => self.to_string(),
+            SpawnError::Setup(errno) => {
+                let hint = match errno {
+                    Errno::EMFILE | Errno::ENFILE => {
+                        " (at the open-file limit: raise it with ulimit -n or LimitNOFILE=)"
+                    }
+                    _ => "",
+                };
+                format!("cannot start '{}': {}{hint}", program.display(), self)
+            }
             SpawnError::Exec(errno) => {
                 let hint = match errno {
                     Errno::ENOEXEC => " (not a program for this machine; a script needs a #! line)",
@@ -321,6 +333,11 @@ impl std::fmt::Display for SpawnError {
             SpawnError::Fork(errno) => {
                 write!(f, "cannot fork: {}", crate::error::errno_text(*errno))
             }
+            SpawnError::Setup(errno) => write!(
+                f,
+                "cannot set up the child before exec: {}",
+                crate::error::errno_text(*errno)
+            ),
             SpawnError::Exec(errno) => {
                 write!(f, "cannot execute: {}", crate::error::errno_text(*errno))
             }
@@ -498,31 +515,22 @@ pub fn spawn_with_env(
     }
     envp_ptrs.push(std::ptr::null());
 
-    // Where fds are parked on their way down into 3..: above every fd
-    // involved, so that no dup2 into 3.. can clobber a source still needed.
-    let passed = spec.fds.len() as RawFd;
-    let park_above = spec
-        .fds
-        .iter()
-        .copied()
-        .chain(spec.stdio)
-        .chain([FIRST_PASSED_FD + passed])
-        .max()
-        .unwrap_or(FIRST_PASSED_FD)
-        + 1;
-    // The child notes its parked fd numbers here.
-    let parked = vec![Cell::new(0 as c_int); spec.fds.len()];
+    // Where each fd to pass is while the child moves them into 3..; the
+    // child updates it as it goes.
+    let moving: Vec<Cell<c_int>> = spec.fds.iter().map(|&fd| Cell::new(fd)).collect();
     // The child's errno if it cannot exec; stays 0 when the exec succeeds.
     let mut exec_errno: c_int = 0;
+    // Whether the child got as far as execve.
+    let mut exec_tried = false;
     let mut plan = ChildPlan {
         program: spec.program.as_ptr(),
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         fds: &spec.fds,
-        parked: &parked,
+        moving: &moving,
         stdio: spec.stdio,
-        park_above,
         exec_errno: &mut exec_errno,
+        exec_tried: &mut exec_tried,
         listen_pid_digits: spec.listen_pid.then(|| {
             listen_pid_entry
                 .wrapping_add(LISTEN_PID_PREFIX.len())
@@ -615,7 +623,14 @@ pub fn spawn_with_env(
         // reach the supervisor as a generation's exit.
         let _ = nix::sys::wait::waitpid(pid, None);
         drop(pidfd);
-        return Err(SpawnError::Exec(Errno::from_raw(errno)));
+        let errno = Errno::from_raw(errno);
+        // SAFETY: as for `exec_errno` above.
+        let exec_tried = unsafe { std::ptr::read_volatile(&exec_tried) };
+        return Err(if exec_tried {
+            SpawnError::Exec(errno)
+        } else {
+            SpawnError::Setup(errno)
+        });
     }
     Ok(Spawned { pid, pidfd })
 }
@@ -636,12 +651,15 @@ struct ChildPlan<'a> {
     argv: *const *const c_char,
     envp: *const *const c_char,
     fds: &'a [RawFd],
-    /// One slot per entry of `fds`, for the child to note its parked copy.
-    parked: &'a [Cell<c_int>],
+    /// Per entry of `fds`: where that fd is now, as the child moves it
+    /// (`move_into_place`).
+    moving: &'a [Cell<c_int>],
     stdio: Option<RawFd>,
-    park_above: RawFd,
     /// Where the child leaves errno when it cannot exec.
     exec_errno: *mut c_int,
+    /// Set by the child just before execve: a failure after it is the
+    /// exec's, one before it a set-up failure.
+    exec_tried: *mut bool,
     /// The digits of the `LISTEN_PID=` entry that envp points to.
     listen_pid_digits: Option<*mut [u8; PID_TEXT_LEN]>,
     process_group: bool,
@@ -657,7 +675,8 @@ struct ParentDeath {
     parent: libc::pid_t,
 }
 
-/// A step of the child's sequence failed; errno says why.
+/// A step of the child's sequence failed; errno says why (and
+/// `ChildPlan::exec_tried` whether that step was execve).
 struct Failed;
 
 /// A system call's result, or `Failed` if it says it failed.
@@ -710,20 +729,20 @@ unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
         // SAFETY: likewise for stdout.
         check(unsafe { libc::dup2(connection, 1) })?;
     }
-    // 3. Park every source fd above all targets, so the moves below
-    //    cannot clobber a source that is still needed.
-    for (&fd, parked) in plan.fds.iter().zip(plan.parked) {
-        // SAFETY: F_DUPFD_CLOEXEC only adds an fd (fcntl(2)), closes none.
-        parked.set(check(unsafe {
-            libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, plan.park_above)
-        })?);
-    }
-    // 4. Move them down into 3, 4, ...; dup2 clears CLOEXEC on the copy,
-    //    which is what makes exactly these fds inheritable.
-    for (target, parked) in (FIRST_PASSED_FD..).zip(plan.parked) {
-        // SAFETY: the target is below `park_above`, so what it replaces is
-        // no parked copy still to be moved.
-        check(unsafe { libc::dup2(parked.get(), target) })?;
+    // 3. Move the fds into 3, 4, ... without clobbering one still to be
+    //    moved, and without parking them above the highest fd (at the fd
+    //    limit there is no slot there): see `move_into_place`. dup2 clears
+    //    CLOEXEC on each copy, which makes exactly these fds inheritable.
+    // SAFETY: in the child, as this function is.
+    let mut fd_table = unsafe { ChildFdTable::new() };
+    move_into_place(&mut fd_table, plan.moving, FIRST_PASSED_FD)?;
+    // 4. An fd that was already in its place was not copied: its CLOEXEC
+    //    is cleared here.
+    for (target, &fd) in (FIRST_PASSED_FD..).zip(plan.fds) {
+        if fd == target {
+            // SAFETY: F_SETFD changes only this fd's flags (fcntl(2)).
+            check(unsafe { libc::fcntl(target, libc::F_SETFD, 0) })?;
+        }
     }
     // 5. Everything above the passed fds is closed.
     // SAFETY: in the child, as this function is.
@@ -775,11 +794,110 @@ unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
         }
     }
 
-    // 8. Run the program. Only returns on failure.
+    // 8. Run the program. Only returns on failure. Every failure before
+    //    this point is a set-up failure, not an exec failure: the program
+    //    was never tried.
+    // SAFETY: the parent's slot, which it reads only once this child has
+    // exited or exec'd (CLONE_VFORK).
+    unsafe { std::ptr::write_volatile(plan.exec_tried, true) };
     // SAFETY: NUL-terminated program, argv and envp, built and kept alive
     // by `spawn_with_env`.
     unsafe { libc::execve(plan.program, plan.argv, plan.envp) };
     Err(Failed)
+}
+
+/// The fd calls `move_into_place` makes, on the child's own fd table (or,
+/// in tests, on a model of one).
+trait FdTable {
+    /// dup2(2): `from` copied onto `to`, without CLOEXEC.
+    fn dup2(&mut self, from: c_int, to: c_int) -> Result<(), Failed>;
+    /// fcntl(2) `F_DUPFD_CLOEXEC`: `fd` copied to the lowest free fd from
+    /// `lowest` up.
+    fn dup_from(&mut self, fd: c_int, lowest: c_int) -> Result<c_int, Failed>;
+}
+
+/// The child's own fd table (no CLONE_FILES: a copy of sockhold's).
+struct ChildFdTable(());
+
+impl ChildFdTable {
+    /// # Safety
+    /// Child side only (see `run_child`): the calls change the fd table they
+    /// run in.
+    unsafe fn new() -> ChildFdTable {
+        ChildFdTable(())
+    }
+}
+
+impl FdTable for ChildFdTable {
+    fn dup2(&mut self, from: c_int, to: c_int) -> Result<(), Failed> {
+        // SAFETY: in the child (see `new`); what `to` held is either passed
+        // on elsewhere already or not wanted (`move_into_place`).
+        check(unsafe { libc::dup2(from, to) }).map(|_| ())
+    }
+
+    fn dup_from(&mut self, fd: c_int, lowest: c_int) -> Result<c_int, Failed> {
+        // SAFETY: F_DUPFD_CLOEXEC only adds an fd (fcntl(2)), closes none.
+        check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, lowest) })
+    }
+}
+
+/// Marks an fd of `moving` that is in its place.
+const PLACED: c_int = -1;
+
+/// Moves the fd at `moving[i]` to `first + i`, for every i: a parallel
+/// move. A move whose target no other pending move still reads from goes
+/// at once; when only cycles are left (fds passed in another order than
+/// sockhold holds them, e.g. 4 to 3 and 3 to 4), one fd of a cycle is
+/// copied to the lowest free fd from `first + moving.len()` up, which
+/// breaks it. So no fd is needed above the highest one, and a free fd
+/// only for a cycle. `moving` is updated as fds move (`PLACED` once in
+/// place); nothing is allocated.
+fn move_into_place(
+    table: &mut impl FdTable,
+    moving: &[Cell<c_int>],
+    first: c_int,
+) -> Result<(), Failed> {
+    let spare_from = first + moving.len() as c_int;
+    loop {
+        let mut moved = false;
+        let mut blocked = None;
+        for (target, source) in (first..).zip(moving) {
+            let from = source.get();
+            if from == PLACED {
+                continue;
+            }
+            if from == target {
+                // Already there. Nothing else moves onto `target` (each
+                // target is one entry's), so other entries with the same
+                // fd can still copy it from here.
+                source.set(PLACED);
+                moved = true;
+                continue;
+            }
+            if moving.iter().any(|other| other.get() == target) {
+                // `target` holds an fd still to be copied elsewhere.
+                blocked = Some(target);
+                continue;
+            }
+            table.dup2(from, target)?;
+            source.set(PLACED);
+            moved = true;
+        }
+        if moved {
+            continue;
+        }
+        let Some(target) = blocked else {
+            return Ok(());
+        };
+        // Only cycles are left: the fd at `target` is read from a copy,
+        // which frees `target` for its own move.
+        let copy = table.dup_from(target, spare_from)?;
+        for source in moving {
+            if source.get() == target {
+                source.set(copy);
+            }
+        }
+    }
 }
 
 /// Sets every signal to its default disposition, including the two that
@@ -837,7 +955,8 @@ unsafe fn reset_signal_dispositions() {
 }
 
 /// Reports errno to the parent and ends the child: 127 when the program is
-/// missing, 126 when it cannot be executed (as shells and tini do).
+/// missing, 126 when it cannot be executed (as shells and tini do), 71 when
+/// a step before exec failed and the program was never tried.
 ///
 /// # Safety
 /// Child side only (see `run_child`).
@@ -846,7 +965,11 @@ unsafe fn fail(plan: &ChildPlan) -> ! {
     // SAFETY: the parent's errno slot, which it reads only once this child
     // has exited (CLONE_VFORK).
     unsafe { std::ptr::write_volatile(plan.exec_errno, errno) };
-    let status = if errno == libc::ENOENT || errno == libc::ENOTDIR {
+    // SAFETY: the slot this child wrote before execve, if it got there.
+    let exec_tried = unsafe { std::ptr::read_volatile(plan.exec_tried) };
+    let status = if !exec_tried {
+        crate::error::exit::OS
+    } else if errno == libc::ENOENT || errno == libc::ENOTDIR {
         crate::error::exit::NOT_FOUND
     } else {
         crate::error::exit::CANNOT_EXECUTE
@@ -1073,6 +1196,139 @@ mod tests {
             assert_eq!(error.exit_status(), status, "{error:?}");
             assert_eq!(error.describe(program), text);
         }
+    }
+
+    #[test]
+    fn a_failure_before_exec_is_reported_as_set_up_not_as_exec() {
+        let mut spawner = Spawner::new().unwrap();
+        let mut spec = spec_for(&true_program());
+        // No fd this high is open: the move into 3 fails with EBADF.
+        spec.set_fds(&[1 << 20]);
+        let error = spawn(&mut spawner, &spec).unwrap_err();
+        assert_eq!(error, SpawnError::Setup(Errno::EBADF));
+        assert_eq!(error.exit_status(), 71);
+        assert_eq!(
+            error.describe(Path::new("/srv/app")),
+            "cannot start '/srv/app': cannot set up the child before exec: bad file number"
+        );
+        assert_eq!(
+            SpawnError::Setup(Errno::EMFILE).describe(Path::new("/srv/app")),
+            "cannot start '/srv/app': cannot set up the child before exec: too many open files (at the open-file limit: raise it with ulimit -n or LimitNOFILE=)"
+        );
+    }
+
+    /// An fd table as the kernel keeps one: which open file each fd
+    /// refers to, and no fd at or above `limit`.
+    struct ModelTable {
+        files: std::collections::BTreeMap<c_int, &'static str>,
+        limit: c_int,
+        calls: usize,
+    }
+
+    impl ModelTable {
+        /// Every fd below `limit` open (`full`), or only those of `open`.
+        fn new(open: &[(c_int, &'static str)], limit: c_int, full: bool) -> ModelTable {
+            let mut files: std::collections::BTreeMap<c_int, &'static str> =
+                open.iter().copied().collect();
+            if full {
+                for fd in 0..limit {
+                    files.entry(fd).or_insert("other");
+                }
+            }
+            ModelTable {
+                files,
+                limit,
+                calls: 0,
+            }
+        }
+    }
+
+    impl FdTable for ModelTable {
+        fn dup2(&mut self, from: c_int, to: c_int) -> Result<(), Failed> {
+            self.calls += 1;
+            let file = *self.files.get(&from).ok_or(Failed)?;
+            if to >= self.limit {
+                return Err(Failed);
+            }
+            self.files.insert(to, file);
+            Ok(())
+        }
+
+        fn dup_from(&mut self, fd: c_int, lowest: c_int) -> Result<c_int, Failed> {
+            self.calls += 1;
+            let file = *self.files.get(&fd).ok_or(Failed)?;
+            let free = (lowest..self.limit)
+                .find(|fd| !self.files.contains_key(fd))
+                .ok_or(Failed)?;
+            self.files.insert(free, file);
+            Ok(free)
+        }
+    }
+
+    /// Moves `sources` into 3.. on `table` and checks that each target got
+    /// the file its source had.
+    fn assert_moves(table: &mut ModelTable, sources: &[c_int]) {
+        let expected: Vec<&str> = sources.iter().map(|fd| table.files[fd]).collect();
+        let moving: Vec<Cell<c_int>> = sources.iter().map(|&fd| Cell::new(fd)).collect();
+        assert!(
+            move_into_place(table, &moving, FIRST_PASSED_FD).is_ok(),
+            "moving {sources:?}"
+        );
+        let got: Vec<&str> = (FIRST_PASSED_FD..)
+            .take(sources.len())
+            .map(|fd| table.files[&fd])
+            .collect();
+        assert_eq!(got, expected, "moving {sources:?}");
+        assert!(moving.iter().all(|fd| fd.get() == PLACED));
+    }
+
+    #[test]
+    fn fds_move_into_place_at_the_fd_limit_without_a_slot_above_them() {
+        // The connection is the highest fd below the limit and the table
+        // is full: the old shuffle parked it above, where no fd can be.
+        let mut table = ModelTable::new(&[(9, "connection")], 10, true);
+        assert_moves(&mut table, &[9]);
+        assert_eq!(table.calls, 1, "one dup2");
+        // Sockets already in place cost nothing (step 4 clears CLOEXEC).
+        let mut table = ModelTable::new(&[(3, "a"), (4, "b")], 5, true);
+        assert_moves(&mut table, &[3, 4]);
+        assert_eq!(table.calls, 0);
+        // Sources inside the targets, moved in an order that clobbers none.
+        let mut table = ModelTable::new(&[(4, "a"), (5, "b"), (9, "c")], 10, true);
+        assert_moves(&mut table, &[4, 5, 9]);
+    }
+
+    #[test]
+    fn cycles_and_repeated_fds_are_moved_through_one_free_fd() {
+        let files = [(3, "a"), (4, "b"), (5, "c")];
+        // Every order of three fds held at 3, 4, 5, with the same fd
+        // passed twice as well; one fd free (the lowest above the targets,
+        // not one above the highest).
+        let orders: [&[c_int]; 9] = [
+            &[3, 4, 5],
+            &[4, 3, 5],
+            &[5, 4, 3],
+            &[3, 5, 4],
+            &[4, 5, 3],
+            &[5, 3, 4],
+            &[4, 3, 4],
+            &[4, 4, 4],
+            &[5, 3, 4, 3],
+        ];
+        for order in orders {
+            let targets_end = FIRST_PASSED_FD + order.len() as c_int;
+            let mut open: Vec<(c_int, &'static str)> = files.to_vec();
+            open.extend((targets_end + 1..12).map(|fd| (fd, "other")));
+            let mut table = ModelTable::new(&open, 12, false);
+            for fd in 0..3 {
+                table.files.insert(fd, "stdio");
+            }
+            assert_moves(&mut table, order);
+        }
+        // A cycle with no free fd at all is a set-up failure, not a hang.
+        let mut table = ModelTable::new(&files, 6, true);
+        let moving: Vec<Cell<c_int>> = [4, 3].iter().map(|&fd| Cell::new(fd)).collect();
+        assert!(move_into_place(&mut table, &moving, FIRST_PASSED_FD).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod privileges;
 mod reload;
 mod signal_group;
 mod signals;
+mod startup;
 mod stopping;
 mod systemd;
 mod unix_sockets;

@@ -72,11 +72,6 @@ impl ControlSocket {
             path: path.to_owned(),
         })
     }
-
-    /// Removes the socket file (sockhold did not get to run).
-    pub fn remove(&self) {
-        self.file.remove_if_ours();
-    }
 }
 
 /// Identifies one connection; its token is `base + 1 + id`.
