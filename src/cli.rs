@@ -103,8 +103,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", help_heading = "Control")]
     control: Option<PathBuf>,
 
-    /// When a new child is ready: "notify" (only on READY=1) or a DURATION (then, or on an earlier READY=1)
-    #[arg(long, value_name = "notify|DURATION", default_value = "1s", value_parser = parse_ready,
+    /// When a new child is ready: "auto" (seen accepting; else READY=1; else 1s), "accepting", "notify" (only READY=1) or a DURATION (then, or on an earlier READY=1)
+    #[arg(long, value_name = "auto|accepting|notify|DURATION", default_value = "auto", value_parser = parse_ready,
           help_heading = "Generations")]
     ready: ReadyMode,
 
@@ -219,12 +219,17 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 }
 
 fn parse_ready(text: &str) -> Result<ReadyMode, String> {
-    if text == "notify" {
-        return Ok(ReadyMode::Notify);
+    match text {
+        "auto" => return Ok(ReadyMode::Auto),
+        "accepting" => return Ok(ReadyMode::Accepting),
+        "notify" => return Ok(ReadyMode::Notify),
+        _ => {}
     }
     config::parse_duration(text)
         .map(ReadyMode::Delay)
-        .map_err(|reason| format!("{reason} (write notify, or a duration such as 500ms or 2s)"))
+        .map_err(|reason| {
+            format!("{reason} (write auto, accepting, notify, or a duration such as 500ms or 2s)")
+        })
 }
 
 /// Signals sockhold handles itself, or that cannot be caught at all.
@@ -601,6 +606,8 @@ mod tests {
     #[test]
     fn ready_accepts_notify_or_a_duration() {
         assert_eq!(parse_ready("notify"), Ok(ReadyMode::Notify));
+        assert_eq!(parse_ready("auto"), Ok(ReadyMode::Auto));
+        assert_eq!(parse_ready("accepting"), Ok(ReadyMode::Accepting));
         assert_eq!(
             parse_ready("250ms"),
             Ok(ReadyMode::Delay(Duration::from_millis(250)))

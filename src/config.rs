@@ -11,11 +11,32 @@ use std::time::Duration;
 /// When a new generation counts as ready to take over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyMode {
+    /// When it is seen taking connections from every held stream socket it
+    /// keeps open (datagram sockets only: reading them). A `READY=1` alone
+    /// counts where it cannot be seen, or after `NOTIFY_GRACE` without
+    /// being seen; where nothing can be seen and no `READY=1` comes, the
+    /// `AUTO_DELAY`.
+    Auto,
+    /// Only when one of its processes is seen taking connections (or
+    /// datagrams) from a held socket.
+    Accepting,
     /// Only when it sends `READY=1` on its NOTIFY_SOCKET.
     Notify,
     /// When it sends `READY=1`, or when it is still running after this long.
     Delay(Duration),
 }
+
+/// `--ready auto`: how long a generation that cannot be observed and sends
+/// no `READY=1` must keep running to count as ready (the old default).
+pub const AUTO_DELAY: Duration = Duration::from_secs(1);
+
+/// `--ready auto`: how long after a `READY=1` sockhold waits to see the
+/// generation accepting before it trusts the `READY=1` alone (a server
+/// that accepts through io_uring is never seen).
+pub const NOTIFY_GRACE: Duration = Duration::from_secs(5);
+
+/// How often a starting generation's processes are looked at in /proc.
+pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// What to do when the current child exits on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +70,7 @@ pub struct SupervisorSettings {
 impl Default for SupervisorSettings {
     fn default() -> Self {
         SupervisorSettings {
-            ready: ReadyMode::Delay(Duration::from_secs(1)),
+            ready: ReadyMode::Auto,
             ready_timeout: Duration::from_secs(60),
             stop_signal: Signal::SIGTERM,
             stop_timeout: Duration::from_secs(10),
@@ -143,7 +164,9 @@ pub fn format_duration(duration: Duration) -> String {
     } else if millis % 1000 == 0 {
         format!("{}s", millis / 1000)
     } else {
-        format!("{:.1}s", duration.as_secs_f64())
+        // Centiseconds: a 3 s boot reads "2.98s", not "3.0s".
+        let text = format!("{:.2}", millis as f64 / 1000.0);
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
     }
 }
 
@@ -176,5 +199,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(212)), "212ms");
         assert_eq!(format_duration(Duration::from_secs(10)), "10s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_millis(2980)), "2.98s");
+        assert_eq!(format_duration(Duration::from_millis(1001)), "1s");
     }
 }

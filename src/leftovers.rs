@@ -38,6 +38,15 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
+/// When a process started, in clock ticks since boot (/proc/PID/stat field
+/// 22): to tell processes born after a generation from older ones.
+pub fn start_ticks(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields after comm start at field 3 (state); 22 is the 20th of them.
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// `pids 12 34 56` for a log line.
 pub fn describe(pids: &[Pid]) -> String {
     let list: Vec<String> = pids.iter().map(|pid| pid.to_string()).collect();
@@ -69,6 +78,19 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!children_of(Pid::this()).contains(&pid));
+    }
+
+    #[test]
+    fn a_child_starts_no_earlier_than_its_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("run sleep");
+        let pid = Pid::from_raw(child.id() as i32);
+        let parent = start_ticks(Pid::this()).unwrap();
+        assert!(start_ticks(pid).unwrap() >= parent);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -112,6 +112,14 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Whether O_NONBLOCK is set on the open file description (shared by every
+/// process that has the socket).
+pub fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(fd, FcntlArg::F_GETFL)
+        .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
+}
+
 /// What a held socket is, as the compatibility variables (`--compat-env`)
 /// describe it.
 pub fn socket_kind(fd: RawFd) -> SocketKind {

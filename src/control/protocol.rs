@@ -161,13 +161,16 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         .iter()
         .map(|g| {
             format!(
-                "{{\"id\":{},\"pid\":{},\"state\":{},\"cause\":{},\"started\":{:.3},\"age_seconds\":{:.3}}}",
+                "{{\"id\":{},\"pid\":{},\"state\":{},\"cause\":{},\"started\":{:.3},\"age_seconds\":{:.3},\"ready_by\":{}}}",
                 g.id,
                 g.pid.map_or_else(|| "null".to_string(), |pid| pid.to_string()),
                 json_string(g.state.name()),
                 json_string(g.cause.name()),
                 unix_time(g.started_at),
-                seconds_since(g.started_at)
+                seconds_since(g.started_at),
+                g.ready_by
+                    .as_deref()
+                    .map_or_else(|| "null".to_string(), json_string)
             )
         })
         .collect();
@@ -235,6 +238,7 @@ mod tests {
                 state: crate::generations::supervisor::GenerationState::Current,
                 cause: Cause::Reload,
                 started_at: now - Duration::from_millis(1500),
+                ready_by: Some("accepting on fd 3 (pid 4242) after 2.98s".into()),
             }],
             restarts: 1,
             reload_queued: false,
@@ -246,7 +250,8 @@ mod tests {
                 r#""restarts":1,"reload_queued":false,"#,
                 r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
                 r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
-                r#""started":999998.500,"age_seconds":1.500}]}"#
+                r#""started":999998.500,"age_seconds":1.500,"#,
+                r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}]}"#
             )
         );
     }

@@ -5,12 +5,13 @@
 //! signals through the child handles, and tells systemd and control
 //! clients how reloads end.
 
+mod observe;
 pub mod supervisor;
 
 use crate::addr::Transport;
 use crate::child::{ChildHandle, ChildStatus};
 use crate::compat;
-use crate::config::Config;
+use crate::config::{Config, ReadyMode};
 use crate::control;
 use crate::engine::{Context, Engine, Event, Origin};
 use crate::error::exit;
@@ -19,6 +20,7 @@ use crate::net;
 use crate::readiness::{self, NotifySocket};
 use crate::signals::StopBy;
 use crate::spawn::{self, ChildSpec};
+use observe::Watcher;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
@@ -36,6 +38,11 @@ pub struct Generations {
     inherited_env: Vec<(OsString, OsString)>,
     compat_env: Vec<compat::CompatEnv>,
     signal_group: bool,
+    ready: ReadyMode,
+    watcher: Watcher,
+    /// O_NONBLOCK of each held socket as sockhold found it, until a
+    /// generation changed it (warned once).
+    nonblocking: Option<Vec<bool>>,
 }
 
 impl Generations {
@@ -47,6 +54,14 @@ impl Generations {
             inherited_env: child_environment(&config.compat_env, listeners),
             compat_env: config.compat_env.clone(),
             signal_group: config.signal_group,
+            ready: config.supervisor.ready,
+            watcher: Watcher::new(listeners),
+            nonblocking: Some(
+                listeners
+                    .iter()
+                    .map(|l| net::is_nonblocking(l.fd()))
+                    .collect(),
+            ),
         }
     }
 
@@ -63,10 +78,23 @@ impl Generations {
                     Action::Stop { pid, signal } => context.children.stop(pid, signal),
                     Action::Signal { pid, signal } => context.children.signal(pid, signal),
                     Action::Forget { generation } => self.forget(generation, context),
+                    Action::Observe { generation } => {
+                        if let Some(observation) = self.observe(generation) {
+                            pending.push_back(supervisor::Event::Observed {
+                                generation,
+                                observation,
+                            });
+                        }
+                    }
                     Action::Exit { status } => return Some(status),
                     // Outcomes for outside watchers (systemd, control
                     // clients); the log already tells them to a person.
                     Action::Report(report) => {
+                        if let Report::Ready { generation, .. }
+                        | Report::ReloadSucceeded { generation, .. } = report
+                        {
+                            self.check_nonblocking(generation, context.listeners);
+                        }
                         context.service_manager.report(&report);
                         if let Some(control) = context.control.as_deref_mut() {
                             control.report(&report);
@@ -187,6 +215,40 @@ impl Generations {
             }
             Err(error) => failed(error.describe(&program), error.exit_status()),
         }
+    }
+
+    /// O_NONBLOCK lives on the open file description that every generation
+    /// shares: a generation that changes it changes it for all (a server
+    /// that accepts blocking, next to one that set it, gets EAGAIN).
+    fn check_nonblocking(&mut self, generation: GenerationId, listeners: &[Listener]) {
+        let Some(found) = &self.nonblocking else {
+            return;
+        };
+        for (listener, was) in listeners.iter().zip(found) {
+            let now = net::is_nonblocking(listener.fd());
+            if now != *was {
+                let state = if now { "sets" } else { "clears" };
+                log::warn!(
+                    "generation {generation} {state} O_NONBLOCK on {}: every generation shares it, so a server that expects the other mode may fail to accept (see CAVEATS)",
+                    listener.description
+                );
+                self.nonblocking = None;
+                return;
+            }
+        }
+    }
+
+    /// One look at a starting generation's processes.
+    fn observe(&self, generation: GenerationId) -> Option<supervisor::Observation> {
+        let main = self.supervisor.pid_of(generation)?;
+        let others: Vec<_> = self
+            .supervisor
+            .generations()
+            .iter()
+            .filter(|g| g.id != generation)
+            .filter_map(|g| g.pid)
+            .collect();
+        Some(self.watcher.look(main, &others, self.ready))
     }
 
     fn forget(&mut self, generation: GenerationId, context: &mut Context<'_>) {

@@ -14,7 +14,10 @@
 //! the generation's own role in any situation.
 
 use crate::child::ChildStatus;
-use crate::config::{ReadyMode, RestartPolicy, SupervisorSettings, format_duration};
+use crate::config::{
+    AUTO_DELAY, NOTIFY_GRACE, OBSERVE_INTERVAL, ReadyMode, RestartPolicy, SupervisorSettings,
+    format_duration,
+};
 use crate::error::exit;
 use crate::signals::{self, StopBy};
 use nix::sys::signal::Signal;
@@ -45,6 +48,12 @@ pub enum Event {
     },
     /// A verified `READY=1` from the generation's processes.
     Ready { generation: GenerationId },
+    /// What one look at the generation's processes in /proc showed (the
+    /// answer to `Action::Observe`).
+    Observed {
+        generation: GenerationId,
+        observation: Observation,
+    },
     /// A child was reaped.
     Exited { pid: Pid, status: ChildStatus },
     /// Time passed; deadlines may be due.
@@ -57,6 +66,8 @@ pub enum Event {
 pub enum Action {
     /// Start the child of this generation and report `Spawned`/`SpawnFailed`.
     Spawn { generation: GenerationId },
+    /// Look at the generation's processes in /proc and report `Observed`.
+    Observe { generation: GenerationId },
     /// Ask a child to stop: the stop signal, then SIGCONT (`child.rs`).
     Stop { pid: Pid, signal: Signal },
     /// Any other signal: forwarded ones, SIGKILL.
@@ -112,6 +123,24 @@ impl Cause {
     }
 }
 
+/// What a look at a starting generation's processes showed, judged by the
+/// `--ready` rule (every held stream socket for `auto`, any for
+/// `accepting`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Taking connections: a thread of `pid` waits on its fd `fd` (the
+    /// first socket found) by `how` (`accept`, `epoll`, ...).
+    Accepting {
+        pid: Pid,
+        fd: i32,
+        how: &'static str,
+    },
+    /// Seen, not taking connections yet.
+    NotYet,
+    /// Cannot be seen; `why` names the process and the reason.
+    Unobservable { why: String },
+}
+
 /// A generation's state as outsiders see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenerationState {
@@ -145,6 +174,8 @@ pub struct GenerationInfo {
     pub state: GenerationState,
     pub cause: Cause,
     pub started_at: Instant,
+    /// What made it ready (`accepting on fd 3 (pid 42)`, `READY=1`, ...).
+    pub ready_by: Option<String>,
 }
 
 /// What happens once a stopping generation is gone.
@@ -158,10 +189,15 @@ enum AfterStop {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// Spawned, not yet ready. `ready_at`: when the delay makes it ready.
+    /// Spawned, not yet ready. `ready_at`: when the delay makes it ready;
+    /// `observe_at`: when to look at its processes next (`auto`,
+    /// `accepting`); `notified_at`: when it sent `READY=1` (`auto` waits to
+    /// see it accepting until `NOTIFY_GRACE` after that).
     Starting {
         ready_at: Option<Instant>,
         give_up_at: Instant,
+        observe_at: Option<Instant>,
+        notified_at: Option<Instant>,
     },
     Current {
         since: Instant,
@@ -181,6 +217,9 @@ struct Generation {
     role: Role,
     started_at: Instant,
     cause: Cause,
+    /// Why its processes cannot be observed, once that is known.
+    unobservable: Option<String>,
+    ready_by: Option<String>,
 }
 
 /// What sockhold as a whole is doing (stored: it is not a function of the
@@ -439,6 +478,13 @@ impl Supervisor {
                 },
             ) => self.spawn_failed(generation, &reason, status, now, a),
             (_, Event::Ready { generation }) => self.ready(generation, now, a),
+            (
+                _,
+                Event::Observed {
+                    generation,
+                    observation,
+                },
+            ) => self.observed(generation, observation, now, a),
             (_, Event::Exited { pid, status }) => self.exited(pid, status, now, a),
             (_, Event::Tick) => self.tick(now, a),
         }
@@ -477,7 +523,17 @@ impl Supervisor {
             Role::Starting {
                 ready_at,
                 give_up_at,
-            } => Some(ready_at.map_or(give_up_at, |ready| ready.min(give_up_at))),
+                observe_at,
+                notified_at,
+            } => [
+                ready_at,
+                Some(give_up_at),
+                observe_at,
+                notified_at.map(|at| at + NOTIFY_GRACE),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Role::Current { .. } => None,
             Role::Stopping { kill_at, .. } => kill_at,
         });
@@ -511,6 +567,7 @@ impl Supervisor {
                 },
                 cause: g.cause,
                 started_at: g.started_at,
+                ready_by: g.ready_by.clone(),
             })
             .collect()
     }
@@ -569,9 +626,13 @@ impl Supervisor {
             role: Role::Starting {
                 ready_at: None,
                 give_up_at: now + self.settings.ready_timeout,
+                observe_at: None,
+                notified_at: None,
             },
             started_at: now,
             cause,
+            unobservable: None,
+            ready_by: None,
         });
         actions.push(Action::Spawn { generation: id });
         if cause == Cause::Reload {
@@ -638,9 +699,11 @@ impl Supervisor {
 
     fn spawned(&mut self, generation: GenerationId, pid: Pid, now: Instant) {
         self.ever_spawned = true;
-        let ready_at = match self.settings.ready {
-            ReadyMode::Delay(delay) => Some(now + delay),
-            ReadyMode::Notify => None,
+        let (ready_at, observe_at) = match self.settings.ready {
+            ReadyMode::Delay(delay) => (Some(now + delay), None),
+            ReadyMode::Notify => (None, None),
+            // The first look comes with the next tick.
+            ReadyMode::Auto | ReadyMode::Accepting => (None, Some(now)),
         };
         let give_up_at = now + self.settings.ready_timeout;
         if let Some(index) = self.index_of(generation) {
@@ -650,22 +713,102 @@ impl Supervisor {
             g.role = Role::Starting {
                 ready_at,
                 give_up_at,
+                observe_at,
+                notified_at: None,
             };
             log::info!("generation {generation} started: pid {pid}");
         }
     }
 
+    /// A verified `READY=1`.
     fn ready(&mut self, generation: GenerationId, now: Instant, actions: &mut Vec<Action>) {
         let Some(index) = self.index_of(generation) else {
             return;
         };
-        if matches!(self.generations[index].role, Role::Starting { .. }) {
-            let waited = now.saturating_duration_since(self.generations[index].started_at);
-            log::info!(
-                "generation {generation} ready: READY=1 after {}",
-                format_duration(waited)
-            );
-            self.promote(index, now, actions);
+        let g = &mut self.generations[index];
+        let Role::Starting { notified_at, .. } = &mut g.role else {
+            return;
+        };
+        let waited = format_duration(now.saturating_duration_since(g.started_at));
+        match (self.settings.ready, &g.unobservable) {
+            (ReadyMode::Notify | ReadyMode::Delay(_), _) => {
+                self.promote(index, format!("READY=1 after {waited}"), now, actions);
+            }
+            (ReadyMode::Auto | ReadyMode::Accepting, Some(why)) => {
+                let why = format!("READY=1 after {waited} ({why})");
+                self.promote(index, why, now, actions);
+            }
+            // Some servers say READY=1 before they can serve (gunicorn's
+            // arbiter, before its workers have loaded the app): wait to see
+            // it accepting, for a bounded time.
+            (ReadyMode::Auto, None) => {
+                if notified_at.is_none() {
+                    *notified_at = Some(now);
+                    log::info!(
+                        "generation {generation} sent READY=1 after {waited}; ready once seen accepting (at most {} more)",
+                        format_duration(NOTIFY_GRACE)
+                    );
+                }
+            }
+            (ReadyMode::Accepting, None) => {
+                log::debug!(
+                    "generation {generation} sent READY=1; --ready accepting waits to see it accepting"
+                );
+            }
+        }
+    }
+
+    /// What a look at the generation's processes showed.
+    fn observed(
+        &mut self,
+        generation: GenerationId,
+        observation: Observation,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(index) = self.index_of(generation) else {
+            return;
+        };
+        let g = &mut self.generations[index];
+        let Role::Starting {
+            ready_at,
+            observe_at,
+            notified_at,
+            ..
+        } = &mut g.role
+        else {
+            return;
+        };
+        let waited = format_duration(now.saturating_duration_since(g.started_at));
+        match observation {
+            Observation::NotYet => {}
+            Observation::Accepting { pid, fd, how } => {
+                log::debug!("generation {generation}: pid {pid} waits in {how} on fd {fd}");
+                let why = format!("accepting on fd {fd} (pid {pid}) after {waited}");
+                self.promote(index, why, now, actions);
+            }
+            Observation::Unobservable { why } => {
+                // Nothing more to see: stop looking, and fall back.
+                *observe_at = None;
+                if notified_at.is_some() {
+                    let why = format!("READY=1 after {waited} ({why})");
+                    self.promote(index, why, now, actions);
+                    return;
+                }
+                match self.settings.ready {
+                    ReadyMode::Auto => {
+                        log::info!(
+                            "generation {generation}: {why}; ready on READY=1, or when still running after {}",
+                            format_duration(AUTO_DELAY)
+                        );
+                        *ready_at = Some(g.started_at + AUTO_DELAY);
+                    }
+                    _ => log::warn!(
+                        "generation {generation}: {why}; --ready accepting now waits for READY=1"
+                    ),
+                }
+                g.unobservable = Some(why);
+            }
         }
     }
 
@@ -746,12 +889,14 @@ impl Supervisor {
 
     /// The generation at `index` is ready: it becomes current and the one
     /// it replaces is stopped.
-    fn promote(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
+    fn promote(&mut self, index: usize, why: String, now: Instant, actions: &mut Vec<Action>) {
+        log::info!("generation {} ready: {why}", self.generations[index].id);
         if let Some(old) = self.current() {
             self.stop_generation(old, now, actions);
         }
         let promoted = &mut self.generations[index];
         promoted.role = Role::Current { since: now };
+        promoted.ready_by = Some(why);
         if let Some(pid) = promoted.pid {
             let generation = promoted.id;
             actions.push(Action::Report(match promoted.cause {
@@ -975,16 +1120,42 @@ impl Supervisor {
             let g = &self.generations[index];
             match g.role {
                 Role::Starting { ready_at, .. } if ready_at.is_some_and(|at| at <= now) => {
-                    let waited = now.saturating_duration_since(g.started_at);
-                    log::info!(
-                        "generation {} ready: still running after {}",
-                        g.id,
-                        format_duration(waited)
-                    );
-                    self.promote(index, now, actions);
+                    let waited = format_duration(now.saturating_duration_since(g.started_at));
+                    let why = match &g.unobservable {
+                        Some(unobservable) => {
+                            format!("still running after {waited} ({unobservable})")
+                        }
+                        None => format!("still running after {waited}"),
+                    };
+                    self.promote(index, why, now, actions);
                 }
                 Role::Starting { give_up_at, .. } if give_up_at <= now => {
                     self.not_ready_in_time(index, now, actions);
+                }
+                Role::Starting {
+                    notified_at: Some(notified),
+                    ..
+                } if notified + NOTIFY_GRACE <= now => {
+                    let since = format_duration(notified.saturating_duration_since(g.started_at));
+                    let why = format!(
+                        "READY=1 after {since}; not seen accepting within {} (io_uring, or a socket it never accepts on?)",
+                        format_duration(NOTIFY_GRACE)
+                    );
+                    self.promote(index, why, now, actions);
+                }
+                Role::Starting {
+                    observe_at: Some(at),
+                    ready_at,
+                    give_up_at,
+                    notified_at,
+                } if at <= now => {
+                    actions.push(Action::Observe { generation: g.id });
+                    self.generations[index].role = Role::Starting {
+                        ready_at,
+                        give_up_at,
+                        observe_at: Some(now + OBSERVE_INTERVAL),
+                        notified_at,
+                    };
                 }
                 Role::Stopping {
                     kill_at: Some(at),

@@ -58,8 +58,13 @@ impl Supervisor {
     }
 }
 
+/// The tests of the delay, restart and stop logic run with `--ready 1s`
+/// (where nothing is observed); `observing()` gives the default `auto`.
 fn settings() -> SupervisorSettings {
-    SupervisorSettings::default()
+    SupervisorSettings {
+        ready: ReadyMode::Delay(Duration::from_secs(1)),
+        ..SupervisorSettings::default()
+    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -744,7 +749,7 @@ fn reload_timeout_is_reported_as_a_failed_reload() {
 fn lazy() -> SupervisorSettings {
     SupervisorSettings {
         lazy: true,
-        ..SupervisorSettings::default()
+        ..settings()
     }
 }
 
@@ -859,4 +864,192 @@ fn lazy_with_restart_never_exits_with_the_child() {
     let mut sup = lazy_serving(s, t0);
     let actions = sup.reaped(100, ChildStatus::Exited(0), t0);
     assert_eq!(actions.last(), Some(&Action::Exit { status: 0 }));
+}
+
+/// `--ready auto` (the default) or `accepting`.
+fn observing(ready: ReadyMode) -> SupervisorSettings {
+    SupervisorSettings {
+        ready,
+        ..SupervisorSettings::default()
+    }
+}
+
+fn accepting_on_fd_3(pid_number: i32) -> Observation {
+    Observation::Accepting {
+        pid: pid(pid_number),
+        fd: 3,
+        how: "accept",
+    }
+}
+
+/// Generation 1 spawned as pid 100 at `t0` under `settings`.
+fn starting(settings: SupervisorSettings, t0: Instant) -> Supervisor {
+    let mut sup = Supervisor::new(settings);
+    sup.step(Event::Start, t0);
+    sup.started_as(1, 100, t0);
+    sup
+}
+
+fn observed(sup: &mut Supervisor, observation: Observation, now: Instant) -> Vec<Report> {
+    sup.reports(
+        Event::Observed {
+            generation: 1,
+            observation,
+        },
+        now,
+    )
+}
+
+#[test]
+fn auto_looks_every_10ms_while_starting_and_is_ready_once_seen_accepting() {
+    let t0 = Instant::now();
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    assert_eq!(
+        sup.next_deadline(),
+        Some(t0),
+        "the first look comes at once"
+    );
+    assert_eq!(
+        sup.step(Event::Tick, t0),
+        vec![Action::Observe { generation: 1 }]
+    );
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(10)));
+    assert!(
+        sup.step(Event::Tick, t0 + ms(5)).is_empty(),
+        "not before 10ms"
+    );
+    assert!(observed(&mut sup, Observation::NotYet, t0 + ms(5)).is_empty());
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(10)),
+        vec![Action::Observe { generation: 1 }]
+    );
+    assert_eq!(
+        observed(&mut sup, accepting_on_fd_3(101), t0 + ms(2980)),
+        vec![Report::Ready {
+            generation: 1,
+            pid: pid(100)
+        }]
+    );
+    let view = sup.generations();
+    assert_eq!(
+        view[0].ready_by.as_deref(),
+        Some("accepting on fd 3 (pid 101) after 2.98s")
+    );
+    assert_eq!(
+        sup.next_deadline(),
+        None,
+        "nothing is looked at while serving"
+    );
+}
+
+#[test]
+fn auto_does_not_trust_an_early_ready_1_while_it_can_look() {
+    let t0 = Instant::now();
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    sup.step(Event::Tick, t0);
+    // gunicorn's arbiter says READY=1 before its workers can serve.
+    assert!(
+        sup.reports(Event::Ready { generation: 1 }, t0 + ms(70))
+            .is_empty()
+    );
+    assert!(observed(&mut sup, Observation::NotYet, t0 + ms(80)).is_empty());
+    assert_eq!(
+        observed(&mut sup, accepting_on_fd_3(102), t0 + ms(3000)),
+        vec![Report::Ready {
+            generation: 1,
+            pid: pid(100)
+        }]
+    );
+}
+
+#[test]
+fn auto_trusts_ready_1_alone_after_the_grace_when_never_seen_accepting() {
+    let t0 = Instant::now();
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    sup.step(Event::Ready { generation: 1 }, t0 + ms(70));
+    let due = t0 + ms(70) + NOTIFY_GRACE;
+    assert!(sup.next_deadline().is_some_and(|at| at <= due));
+    let actions = sup.handle(Event::Tick, due);
+    assert!(actions.contains(&Action::Report(Report::Ready {
+        generation: 1,
+        pid: pid(100)
+    })));
+    let ready_by = sup.generations()[0].ready_by.clone().unwrap();
+    assert!(
+        ready_by.starts_with("READY=1 after 70ms; not seen accepting within 5s"),
+        "{ready_by}"
+    );
+}
+
+#[test]
+fn auto_that_cannot_look_falls_back_to_ready_1_or_the_1s_delay() {
+    let t0 = Instant::now();
+    let why = || Observation::Unobservable {
+        why: "cannot observe pid 100: permission denied".into(),
+    };
+    // No READY=1: still running after 1s.
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    sup.step(Event::Tick, t0);
+    assert!(observed(&mut sup, why(), t0 + ms(1)).is_empty());
+    assert_eq!(
+        sup.next_deadline(),
+        Some(t0 + AUTO_DELAY),
+        "and no more looks"
+    );
+    let actions = sup.handle(Event::Tick, t0 + AUTO_DELAY);
+    assert!(actions.contains(&Action::Report(Report::Ready {
+        generation: 1,
+        pid: pid(100)
+    })));
+    assert_eq!(
+        sup.generations()[0].ready_by.as_deref(),
+        Some("still running after 1s (cannot observe pid 100: permission denied)")
+    );
+    // A READY=1 is trusted at once where nothing can be seen.
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    observed(&mut sup, why(), t0 + ms(1));
+    assert_eq!(
+        sup.reports(Event::Ready { generation: 1 }, t0 + ms(200)),
+        vec![Report::Ready {
+            generation: 1,
+            pid: pid(100)
+        }]
+    );
+}
+
+#[test]
+fn accepting_ignores_ready_1_and_reloads_only_once_seen_accepting() {
+    let t0 = Instant::now();
+    let mut sup = starting(observing(ReadyMode::Accepting), t0);
+    sup.step(Event::Tick, t0);
+    observed(&mut sup, accepting_on_fd_3(100), t0 + ms(20));
+    assert_eq!(
+        sup.step(Event::Reload, t0 + ms(30)),
+        vec![Action::Spawn { generation: 2 }]
+    );
+    sup.started_as(2, 200, t0 + ms(30));
+    assert!(
+        sup.step(Event::Ready { generation: 2 }, t0 + ms(40))
+            .is_empty()
+    );
+    assert!(
+        !sup.step(Event::Tick, t0 + ms(30) + NOTIFY_GRACE)
+            .iter()
+            .any(|a| matches!(a, Action::Stop { .. })),
+        "READY=1 never makes it ready"
+    );
+    let actions = sup.step(
+        Event::Observed {
+            generation: 2,
+            observation: accepting_on_fd_3(200),
+        },
+        t0 + ms(30) + NOTIFY_GRACE,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Stop {
+            pid: pid(100),
+            signal: TERM
+        }]
+    );
 }

@@ -2,6 +2,10 @@
 //! socket per generation, named in the child's NOTIFY_SOCKET, whose messages
 //! carry the sender's pid (SO_PASSCRED) so that only that generation's
 //! processes can declare it ready. See sd_notify(3).
+//! `observer`: from /proc, whether a generation takes from the held sockets.
+
+pub mod observer;
+mod proc_parse;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
