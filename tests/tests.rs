@@ -17,6 +17,7 @@ mod exit_status;
 mod leftovers;
 mod pid1;
 mod privileges;
+mod readiness;
 mod reload;
 mod signal_group;
 mod stopping;

@@ -33,6 +33,9 @@ if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ.get("LISTE
     sys.exit("http_server: no socket passed at fd 3 (LISTEN_PID, LISTEN_FDS)")
 time.sleep(float(os.environ.get("SERVER_BOOT_SECONDS", "1.5")))
 server = http.server.ThreadingHTTPServer(("", 0), Handler, bind_and_activate=False)
+# ThreadingHTTPServer's request threads are daemons, which server_close
+# does not wait for: the answer in progress would be cut off at exit.
+server.daemon_threads = False
 server.socket.close()
 server.socket = socket.socket(fileno=3)
 # shutdown() waits for serve_forever, which runs in this thread.
