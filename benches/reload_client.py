@@ -9,7 +9,10 @@ supervisor N times, one after another, and measure:
 - connect+response latency of every connection started during the reload
   window: p50, p99, max, and how many took over 100 ms;
 - per reload, the time from SIGHUP to the old child's exit, and to the first
-  answer any client got from the new child.
+  answer any client got from the new child;
+- the same latencies in a steady phase (--steady seconds of load before the
+  first SIGHUP, no reload), and the supervisor's own CPU time (utime+stime
+  of /proc/PID/stat) in the steady phase and in the reload window.
 
 A reload is over once the old child has exited, the new one has answered a
 probe connection and the supervisor has reaped the old one; only then is the
@@ -136,6 +139,14 @@ def one_reload(sup, host, port, timeout):
     return hup, (old_gone - hup) * 1000, new
 
 
+def cpu_ms(pid):
+    """utime + stime of a process (all its threads, not its children), in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5); the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values, fraction):
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
@@ -157,9 +168,12 @@ def run(args):
     workers = [Worker(host, port, stop) for _ in range(args.workers)]
     for w in workers:
         w.start()
-    time.sleep(0.5)  # steady load before the first reload
+    steady_start = time.monotonic()
+    steady_cpu = cpu_ms(sup)
+    time.sleep(args.steady)  # steady load before the first reload
 
     window_start = time.monotonic()
+    window_cpu = cpu_ms(sup)
     reloads = []  # (SIGHUP time, ms to old exit, new pid)
     for i in range(args.reloads):
         # Paced: every run covers the same span of traffic around its reloads.
@@ -169,6 +183,7 @@ def run(args):
         reloads.append(one_reload(sup, host, port, args.reload_timeout))
     window_end = max(time.monotonic(), window_start + args.reloads * args.period)
     time.sleep(max(0, window_end - time.monotonic()))
+    reload_cpu = cpu_ms(sup) - window_cpu
 
     time.sleep(0.2)
     stop.set()
@@ -188,6 +203,7 @@ def run(args):
     to_new_serving = [(first_answer[new] - hup) * 1000 for hup, _, new in reloads]
     window = [r for r in records if window_start <= r[0] <= window_end]
     latencies = sorted(r[1] * 1000 for r in window if r[2])
+    steady = sorted(r[1] * 1000 for r in records if steady_start <= r[0] < window_start and r[2])
     # The slowest connections, each with how long after the last SIGHUP it
     # started: tells a stall caused by a reload from scheduling noise.
     hups = [hup for hup, _, _ in reloads]
@@ -225,6 +241,13 @@ def run(args):
         "slowest": slowest,
         "hup_to_old_exit_ms": summary(to_old_exit),
         "hup_to_new_serving_ms": summary(to_new_serving),
+        "steady_s": window_start - steady_start,
+        "steady_latency_ms": {
+            "p50": percentile(steady, 0.50),
+            "p99": percentile(steady, 0.99),
+            "max": steady[-1] if steady else float("nan"),
+        },
+        "supervisor_cpu_ms": {"steady": window_cpu - steady_cpu, "reloads": reload_cpu},
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
@@ -248,6 +271,8 @@ def table(args):
     for path in args.results:
         with open(path) as f:
             rows.append(json.load(f))
+    if args.readiness:
+        return readiness_table(rows, args.slowest)
     header = (
         "scenario",
         "supervisor",
@@ -292,6 +317,56 @@ def table(args):
             print(f"  {r['scenario']} {r['label']}: {shown}")
 
 
+def print_table(lines):
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for n, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def readiness_table(rows, slowest):
+    """The figures benches/readiness.sh reports, against the product's goal:
+    0 failed, max latency <= 10 x the steady p99, HUP->old exit = boot time
+    + <= 20 ms."""
+    lines = [(
+        "supervisor",
+        "conns",
+        "failed",
+        "steady p99 ms",
+        "p99 ms",
+        "max ms",
+        "max / steady p99",
+        "HUP->old exit ms (med/max)",
+        "HUP->new answers ms (med/max)",
+        "supervisor CPU ms (steady / reloads)",
+    )]
+    for r in rows:
+        lat, steady = r["latency_ms"], r["steady_latency_ms"]
+        old, new, cpu = r["hup_to_old_exit_ms"], r["hup_to_new_serving_ms"], r["supervisor_cpu_ms"]
+        lines.append((
+            r["label"],
+            str(r["requests_in_window"]),
+            str(r["failed_total"]),
+            f"{steady['p99']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{lat['max']:.1f}",
+            f"{lat['max'] / steady['p99']:.0f}",
+            f"{old['median']:.0f} / {old['max']:.0f}",
+            f"{new['median']:.0f} / {new['max']:.0f}",
+            f"{cpu['steady']:.0f} / {cpu['reloads']:.0f}",
+        ))
+    print_table(lines)
+    for r in rows:
+        if r["errors"]:
+            print(f"{r['label']} failures: {r['errors']}")
+    if slowest:
+        print("\nslowest connections (ms, started ms after the last SIGHUP):")
+        for r in rows:
+            shown = ", ".join(f"{s['ms']} (+{s['ms_after_hup']:.0f})" for s in r["slowest"])
+            print(f"  {r['label']}: {shown}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,11 +378,13 @@ def main():
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--period", type=float, default=2.0, help="seconds from one SIGHUP to the next, at least")
     p.add_argument("--reload-timeout", type=float, default=30.0)
+    p.add_argument("--steady", type=float, default=0.5, help="seconds of load before the first SIGHUP")
     p.add_argument("--label", required=True)
     p.add_argument("--scenario", required=True)
     p.add_argument("--out", required=True)
     t = sub.add_parser("table", help="print result files as a table")
     t.add_argument("--slowest", action="store_true", help="also list the slowest connections")
+    t.add_argument("--readiness", action="store_true", help="the columns of benches/readiness.sh")
     t.add_argument("results", nargs="+")
     args = parser.parse_args()
     run(args) if args.command == "run" else table(args)

@@ -12,14 +12,15 @@ use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::io::Read;
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -228,7 +229,7 @@ fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
 }
 
 /// The parent of `pid` (field 4 of /proc/PID/stat), if `pid` exists.
-fn parent_of(pid: Pid) -> Option<Pid> {
+pub fn parent_of(pid: Pid) -> Option<Pid> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses,
     // so split after the last ')'.
@@ -747,6 +748,21 @@ pub fn request_tcp(address: SocketAddr) -> std::io::Result<String> {
     Ok(answer)
 }
 
+/// Sends `GET / HTTP/1.0`, reads the answer to EOF, and returns it if its
+/// status is 200 (so `answer_pid` finds the `pid=` of a body that has one).
+pub fn request_http(address: SocketAddr) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.split_whitespace().nth(1);
+    if !answer.starts_with("HTTP/") || status != Some("200") {
+        return Err(std::io::Error::other(format!("bad answer {answer:?}")));
+    }
+    Ok(answer)
+}
+
 pub fn request_unix(path: &Path) -> std::io::Result<String> {
     let mut stream = UnixStream::connect(path)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -765,6 +781,32 @@ pub fn answer_pid(answer: &str) -> i32 {
         .find_map(|field| field.strip_prefix("pid="))
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in answer {answer:?}"))
+}
+
+/// Keeps opening new connections with `request` until told to stop;
+/// returns (answered, failures, distinct pids).
+pub fn hammer<F>(
+    stop: Arc<AtomicBool>,
+    request: F,
+) -> std::thread::JoinHandle<(usize, Vec<String>, HashSet<i32>)>
+where
+    F: Fn() -> std::io::Result<String> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        let mut pids = HashSet::new();
+        while !stop.load(Ordering::SeqCst) {
+            match request() {
+                Ok(answer) => {
+                    answered += 1;
+                    pids.insert(answer_pid(&answer));
+                }
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        (answered, failures, pids)
+    })
 }
 
 /// Runs sockhold to completion (for commands that must fail at once) and

@@ -2,35 +2,8 @@
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Keeps opening new connections until told to stop; returns
-/// (answered, failures, distinct pids).
-fn hammer<F>(
-    stop: Arc<AtomicBool>,
-    request: F,
-) -> std::thread::JoinHandle<(usize, Vec<String>, HashSet<i32>)>
-where
-    F: Fn() -> std::io::Result<String> + Send + 'static,
-{
-    std::thread::spawn(move || {
-        let mut answered = 0;
-        let mut failures = Vec::new();
-        let mut pids = HashSet::new();
-        while !stop.load(Ordering::SeqCst) {
-            match request() {
-                Ok(answer) => {
-                    answered += 1;
-                    pids.insert(answer_pid(&answer));
-                }
-                Err(error) => failures.push(error.to_string()),
-            }
-        }
-        (answered, failures, pids)
-    })
-}
 
 #[test]
 fn reload_under_load_drops_no_connection() {

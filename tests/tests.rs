@@ -19,6 +19,7 @@ mod leftovers;
 mod notify;
 mod pid1;
 mod privileges;
+mod readiness;
 mod reload;
 mod signal_group;
 mod signals;

@@ -11,6 +11,8 @@
 //! ```text
 //! --exit-at-start CODE  exit with CODE right after the LISTEN_PID check
 //! --ready-after MS      sleep MS ms, send READY=1 to $NOTIFY_SOCKET, then serve
+//! --boot MS             sleep MS ms, then serve, without READY=1 (a server that
+//!                       boots slowly and says nothing; before --ready-after's sleep)
 //! --never-ready         serve at once, never send READY=1 (the default)
 //! --ignore-term         ignore SIGTERM (the supervisor has to SIGKILL us)
 //! --term-exit CODE      on SIGTERM, exit with CODE (default: die of SIGTERM)
@@ -61,6 +63,7 @@ use nix::sys::socket::{
 struct Opts {
     exit_at_start: Option<i32>,
     ready_after: Option<u64>,
+    boot: Option<u64>,
     ignore_term: bool,
     term_exit: Option<i32>,
     exit_after: Option<u64>,
@@ -213,6 +216,9 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
 
     let fds = listening_fds();
 
+    if let Some(ms) = opts.boot {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     if let Some(ms) = opts.ready_after {
         // Not serving while "booting" lets a test tell a ready child from a booting one.
         std::thread::sleep(Duration::from_millis(ms));
@@ -238,6 +244,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--exit-at-start" => opts.exit_at_start = Some(value(&mut it, arg)?),
             "--ready-after" => opts.ready_after = Some(value(&mut it, arg)?),
             "--never-ready" => opts.ready_after = None,
+            "--boot" => opts.boot = Some(value(&mut it, arg)?),
             "--ignore-term" => opts.ignore_term = true,
             "--term-exit" => opts.term_exit = Some(value(&mut it, arg)?),
             "--exit-after" => opts.exit_after = Some(value(&mut it, arg)?),
