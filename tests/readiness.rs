@@ -604,7 +604,6 @@ fn server_that_closes_the_socket_is_not_ready_under_ready_accepting() {
 /// be observed"; this child is observed (its fds are read) and serves
 /// nothing.
 #[test]
-#[ignore = "sockhold bug: by default a child that holds none of the sockets is made ready after 1 s ('it holds none of the sockets'), and the serving generation is stopped"]
 fn server_that_closes_the_socket_is_not_ready_by_default() {
     let next = format!("python3 {}", server("closes_socket.py"));
     reload_fails_and_the_old_keeps_serving(&TempDir::new(), Mode::Default, &next, "2s", |_, _| {});

@@ -115,9 +115,7 @@ pub fn judge(round: &Round, sockets: &[HeldSocket], mode: ReadyMode) -> Observat
         };
     }
     if required.is_empty() && round.processes_seen > 0 && mode == ReadyMode::Auto {
-        return Observation::Unobservable {
-            why: "it holds none of the sockets".to_string(),
-        };
+        return Observation::HoldsNone;
     }
     Observation::NotYet
 }
@@ -215,9 +213,7 @@ mod tests {
         let closed_all = round(vec![], vec![0]);
         assert_eq!(
             judge(&closed_all, &sockets, ReadyMode::Auto),
-            Observation::Unobservable {
-                why: "it holds none of the sockets".into()
-            }
+            Observation::HoldsNone
         );
         // Under accepting, a child that closed everything just never is.
         assert_eq!(

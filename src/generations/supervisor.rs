@@ -157,6 +157,9 @@ pub enum Observation {
     NotYet,
     /// Cannot be seen; `why` names the process and the reason.
     Unobservable { why: String },
+    /// Seen, and it holds none of the held sockets: it cannot take
+    /// connections from them, so no delay makes it ready (only READY=1).
+    HoldsNone,
 }
 
 /// A generation's state as outsiders see it.
@@ -805,6 +808,22 @@ impl Supervisor {
                 log::debug!("generation {generation}: pid {pid} waits in {how} on fd {fd}");
                 let why = format!("accepting on fd {fd} (pid {pid}) after {waited}");
                 self.promote(index, why, now, actions);
+            }
+            Observation::HoldsNone => {
+                // It closed every held socket: nothing to see any more, and
+                // taking it for ready after a delay would stop a serving
+                // generation for one that cannot serve.
+                *observe_at = None;
+                let why = "it holds none of the sockets".to_string();
+                if notified_at.is_some() {
+                    let why = format!("READY=1 after {waited} ({why})");
+                    self.promote(index, why, now, actions);
+                    return;
+                }
+                log::warn!(
+                    "generation {generation} {why}: it cannot take connections from them; ready only on READY=1"
+                );
+                g.unobservable = Some(why);
             }
             Observation::Unobservable { why } => {
                 // Nothing more to see: stop looking, and fall back.

@@ -1053,3 +1053,30 @@ fn accepting_ignores_ready_1_and_reloads_only_once_seen_accepting() {
         }]
     );
 }
+
+#[test]
+fn auto_never_takes_a_generation_that_holds_none_of_the_sockets_for_ready_by_delay() {
+    let t0 = Instant::now();
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    sup.step(Event::Tick, t0);
+    observed(&mut sup, accepting_on_fd_3(100), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    sup.step(Event::Tick, t0);
+    let none = Event::Observed {
+        generation: 2,
+        observation: Observation::HoldsNone,
+    };
+    assert!(sup.step(none, t0 + ms(5)).is_empty());
+    assert_eq!(
+        sup.next_deadline(),
+        Some(t0 + Duration::from_secs(60)),
+        "only the ready timeout is left"
+    );
+    assert!(
+        !sup.step(Event::Tick, t0 + Duration::from_secs(2))
+            .iter()
+            .any(|a| matches!(a, Action::Stop { .. })),
+        "generation 1 keeps serving"
+    );
+}
