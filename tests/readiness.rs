@@ -524,7 +524,9 @@ fn python_line(script: &str, boot_seconds: &str) -> String {
 }
 
 /// sockhold in `mode` with `ready_timeout`, in `dir`, whose generation 1
-/// (a blocking server that serves at once) is ready; then a reload to the
+/// is ready (test_child, which serves at once: a Python server could take
+/// longer than a short `ready_timeout` just to start on a loaded machine);
+/// then a reload to the
 /// command `next` (`on_start` is called with its pid once it has started),
 /// which must fail for not being ready in time while generation 1 keeps
 /// serving, untouched.
@@ -536,7 +538,7 @@ fn reload_fails_and_the_old_keeps_serving(
     on_start: impl FnOnce(&Sockhold, Pid),
 ) {
     let command_file = dir.join("command");
-    std::fs::write(&command_file, python_line("blocking_server.py", "0")).unwrap();
+    std::fs::write(&command_file, format!("{} --graceful", test_child_bin())).unwrap();
     let sockhold = Sockhold::command()
         .env("SERVER_SINCE_FILE", dir.join("since"))
         .args(["-l", "127.0.0.1:0", "--ready-timeout", ready_timeout])
