@@ -63,7 +63,11 @@ fn generation_processes(main: Pid, others: &[Pid]) -> Vec<Pid> {
     let Some(born) = leftovers::start_ticks(main) else {
         return pids;
     };
-    for orphan in leftovers::children_of(Pid::this()) {
+    // sockhold's own children: cheap to list, unlike a scan of /proc,
+    // which this runs every 10 ms while a generation starts.
+    let me = Pid::this();
+    let children = observer::direct_children(me).unwrap_or_else(|| leftovers::children_of(me));
+    for orphan in children {
         let ours = orphan != main && !others.contains(&orphan) && !pids.contains(&orphan);
         if ours && leftovers::start_ticks(orphan).is_some_and(|at| at >= born) {
             pids.extend(observer::process_tree(orphan));

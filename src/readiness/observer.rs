@@ -166,6 +166,25 @@ pub fn process_tree(root: Pid) -> Vec<Pid> {
     }
 }
 
+/// The direct children of `parent`, from its own /proc children files:
+/// a few small reads, where a scan of /proc reads every process on the
+/// host. None where the kernel has no such files (no CONFIG_PROC_CHILDREN).
+pub fn direct_children(parent: Pid) -> Option<Vec<Pid>> {
+    if !Path::new("/proc/thread-self/children").exists() {
+        return None;
+    }
+    let mut children = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else {
+        return Some(children);
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            children.extend(proc_parse::parse_children(&text));
+        }
+    }
+    Some(children)
+}
+
 fn tree_by_children(root: Pid) -> Vec<Pid> {
     let mut tree = vec![root];
     let mut known: HashSet<Pid> = HashSet::from([root]);
@@ -729,6 +748,20 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn direct_children_lists_a_child_of_this_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        if let Some(children) = direct_children(Pid::this()) {
+            assert!(children.contains(&pid), "{children:?}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 
     /// Python starts in tens of milliseconds; this is for a loaded machine.
     const PATIENCE: Duration = Duration::from_secs(20);
