@@ -43,6 +43,9 @@ fn server_starter_app_finds_every_socket_by_its_address() {
         .args(["--compat-env", "server-starter,einhorn", "--"])
         .args(["python3", "-c", SERVER_STARTER_APP])
         .start();
+    // Seen accepting: the requests below wait for the answer, not for
+    // python3 to start (which takes seconds on a loaded machine).
+    sockhold.wait_for("generation 1 ready: accepting");
     let one_address = sockhold.tcp_address(0);
     let all_addresses = sockhold.tcp_address(1);
 
