@@ -303,11 +303,11 @@ fn at_max_connections_new_connections_wait_in_the_queue_and_all_are_served() {
     sockhold.wait_for("3 connections running (--max-connections)");
     let mut fourth = TcpStream::connect(address).unwrap();
     fourth.write_all(b"fourth\n").unwrap();
-    fourth
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
     let mut buffer = [0u8; 16];
-    let waited = fourth.read(&mut buffer);
+    let waited = read_within(Duration::from_millis(300), |left| {
+        fourth.set_read_timeout(Some(left))?;
+        fourth.read(&mut buffer)
+    });
     assert!(
         matches!(&waited, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
         "the fourth connection must wait: {waited:?}"

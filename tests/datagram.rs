@@ -113,9 +113,7 @@ fn udp_client(server: SocketAddr) -> UdpSocket {
     } else {
         "127.0.0.1:0".parse().unwrap()
     };
-    let client = UdpSocket::bind(local).unwrap();
-    client.set_read_timeout(Some(WAIT)).unwrap();
-    client
+    UdpSocket::bind(local).unwrap()
 }
 
 /// Sends one datagram and returns the answer; panics if none comes within
@@ -123,24 +121,26 @@ fn udp_client(server: SocketAddr) -> UdpSocket {
 fn ask_udp(client: &UdpSocket, server: SocketAddr, payload: &str) -> String {
     client.send_to(payload.as_bytes(), server).unwrap();
     let mut buffer = [0u8; 4096];
-    let length = client
-        .recv(&mut buffer)
-        .unwrap_or_else(|error| panic!("no answer to {payload:?} from {server}: {error}"));
+    let length = read_within(WAIT, |left| {
+        client.set_read_timeout(Some(left))?;
+        client.recv(&mut buffer)
+    })
+    .unwrap_or_else(|error| panic!("no answer to {payload:?} from {server}: {error}"));
     String::from_utf8_lossy(&buffer[..length]).into_owned()
 }
 
 /// A Unix datagram client bound in `dir`, so that the child can answer.
 fn unix_client(dir: &TempDir, name: &str) -> UnixDatagram {
-    let client = UnixDatagram::bind(dir.join(name)).unwrap();
-    client.set_read_timeout(Some(WAIT)).unwrap();
-    client
+    UnixDatagram::bind(dir.join(name)).unwrap()
 }
 
 fn receive(client: &UnixDatagram, payload: &str) -> String {
     let mut buffer = [0u8; 4096];
-    let length = client
-        .recv(&mut buffer)
-        .unwrap_or_else(|error| panic!("no answer to {payload:?}: {error}"));
+    let length = read_within(WAIT, |left| {
+        client.set_read_timeout(Some(left))?;
+        client.recv(&mut buffer)
+    })
+    .unwrap_or_else(|error| panic!("no answer to {payload:?}: {error}"));
     String::from_utf8_lossy(&buffer[..length]).into_owned()
 }
 
@@ -509,8 +509,11 @@ fn live_socket_of_either_type_is_refused_and_left_alone() {
     let sender = UnixDatagram::unbound().unwrap();
     sender.send_to(b"still mine", &datagram_path).unwrap();
     let mut buffer = [0u8; 16];
-    live_datagram.set_read_timeout(Some(WAIT)).unwrap();
-    let length = live_datagram.recv(&mut buffer).unwrap();
+    let length = read_within(WAIT, |left| {
+        live_datagram.set_read_timeout(Some(left))?;
+        live_datagram.recv(&mut buffer)
+    })
+    .unwrap();
     assert_eq!(&buffer[..length], b"still mine");
 }
 

@@ -736,6 +736,30 @@ impl Drop for Sockhold {
     }
 }
 
+/// One read from a socket, within `within` in all: `read(left)` sets the
+/// socket's read timeout to `left` and reads once. A read that fails with
+/// EINTR is made again with what is left of the time: with a read timeout
+/// (SO_RCVTIMEO) set, recv(2) reports an interruption as EINTR instead of
+/// restarting (signal(7)), and the standard library retries that only in
+/// its loops (`read_to_end`, `read_exact`, `read_line`), not in a single
+/// `read` or `recv`. Past the time, fails with `TimedOut`.
+pub fn read_within<T>(
+    within: Duration,
+    mut read: impl FnMut(Duration) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        match read(left) {
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
 /// Connects, reads everything the server says, and returns it.
 pub fn request_tcp(address: SocketAddr) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;

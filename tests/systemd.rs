@@ -16,17 +16,17 @@ struct FakeNotify {
 impl FakeNotify {
     fn bind(path: &Path) -> FakeNotify {
         let socket = UnixDatagram::bind(path).unwrap();
-        socket.set_read_timeout(Some(WAIT)).unwrap();
         FakeNotify { socket }
     }
 
     /// The next datagram; panics after `WAIT`.
     fn next(&self) -> String {
         let mut buffer = [0u8; 4096];
-        let length = self
-            .socket
-            .recv(&mut buffer)
-            .expect("a notify message within the wait limit");
+        let length = read_within(WAIT, |left| {
+            self.socket.set_read_timeout(Some(left))?;
+            self.socket.recv(&mut buffer)
+        })
+        .expect("a notify message within the wait limit");
         String::from_utf8_lossy(&buffer[..length]).into_owned()
     }
 }
