@@ -36,10 +36,10 @@ child=$target/release/test_child
 client=$root/benches/reload_client.py
 
 if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bins --quiet)
+    (cd "$root" && cargo build --release --bins --features test-child --quiet)
 fi
 for bin in "$sockhold" "$child"; do
-    [ -x "$bin" ] || { echo "readiness.sh: $bin is missing (cargo build --release)" >&2; exit 69; }
+    [ -x "$bin" ] || { echo "readiness.sh: $bin is missing (cargo build --release --bins --features test-child)" >&2; exit 69; }
 done
 command -v start_server >/dev/null || {
     echo "readiness.sh: start_server is missing (apt-get install libserver-starter-perl)" >&2
