@@ -366,7 +366,6 @@ impl EventLoop {
                         self.control
                             .as_mut()?
                             .reply_and_hold(client, control::STOPPING);
-                        log::info!("control: stop requested");
                         Event::Stop {
                             signal: Signal::SIGTERM,
                             by: Origin::Control(client),
