@@ -28,7 +28,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::fmt;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 /// How a child ended.
@@ -236,6 +236,23 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
     // SAFETY: the kernel just returned this fd (born O_CLOEXEC, see
     // pidfd_open(2)); nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A copy, in sockhold, of process `pid`'s `fd` (pidfd_getfd(2), Linux
+/// 5.6), born O_CLOEXEC. It needs the same ptrace access as reading the
+/// process's /proc/P/syscall. The file stays open while the copy lives:
+/// callers drop it at once.
+pub fn copy_fd_of(pid: Pid, fd: RawFd) -> Result<OwnedFd, Errno> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: pidfd_getfd takes a pidfd, an fd number in that process and
+    // flags 0, and returns a new fd or -1; it touches no memory of ours.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this fd (always O_CLOEXEC, see
+    // pidfd_getfd(2)); nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
 }
 
 /// pidfd_send_signal(2) with no siginfo (as kill(2) would send it).

@@ -11,6 +11,7 @@ use nix::libc;
 use nix::sys::socket::{self, SockaddrStorage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 
 /// What sockhold knows about one listening socket, found out once.
 #[derive(Debug, Clone, Copy)]
@@ -143,9 +144,120 @@ pub fn socket_kind(fd: RawFd) -> SocketKind {
     SocketKind::Other
 }
 
+/// A listening stream socket's address, to tell connections accepted
+/// from it: an accepted connection has its listener's local address (for
+/// a listener on every address, its port on one of the host's addresses)
+/// and type, and is not listening itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerName {
+    address: BoundAddress,
+    /// SO_TYPE: SOCK_STREAM or SOCK_SEQPACKET.
+    kind: libc::c_int,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BoundAddress {
+    Ip(SocketAddr),
+    UnixPath(Vec<u8>),
+    UnixAbstract(Vec<u8>),
+}
+
+impl ListenerName {
+    /// The name of the listening socket `fd`; None for one with no
+    /// address a connection could show (an unnamed Unix socket) or that
+    /// cannot be asked.
+    pub fn of(fd: BorrowedFd<'_>) -> Option<ListenerName> {
+        Some(ListenerName {
+            address: bound_address(fd)?,
+            kind: socket::getsockopt(&fd, socket::sockopt::SockType).ok()? as libc::c_int,
+        })
+    }
+
+    /// Whether the socket `fd` is a connection accepted from this listener
+    /// (or from another listener on the same address and port).
+    pub fn accepted(&self, fd: BorrowedFd<'_>) -> bool {
+        let listening = socket::getsockopt(&fd, socket::sockopt::AcceptConn).unwrap_or(true);
+        let kind = socket::getsockopt(&fd, socket::sockopt::SockType).map(|k| k as libc::c_int);
+        if listening || kind != Ok(self.kind) {
+            return false;
+        }
+        match (&self.address, bound_address(fd)) {
+            (BoundAddress::Ip(listener), Some(BoundAddress::Ip(local))) => {
+                let (wanted, seen) = (canonical_ip(listener.ip()), canonical_ip(local.ip()));
+                let address_matches = match wanted {
+                    // 0.0.0.0 takes IPv4 only; [::] both (unless v6only).
+                    IpAddr::V4(any) if any.is_unspecified() => seen.is_ipv4(),
+                    IpAddr::V6(any) if any.is_unspecified() => true,
+                    _ => wanted == seen,
+                };
+                listener.port() == local.port() && address_matches
+            }
+            (listener, local) => local.as_ref() == Some(listener),
+        }
+    }
+}
+
+fn bound_address(fd: BorrowedFd<'_>) -> Option<BoundAddress> {
+    let address = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()).ok()?;
+    if let Some(ip) = ip_address(&address) {
+        return Some(BoundAddress::Ip(ip));
+    }
+    let unix = address.as_unix_addr()?;
+    if let Some(path) = unix.path() {
+        return Some(BoundAddress::UnixPath(path.as_os_str().as_bytes().to_vec()));
+    }
+    unix.as_abstract()
+        .map(|name| BoundAddress::UnixAbstract(name.to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    #[test]
+    fn a_connection_is_told_by_its_listener_s_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let name = ListenerName::of(listener.as_fd()).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(name.accepted(accepted.as_fd()));
+        // The client's end has an ephemeral local port; a listener is no
+        // connection; another listener's connection is not this one's.
+        assert!(!name.accepted(client.as_fd()));
+        assert!(!name.accepted(listener.as_fd()));
+        let _client = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        let (elsewhere, _) = other.accept().unwrap();
+        assert!(!name.accepted(elsewhere.as_fd()));
+    }
+
+    #[test]
+    fn a_wildcard_listener_s_connections_are_on_some_host_address() {
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        let name = ListenerName::of(listener.as_fd()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(name.accepted(accepted.as_fd()));
+    }
+
+    #[test]
+    fn a_unix_connection_carries_its_listener_s_path() {
+        let dir = std::env::temp_dir().join(format!("sockhold-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let name = ListenerName::of(listener.as_fd()).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(name.accepted(accepted.as_fd()));
+        // The connecting end is unnamed.
+        assert!(!name.accepted(client.as_fd()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn mapped_ipv4_counts_as_ipv4() {

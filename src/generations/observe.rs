@@ -110,7 +110,7 @@ pub fn judge(round: &Round, sockets: &[HeldSocket], mode: ReadyMode) -> Observat
         return Observation::Accepting {
             pid: taking.pid,
             fd: taking.fd,
-            how: taking.how.name(),
+            doing: taking.how.doing(),
         };
     }
     if let Some((pid, reason)) = round.unobservable.first() {
@@ -132,10 +132,12 @@ mod tests {
     const STREAM: HeldSocket = HeldSocket {
         inode: 10,
         datagram: false,
+        name: None,
     };
     const DATAGRAM: HeldSocket = HeldSocket {
         inode: 20,
         datagram: true,
+        name: None,
     };
 
     fn taking(socket: usize) -> Taking {
@@ -175,7 +177,7 @@ mod tests {
             Observation::Accepting {
                 pid: Pid::from_raw(42),
                 fd: 3,
-                how: "accept"
+                doing: "waits in accept"
             }
         );
     }

@@ -146,12 +146,13 @@ impl Cause {
 /// `accepting`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
-    /// Taking connections: a thread of `pid` waits on its fd `fd` (the
-    /// first socket found) by `how` (`accept`, `epoll`, ...).
+    /// Taking connections from its fd `fd` (the first socket found):
+    /// `pid` was seen `doing` so (`waits in accept`, `waits in epoll`,
+    /// `has accepted a connection`, ...).
     Accepting {
         pid: Pid,
         fd: i32,
-        how: &'static str,
+        doing: &'static str,
     },
     /// Seen, not taking connections yet.
     NotYet,
@@ -804,8 +805,8 @@ impl Supervisor {
         let waited = format_duration(now.saturating_duration_since(g.started_at));
         match observation {
             Observation::NotYet => {}
-            Observation::Accepting { pid, fd, how } => {
-                log::debug!("generation {generation}: pid {pid} waits in {how} on fd {fd}");
+            Observation::Accepting { pid, fd, doing } => {
+                log::debug!("generation {generation}: pid {pid} {doing} on fd {fd}");
                 let why = format!("accepting on fd {fd} (pid {pid}) after {waited}");
                 self.promote(index, why, now, actions);
             }

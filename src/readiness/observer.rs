@@ -32,7 +32,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{self, IoSliceMut};
-use std::os::fd::{BorrowedFd, RawFd};
+use crate::net::ListenerName;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -51,12 +52,15 @@ const POLLFD_SIZE: usize = 8;
 /// One socket sockhold holds, as the kernel identifies it (fstat st_ino on
 /// sockfs): the same in every process that has a copy of it, whatever the
 /// fd number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldSocket {
     /// The socket's inode, as /proc/P/fd/N shows it in `socket:[INODE]`.
     pub inode: u64,
     /// A datagram socket: taken by receiving on it, not by accept.
     pub datagram: bool,
+    /// A stream socket's address, which the connections accepted from it
+    /// carry; None for datagram sockets and unnamed ones.
+    pub name: Option<ListenerName>,
 }
 
 impl HeldSocket {
@@ -72,6 +76,11 @@ impl HeldSocket {
             #[allow(clippy::useless_conversion)]
             inode: u64::from(stat.st_ino),
             datagram,
+            name: if datagram {
+                None
+            } else {
+                ListenerName::of(fd)
+            },
         })
     }
 }
@@ -90,6 +99,9 @@ pub enum Wait {
     Select,
     /// In recvfrom, recvmsg, recvmmsg or read on it (datagram sockets).
     Receive,
+    /// Not waiting, but holding a connection accepted from it: a busy
+    /// server is found running, between two waits, more often than in one.
+    Accepted,
 }
 
 impl Wait {
@@ -101,6 +113,20 @@ impl Wait {
             Wait::Poll => "poll",
             Wait::Select => "select",
             Wait::Receive => "recv",
+            Wait::Accepted => "accepted",
+        }
+    }
+
+    /// What a process seen so did, for the log: `pid 42 waits in poll on
+    /// fd 3`, `pid 42 has accepted a connection on fd 3`.
+    pub fn doing(self) -> &'static str {
+        match self {
+            Wait::Accept => "waits in accept",
+            Wait::Epoll => "waits in epoll",
+            Wait::Poll => "waits in poll",
+            Wait::Select => "waits in select",
+            Wait::Receive => "waits in recv",
+            Wait::Accepted => "has accepted a connection",
         }
     }
 }
@@ -292,9 +318,18 @@ pub fn observe(pids: &[Pid], sockets: &[HeldSocket]) -> Round {
         } else {
             process.observe_threads(&mut round.taking)
         };
+        // A stopped process takes nothing, whatever it holds.
+        let wanted: Vec<usize> = if stopped {
+            Vec::new()
+        } else {
+            (0..sockets.len())
+                .filter(|&index| sockets[index].name.is_some())
+                .filter(|&index| !round.taking.iter().any(|t| t.socket == index))
+                .collect()
+        };
         // Looked at even when the threads could not be (Yama restricts
         // only the ptrace attach checks, not the read checks of /proc/P/fd).
-        let fds = process.mark_held(&mut held);
+        let fds = process.scan_fds(&mut held, &wanted, &mut round.taking);
         if let Err(Unreadable::Unobservable(_)) = fds {
             holdings_known = false;
         }
@@ -420,12 +455,27 @@ fn number_named(name: &std::ffi::OsStr) -> Option<i32> {
     std::str::from_utf8(name.as_bytes()).ok()?.parse().ok()
 }
 
+/// The most of one process's other sockets looked at in one round for a
+/// connection accepted from a held socket: four system calls each.
+const MAX_CONNECTIONS_LOOKED_AT: usize = 64;
+
+/// What one of a process's fds is, read from /proc/P/fd/N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FdIs {
+    /// The held socket with this index.
+    Held(usize),
+    /// Another socket (`socket:[INODE]`).
+    OtherSocket(u64),
+    /// Not a socket, or not open.
+    Other,
+}
+
 /// One process during one round.
 struct Process<'a> {
     pid: Pid,
     sockets: &'a [HeldSocket],
-    /// fd → which held socket it is, if any; each fd is read once a round.
-    resolved: HashMap<RawFd, Option<usize>>,
+    /// What each fd is; each fd is read once a round.
+    resolved: HashMap<RawFd, FdIs>,
 }
 
 impl Process<'_> {
@@ -441,22 +491,35 @@ impl Process<'_> {
 
     /// Which held socket the process's `fd` is, if any.
     fn held_socket(&mut self, fd: RawFd) -> Result<Option<usize>, Unreadable> {
+        Ok(match self.fd_is(fd)? {
+            FdIs::Held(socket) => Some(socket),
+            FdIs::OtherSocket(_) | FdIs::Other => None,
+        })
+    }
+
+    /// What the process's `fd` is.
+    fn fd_is(&mut self, fd: RawFd) -> Result<FdIs, Unreadable> {
         if let Some(&known) = self.resolved.get(&fd) {
             return Ok(known);
         }
         let path = format!("/proc/{}/fd/{fd}", self.pid);
-        let socket = match fs::read_link(&path) {
-            Ok(target) => proc_parse::socket_inode(target.as_os_str().as_bytes())
-                .and_then(|inode| self.sockets.iter().position(|s| s.inode == inode)),
+        let is = match fs::read_link(&path) {
+            Ok(target) => match proc_parse::socket_inode(target.as_os_str().as_bytes()) {
+                Some(inode) => match self.sockets.iter().position(|s| s.inode == inode) {
+                    Some(socket) => FdIs::Held(socket),
+                    None => FdIs::OtherSocket(inode),
+                },
+                None => FdIs::Other,
+            },
             Err(error) => match unreadable(&error, &path) {
                 // Not open (any more), or the process is gone: either way
                 // not one of ours.
-                Unreadable::Gone => None,
+                Unreadable::Gone => FdIs::Other,
                 unobservable => return Err(unobservable),
             },
         };
-        self.resolved.insert(fd, socket);
-        Ok(socket)
+        self.resolved.insert(fd, is);
+        Ok(is)
     }
 
     /// Adds what every thread of the process is taking.
@@ -709,30 +772,97 @@ impl Process<'_> {
         }
     }
 
-    /// Marks the held sockets this process has open, reading /proc/P/fd
-    /// only while some held socket is still unaccounted for.
+    /// Marks the held sockets this process has open and adds the `wanted`
+    /// held stream sockets it holds a connection accepted from. Reads
+    /// /proc/P/fd only while some held socket is still unaccounted for or
+    /// some socket is wanted.
     // See: proc(5) /proc/pid/fd.
-    fn mark_held(&mut self, held: &mut [bool]) -> Result<(), Unreadable> {
-        for &socket in self.resolved.values().flatten() {
-            held[socket] = true;
+    fn scan_fds(
+        &mut self,
+        held: &mut [bool],
+        wanted: &[usize],
+        taking: &mut Vec<Taking>,
+    ) -> Result<(), Unreadable> {
+        for is in self.resolved.values() {
+            if let FdIs::Held(socket) = *is {
+                held[socket] = true;
+            }
         }
-        if held.iter().all(|&found| found) {
+        if wanted.is_empty() && held.iter().all(|&found| found) {
             return Ok(());
         }
         let path = format!("/proc/{}/fd", self.pid);
         let fds = fs::read_dir(&path).map_err(|error| unreadable(&error, &path))?;
+        let mut connections = Vec::new();
         for entry in fds.flatten() {
             let Some(fd) = number_named(&entry.file_name()) else {
                 continue;
             };
-            if let Some(socket) = self.held_socket(fd)? {
-                held[socket] = true;
-                if held.iter().all(|&found| found) {
-                    break;
-                }
+            match self.fd_is(fd)? {
+                FdIs::Held(socket) => held[socket] = true,
+                FdIs::OtherSocket(inode) if !wanted.is_empty() => connections.push((fd, inode)),
+                _ => {}
+            }
+            if wanted.is_empty() && held.iter().all(|&found| found) {
+                break;
+            }
+        }
+        // The newest fds first: a server's connections come after the
+        // sockets it opened at start.
+        connections.sort_unstable_by_key(|&(fd, _)| std::cmp::Reverse(fd));
+        let mut missing = wanted.to_vec();
+        for (fd, inode) in connections.into_iter().take(MAX_CONNECTIONS_LOOKED_AT) {
+            if missing.is_empty() {
+                break;
+            }
+            for socket in self.accepted_from(fd, inode, &missing) {
+                missing.retain(|&index| index != socket);
+                taking.push(Taking {
+                    pid: self.pid,
+                    fd: self.fd_of(socket),
+                    socket,
+                    how: Wait::Accepted,
+                });
             }
         }
         Ok(())
+    }
+
+    /// Which of the `candidates` (held stream sockets) the connection at
+    /// the process's `fd`, socket `inode`, was accepted from: looked at
+    /// through a copy of it (pidfd_getfd), closed at once. A copy that
+    /// cannot be made (no ptrace access, Linux < 5.6, fd closed since) or
+    /// is another socket by now shows nothing.
+    fn accepted_from(&self, fd: RawFd, inode: u64, candidates: &[usize]) -> Vec<usize> {
+        let Ok(copy) = crate::child::copy_fd_of(self.pid, fd) else {
+            return Vec::new();
+        };
+        #[allow(clippy::useless_conversion)]
+        let same = nix::sys::stat::fstat(&copy).is_ok_and(|stat| u64::from(stat.st_ino) == inode);
+        if !same {
+            return Vec::new();
+        }
+        candidates
+            .iter()
+            .copied()
+            .filter(|&index| {
+                self.sockets[index]
+                    .name
+                    .as_ref()
+                    .is_some_and(|name| name.accepted(copy.as_fd()))
+            })
+            .collect()
+    }
+
+    /// The process's own fd for held socket `socket`: the one seen this
+    /// round, else the one it was passed at (LISTEN_FDS order).
+    fn fd_of(&self, socket: usize) -> RawFd {
+        self.resolved
+            .iter()
+            .filter(|(_, is)| **is == FdIs::Held(socket))
+            .map(|(&fd, _)| fd)
+            .min()
+            .unwrap_or(crate::spawn::FIRST_PASSED_FD + socket as RawFd)
     }
 }
 
@@ -929,11 +1059,17 @@ mod tests {
             Wait::Poll,
             Wait::Select,
             Wait::Receive,
+            Wait::Accepted,
         ]
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(words, ["accept", "epoll", "poll", "select", "recv"]);
+        assert_eq!(
+            words,
+            ["accept", "epoll", "poll", "select", "recv", "accepted"]
+        );
+        assert_eq!(Wait::Poll.doing(), "waits in poll");
+        assert_eq!(Wait::Accepted.doing(), "has accepted a connection");
     }
 
     #[test]
@@ -1159,6 +1295,56 @@ mod tests {
                 ..Round::default()
             }
         );
+    }
+
+    #[test]
+    fn a_child_holding_a_connection_it_accepted_is_taking_while_not_waiting() {
+        let listener = listener();
+        let sockets = [held(&listener, false)];
+        // Accepts one connection, then is busy (sleeping here, so that the
+        // round below sees it out of any wait on the socket).
+        let child = Python::start(
+            "import socket, time\nc = socket.socket(fileno=3).accept()\ntime.sleep(600)",
+            listener.as_fd(),
+        );
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        wait_until_blocked_in(child.pid(), SLEEP_CALLS);
+        let round = observe(&[child.pid()], &sockets);
+        assert_eq!(
+            round.taking,
+            [Taking {
+                pid: child.pid(),
+                fd: 3,
+                socket: 0,
+                how: Wait::Accepted
+            }]
+        );
+        // Stopped, it takes nothing, whatever it holds.
+        signal::kill(child.pid(), Signal::SIGSTOP).unwrap();
+        let stopped = observe_until(|| vec![child.pid()], &sockets, |r| r.taking.is_empty());
+        assert_eq!(stopped.processes_seen, 1);
+        signal::kill(child.pid(), Signal::SIGCONT).unwrap();
+    }
+
+    #[test]
+    fn a_child_holding_its_own_connection_to_the_socket_takes_nothing() {
+        let listener = listener();
+        let sockets = [held(&listener, false)];
+        let port = listener.local_addr().unwrap().port();
+        // The connecting end has an ephemeral local port, and a listener
+        // of the child's own is no connection.
+        let child = Python::start(
+            &format!(
+                "import socket, time\nc = socket.create_connection(('127.0.0.1', {port}))\n\
+                 own = socket.socket()\nown.bind(('127.0.0.1', 0))\nown.listen()\n\
+                 time.sleep(600)"
+            ),
+            listener.as_fd(),
+        );
+        wait_until_blocked_in(child.pid(), SLEEP_CALLS);
+        let round = observe(&[child.pid()], &sockets);
+        assert_eq!(round.taking, []);
+        assert_eq!(round.processes_seen, 1);
     }
 
     #[test]

@@ -878,7 +878,7 @@ fn accepting_on_fd_3(pid_number: i32) -> Observation {
     Observation::Accepting {
         pid: pid(pid_number),
         fd: 3,
-        how: "accept",
+        doing: "waits in accept",
     }
 }
 
