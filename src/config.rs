@@ -38,6 +38,11 @@ pub const NOTIFY_GRACE: Duration = Duration::from_secs(5);
 /// How often a starting generation's processes are looked at in /proc.
 pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How soon the next look comes when the last one found a thread that
+/// runs and blocks again and again (a server busy with connections is
+/// caught in its wait less often than an idle one).
+pub const BUSY_OBSERVE_INTERVAL: Duration = Duration::from_millis(2);
+
 /// What to do when the current child exits on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {

@@ -31,7 +31,7 @@ fn children_where(parent: Pid, keep: impl Fn(char) -> bool) -> Vec<Pid> {
         .filter_map(|entry| {
             let name = entry.ok()?.file_name();
             let pid: i32 = name.to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let stat = crate::readiness::observer::read_proc(format!("/proc/{pid}/stat")).ok()?;
             let (state, ppid) = parse_stat(&stat)?;
             (ppid == parent.as_raw() && keep(state)).then(|| Pid::from_raw(pid))
         })
@@ -53,7 +53,7 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
 /// When a process started, in clock ticks since boot (/proc/PID/stat field
 /// 22): to tell processes born after a generation from older ones.
 pub fn start_ticks(pid: Pid) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::readiness::observer::read_proc(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 1..];
     // Fields after comm start at field 3 (state); 22 is the 20th of them.
     after_comm.split_whitespace().nth(19)?.parse().ok()

@@ -13,13 +13,26 @@ use crate::leftovers;
 use crate::listen::Listener;
 use crate::readiness::observer::{self, HeldSocket, Round};
 use nix::unistd::Pid;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// The held sockets as the observer knows them, in child fd order.
 pub struct Watcher {
     /// None where a socket could not be identified (then nothing can be
     /// observed).
     sockets: Option<Vec<HeldSocket>>,
+    /// Threads seen running, and how often each had blocked the last
+    /// time it was.
+    last_running: RefCell<HashMap<Pid, u64>>,
 }
+
+/// The most threads `last_running` keeps.
+const MAX_THREADS_REMEMBERED: usize = 4096;
+
+/// A running thread that has blocked at least this often since it was
+/// last seen running keeps waking up: a server busy with connections, not
+/// one computing its start-up.
+const BUSY_SWITCHES: u64 = 2;
 
 impl Watcher {
     pub fn new(listeners: &[Listener]) -> Watcher {
@@ -33,12 +46,16 @@ impl Watcher {
         match sockets {
             Ok(sockets) => Watcher {
                 sockets: Some(sockets),
+                last_running: RefCell::default(),
             },
             Err(error) => {
                 log::warn!(
                     "cannot identify the held sockets ({error}): generations cannot be observed"
                 );
-                Watcher { sockets: None }
+                Watcher {
+                    sockets: None,
+                    last_running: RefCell::default(),
+                }
             }
         }
     }
@@ -52,8 +69,31 @@ impl Watcher {
             };
         };
         let round = observer::observe(&generation_processes(main, others), sockets);
-        judge(&round, sockets, mode)
+        let busy = {
+            let mut counts = self.last_running.borrow_mut();
+            let busy = keeps_waking(&counts, &round.running);
+            // The last count seen running, kept across looks that found
+            // the thread waiting; bounded for trees that churn threads.
+            if counts.len() > MAX_THREADS_REMEMBERED {
+                counts.clear();
+            }
+            counts.extend(round.running.iter().copied());
+            busy
+        };
+        match judge(&round, sockets, mode) {
+            Observation::NotYet if busy => Observation::Busy,
+            observation => observation,
+        }
     }
+}
+
+/// Whether a thread running now has blocked at least BUSY_SWITCHES more
+/// times than when it was last seen running (`last`: thread → count then).
+fn keeps_waking(last: &HashMap<Pid, u64>, running: &[(Pid, u64)]) -> bool {
+    running.iter().any(|(thread, count)| {
+        last.get(thread)
+            .is_some_and(|before| *count >= before + BUSY_SWITCHES)
+    })
 }
 
 /// `main`'s process tree, plus the orphans reparented to sockhold since it
@@ -155,11 +195,25 @@ mod tests {
             unobservable: Vec::new(),
             not_held,
             processes_seen: 1,
+            running: Vec::new(),
         }
     }
 
     fn is_accepting(observation: &Observation) -> bool {
         matches!(observation, Observation::Accepting { .. })
+    }
+
+    #[test]
+    fn a_thread_is_busy_when_it_blocked_twice_since_the_last_look() {
+        let thread = Pid::from_raw(42);
+        let last = HashMap::from([(thread, 100)]);
+        assert!(keeps_waking(&last, &[(thread, 102)]));
+        // Computing (a CPU-bound start) or blocked once: not busy.
+        assert!(!keeps_waking(&last, &[(thread, 100)]));
+        assert!(!keeps_waking(&last, &[(thread, 101)]));
+        // A thread not running at the last look has nothing to compare.
+        assert!(!keeps_waking(&HashMap::new(), &[(thread, 5000)]));
+        assert!(!keeps_waking(&last, &[(Pid::from_raw(43), 5000)]));
     }
 
     #[test]

@@ -15,8 +15,8 @@
 
 use crate::child::ChildStatus;
 use crate::config::{
-    AUTO_DELAY, NOTIFY_GRACE, OBSERVE_INTERVAL, ReadyMode, RestartPolicy, SupervisorSettings,
-    format_duration,
+    AUTO_DELAY, BUSY_OBSERVE_INTERVAL, NOTIFY_GRACE, OBSERVE_INTERVAL, ReadyMode, RestartPolicy,
+    SupervisorSettings, format_duration,
 };
 use crate::error::exit;
 use crate::signals::{self, StopBy};
@@ -156,6 +156,10 @@ pub enum Observation {
     },
     /// Seen, not taking connections yet.
     NotYet,
+    /// Seen, not taking connections yet, with a thread that keeps waking
+    /// up: looked at again sooner (BUSY_OBSERVE_INTERVAL) to catch it in
+    /// its wait.
+    Busy,
     /// Cannot be seen; `why` names the process and the reason.
     Unobservable { why: String },
     /// Seen, and it holds none of the held sockets: it cannot take
@@ -805,6 +809,11 @@ impl Supervisor {
         let waited = format_duration(now.saturating_duration_since(g.started_at));
         match observation {
             Observation::NotYet => {}
+            Observation::Busy => {
+                if let Some(at) = observe_at {
+                    *at = (*at).min(now + BUSY_OBSERVE_INTERVAL);
+                }
+            }
             Observation::Accepting { pid, fd, doing } => {
                 log::debug!("generation {generation}: pid {pid} {doing} on fd {fd}");
                 let why = format!("accepting on fd {fd} (pid {pid}) after {waited}");

@@ -23,6 +23,7 @@
 //! - Needs no `unsafe`: nix wraps process_vm_readv and fstat.
 
 use super::proc_parse::{self, ThreadSyscall};
+use crate::net::ListenerName;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::stat::SFlag;
@@ -31,8 +32,7 @@ use nix::unistd::Pid;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
-use std::io::{self, IoSliceMut};
-use crate::net::ListenerName;
+use std::io::{self, IoSliceMut, Read};
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -76,11 +76,7 @@ impl HeldSocket {
             #[allow(clippy::useless_conversion)]
             inode: u64::from(stat.st_ino),
             datagram,
-            name: if datagram {
-                None
-            } else {
-                ListenerName::of(fd)
-            },
+            name: if datagram { None } else { ListenerName::of(fd) },
         })
     }
 }
@@ -168,6 +164,10 @@ pub struct Round {
     /// Processes looked at: alive and readable, stopped ones included;
     /// vanished, zombie and unobservable ones not.
     pub processes_seen: usize,
+    /// Threads found running (on a CPU or about to be), with how often
+    /// each has blocked so far: compared between rounds, a count that
+    /// climbs fast is a thread that keeps waking up, as a busy server does.
+    pub running: Vec<(Pid, u64)>,
 }
 
 /// `root` and every descendant, `root` first; empty once `root` is gone.
@@ -204,7 +204,7 @@ pub fn direct_children(parent: Pid) -> Option<Vec<Pid>> {
         return Some(children);
     };
     for task in tasks.flatten() {
-        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+        if let Ok(text) = read_proc(task.path().join("children")) {
             children.extend(proc_parse::parse_children(&text));
         }
     }
@@ -224,7 +224,7 @@ fn tree_by_children(root: Pid) -> Vec<Pid> {
         // A child belongs to the thread that forked it: every thread's
         // file is read.
         for task in tasks.flatten() {
-            let Ok(text) = fs::read_to_string(task.path().join("children")) else {
+            let Ok(text) = read_proc(task.path().join("children")) else {
                 continue;
             };
             for child in proc_parse::parse_children(&text) {
@@ -245,7 +245,7 @@ fn tree_by_parent_scan(root: Pid) -> Vec<Pid> {
             let Some(pid) = number_named(&entry.file_name()).map(Pid::from_raw) else {
                 continue;
             };
-            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            let Ok(text) = read_proc(format!("/proc/{pid}/stat")) else {
                 continue;
             };
             if let Some(stat) = proc_parse::parse_stat(&text) {
@@ -316,7 +316,7 @@ pub fn observe(pids: &[Pid], sockets: &[HeldSocket]) -> Round {
         let threads = if stopped {
             Ok(())
         } else {
-            process.observe_threads(&mut round.taking)
+            process.observe_threads(&mut round.taking, &mut round.running)
         };
         // A stopped process takes nothing, whatever it holds.
         let wanted: Vec<usize> = if stopped {
@@ -343,6 +343,15 @@ pub fn observe(pids: &[Pid], sockets: &[HeldSocket]) -> Round {
         round.not_held = (0..sockets.len()).filter(|&index| !held[index]).collect();
     }
     round
+}
+
+/// A /proc file's text in one read(2) or two: these files have no size,
+/// so `fs::read_to_string` would read them 32 bytes at a time, and the
+/// observer reads several every 10 ms.
+pub fn read_proc(path: impl AsRef<Path>) -> io::Result<String> {
+    let mut bytes = Vec::with_capacity(4096);
+    fs::File::open(path)?.read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
 /// Why the /proc mounted here cannot be read with sockhold's pids, if so.
@@ -483,7 +492,7 @@ impl Process<'_> {
     // See: proc(5) /proc/pid/stat, field 3.
     fn state(&self) -> Result<char, Unreadable> {
         let path = format!("/proc/{}/stat", self.pid);
-        let text = fs::read_to_string(&path).map_err(|error| unreadable(&error, &path))?;
+        let text = read_proc(&path).map_err(|error| unreadable(&error, &path))?;
         proc_parse::parse_stat(&text)
             .map(|stat| stat.state)
             .ok_or_else(|| Unreadable::Unobservable(format!("cannot parse {path}")))
@@ -523,7 +532,11 @@ impl Process<'_> {
     }
 
     /// Adds what every thread of the process is taking.
-    fn observe_threads(&mut self, taking: &mut Vec<Taking>) -> Result<(), Unreadable> {
+    fn observe_threads(
+        &mut self,
+        taking: &mut Vec<Taking>,
+        running: &mut Vec<(Pid, u64)>,
+    ) -> Result<(), Unreadable> {
         let task_dir = format!("/proc/{}/task", self.pid);
         let tasks = fs::read_dir(&task_dir).map_err(|error| unreadable(&error, &task_dir))?;
         for task in tasks.flatten() {
@@ -531,7 +544,7 @@ impl Process<'_> {
                 continue;
             };
             let path = format!("{task_dir}/{tid}/syscall");
-            let line = match fs::read_to_string(&path) {
+            let line = match read_proc(&path) {
                 Ok(line) => line,
                 Err(error) => match unreadable(&error, &path) {
                     // A kernel without the file (no
@@ -547,6 +560,16 @@ impl Process<'_> {
                     unobservable => return Err(unobservable),
                 },
             };
+            if proc_parse::parse_syscall(&line) == Some(ThreadSyscall::Running) {
+                let status = format!("{task_dir}/{tid}/status");
+                if let Some(count) = read_proc(&status)
+                    .ok()
+                    .and_then(|text| proc_parse::voluntary_switches(&text))
+                {
+                    running.push((Pid::from_raw(tid), count));
+                }
+                continue;
+            }
             self.observe_thread(&path, &line, taking)?;
         }
         Ok(())
@@ -618,7 +641,7 @@ impl Process<'_> {
         seen: &mut Vec<(RawFd, usize, Wait)>,
     ) -> Result<(), Unreadable> {
         let path = format!("/proc/{}/fdinfo/{epoll_fd}", self.pid);
-        let text = match fs::read_to_string(&path) {
+        let text = match read_proc(&path) {
             Ok(text) => text,
             Err(error) => match unreadable(&error, &path) {
                 // Closed since the syscall line was read: moved on.
@@ -763,7 +786,7 @@ impl Process<'_> {
                 )));
             }
         }
-        match fs::read_to_string(path) {
+        match read_proc(path) {
             Ok(again) => Ok(again == line),
             Err(error) => match unreadable(&error, path) {
                 Unreadable::Gone => Ok(false),

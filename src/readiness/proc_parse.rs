@@ -144,6 +144,16 @@ fn parse_hex(text: &str) -> Option<u64> {
     u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
 }
 
+/// The `voluntary_ctxt_switches` count of /proc/P/task/T/status: how
+/// often the thread has blocked.
+// See: proc(5) /proc/pid/status.
+pub fn voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|count| count.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +253,12 @@ mod tests {
             [Pid::from_raw(101), Pid::from_raw(205)]
         );
         assert_eq!(parse_children(""), []);
+    }
+
+    #[test]
+    fn voluntary_switches_come_from_their_own_line() {
+        let status = "Name:\tpython3\nState:\tR (running)\nvoluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(voluntary_switches(status), Some(1234));
+        assert_eq!(voluntary_switches("Name:\tx\n"), None);
     }
 }

@@ -1080,3 +1080,28 @@ fn auto_never_takes_a_generation_that_holds_none_of_the_sockets_for_ready_by_del
         "generation 1 keeps serving"
     );
 }
+
+#[test]
+fn a_busy_look_brings_the_next_one_to_2ms_and_a_quiet_one_keeps_10ms() {
+    let t0 = Instant::now();
+    let mut sup = starting(SupervisorSettings::default(), t0);
+    assert_eq!(
+        sup.step(Event::Tick, t0),
+        vec![Action::Observe { generation: 1 }]
+    );
+    assert!(observed(&mut sup, Observation::Busy, t0).is_empty());
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(2)));
+    assert_eq!(
+        sup.step(Event::Tick, t0 + ms(2)),
+        vec![Action::Observe { generation: 1 }]
+    );
+    assert!(observed(&mut sup, Observation::NotYet, t0 + ms(2)).is_empty());
+    assert_eq!(sup.next_deadline(), Some(t0 + ms(12)));
+    // Busy never puts off a look already due sooner, nor makes one
+    // where none is due (a generation no longer looked at).
+    let mut ready = starting(SupervisorSettings::default(), t0);
+    ready.step(Event::Tick, t0);
+    observed(&mut ready, accepting_on_fd_3(100), t0);
+    assert!(observed(&mut ready, Observation::Busy, t0 + ms(1)).is_empty());
+    assert_eq!(ready.next_deadline(), None);
+}
