@@ -9,7 +9,7 @@ use crate::config::{
     SupervisorSettings,
 };
 use crate::control::{ClientTarget, Request};
-use crate::error::Error;
+use crate::error::{Error, exit};
 use crate::signals;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
@@ -152,6 +152,10 @@ pub struct Cli {
     /// Start the child only when a connection or datagram is waiting, and wait again after it exits on its own
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
+
+    /// Give each child the listening socket on stdin too (fd 0, as spawn-fcgi and inetd "wait" services do: FastCGI backends such as php-cgi); exactly one socket
+    #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
+    stdin_socket: bool,
 
     /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)
     #[arg(long, help_heading = "Generations")]
@@ -367,6 +371,9 @@ impl Cli {
                 ));
             }
         }
+        if self.stdin_socket && self.listen.len() > 1 {
+            return Err(stdin_socket_count(self.listen.len()));
+        }
         if self.accept {
             let datagram = self
                 .listen
@@ -415,6 +422,7 @@ impl Cli {
             forward_signals,
             parent_death_signal: self.parent_death_signal,
             signal_group: self.signal_group,
+            stdin_socket: self.stdin_socket,
             compat_env: self
                 .compat_env
                 .iter()
@@ -426,6 +434,17 @@ impl Cli {
             accept,
         })
     }
+}
+
+/// `--stdin-socket` with other than one socket (counted after inherited
+/// sockets are adopted, too): stdin can be only one of them.
+pub fn stdin_socket_count(count: usize) -> Error {
+    Error::new(
+        exit::USAGE,
+        format!(
+            "cannot use --stdin-socket with {count} sockets: stdin is one socket (give exactly one -l, or pass sockhold exactly one socket)"
+        ),
+    )
 }
 
 /// `--accept` with a datagram socket, which has no connections to accept

@@ -115,6 +115,8 @@ pub struct Config {
     pub signal_group: bool,
     /// Other supervisors' variables to set for the child as well.
     pub compat_env: Vec<CompatEnv>,
+    /// `--stdin-socket`: the one held socket is each child's stdin too.
+    pub stdin_socket: bool,
     /// `--accept`: per-connection mode instead of generations.
     pub accept: Option<AcceptSettings>,
 }

@@ -101,6 +101,9 @@ fn run() -> Result<i32, Error> {
             return Err(cli::accept_on_datagram(&spec.text));
         }
     }
+    if config.stdin_socket && listeners.len() != 1 {
+        return Err(cli::stdin_socket_count(listeners.len()));
+    }
     // Everything that may need root happens before the privilege drop:
     // binding, the control socket (owned by the user sockhold becomes, so
     // that it can still be reached) and the pid file.

@@ -155,6 +155,19 @@ pub fn inherited_environment() -> Vec<(OsString, OsString)> {
         .collect()
 }
 
+/// What becomes the child's stdin and stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChildStdio {
+    /// sockhold's own.
+    #[default]
+    Inherited,
+    /// inetd style: a connection on stdin and stdout.
+    Connection(RawFd),
+    /// `--stdin-socket`: a listening socket on stdin (spawn-fcgi's and
+    /// inetd "wait" services' convention); stdout stays sockhold's.
+    ListeningSocket(RawFd),
+}
+
 /// Everything one child needs, ready to use after fork without allocating.
 pub struct ChildSpec {
     program: CString,
@@ -162,8 +175,7 @@ pub struct ChildSpec {
     env: Vec<CString>,
     /// Placed at 3, 4, ... in this order.
     fds: Vec<RawFd>,
-    /// inetd style: this fd becomes the child's stdin and stdout.
-    stdio: Option<RawFd>,
+    stdio: ChildStdio,
     /// Whether to add `LISTEN_PID=<the child's pid>`.
     listen_pid: bool,
     /// Whether the child leads a new process group (`--signal-group`).
@@ -204,16 +216,15 @@ impl ChildSpec {
             argv,
             env,
             fds,
-            stdio: None,
+            stdio: ChildStdio::Inherited,
             listen_pid,
             process_group: false,
         })
     }
 
-    /// inetd style: `fd` becomes the child's stdin and stdout (stderr stays
-    /// sockhold's).
-    pub fn set_stdio(&mut self, fd: Option<RawFd>) {
-        self.stdio = fd;
+    /// What the child's stdin and stdout are (stderr stays sockhold's).
+    pub fn set_stdio(&mut self, stdio: ChildStdio) {
+        self.stdio = stdio;
     }
 
     /// Puts every child in a new process group of its own, which it leads.
@@ -654,7 +665,7 @@ struct ChildPlan<'a> {
     /// Per entry of `fds`: where that fd is now, as the child moves it
     /// (`move_into_place`).
     moving: &'a [Cell<c_int>],
-    stdio: Option<RawFd>,
+    stdio: ChildStdio,
     /// Where the child leaves errno when it cannot exec.
     exec_errno: *mut c_int,
     /// Set by the child just before execve: a failure after it is the
@@ -722,12 +733,21 @@ unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
         check(unsafe { libc::setpgid(0, 0) })?;
     }
 
-    // 2. The connection (inetd style) becomes stdin and stdout.
-    if let Some(connection) = plan.stdio {
-        // SAFETY: dup2(2) replaces the child's stdin, as intended.
-        check(unsafe { libc::dup2(connection, 0) })?;
-        // SAFETY: likewise for stdout.
-        check(unsafe { libc::dup2(connection, 1) })?;
+    // 2. The connection (inetd style) becomes stdin and stdout; or the
+    //    listening socket (--stdin-socket) stdin. dup2 clears CLOEXEC on
+    //    the copy.
+    match plan.stdio {
+        ChildStdio::Inherited => {}
+        ChildStdio::Connection(connection) => {
+            // SAFETY: dup2(2) replaces the child's stdin, as intended.
+            check(unsafe { libc::dup2(connection, 0) })?;
+            // SAFETY: likewise for stdout.
+            check(unsafe { libc::dup2(connection, 1) })?;
+        }
+        ChildStdio::ListeningSocket(socket) => {
+            // SAFETY: dup2(2) replaces the child's stdin, as intended.
+            check(unsafe { libc::dup2(socket, 0) })?;
+        }
     }
     // 3. Move the fds into 3, 4, ... without clobbering one still to be
     //    moved, and without parking them above the highest fd (at the fd

@@ -24,6 +24,7 @@ mod reload;
 mod signal_group;
 mod signals;
 mod startup;
+mod stdin_socket;
 mod stopping;
 mod systemd;
 mod unix_sockets;

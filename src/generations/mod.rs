@@ -19,7 +19,7 @@ use crate::listen::Listener;
 use crate::net;
 use crate::readiness::{self, NotifySocket};
 use crate::signals::StopBy;
-use crate::spawn::{self, ChildSpec};
+use crate::spawn::{self, ChildSpec, ChildStdio};
 use observe::Watcher;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -38,6 +38,8 @@ pub struct Generations {
     inherited_env: Vec<(OsString, OsString)>,
     compat_env: Vec<compat::CompatEnv>,
     signal_group: bool,
+    /// `--stdin-socket`.
+    stdin_socket: bool,
     ready: ReadyMode,
     watcher: Watcher,
     /// O_NONBLOCK of each held socket as sockhold found it, until a
@@ -54,6 +56,7 @@ impl Generations {
             inherited_env: child_environment(&config.compat_env, listeners),
             compat_env: config.compat_env.clone(),
             signal_group: config.signal_group,
+            stdin_socket: config.stdin_socket,
             ready: config.supervisor.ready,
             watcher: Watcher::new(listeners),
             nonblocking: Some(
@@ -243,6 +246,11 @@ impl Generations {
             Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
         };
         spec.set_process_group(self.signal_group);
+        if self.stdin_socket {
+            if let Some(listener) = listeners.first() {
+                spec.set_stdio(ChildStdio::ListeningSocket(listener.raw_fd()));
+            }
+        }
         match spawn::spawn(context.spawner, &spec) {
             Ok(spawn::Spawned { pid, pidfd }) => {
                 context

@@ -16,7 +16,7 @@ use crate::error::{Error, exit};
 use crate::listen::Listener;
 use crate::net::{self, LocalSide, Peer};
 use crate::quiet_log::{LOG_INTERVAL, QuietLog};
-use crate::spawn::{self, ChildSpec, ExtraEnv, SpawnError, Spawner};
+use crate::spawn::{self, ChildSpec, ChildStdio, ExtraEnv, SpawnError, Spawner};
 use nix::errno::Errno;
 use nix::sys::socket::{self, SockaddrStorage, sockopt};
 use std::ffi::OsString;
@@ -224,7 +224,7 @@ impl AcceptServer {
         }
         let raw = connection.as_raw_fd();
         if self.inetd {
-            self.spec.set_stdio(Some(raw));
+            self.spec.set_stdio(ChildStdio::Connection(raw));
         } else {
             self.spec.set_fds(&[raw]);
         }

@@ -1,0 +1,207 @@
+//! `--stdin-socket`: the one held listening socket is each child's stdin
+//! as well as fd 3 (spawn-fcgi's and inetd "wait" services' convention),
+//! across reloads; stdout stays sockhold's.
+
+use crate::harness::*;
+use nix::sys::signal::Signal;
+
+/// Accepts on fd 0, as a FastCGI backend does; answers with its pid, whether
+/// fd 0 and fd 3 are the same socket, LISTEN_FDS, and whether its stdout is
+/// a socket.
+const STDIN_SERVER: &str = "import os, socket, stat\n\
+    s = socket.socket(fileno=0)\n\
+    same = os.fstat(0).st_ino == os.fstat(3).st_ino\n\
+    out_socket = stat.S_ISSOCK(os.fstat(1).st_mode)\n\
+    while True:\n\
+    \x20   c, _ = s.accept()\n\
+    \x20   c.sendall(('pid=%d same=%d fds=%s stdout_socket=%d\\n' % (os.getpid(), same, os.environ['LISTEN_FDS'], out_socket)).encode())\n\
+    \x20   c.close()\n";
+
+#[test]
+fn the_listening_socket_is_stdin_and_fd_3_across_a_reload() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--stdin-socket", "--"])
+        .args(["python3", "-c", STDIN_SERVER])
+        .start();
+    // Seen accepting on its fd 0: the observer knows the socket by inode.
+    let ready = sockhold.wait_for("generation 1 ready:");
+    assert!(ready.contains("accepting on fd 0"), "{ready}");
+    let first = request_tcp(sockhold.tcp_address(0)).unwrap();
+    assert!(
+        first.contains("same=1 fds=1 stdout_socket=0"),
+        "fd 0 and fd 3 are the one socket, stdout is not it: {first}"
+    );
+    sockhold.signal(Signal::SIGHUP);
+    sockhold.wait_for("generation 2 ready:");
+    sockhold.wait_for("generation 1 exited");
+    let second = request_tcp(sockhold.tcp_address(0)).unwrap();
+    assert!(second.contains("same=1 fds=1"), "{second}");
+    assert_ne!(answer_pid(&first), answer_pid(&second));
+}
+
+#[test]
+fn stdin_socket_needs_exactly_one_socket() {
+    let (code, log) = run_to_exit(&[
+        "-l",
+        "127.0.0.1:0",
+        "-l",
+        "127.0.0.1:0",
+        "--stdin-socket",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 64, "{log}");
+    assert!(
+        log.contains(
+            "sockhold: error: cannot use --stdin-socket with 2 sockets: stdin is one socket"
+        ) && log.contains("give exactly one -l"),
+        "{log}"
+    );
+    assert_eq!(log.trim().lines().count(), 1, "one line: {log}");
+    let (code, log) = run_to_exit(&["--stdin-socket", "--", "true"]);
+    assert_eq!(code, 64, "{log}");
+    assert!(log.contains("with 0 sockets"), "{log}");
+}
+
+#[test]
+fn stdin_socket_is_refused_with_accept() {
+    let (code, log) = run_to_exit(&[
+        "-l",
+        "127.0.0.1:0",
+        "--stdin-socket",
+        "--accept",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 64, "{log}");
+    assert!(
+        log.contains("--stdin-socket") && log.contains("--accept"),
+        "{log}"
+    );
+}
+
+/// lighttpd in front of php-cgi, a real FastCGI backend that takes the
+/// listening socket on its stdin: served, and served through 3 reloads
+/// under a stream of requests with none failed, a slow request in flight
+/// at a reload included.
+#[test]
+fn lighttpd_reaches_php_cgi_through_reloads_with_no_request_failed() {
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new();
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(
+        www.join("index.php"),
+        // A busy wait: a signal would cut a sleep short.
+        "<?php if (isset($_GET['slow'])) { touch('slow-started'); $t = microtime(true); while (microtime(true) - $t < 1.5) {} }\n\
+         echo 'pid=' . getmypid() . \"\\n\";\n",
+    )
+    .unwrap();
+    let backend = dir.join("php.sock");
+    let front = dir.join("http.sock");
+    // php-cgi ends after PHP_FCGI_MAX_REQUESTS (500) requests, with status
+    // 0: unlimited here, as the man page's example says.
+    let sockhold = Sockhold::command()
+        .env("PHP_FCGI_MAX_REQUESTS", "0")
+        .args(["--stdin-socket", "-l"])
+        .arg(&backend)
+        .args(["--", "php-cgi"])
+        .start();
+    sockhold.wait_for("generation 1 ready:");
+    let config = dir.join("lighttpd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "server.document-root = \"{www}\"\n\
+             server.bind = \"{front}\"\n\
+             server.errorlog = \"{log}\"\n\
+             server.modules = (\"mod_fastcgi\")\n\
+             index-file.names = (\"index.php\")\n\
+             fastcgi.server = (\".php\" => ((\"socket\" => \"{backend}\", \"check-local\" => \"disable\")))\n",
+            www = www.display(),
+            front = front.display(),
+            log = dir.join("lighttpd.log").display(),
+            backend = backend.display(),
+        ),
+    )
+    .unwrap();
+    let mut lighttpd = Command::new("lighttpd")
+        .arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{}", cannot_run("lighttpd".as_ref(), &error)));
+    let lighttpd_process = Process::of_child(&lighttpd);
+    let get = move |path: &str| -> std::io::Result<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&front)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes(),
+        )?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer)?;
+        if answer.split_whitespace().nth(1) != Some("200") {
+            return Err(std::io::Error::other(format!("bad answer {answer:?}")));
+        }
+        Ok(answer)
+    };
+    // lighttpd binds its socket once it has read its configuration.
+    let deadline = std::time::Instant::now() + WAIT;
+    let first = loop {
+        match get("/index.php") {
+            Ok(answer) => break answer,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "lighttpd never answered: {error}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let first_pid = answer_pid(&first);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let get_index = get.clone();
+    let load = hammer(stop.clone(), move || get_index("/index.php"));
+    let get_slow = get.clone();
+    let slow = std::thread::spawn(move || get_slow("/index.php?slow=1"));
+    // The slow request is in php-cgi's hands before the first reload (the
+    // script marks its start in its directory), for 1.5 s.
+    let started = www.join("slow-started");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!slow.is_finished(), "the slow request is in flight");
+    for generation in 2..=4 {
+        sockhold.signal(Signal::SIGHUP);
+        sockhold.wait_for(&format!("generation {generation} ready:"));
+        sockhold.wait_for(&format!("generation {} exited", generation - 1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, pids) = load.join().unwrap();
+    let slow_answer = slow.join().unwrap();
+    lighttpd_process.signal(Signal::SIGTERM).unwrap();
+    lighttpd.wait().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(answered > 0);
+    assert!(pids.len() >= 2, "several generations answered: {pids:?}");
+    assert_eq!(
+        answer_pid(&slow_answer.expect("the slow request in flight completes")),
+        first_pid,
+        "the slow request was the first generation's"
+    );
+}
