@@ -514,6 +514,10 @@ enum ClientCommand {
     Status(ControlArgs),
     /// Stop every generation and wait until sockhold has exited
     Stop(ControlArgs),
+    /// Stop the server but keep its sockets: connections wait in the queue until resume
+    Pause(ControlArgs),
+    /// After pause: start a new generation; exit 0 once it is ready, non-zero with the reason if it fails
+    Resume(ControlArgs),
     /// Print a shell completion script (bash, zsh or fish)
     #[command(hide = true)]
     Completions {
@@ -558,7 +562,7 @@ pub enum ClientAction {
 /// The first argument that selects the client instead of the supervisor.
 /// `sockhold -- reload` still runs a program called `reload`.
 pub fn is_client_command(first: &OsStr) -> bool {
-    ["reload", "status", "stop", "completions"]
+    ["reload", "status", "stop", "pause", "resume", "completions"]
         .iter()
         .any(|word| first == *word)
 }
@@ -569,6 +573,8 @@ impl ClientCli {
             ClientCommand::Reload(args) => (Request::Reload, args),
             ClientCommand::Status(args) => (Request::Status, args),
             ClientCommand::Stop(args) => (Request::Stop, args),
+            ClientCommand::Pause(args) => (Request::Pause, args),
+            ClientCommand::Resume(args) => (Request::Resume, args),
             ClientCommand::Completions { shell } => {
                 return ClientAction::Completions(completions(shell));
             }

@@ -55,6 +55,10 @@ pub enum Event {
     SourceReady { key: u64 },
     /// `status` on the control socket.
     Status { client: ClientId },
+    /// `pause` on the control socket.
+    Pause { client: ClientId },
+    /// `resume` on the control socket.
+    Resume { client: ClientId },
     /// Time passed; deadlines may be due. Comes last in every wakeup.
     Tick,
 }

@@ -362,6 +362,8 @@ impl EventLoop {
                         by: Origin::Control(client),
                     },
                     Request::Status => Event::Status { client },
+                    Request::Pause => Event::Pause { client },
+                    Request::Resume => Event::Resume { client },
                     Request::Stop => {
                         self.control
                             .as_mut()?

@@ -262,8 +262,11 @@ fn message_for(
             );
             (Some(message), serving)
         }
-        // Only happens while stopping: STOPPING=1 has been said already.
-        Report::ReloadRefused { .. } => (None, serving),
+        // While stopping (STOPPING=1 has been said already), paused, or a
+        // resume when not paused: nothing changed.
+        Report::ReloadRefused { .. } | Report::PauseRefused { .. } => (None, serving),
+        // The service stays up (its sockets do); it says it is paused.
+        Report::Paused { what } => (Some(format!("STATUS=paused: {}", one_line(what))), None),
         // No RELOADING=1 was said: nothing to take back.
         Report::NothingToReload { .. } => (None, serving),
         Report::Stopping => (Some("STOPPING=1\nSTATUS=stopping".to_string()), serving),

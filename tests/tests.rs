@@ -17,6 +17,7 @@ mod exit_status;
 mod hardening;
 mod leftovers;
 mod notify;
+mod pause;
 mod pid1;
 mod privileges;
 mod readiness;

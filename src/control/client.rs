@@ -78,7 +78,7 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
             println!("{line}");
             Ok(exit::OK)
         }
-        (Request::Reload, Some(text)) => {
+        (Request::Reload | Request::Resume | Request::Pause, Some(text)) => {
             println!("{text}");
             Ok(exit::OK)
         }
@@ -132,6 +132,8 @@ impl Exchange {
             Waiting::Reply(Request::Reload) => "the reload may still be under way",
             Waiting::Reply(Request::Status) => "no reply to status",
             Waiting::Reply(Request::Stop) => "no reply to stop",
+            Waiting::Reply(Request::Pause) => "the old generation may still be stopping",
+            Waiting::Reply(Request::Resume) => "the new generation may still be starting",
             Waiting::Exit => "it is stopping and has not exited yet",
         };
         Error::new(

@@ -27,5 +27,7 @@ mod protocol;
 mod server;
 
 pub use client::{ClientTarget, run_client};
-pub use protocol::{Request, STOPPING, SocketInfo, StatusView, nothing_to_reload, status_json};
+pub use protocol::{
+    Request, STOPPING, SocketInfo, StatusView, error, nothing_to_reload, status_json,
+};
 pub use server::{ClientId, ControlSocket, Server};

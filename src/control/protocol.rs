@@ -19,6 +19,8 @@ pub enum Request {
     Reload,
     Status,
     Stop,
+    Pause,
+    Resume,
 }
 
 impl Request {
@@ -28,6 +30,8 @@ impl Request {
             Request::Reload => "reload",
             Request::Status => "status",
             Request::Stop => "stop",
+            Request::Pause => "pause",
+            Request::Resume => "resume",
         }
     }
 
@@ -37,6 +41,8 @@ impl Request {
             "reload" => Some(Request::Reload),
             "status" => Some(Request::Status),
             "stop" => Some(Request::Stop),
+            "pause" => Some(Request::Pause),
+            "resume" => Some(Request::Resume),
             _ => None,
         }
     }
@@ -62,6 +68,12 @@ pub const STOPPING: &str = "ok stopping";
 /// The reply to a `reload` whose generation became ready.
 pub fn reloaded(generation: GenerationId, pid: Pid) -> String {
     format!("{OK}generation {generation} pid {pid}")
+}
+
+/// The reply to `pause`: `what` it stopped (or how long it has been
+/// paused).
+pub fn paused(what: impl Display) -> String {
+    format!("{OK}paused: {what}")
 }
 
 /// The reply to a `reload` that has nothing to do (`--accept`, an idle
@@ -100,7 +112,7 @@ pub fn permission_denied(why: &str) -> String {
 pub fn unknown_request(line: &str) -> String {
     let shown: String = line.trim().chars().take(40).collect();
     error(format_args!(
-        "unknown request '{}' (send reload, status or stop)",
+        "unknown request '{}' (send reload, status, stop, pause or resume)",
         shown.escape_debug()
     ))
 }
@@ -151,6 +163,8 @@ pub struct StatusView<'a> {
     pub generations: Vec<GenerationInfo>,
     pub restarts: u64,
     pub reload_queued: bool,
+    /// Since when sockhold is paused (`pause`), if it is.
+    pub paused_since: Option<Instant>,
 }
 
 /// The `status` reply: one JSON object on one line. Times are given both
@@ -196,13 +210,17 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         })
         .collect();
     format!(
-        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"sockets\":[{}],\"generations\":[{}]}}",
+        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"sockets\":[{}],\"generations\":[{}]}}",
         view.pid,
         json_string(view.state),
         unix_time(view.started_at),
         seconds_since(view.started_at),
         view.restarts,
         view.reload_queued,
+        view.paused_since.map_or_else(
+            || "null".to_string(),
+            |at| format!("{:.3}", seconds_since(at))
+        ),
         sockets.join(","),
         generations.join(",")
     )
@@ -263,17 +281,38 @@ mod tests {
             }],
             restarts: 1,
             reload_queued: false,
+            paused_since: None,
         };
         assert_eq!(
             status_json(&view, now, unix_now),
             concat!(
                 r#"{"pid":42,"state":"running","started":999990.000,"uptime_seconds":10.000,"#,
-                r#""restarts":1,"reload_queued":false,"#,
+                r#""restarts":1,"reload_queued":false,"paused_seconds":null,"#,
                 r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
                 r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
                 r#""started":999998.500,"age_seconds":1.500,"#,
                 r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}]}"#
             )
+        );
+    }
+
+    #[test]
+    fn every_request_reads_back_from_its_word() {
+        for request in [
+            Request::Reload,
+            Request::Status,
+            Request::Stop,
+            Request::Pause,
+            Request::Resume,
+        ] {
+            assert_eq!(
+                Request::parse(&format!(" {}\n", request.word())),
+                Some(request)
+            );
+        }
+        assert_eq!(
+            paused("generation 3 stopping"),
+            "ok paused: generation 3 stopping"
         );
     }
 
@@ -307,7 +346,7 @@ mod tests {
         assert_eq!(error_reason(&reloaded), None);
         assert_eq!(
             unknown_request("re\tstart\n"),
-            "error unknown request 're\\tstart' (send reload, status or stop)"
+            "error unknown request 're\\tstart' (send reload, status, stop, pause or resume)"
         );
         assert_eq!(request_too_long(), "error request longer than 256 bytes");
         assert_eq!(no_request_in_time(), "error no request within 10s");

@@ -86,6 +86,8 @@ enum State {
     /// this request has not started yet (it is queued behind another);
     /// it is the next one to start.
     AwaitingReload { generation: Option<GenerationId> },
+    /// Waiting for the outcome of a pause.
+    AwaitingPause,
     /// Writing a reply, then closing or holding the connection.
     Writing {
         reply: Vec<u8>,
@@ -316,7 +318,10 @@ impl Server {
                 WriteOutcome::Done | WriteOutcome::Gone => Next::Close,
                 WriteOutcome::Pending => Next::Stay,
             },
-            State::Asked | State::AwaitingReload { .. } | State::HeldUntilExit => Next::Stay,
+            State::Asked
+            | State::AwaitingReload { .. }
+            | State::AwaitingPause
+            | State::HeldUntilExit => Next::Stay,
         };
         match next {
             Next::Stay => {}
@@ -357,10 +362,28 @@ impl Server {
         }
     }
 
+    /// The client waits for the outcome of its `pause`; call before the
+    /// supervisor handles it.
+    pub fn await_pause(&mut self, id: ClientId) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.state = State::AwaitingPause;
+        }
+    }
+
     /// Answers the clients that a supervisor report concerns.
     pub fn report(&mut self, report: &Report) {
         let mut answers: Vec<(ClientId, String)> = Vec::new();
         for (id, client) in &mut self.clients {
+            if let State::AwaitingPause = client.state {
+                match report {
+                    Report::Paused { what } => answers.push((*id, protocol::paused(what))),
+                    Report::PauseRefused { reason } => {
+                        answers.push((*id, protocol::error(reason)));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             let State::AwaitingReload { generation } = &mut client.state else {
                 continue;
             };
@@ -475,6 +498,11 @@ impl Server {
                 }
                 State::Writing { reply, written, .. } => {
                     let _ = write_some(&mut client.stream, reply, written);
+                }
+                State::AwaitingPause => {
+                    let reply = protocol::line(&protocol::error("sockhold exited"));
+                    let mut written = 0;
+                    let _ = write_some(&mut client.stream, &reply, &mut written);
                 }
                 State::Reading { .. } | State::HeldUntilExit => {}
             }

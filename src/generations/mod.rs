@@ -125,6 +125,10 @@ impl Generations {
             generations: self.supervisor.generations(),
             restarts: self.supervisor.restarts,
             reload_queued: self.supervisor.reload_queued(),
+            paused_since: match self.supervisor.phase() {
+                supervisor::Phase::Paused { since } => Some(since),
+                _ => None,
+            },
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
@@ -341,6 +345,22 @@ impl Engine for Generations {
             },
             Event::ListenerReady { .. } => supervisor::Event::ConnectionWaiting,
             Event::SourceReady { key } => return self.take_notifications(key, context),
+            Event::Pause { client } => {
+                log::info!("control: pause requested");
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.await_pause(client);
+                }
+                supervisor::Event::Pause
+            }
+            Event::Resume { client } => {
+                log::info!("control: resume requested");
+                // Answered as a reload is: once the generation it starts is
+                // ready, or with its failure.
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.await_reload(client);
+                }
+                supervisor::Event::Resume
+            }
             Event::Status { client } => {
                 let json = self.status_json(context);
                 if let Some(control) = context.control.as_deref_mut() {

@@ -74,6 +74,10 @@ pub enum Event {
     Tick,
     /// `--lazy`: a connection is waiting on a listener that is watched.
     ConnectionWaiting,
+    /// `pause`: stop every generation, keep the sockets, start nothing.
+    Pause,
+    /// `resume`: start a new generation after a pause.
+    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +125,10 @@ pub enum Report {
     NothingToReload { reason: String },
     /// sockhold is stopping every generation.
     Stopping,
+    /// Paused (or already paused): `what` says what it stopped.
+    Paused { what: String },
+    /// A pause that was not done.
+    PauseRefused { reason: String },
 }
 
 /// Why a generation was started; a reload's outcome is reported as such.
@@ -129,6 +137,8 @@ pub enum Cause {
     Launch,
     Reload,
     Restart,
+    /// `resume` after a pause.
+    Resume,
 }
 
 impl Cause {
@@ -137,7 +147,14 @@ impl Cause {
             Cause::Launch => "launch",
             Cause::Reload => "reload",
             Cause::Restart => "restart",
+            Cause::Resume => "resume",
         }
+    }
+
+    /// Whether a control client waits for this generation's outcome
+    /// (`reload`, `resume`), reported as a reload's.
+    fn is_awaited(self) -> bool {
+        matches!(self, Cause::Reload | Cause::Resume)
     }
 }
 
@@ -273,6 +290,11 @@ pub enum Phase {
         primary: Option<GenerationId>,
         exit_status: i32,
     },
+    /// `pause`: no generation runs and none starts; the sockets stay open
+    /// and connections wait in their queues.
+    Paused {
+        since: Instant,
+    },
     Exited,
 }
 
@@ -283,6 +305,7 @@ impl fmt::Display for Phase {
             Phase::WaitingToRestart { .. } => "waiting to restart",
             Phase::Idle { .. } => "waiting for a connection",
             Phase::ShuttingDown { .. } => "stopping",
+            Phase::Paused { .. } => "paused",
             Phase::Exited => "exited",
         })
     }
@@ -312,6 +335,8 @@ pub enum Situation {
     ShuttingDown {
         asked: bool,
     },
+    /// `pause`: nothing runs or starts but what is still stopping.
+    Paused,
     Exited,
 }
 
@@ -387,6 +412,7 @@ impl Supervisor {
                 asked: requested_by.is_some(),
             },
             Phase::WaitingToRestart { .. } => Situation::WaitingToRestart,
+            Phase::Paused { .. } => Situation::Paused,
             Phase::Idle { watch_at: None } => Situation::Idle,
             Phase::Idle { watch_at: Some(_) } => Situation::IdleBackingOff,
             Phase::Running => match (self.current(), self.newest_starting()) {
@@ -424,7 +450,52 @@ impl Supervisor {
             }
             (_, Event::ConnectionWaiting) => {}
 
+            // Planned downtime.
+            (S::ShuttingDown { .. }, Event::Pause) => {
+                log::info!("pause refused: sockhold is stopping");
+                a.push(Action::Report(Report::PauseRefused {
+                    reason: "sockhold is stopping".to_string(),
+                }));
+            }
+            (S::Paused, Event::Pause) => {
+                let Phase::Paused { since } = self.phase else {
+                    unreachable!("the Paused situation is the Paused phase")
+                };
+                let what = format!(
+                    "already paused for {}",
+                    format_duration(now.saturating_duration_since(since))
+                );
+                log::info!("pause: {what}");
+                a.push(Action::Report(Report::Paused { what }));
+            }
+            (_, Event::Pause) => self.pause(now, a),
+            (S::Paused, Event::Resume) => {
+                log::info!("resume: starting generation {}", self.next_id);
+                self.phase = Phase::Running;
+                self.consecutive_failures = 0;
+                self.start_generation(Cause::Resume, now, a);
+            }
+            (S::ShuttingDown { .. }, Event::Resume) => {
+                a.push(Action::Report(Report::ReloadRefused {
+                    reason: "sockhold is stopping".to_string(),
+                }));
+            }
+            (_, Event::Resume) => {
+                log::info!("resume: not paused; nothing to do");
+                a.push(Action::Report(Report::ReloadRefused {
+                    reason: "not paused (resume follows a pause; reload starts a new generation)"
+                        .to_string(),
+                }));
+            }
+
             // Reloads.
+            (S::Paused, Event::Reload) => {
+                log::info!("reload refused: sockhold is paused");
+                a.push(Action::Report(Report::ReloadRefused {
+                    reason: "sockhold is paused: resume it (sockhold resume --control PATH)"
+                        .to_string(),
+                }));
+            }
             (S::ShuttingDown { .. }, Event::Reload) => {
                 log::info!("reload ignored: sockhold is stopping");
                 a.push(Action::Report(Report::ReloadRefused {
@@ -662,7 +733,7 @@ impl Supervisor {
             ready_by: None,
         });
         actions.push(Action::Spawn { generation: id });
-        if cause == Cause::Reload {
+        if cause.is_awaited() {
             actions.push(Action::Report(Report::ReloadStarted { generation: id }));
         }
     }
@@ -915,6 +986,47 @@ impl Supervisor {
         }
     }
 
+    /// `pause`: every generation gets the stop signal; what ends while
+    /// paused restarts nothing. A reload in flight fails.
+    fn pause(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.phase == (Phase::Idle { watch_at: None }) {
+            actions.push(Action::UnwatchListeners);
+        }
+        self.reload_queued = false;
+        let mut stopping = Vec::new();
+        for index in 0..self.generations.len() {
+            let g = &mut self.generations[index];
+            match g.role {
+                Role::Stopping { ref mut after, .. } => *after = AfterStop::Nothing,
+                Role::Starting { .. } if g.cause.is_awaited() => {
+                    actions.push(Action::Report(Report::ReloadFailed {
+                        generation: g.id,
+                        reason: format!("paused before generation {} was ready", g.id),
+                    }));
+                }
+                _ => {}
+            }
+            if !matches!(self.generations[index].role, Role::Stopping { .. }) {
+                stopping.push(self.generations[index].id);
+            }
+            self.stop_generation(index, now, actions);
+        }
+        let what = match stopping.as_slice() {
+            [] => "no generation was running".to_string(),
+            [one] => format!("generation {one} stopping"),
+            many => format!(
+                "generations {} stopping",
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        log::info!("paused: {what}; the sockets stay open and connections wait until resume");
+        self.phase = Phase::Paused { since: now };
+        actions.push(Action::Report(Report::Paused { what }));
+    }
+
     /// Sends the stop signal unless the generation is already stopping.
     fn stop_generation(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
         let g = &mut self.generations[index];
@@ -951,7 +1063,7 @@ impl Supervisor {
         if let Some(pid) = promoted.pid {
             let generation = promoted.id;
             actions.push(Action::Report(match promoted.cause {
-                Cause::Reload => Report::ReloadSucceeded { generation, pid },
+                Cause::Reload | Cause::Resume => Report::ReloadSucceeded { generation, pid },
                 Cause::Launch | Cause::Restart => Report::Ready { generation, pid },
             }));
         }
@@ -1035,7 +1147,7 @@ impl Supervisor {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if cause == Cause::Reload {
+        if cause.is_awaited() {
             actions.push(Action::Report(Report::ReloadFailed {
                 generation,
                 reason: format!("generation {generation} {why}"),
@@ -1242,7 +1354,7 @@ impl Supervisor {
     fn not_ready_in_time(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
         let id = self.generations[index].id;
         let timeout = format_duration(self.settings.ready_timeout);
-        if self.generations[index].cause == Cause::Reload {
+        if self.generations[index].cause.is_awaited() {
             actions.push(Action::Report(Report::ReloadFailed {
                 generation: id,
                 reason: format!("generation {id} not ready after {timeout}"),

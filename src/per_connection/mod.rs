@@ -80,6 +80,7 @@ impl PerConnection {
             generations: Vec::new(),
             restarts: 0,
             reload_queued: false,
+            paused_since: None,
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
@@ -111,6 +112,17 @@ impl Engine for PerConnection {
                         client,
                         &control::nothing_to_reload(
                             " in --accept mode: every connection runs the command afresh",
+                        ),
+                    );
+                }
+                Vec::new()
+            }
+            Event::Pause { client } | Event::Resume { client } => {
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.reply(
+                        client,
+                        &control::error(
+                            "pause and resume need generations; --accept has none (stop ends every connection's child)",
                         ),
                     );
                 }

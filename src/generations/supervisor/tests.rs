@@ -1105,3 +1105,125 @@ fn a_busy_look_brings_the_next_one_to_2ms_and_a_quiet_one_keeps_10ms() {
     assert!(observed(&mut ready, Observation::Busy, t0 + ms(1)).is_empty());
     assert_eq!(ready.next_deadline(), None);
 }
+
+#[test]
+fn pause_stops_the_generation_and_nothing_restarts_until_resume() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    assert_eq!(
+        sup.handle(Event::Pause, t0),
+        vec![
+            Action::Stop {
+                pid: pid(100),
+                signal: TERM
+            },
+            Action::Report(Report::Paused {
+                what: "generation 1 stopping".into()
+            })
+        ]
+    );
+    assert_eq!(sup.phase().to_string(), "paused");
+    // Its exit restarts nothing, whatever its status.
+    assert_eq!(
+        sup.reaped(100, ChildStatus::Exited(1), t0 + ms(100)),
+        vec![Action::Forget { generation: 1 }]
+    );
+    assert_eq!(sup.next_deadline(), None, "no restart is due");
+    assert!(sup.step(Event::Tick, t0 + ms(60_000)).is_empty());
+    // A second pause says so; a reload is refused and says what to do.
+    assert_eq!(
+        sup.reports(Event::Pause, t0 + ms(3000)),
+        vec![Report::Paused {
+            what: "already paused for 3s".into()
+        }]
+    );
+    assert_eq!(
+        sup.reports(Event::Reload, t0 + ms(3000)),
+        vec![Report::ReloadRefused {
+            reason: "sockhold is paused: resume it (sockhold resume --control PATH)".into()
+        }]
+    );
+    // Resume starts a new generation, awaited as a reload is.
+    assert_eq!(
+        sup.handle(Event::Resume, t0 + ms(4000)),
+        vec![
+            Action::Spawn { generation: 2 },
+            Action::Report(Report::ReloadStarted { generation: 2 })
+        ]
+    );
+    sup.started_as(2, 200, t0 + ms(4000));
+    assert_eq!(
+        sup.reports(Event::Ready { generation: 2 }, t0 + ms(4100)),
+        vec![Report::ReloadSucceeded {
+            generation: 2,
+            pid: pid(200)
+        }]
+    );
+    assert_eq!(sup.phase().to_string(), "running");
+    assert_eq!(sup.generations()[0].cause, Cause::Resume);
+}
+
+#[test]
+fn pause_during_a_reload_fails_the_reload_and_stops_both() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Reload, t0);
+    sup.started_as(2, 200, t0);
+    let actions = sup.handle(Event::Pause, t0 + ms(10));
+    assert!(actions.contains(&Action::Report(Report::ReloadFailed {
+        generation: 2,
+        reason: "paused before generation 2 was ready".into()
+    })));
+    for old_or_new in [100, 200] {
+        assert!(actions.contains(&Action::Stop {
+            pid: pid(old_or_new),
+            signal: TERM
+        }));
+    }
+    assert!(actions.contains(&Action::Report(Report::Paused {
+        what: "generations 1, 2 stopping".into()
+    })));
+    sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(20));
+    sup.reaped(200, ChildStatus::Signaled(TERM), t0 + ms(20));
+    assert_eq!(sup.next_deadline(), None);
+}
+
+#[test]
+fn resume_when_not_paused_is_refused_and_stop_while_paused_exits() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    assert_eq!(
+        sup.reports(Event::Resume, t0),
+        vec![Report::ReloadRefused {
+            reason: "not paused (resume follows a pause; reload starts a new generation)".into()
+        }]
+    );
+    sup.step(Event::Pause, t0);
+    sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(5));
+    assert_eq!(
+        sup.step(
+            Event::Stop {
+                signal: TERM,
+                by: StopBy::Control
+            },
+            t0 + ms(10)
+        ),
+        vec![Action::Exit { status: 0 }]
+    );
+}
+
+#[test]
+fn a_crash_loop_paused_waits_no_more_to_restart() {
+    let t0 = Instant::now();
+    let mut sup = serving(settings(), t0);
+    sup.reaped(100, ChildStatus::Exited(1), t0 + ms(10));
+    assert!(sup.next_deadline().is_some(), "a restart is due");
+    assert_eq!(
+        sup.reports(Event::Pause, t0 + ms(20)),
+        vec![Report::Paused {
+            what: "no generation was running".into()
+        }]
+    );
+    assert_eq!(sup.next_deadline(), None);
+    assert!(sup.step(Event::Tick, t0 + ms(60_000)).is_empty());
+}
