@@ -203,8 +203,12 @@ impl Generations {
         }
         let mut ready = false;
         let mut drained = false;
+        // The fds trusted senders passed, closed once this wakeup's messages
+        // are acted on: closing answers a BARRIER=1, whose sender waits for
+        // everything it sent before to have been handled.
+        let mut passed = Vec::new();
         for _ in 0..readiness::MESSAGES_PER_WAKEUP {
-            let message = match socket.receive() {
+            let mut message = match socket.receive() {
                 Ok(Some(message)) => message,
                 Ok(None) => {
                     drained = true;
@@ -229,8 +233,17 @@ impl Generations {
                         socket.owner()
                     );
                 }
+                // Its fds are closed now, with the message: sockhold holds
+                // nothing for a sender it does not trust.
                 continue;
             }
+            if message.fd_store && !message.fds.is_empty() && socket.first_fd_store() {
+                log::warn!(
+                    "generation {generation} sent FDSTORE=1 with {} fds: sockhold keeps no fd store, so they are closed (a server must not count on getting them back after a reload)",
+                    message.fds.len()
+                );
+            }
+            passed.append(&mut message.fds);
             // Who sent it, for the curious only: a sender that has exited
             // (systemd-notify in a script) cannot be looked up, and the
             // lookup costs a walk through /proc.
@@ -261,10 +274,13 @@ impl Generations {
                 &format!("generation {generation}'s notify socket"),
             );
         }
-        if ready {
-            return self.dispatch(supervisor::Event::Ready { generation }, context);
-        }
-        None
+        let outcome = if ready {
+            self.dispatch(supervisor::Event::Ready { generation }, context)
+        } else {
+            None
+        };
+        drop(passed);
+        outcome
     }
 
     /// Starts the child of `generation` and reports how that went.
