@@ -6,7 +6,7 @@
 
 use crate::child::{Children, Reaped};
 use crate::control::{self, ClientId};
-use crate::listen::Listener;
+use crate::listen::{Check, Listener};
 use crate::sd_notify::ServiceManager;
 use crate::spawn::Spawner;
 use mio::unix::SourceFd;
@@ -84,7 +84,9 @@ pub struct Context<'a> {
     pub children: &'a mut Children,
     /// The one stack children are started on (`spawn.rs`).
     pub spawner: &'a mut Spawner,
-    pub listeners: &'a [Listener],
+    /// Mutable only so that a socket a child shut down can be restored
+    /// (`check_listeners`).
+    pub listeners: &'a mut [Listener],
     pub listener_watch: &'a mut ListenerWatch,
     pub control: Option<&'a mut control::Server>,
     pub service_manager: &'a mut ServiceManager,
@@ -113,6 +115,50 @@ impl Context<'_> {
     /// changed anything.
     pub fn watch_listeners(&mut self, on: bool) -> bool {
         self.listener_watch.set(self.registry, self.listeners, on)
+    }
+
+    /// Checks that every held stream socket still listens, and restores
+    /// each one a child shut down, with one error line naming it; `seen`
+    /// says when that was noticed (`seen when pid 42 exited`). Returns
+    /// whether a socket was replaced by a new one (which only the children
+    /// started from now on get).
+    pub fn check_listeners(&mut self, seen: &str) -> bool {
+        let mut replaced = false;
+        for index in 0..self.listeners.len() {
+            if !self.listeners[index].is_shut_down() {
+                continue;
+            }
+            // A replaced socket is closed here: epoll would keep reporting
+            // it while children still have it, so it leaves the poll first.
+            let watched = self.listener_watch.is_on();
+            if watched {
+                let _ = self
+                    .registry
+                    .deregister(&mut SourceFd(&self.listeners[index].raw_fd()));
+            }
+            let check = self.listeners[index].check();
+            let listener = &self.listeners[index];
+            if watched {
+                ListenerWatch::register(self.registry, listener, index);
+            }
+            let fd = crate::spawn::FIRST_PASSED_FD as usize + index;
+            let what = format!(
+                "listening socket fd {fd} ({}) was shut down by a child ({seen}; a server must close(2) a listening socket it shares with sockhold, never shutdown(2) it)",
+                listener.description
+            );
+            match check {
+                Check::Listening => {}
+                Check::ListeningAgain => log::error!("{what}: listening on it again"),
+                Check::Replaced => {
+                    replaced = true;
+                    log::error!(
+                        "{what}: replaced by a new socket on the same path, which the children started from now on get"
+                    );
+                }
+                Check::Lost(reason) => log::error!("{what}: {reason}"),
+            }
+        }
+        replaced
     }
 
     /// The sockets as `status` shows them.
@@ -149,20 +195,21 @@ impl ListenerWatch {
         }
         self.on = on;
         for (index, listener) in listeners.iter().enumerate() {
-            let raw = listener.raw_fd();
-            let result = if on {
-                registry.register(
-                    &mut SourceFd(&raw),
-                    Token(LISTENER_BASE + index),
-                    Interest::READABLE,
-                )
-            } else {
-                registry.deregister(&mut SourceFd(&raw))
-            };
-            if let Err(error) = result {
+            if on {
+                ListenerWatch::register(registry, listener, index);
+            } else if let Err(error) = registry.deregister(&mut SourceFd(&listener.raw_fd())) {
                 log::warn!("cannot watch {}: {error}", listener.description);
             }
         }
         true
+    }
+
+    fn register(registry: &Registry, listener: &Listener, index: usize) {
+        let token = Token(LISTENER_BASE + index);
+        if let Err(error) =
+            registry.register(&mut SourceFd(&listener.raw_fd()), token, Interest::READABLE)
+        {
+            log::warn!("cannot watch {}: {error}", listener.description);
+        }
     }
 }

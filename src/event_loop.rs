@@ -336,7 +336,7 @@ impl EventLoop {
             registry: self.poll.registry(),
             children: &mut self.children,
             spawner: &mut self.spawner,
-            listeners: &self.listeners,
+            listeners: &mut self.listeners,
             listener_watch: &mut self.listener_watch,
             control: self.control.as_mut(),
             service_manager: &mut self.service_manager,

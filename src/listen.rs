@@ -41,6 +41,44 @@ pub struct Listener {
     pub transport: Transport,
     /// The socket file we created, removed at exit if it is still ours.
     created_file: Option<SocketFile>,
+    /// Where and how to listen again after a child shut the socket down.
+    restore: Restore,
+}
+
+/// What a stream socket needs to listen again after a child called
+/// shutdown(2) on it (`Listener::check`).
+#[derive(Debug)]
+struct Restore {
+    address: HeldAddress,
+    backlog: Backlog,
+    permissions: FilePermissions,
+}
+
+/// The address a held socket was bound to, as bind(2) takes it again.
+#[derive(Debug)]
+enum HeldAddress {
+    Ip(SockaddrStorage),
+    UnixPath(PathBuf),
+    UnixAbstract,
+    /// A datagram socket (never listen(2)ed), or an address sockhold has no
+    /// words for.
+    None,
+}
+
+/// What `Listener::check` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Listening, as it should (or a datagram socket, which never listens).
+    Listening,
+    /// A child had shut it down: it listens again, the same socket, so the
+    /// children that have it are served again too.
+    ListeningAgain,
+    /// A child had shut it down: a new socket on the same path replaces it
+    /// (a shut-down Unix socket cannot listen again). Children that have
+    /// the old one accept nothing more; the next ones get the new one.
+    Replaced,
+    /// Shut down, and it could not be restored: why, with what to do.
+    Lost(String),
 }
 
 /// A Unix socket file sockhold created, known by its inode so that it is
@@ -115,6 +153,82 @@ impl Listener {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Checks that a held stream socket still listens, and restores it if
+    /// a child shut it down: shutdown(2) acts on the socket that sockhold
+    /// and every generation share, so one child's graceful stop would
+    /// otherwise refuse every connection for good.
+    pub fn check(&mut self) -> Check {
+        if !self.is_shut_down() {
+            return Check::Listening;
+        }
+        match self.listen_again() {
+            Ok(check) => check,
+            Err(reason) => Check::Lost(reason),
+        }
+    }
+
+    /// Whether a child shut this stream socket down (never for a datagram
+    /// socket).
+    pub fn is_shut_down(&self) -> bool {
+        self.transport == Transport::Stream && is_shut_down(&self.fd)
+    }
+
+    fn listen_again(&mut self) -> Result<Check, String> {
+        let restore = &self.restore;
+        match &restore.address {
+            HeldAddress::Ip(address) => {
+                // A socket bound to port 0 loses its port with the shutdown
+                // (the kernel keeps only a port that was asked for, see
+                // SOCK_BINDPORT_LOCK in inet_bind(2) code): bind it to the
+                // same port again. EINVAL: it is still bound.
+                match socket::bind(self.fd.as_raw_fd(), address) {
+                    Ok(()) | Err(Errno::EINVAL) => {}
+                    Err(errno) => {
+                        return Err(format!(
+                            "cannot bind it again: {}{}",
+                            crate::error::errno_text(errno),
+                            match errno {
+                                Errno::EADDRINUSE =>
+                                    " (another process took the port meanwhile; stop it and restart sockhold)",
+                                _ => " (restart sockhold)",
+                            }
+                        ));
+                    }
+                }
+                socket::listen(&self.fd, restore.backlog).map_err(|errno| {
+                    format!(
+                        "cannot listen on it again: {} (restart sockhold)",
+                        crate::error::errno_text(errno)
+                    )
+                })?;
+                Ok(Check::ListeningAgain)
+            }
+            HeldAddress::UnixPath(path) => {
+                // RCV_SHUTDOWN stays on a Unix socket for good: only a new
+                // socket on the same path listens again.
+                if let Some(created) = &self.created_file {
+                    created.remove_if_ours();
+                }
+                let (fd, created) = bind_unix_path(
+                    path,
+                    Transport::Stream,
+                    restore.backlog,
+                    restore.permissions,
+                    &path.display().to_string(),
+                )
+                .map_err(|error| format!("{} (restart sockhold)", error.message))?;
+                self.fd = fd;
+                self.created_file = Some(created);
+                Ok(Check::Replaced)
+            }
+            HeldAddress::UnixAbstract => Err(
+                "an abstract name stays taken while any process has the shut-down socket (stop the generations that have it, or restart sockhold)"
+                    .to_string(),
+            ),
+            HeldAddress::None => Err("sockhold cannot bind its address again (restart sockhold)".to_string()),
+        }
     }
 
     /// Removes the Unix socket file if it is still the one we created.
@@ -272,12 +386,18 @@ fn open_one(
         }
         _ => describe(&fd, transport),
     };
+    let restore = Restore {
+        address: held_address(&fd, transport),
+        backlog,
+        permissions: unix_permissions,
+    };
     let listener = Listener {
         fd,
         name,
         description,
         transport,
         created_file,
+        restore,
     };
     log::info!(
         "listening on {} (fd {}, name {})",
@@ -286,6 +406,52 @@ fn open_one(
         listener.name
     );
     Ok(listener)
+}
+
+/// Whether a held stream socket was shut down (shutdown(2) with SHUT_RD or
+/// SHUT_RDWR, by any process that has it). TCP: the listener is closed, and
+/// SO_ACCEPTCONN reads 0 on every copy. Unix: it stays in the listening
+/// state, but every connect(2) is refused from then on; poll(2) tells it by
+/// POLLRDHUP (`unix_poll` in net/unix/af_unix.c). Neither costs a
+/// connection: a probe connect would land in the queue for a child.
+fn is_shut_down(fd: &OwnedFd) -> bool {
+    use nix::libc;
+    if !socket::getsockopt(fd, sockopt::AcceptConn).unwrap_or(true) {
+        return true;
+    }
+    // nix's PollFlags has no POLLRDHUP (and drops the bits it does not know).
+    let mut poll_fd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on this stack frame, and a zero timeout: poll(2)
+    // only writes its `revents`.
+    let ready = unsafe { libc::poll(&mut poll_fd, 1, 0) };
+    ready > 0 && poll_fd.revents & libc::POLLRDHUP != 0
+}
+
+/// The address to bind again, as the socket itself reports it (also for an
+/// adopted one; a kernel-chosen port as chosen).
+fn held_address(fd: &OwnedFd, transport: Transport) -> HeldAddress {
+    if transport != Transport::Stream {
+        return HeldAddress::None;
+    }
+    match socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(address)
+            if address.as_sockaddr_in().is_some() || address.as_sockaddr_in6().is_some() =>
+        {
+            HeldAddress::Ip(address)
+        }
+        Ok(address) => match address.as_unix_addr() {
+            Some(unix) if unix.path().is_some() => {
+                HeldAddress::UnixPath(unix.path().map(Path::to_owned).unwrap_or_default())
+            }
+            Some(unix) if unix.as_abstract().is_some() => HeldAddress::UnixAbstract,
+            _ => HeldAddress::None,
+        },
+        Err(_) => HeldAddress::None,
+    }
 }
 
 /// The transport of an address that names one (every form but `fd:N`).
@@ -740,6 +906,64 @@ mod tests {
             }
             assert!(!found.contains(-1));
         }
+    }
+
+    fn open(text: &str) -> Listener {
+        let spec = crate::addr::parse_listen(text).unwrap();
+        let options = SocketOptions {
+            backlog: None,
+            socket_mode: None,
+            socket_owner: None,
+        };
+        open_one(&spec, 0, options, &InheritedFds::default()).unwrap()
+    }
+
+    /// What a child does with its copy: shutdown(2) acts on the socket.
+    fn shut_down_a_copy(listener: &Listener) {
+        let copy = listener.fd.try_clone().unwrap();
+        socket::shutdown(copy.as_raw_fd(), socket::Shutdown::Both).unwrap();
+    }
+
+    #[test]
+    fn a_tcp_listener_shut_down_by_a_child_listens_again_on_its_port() {
+        for text in ["127.0.0.1:0", "[::1]:0"] {
+            let mut listener = open(text);
+            let before = socket::getsockname::<SockaddrStorage>(listener.raw_fd()).unwrap();
+            let address = crate::net::ip_address(&before).unwrap();
+            assert_eq!(listener.check(), Check::Listening);
+            shut_down_a_copy(&listener);
+            assert!(std::net::TcpStream::connect(address).is_err(), "{text}");
+            assert_eq!(listener.check(), Check::ListeningAgain, "{text}");
+            std::net::TcpStream::connect(address).unwrap();
+            assert_eq!(listener.check(), Check::Listening);
+        }
+    }
+
+    #[test]
+    fn a_unix_listener_shut_down_by_a_child_is_replaced_on_its_path() {
+        let dir = std::env::temp_dir().join(format!("sockhold-shut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shut.sock");
+        let mut listener = open(path.to_str().unwrap());
+        shut_down_a_copy(&listener);
+        // Still "listening", but every connection is refused.
+        assert!(socket::getsockopt(&listener.fd, sockopt::AcceptConn).unwrap());
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+        assert_eq!(listener.check(), Check::Replaced);
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert_eq!(listener.check(), Check::Listening);
+        drop(listener);
+        assert!(!path.exists(), "the new file is ours, removed with it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_abstract_listener_shut_down_while_others_have_it_is_lost() {
+        let name = format!("@sockhold-shut-{}", std::process::id());
+        let mut listener = open(&name);
+        let child_copy = listener.fd.try_clone().unwrap();
+        socket::shutdown(child_copy.as_raw_fd(), socket::Shutdown::Read).unwrap();
+        assert!(matches!(listener.check(), Check::Lost(reason) if reason.contains("abstract")));
     }
 
     #[test]

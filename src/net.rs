@@ -1,7 +1,9 @@
 //! Socket system calls on the held sockets and their connections:
 //! accept4(2) with the peer address, the local side of a connection, the
 //! address family of a held socket for the compatibility variables, and
-//! O_NONBLOCK. Every accepted fd is born CLOEXEC.
+//! O_NONBLOCK; reading a datagram with its sender's credentials and the fds
+//! passed with it (notify sockets). Every accepted or received fd is born
+//! CLOEXEC.
 
 #![allow(unsafe_code)]
 
@@ -12,6 +14,78 @@ use nix::sys::socket::{self, SockaddrStorage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+
+/// The most fds one datagram can carry (the kernel's SCM_MAX_FD). Room for
+/// all of them keeps the credentials readable when a sender passes fds
+/// (`BARRIER=1`, `FDSTORE=1`): a truncated control buffer loses them all.
+const MAX_PASSED_FDS: usize = 253;
+
+/// One datagram read by `receive_with_credentials`.
+#[derive(Debug)]
+pub struct Received {
+    pub bytes: usize,
+    /// The sender's pid and uid as the kernel vouches for them
+    /// (SO_PASSCRED on the socket).
+    pub sender: Option<nix::unistd::Pid>,
+    pub sender_uid: Option<nix::unistd::Uid>,
+    /// The fds passed with it (SCM_RIGHTS), CLOEXEC, owned: each is closed
+    /// exactly once, when dropped.
+    pub fds: Vec<OwnedFd>,
+    /// The control part did not fit: its fds and credentials are lost
+    /// (the kernel closed the fds that did not fit).
+    pub truncated: bool,
+}
+
+/// Reads one datagram without blocking, with its sender's credentials and
+/// the fds passed with it; `None` when nothing is waiting. MSG_CMSG_CLOEXEC:
+/// a passed fd is never inherited by a child started meanwhile.
+pub fn receive_with_credentials(
+    fd: BorrowedFd<'_>,
+    buffer: &mut [u8],
+) -> Result<Option<Received>, Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials};
+    let mut control = nix::cmsg_space!(UnixCredentials, [RawFd; MAX_PASSED_FDS]);
+    let mut iov = [std::io::IoSliceMut::new(buffer)];
+    let message = match socket::recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
+        Ok(message) => message,
+        Err(Errno::EAGAIN) => return Ok(None),
+        Err(errno) => return Err(errno),
+    };
+    let mut received = Received {
+        bytes: message.bytes,
+        sender: None,
+        sender_uid: None,
+        fds: Vec::new(),
+        truncated: false,
+    };
+    match message.cmsgs() {
+        Ok(cmsgs) => {
+            for cmsg in cmsgs {
+                match cmsg {
+                    ControlMessageOwned::ScmCredentials(credentials) => {
+                        received.sender = Some(nix::unistd::Pid::from_raw(credentials.pid()));
+                        received.sender_uid = Some(nix::unistd::Uid::from_raw(credentials.uid()));
+                    }
+                    ControlMessageOwned::ScmRights(fds) => {
+                        for passed in fds {
+                            // SAFETY: recvmsg(2) just installed this fd in
+                            // sockhold for this message; nothing else has it.
+                            received.fds.push(unsafe { OwnedFd::from_raw_fd(passed) });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(_) => received.truncated = true,
+    }
+    Ok(Some(received))
+}
 
 /// What sockhold knows about one listening socket, found out once.
 #[derive(Debug, Clone, Copy)]

@@ -203,3 +203,38 @@ fn fds_passed_with_notify_messages_are_closed_so_a_barrier_completes() {
     let log = sockhold.log_text();
     assert!(!log.contains("ignoring notify message"), "{log}");
 }
+
+#[test]
+fn a_barrier_is_answered_after_the_messages_before_it_are_acted_on_and_fd_store_is_told() {
+    // READY=1, then BARRIER=1 with a pipe's write end (sd_notify_barrier(3)):
+    // the barrier is answered (the write end closed) only once READY=1 has
+    // made the generation ready. Then FDSTORE=1 with an fd: told once, and
+    // the fd is closed (sockhold keeps no fd store).
+    let script = "import array, os, select, socket, sys\n\
+        addr = os.environ['NOTIFY_SOCKET']\n\
+        addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+        s.sendto(b'READY=1', addr)\n\
+        r, w = os.pipe()\n\
+        s.sendmsg([b'BARRIER=1'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [w]))], 0, addr)\n\
+        os.close(w)\n\
+        p = select.poll()\n\
+        p.register(r, select.POLLHUP)\n\
+        if p.poll(10000):\n\
+        \x20   print('child: barrier answered', file=sys.stderr, flush=True)\n\
+        s.sendmsg([b'FDSTORE=1\\nFDNAME=pipe'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [r]))], 0, addr)\n\
+        select.select([], [], [])\n";
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--ready", "notify"])
+        .args(["--", "python3", "-c", script])
+        .start();
+    sockhold.wait_for("child: barrier answered");
+    let log = sockhold.log_written_until_now();
+    let ready = log.find("generation 1 ready: READY=1");
+    let answered = log.find("child: barrier answered");
+    assert!(
+        ready.is_some() && ready < answered,
+        "the barrier was answered before READY=1 was acted on:\n{log}"
+    );
+    sockhold.wait_for("generation 1 sent FDSTORE=1 with 1 fds: sockhold keeps no fd store");
+}

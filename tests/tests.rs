@@ -22,6 +22,7 @@ mod pid1;
 mod privileges;
 mod readiness;
 mod reload;
+mod shutdown;
 mod signal_group;
 mod signals;
 mod startup;

@@ -45,6 +45,10 @@ pub struct Generations {
     /// O_NONBLOCK of each held socket as sockhold found it, until a
     /// generation changed it (warned once).
     nonblocking: Option<Vec<bool>>,
+    /// The generations running when a held socket a child shut down was
+    /// replaced by a new one: they have only the old one, so a reload
+    /// follows (`reload_onto_new_sockets`).
+    on_old_sockets: Vec<GenerationId>,
 }
 
 impl Generations {
@@ -65,7 +69,50 @@ impl Generations {
                     .map(|l| net::is_nonblocking(l.fd()))
                     .collect(),
             ),
+            on_old_sockets: Vec::new(),
         }
+    }
+
+    /// Restores the held sockets a child shut down (`Context::check_listeners`).
+    /// A socket replaced by a new one (Unix) is one that the running
+    /// generations no longer serve: the observer follows the new socket,
+    /// and they are noted for a reload.
+    fn check_listeners(&mut self, seen: &str, context: &mut Context<'_>) {
+        if context.check_listeners(seen) {
+            self.watcher = Watcher::new(context.listeners);
+            self.on_old_sockets = self
+                .supervisor
+                .generations()
+                .iter()
+                .filter(|g| g.state != supervisor::GenerationState::Stopping)
+                .map(|g| g.id)
+                .collect();
+        }
+    }
+
+    /// Starts a generation on the new sockets if one that has only the
+    /// old ones is still serving or starting; one that ended meanwhile
+    /// (restarted on the new ones) needs none.
+    fn reload_onto_new_sockets(&mut self, context: &mut Context<'_>) -> Option<i32> {
+        if self.on_old_sockets.is_empty() {
+            return None;
+        }
+        let old = std::mem::take(&mut self.on_old_sockets);
+        let left: Vec<String> = self
+            .supervisor
+            .generations()
+            .iter()
+            .filter(|g| g.state != supervisor::GenerationState::Stopping && old.contains(&g.id))
+            .map(|g| g.id.to_string())
+            .collect();
+        if left.is_empty() {
+            return None;
+        }
+        log::info!(
+            "reload: generation {} has only the shut-down socket; starting one on the new socket",
+            left.join(", ")
+        );
+        self.dispatch(supervisor::Event::Reload, context)
     }
 
     /// Feeds one event to the supervisor and carries out its actions, which
@@ -73,7 +120,19 @@ impl Generations {
     fn dispatch(&mut self, event: supervisor::Event, context: &mut Context<'_>) -> Option<i32> {
         let mut pending = VecDeque::from([event]);
         while let Some(event) = pending.pop_front() {
-            for action in self.supervisor.handle(event, Instant::now()) {
+            let actions = self.supervisor.handle(event, Instant::now());
+            // Before a generation takes over (and the one it replaces is
+            // told to stop): the sockets it takes over must listen.
+            if let Some(generation) = actions.iter().find_map(|action| match action {
+                Action::Report(
+                    Report::Ready { generation, .. } | Report::ReloadSucceeded { generation, .. },
+                ) => Some(*generation),
+                _ => None,
+            }) {
+                let seen = format!("seen before generation {generation} takes over");
+                self.check_listeners(&seen, context);
+            }
+            for action in actions {
                 match action {
                     Action::Spawn { generation } => {
                         pending.push_back(self.spawn(generation, context));
@@ -151,8 +210,12 @@ impl Generations {
         }
         let mut ready = false;
         let mut drained = false;
+        // The fds trusted senders passed, closed once this wakeup's messages
+        // are acted on: closing answers a BARRIER=1, whose sender waits for
+        // everything it sent before to have been handled.
+        let mut passed = Vec::new();
         for _ in 0..readiness::MESSAGES_PER_WAKEUP {
-            let message = match socket.receive() {
+            let mut message = match socket.receive() {
                 Ok(Some(message)) => message,
                 Ok(None) => {
                     drained = true;
@@ -177,8 +240,17 @@ impl Generations {
                         socket.owner()
                     );
                 }
+                // Its fds are closed now, with the message: sockhold holds
+                // nothing for a sender it does not trust.
                 continue;
             }
+            if message.fd_store && !message.fds.is_empty() && socket.first_fd_store() {
+                log::warn!(
+                    "generation {generation} sent FDSTORE=1 with {} fds: sockhold keeps no fd store, so they are closed (a server must not count on getting them back after a reload)",
+                    message.fds.len()
+                );
+            }
+            passed.append(&mut message.fds);
             // Who sent it, for the curious only: a sender that has exited
             // (systemd-notify in a script) cannot be looked up, and the
             // lookup costs a walk through /proc.
@@ -209,10 +281,13 @@ impl Generations {
                 &format!("generation {generation}'s notify socket"),
             );
         }
-        if ready {
-            return self.dispatch(supervisor::Event::Ready { generation }, context);
-        }
-        None
+        let outcome = if ready {
+            self.dispatch(supervisor::Event::Ready { generation }, context)
+        } else {
+            None
+        };
+        drop(passed);
+        outcome
     }
 
     /// Starts the child of `generation` and reports how that went.
@@ -237,7 +312,7 @@ impl Generations {
                 return failed(format!("cannot create a notify socket: {errno}"), exit::OS);
             }
         };
-        let listeners = context.listeners;
+        let listeners = &*context.listeners;
         let mut env = self.inherited_env.clone();
         env.push(("LISTEN_FDS".into(), listeners.len().to_string().into()));
         let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
@@ -318,6 +393,19 @@ impl Generations {
 
 impl Engine for Generations {
     fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {
+        if let Some(status) = self.handle_event(event, context) {
+            return Some(status);
+        }
+        self.reload_onto_new_sockets(context)
+    }
+
+    fn next_deadline(&self, _now: Instant) -> Option<Instant> {
+        self.supervisor.next_deadline()
+    }
+}
+
+impl Generations {
+    fn handle_event(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {
         let event = match event {
             Event::Start => supervisor::Event::Start,
             Event::Reload { by } => {
@@ -339,10 +427,16 @@ impl Engine for Generations {
                 supervisor::Event::Stop { signal, by }
             }
             Event::Forward { signal } => supervisor::Event::Forward { signal },
-            Event::Exited(reaped) => supervisor::Event::Exited {
-                pid: reaped.pid,
-                status: reaped.status,
-            },
+            Event::Exited(reaped) => {
+                // Before the exit is acted on: a restart must get a
+                // listening socket.
+                let seen = format!("seen when pid {} exited", reaped.pid);
+                self.check_listeners(&seen, context);
+                supervisor::Event::Exited {
+                    pid: reaped.pid,
+                    status: reaped.status,
+                }
+            }
             Event::ListenerReady { .. } => supervisor::Event::ConnectionWaiting,
             Event::SourceReady { key } => return self.take_notifications(key, context),
             Event::Pause { client } => {
@@ -371,10 +465,6 @@ impl Engine for Generations {
             Event::Tick => supervisor::Event::Tick,
         };
         self.dispatch(event, context)
-    }
-
-    fn next_deadline(&self, _now: Instant) -> Option<Instant> {
-        self.supervisor.next_deadline()
     }
 }
 

@@ -2,6 +2,10 @@
 //! accepted connection, within limits. `limits.rs` keeps the books (pure),
 //! `server.rs` accepts and spawns; this file turns driver events into
 //! their calls and carries out their actions.
+//!
+//! No child here gets a listening socket (only its connection), so none
+//! can shut one down: the listening check of the generations engine
+//! (`Context::check_listeners`) has nothing to find in this mode.
 
 pub mod limits;
 mod server;

@@ -13,24 +13,16 @@ mod proc_parse;
 use crate::error::errno_text;
 use crate::quiet_log::QuietLog;
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, sockopt,
-};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use nix::unistd::{Pid, Uid};
 use std::ffi::OsString;
-use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest datagram read; sd_notify messages are short text.
 const MAX_MESSAGE: usize = 4096;
-
-/// The most fds one datagram can carry (the kernel's SCM_MAX_FD). Room for
-/// all of them keeps the credentials readable when a sender passes fds
-/// (`BARRIER=1`, `FDSTORE=1`): a truncated control buffer loses them all.
-const MAX_PASSED_FDS: usize = 253;
 
 /// The most messages read from one notify socket per wakeup: a child that
 /// sends without pause must not keep sockhold from its other work. What is
@@ -62,10 +54,12 @@ pub struct NotifySocket {
     owner: Uid,
     /// Messages refused by their sender's uid, logged once per interval.
     refused: QuietLog,
+    /// Set once an FDSTORE=1 with fds has been told about.
+    fd_store_told: bool,
 }
 
 /// One datagram received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct NotifyMessage {
     /// The sender's pid and uid as the kernel vouches for them.
     pub sender: Option<Pid>,
@@ -73,6 +67,14 @@ pub struct NotifyMessage {
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
+    /// `FDSTORE=1`: the sender asks sockhold to keep `fds`.
+    pub fd_store: bool,
+    /// The fds that came with it (SCM_RIGHTS; CLOEXEC, so no child gets
+    /// them): the write end of a pipe for `BARRIER=1`, fds to store for
+    /// `FDSTORE=1`. sockhold keeps no fd store: they are closed when the
+    /// message is dropped, after its sender was checked and what it says
+    /// was acted on (which is what answers a barrier).
+    pub fds: Vec<OwnedFd>,
 }
 
 impl NotifySocket {
@@ -106,6 +108,7 @@ impl NotifySocket {
                         directory: Some(directory),
                         owner,
                         refused: QuietLog::default(),
+                        fd_store_told: false,
                     });
                 }
                 Err(reason) => failures.push(format!("{}: {reason}", base.display())),
@@ -129,6 +132,7 @@ impl NotifySocket {
             directory: None,
             owner,
             refused: QuietLog::default(),
+            fd_store_told: false,
         })
     }
 
@@ -154,6 +158,12 @@ impl NotifySocket {
         self.owner
     }
 
+    /// True the first time only: an FDSTORE=1 is told about once per
+    /// generation.
+    pub fn first_fd_store(&mut self) -> bool {
+        !std::mem::replace(&mut self.fd_store_told, true)
+    }
+
     /// The quiet log of refused messages.
     pub fn refusals(&mut self) -> &mut QuietLog {
         &mut self.refused
@@ -162,47 +172,18 @@ impl NotifySocket {
     /// The next waiting message, or `None` when there is none left.
     pub fn receive(&self) -> Result<Option<NotifyMessage>, Errno> {
         let mut buffer = [0u8; MAX_MESSAGE];
-        let mut control = nix::cmsg_space!(socket::UnixCredentials, [RawFd; MAX_PASSED_FDS]);
-        let mut iov = [IoSliceMut::new(&mut buffer)];
-        let message = match socket::recvmsg::<()>(
-            self.fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(message) => message,
-            Err(Errno::EAGAIN) => return Ok(None),
-            Err(errno) => return Err(errno),
+        let Some(received) = crate::net::receive_with_credentials(self.fd.as_fd(), &mut buffer)?
+        else {
+            return Ok(None);
         };
-        let mut sender = None;
-        let mut sender_uid = None;
-        match message.cmsgs() {
-            Ok(cmsgs) => {
-                for cmsg in cmsgs {
-                    match cmsg {
-                        ControlMessageOwned::ScmCredentials(credentials) => {
-                            sender = Some(Pid::from_raw(credentials.pid()));
-                            sender_uid = Some(Uid::from_raw(credentials.uid()));
-                        }
-                        // sockhold keeps no fd store: passed fds are closed
-                        // at once, which is also what completes a sender's
-                        // BARRIER=1 (every earlier message was read).
-                        ControlMessageOwned::ScmRights(fds) => {
-                            for fd in fds {
-                                let _ = nix::unistd::close(fd);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
+        if received.truncated {
             // The kernel closed whatever did not fit.
-            Err(errno) => log::debug!("notify message with a truncated control part: {errno}"),
+            log::debug!("notify message with a truncated control part");
         }
-        let length = message.bytes;
-        let text = String::from_utf8_lossy(&buffer[..length]);
-        let mut message = parse_message(sender, &text);
-        message.sender_uid = sender_uid;
+        let text = String::from_utf8_lossy(&buffer[..received.bytes]);
+        let mut message = parse_message(received.sender, &text);
+        message.sender_uid = received.sender_uid;
+        message.fds = received.fds;
         Ok(Some(message))
     }
 }
@@ -306,11 +287,14 @@ pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
         ready: false,
         stopping: false,
         status: None,
+        fd_store: false,
+        fds: Vec::new(),
     };
     for line in text.lines() {
         match line.split_once('=') {
             Some(("READY", "1")) => message.ready = true,
             Some(("STOPPING", "1")) => message.stopping = true,
+            Some(("FDSTORE", "1")) => message.fd_store = true,
             Some(("STATUS", status)) => message.status = Some(status.to_owned()),
             _ => {}
         }
@@ -411,7 +395,51 @@ mod tests {
         assert_eq!(message.sender, Some(nix::unistd::getpid()));
         assert_eq!(message.sender_uid, Some(nix::unistd::geteuid()));
         assert!(notify.trusts(&message));
-        assert_eq!(notify.receive().unwrap(), None);
+        assert!(notify.receive().unwrap().is_none());
+        drop(notify);
+        std::fs::remove_dir(&base).unwrap();
+    }
+
+    #[test]
+    fn passed_fds_are_cloexec_and_closed_once_the_message_is_dropped() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let base = scratch_dir("fds");
+        let notify = in_dir(&base);
+        let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let address = UnixAddr::new(notify.address()).unwrap();
+        // BARRIER=1 as sd_notify_barrier(3) sends it: a pipe's write end.
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let fds = [write.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"FDSTORE=1\nBARRIER=1")];
+        sendmsg(
+            sender.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&address),
+        )
+        .unwrap();
+        drop(write);
+        let hung_up = || {
+            let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::ZERO).unwrap() > 0
+        };
+        let message = notify.receive().unwrap().unwrap();
+        assert!(message.fd_store);
+        assert_eq!(message.sender_uid, Some(nix::unistd::geteuid()));
+        assert_eq!(message.fds.len(), 1);
+        let flags = nix::fcntl::fcntl(&message.fds[0], nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(
+            nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        );
+        // Held until the message is dealt with: the barrier is not answered yet.
+        assert!(
+            !hung_up(),
+            "the passed fd was closed before the message was handled"
+        );
+        drop(message);
+        assert!(hung_up(), "the passed fd is closed with the message");
         drop(notify);
         std::fs::remove_dir(&base).unwrap();
     }
