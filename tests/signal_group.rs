@@ -8,8 +8,10 @@ use std::io::Read;
 use std::net::TcpStream;
 
 /// A worker that reports USR1 and TERM on stderr and then says READY=1,
-/// so that the test signals only once its handlers are in place.
-const WORKER: &str = "import os, signal, socket, sys\n\
+/// so that the test signals only once its handlers are in place. It
+/// sleeps in short steps, not in pause(): a signal that comes just before
+/// a pause() has its handler run only at the next signal.
+const WORKER: &str = "import os, signal, socket, sys, time\n\
 def say(text):\n\
 \x20   print(text, file=sys.stderr, flush=True)\n\
 signal.signal(signal.SIGUSR1, lambda *_: say('worker got USR1'))\n\
@@ -21,7 +23,7 @@ addr = os.environ['NOTIFY_SOCKET']\n\
 addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
 socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', addr)\n\
 while True:\n\
-\x20   signal.pause()\n";
+\x20   time.sleep(0.1)\n";
 
 /// A shell that ignores USR1 itself, starts the worker and waits: only a
 /// signal sent to the group reaches the worker.

@@ -302,17 +302,17 @@ fn the_parent_death_signal_ends_the_child_when_sockhold_is_killed() {
 
 #[test]
 fn in_accept_mode_forwarded_signals_reach_every_connections_child() {
-    // Says "ready" on the connection once its handler is in place, then
-    // waits; on QUIT it says so on stderr (sockhold's, in one write, so
-    // that two children's lines do not interleave) and exits.
+    // Says "ready" on the connection once QUIT is blocked, then waits for
+    // it (sigwait: a QUIT that comes before the wait is not missed, as it
+    // would be by a handler and pause()); then says so on stderr
+    // (sockhold's, in one write, so that two children's lines do not
+    // interleave) and exits.
     let script = "import signal, os\n\
-        def quit(*_):\n\
-        \x20   os.write(2, b'connection child got QUIT\\n')\n\
-        \x20   os._exit(0)\n\
-        signal.signal(signal.SIGQUIT, quit)\n\
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGQUIT})\n\
         print('ready', flush=True)\n\
-        while True:\n\
-        \x20   signal.pause()\n";
+        signal.sigwait({signal.SIGQUIT})\n\
+        os.write(2, b'connection child got QUIT\\n')\n\
+        os._exit(0)\n";
     let mut sockhold = Sockhold::command()
         .args(["--accept", "--inetd", "-l", "127.0.0.1:0"])
         .args(["--", "python3", "-c", script])

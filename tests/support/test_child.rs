@@ -22,6 +22,9 @@
 //! --report              answer with a report of what the supervisor gave us
 //! --tag TEXT            add `tag=TEXT` to answers
 //! --graceful            on SIGTERM, finish the connection in hand and exit 0
+//! --undumpable          first make itself non-dumpable (prctl PR_SET_DUMPABLE 0):
+//!                       a process of its user that is not root can no longer read
+//!                       its /proc/PID/syscall, fd, ...
 //! --log-signals         print `test_child: got SIG...` on USR1/USR2/WINCH/QUIT
 //! --log-signal SIG      the same for SIG (a name: ALRM or SIGALRM); repeatable
 //! --connection          per-connection mode (sockhold --accept): fd 3 (with
@@ -72,6 +75,7 @@ struct Opts {
     report: bool,
     tag: Option<String>,
     graceful: bool,
+    undumpable: bool,
     log_signals: bool,
     /// `--log-signal`: more signals to log, as `--log-signals` does.
     logged_signals: Vec<Signal>,
@@ -168,6 +172,14 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         }
     };
 
+    if opts.undumpable {
+        // SAFETY: prctl(PR_SET_DUMPABLE) takes integers and changes only
+        // this process's dumpable flag.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            eprintln!("test_child: prctl: {}", std::io::Error::last_os_error());
+            return 2;
+        }
+    }
     let pid = std::process::id();
     check_listen_pid(pid);
     if let Some(code) = opts.exit_at_start {
@@ -253,6 +265,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--report" => opts.report = true,
             "--tag" => opts.tag = Some(value(&mut it, arg)?),
             "--graceful" => opts.graceful = true,
+            "--undumpable" => opts.undumpable = true,
             "--log-signals" => opts.log_signals = true,
             "--log-signal" => {
                 let name: String = value(&mut it, arg)?;
