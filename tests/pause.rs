@@ -23,16 +23,23 @@ fn client(request: &str, control: &std::path::Path) -> (i32, String, String) {
     )
 }
 
+/// sockhold on a loopback port with its control socket at `control`,
+/// test_child as the command, generation 1 ready.
+fn serving(control: &std::path::Path) -> Sockhold {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    sockhold
+}
+
 #[test]
 fn connections_made_while_paused_are_answered_after_resume() {
     let dir = TempDir::new();
     let control = dir.join("ctl");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving(&control);
     let address = sockhold.tcp_address(0);
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(stop.clone(), move || request_tcp(address));
@@ -95,12 +102,7 @@ fn connections_made_while_paused_are_answered_after_resume() {
 fn resume_when_not_paused_is_refused_and_pause_in_accept_mode_too() {
     let dir = TempDir::new();
     let control = dir.join("ctl");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving(&control);
     let (code, _, stderr) = client("resume", &control);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("not paused"), "{stderr}");
