@@ -74,6 +74,8 @@ enum Kind {
     /// gunicorn's sync worker (select), whose app takes 1.5 s to import,
     /// while its arbiter sends READY=1 as soon as it has booted.
     Gunicorn,
+    /// Node.js, `listen({fd: 3})`: libuv's epoll loop.
+    Node,
 }
 
 /// The syscalls a thread waits in for a connection.
@@ -100,6 +102,7 @@ impl Kind {
                 .chain([servers_dir().to_str().unwrap().to_string()])
                 .chain(["gunicorn_app:app".to_string()])
                 .collect(),
+            Kind::Node => vec!["node".to_string(), server("node_server.js")],
         }
     }
 
@@ -112,7 +115,7 @@ impl Kind {
 
     fn waits_in(self) -> Wait {
         match self {
-            Kind::Asyncio => Wait::Epoll,
+            Kind::Asyncio | Kind::Node => Wait::Epoll,
             Kind::HttpServer | Kind::Gunicorn => Wait::PollOrSelect,
             Kind::Blocking | Kind::Threaded => Wait::Accept,
         }
@@ -126,8 +129,15 @@ impl Kind {
 
     /// Why this kind cannot be tested here, if it cannot.
     fn missing(self) -> Option<&'static str> {
-        (self == Kind::Gunicorn && !on_path("gunicorn"))
-            .then_some("gunicorn is not installed (apt-get install gunicorn)")
+        match self {
+            Kind::Gunicorn if !on_path("gunicorn") => {
+                Some("gunicorn is not installed (apt-get install gunicorn)")
+            }
+            Kind::Node if !on_path("node") => {
+                Some("node is not installed (apt-get install nodejs)")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -489,6 +499,16 @@ fn accept_in_another_thread_is_ready_once_serving_under_ready_accepting() {
 #[test]
 fn accept_in_another_thread_is_ready_once_serving_by_default() {
     ready_once_serving_and_reloads_without_a_failed_connection(Kind::Threaded, Mode::Default);
+}
+
+#[test]
+fn node_is_ready_once_serving_under_ready_accepting() {
+    ready_once_serving_and_reloads_without_a_failed_connection(Kind::Node, Mode::Accepting);
+}
+
+#[test]
+fn node_is_ready_once_serving_by_default() {
+    ready_once_serving_and_reloads_without_a_failed_connection(Kind::Node, Mode::Default);
 }
 
 #[test]
