@@ -153,6 +153,10 @@ pub struct Cli {
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
 
+    /// For servers that bind their own port: trap the child's bind(2) (seccomp) and hand it the held socket for an address sockhold holds; other binds run as they are. Sets no_new_privs unless sockhold has CAP_SYS_ADMIN (Linux 5.9+)
+    #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
+    intercept_bind: bool,
+
     /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)
     #[arg(long, help_heading = "Generations")]
     signal_group: bool,
@@ -415,6 +419,7 @@ impl Cli {
             forward_signals,
             parent_death_signal: self.parent_death_signal,
             signal_group: self.signal_group,
+            intercept_bind: self.intercept_bind,
             compat_env: self
                 .compat_env
                 .iter()

@@ -15,6 +15,7 @@ use crate::config::{Config, ReadyMode};
 use crate::control;
 use crate::engine::{Context, Engine, Event, Origin};
 use crate::error::exit;
+use crate::intercept::Intercept;
 use crate::listen::Listener;
 use crate::net;
 use crate::readiness::{self, NotifySocket};
@@ -43,6 +44,8 @@ pub struct Generations {
     /// O_NONBLOCK of each held socket as sockhold found it, until a
     /// generation changed it (warned once).
     nonblocking: Option<Vec<bool>>,
+    /// `--intercept-bind`: the children's seccomp listeners.
+    intercept: Option<Intercept>,
 }
 
 impl Generations {
@@ -62,6 +65,7 @@ impl Generations {
                     .map(|l| net::is_nonblocking(l.fd()))
                     .collect(),
             ),
+            intercept: config.intercept_bind.then(|| Intercept::new(listeners)),
         }
     }
 
@@ -243,17 +247,41 @@ impl Generations {
             Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
         };
         spec.set_process_group(self.signal_group);
+        spec.set_intercept(self.intercept.as_ref().map(Intercept::filter));
         match spawn::spawn(context.spawner, &spec) {
-            Ok(spawn::Spawned { pid, pidfd }) => {
+            Ok(spawn::Spawned {
+                pid,
+                pidfd,
+                intercept,
+            }) => {
                 context
                     .children
                     .insert(ChildHandle::new(pid, pidfd, self.signal_group));
+                if let (Some(watcher), Some(listener)) = (&mut self.intercept, intercept) {
+                    watcher.watch(generation, listener, context);
+                }
                 let what = format!("generation {generation}'s notify socket");
                 context.watch(notify.fd().as_raw_fd(), generation, &what);
                 self.notify_sockets.insert(generation, notify);
                 supervisor::Event::Spawned { generation, pid }
             }
             Err(error) => failed(error.describe(&program), error.exit_status()),
+        }
+    }
+
+    /// Answers a child's trapped calls (`--intercept-bind`). Where that
+    /// set O_NONBLOCK on a held socket for the server that asked for it,
+    /// that is the new normal the O_NONBLOCK warning compares with.
+    fn take_interceptions(&mut self, key: u64, context: &mut Context<'_>) {
+        let Some(intercept) = &mut self.intercept else {
+            return;
+        };
+        for change in intercept.handle(key, context) {
+            if let Some(found) = &mut self.nonblocking {
+                if let Some(was) = found.get_mut(change.index) {
+                    *was = change.on;
+                }
+            }
         }
     }
 
@@ -294,6 +322,9 @@ impl Generations {
     /// Drops the generation's notify socket, which removes its file and
     /// directory; refusals not yet told are told now.
     fn forget(&mut self, generation: GenerationId, context: &mut Context<'_>) {
+        if let Some(intercept) = &mut self.intercept {
+            intercept.forget(generation);
+        }
         if let Some(mut notify) = self.notify_sockets.remove(&generation) {
             context.unwatch(notify.fd().as_raw_fd());
             let count = notify.refusals().take_silenced();
@@ -332,6 +363,10 @@ impl Engine for Generations {
                 status: reaped.status,
             },
             Event::ListenerReady { .. } => supervisor::Event::ConnectionWaiting,
+            Event::SourceReady { key } if Intercept::owns(key) => {
+                self.take_interceptions(key, context);
+                return None;
+            }
             Event::SourceReady { key } => return self.take_notifications(key, context),
             Event::Status { client } => {
                 let json = self.status_json(context);

@@ -23,6 +23,7 @@
 //! - Needs no `unsafe`: nix wraps process_vm_readv and fstat.
 
 use super::proc_parse::{self, ThreadSyscall};
+use crate::net::ListenerName;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::stat::SFlag;
@@ -32,7 +33,6 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{self, IoSliceMut};
-use crate::net::ListenerName;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -76,11 +76,7 @@ impl HeldSocket {
             #[allow(clippy::useless_conversion)]
             inode: u64::from(stat.st_ino),
             datagram,
-            name: if datagram {
-                None
-            } else {
-                ListenerName::of(fd)
-            },
+            name: if datagram { None } else { ListenerName::of(fd) },
         })
     }
 }
