@@ -259,6 +259,48 @@ fn a_bind_of_the_other_ip_family_is_reported_and_runs_as_it_is() {
 }
 
 #[test]
+fn node_server_binding_dual_stack_matches_the_default_listen_and_reloads() {
+    let node = std::ffi::OsStr::new("node");
+    if let Err(error) = std::process::Command::new(node).arg("--version").output() {
+        panic!("{}", cannot_run(node, &error));
+    }
+    let script = server("node_http.js");
+    // `-l 0`: dual-stack [::], what Node's listen(port) binds.
+    let sockhold = start(&["0"], &with_port(&format!("node {script} \"$PORT\"")));
+    let line = sockhold.wait_for("bind [::]:");
+    assert!(line.contains("-> held fd 3"), "{line}");
+    sockhold.wait_for("generation 1 ready");
+    let port = sockhold.tcp_address(0).port();
+    let v4: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let v6: std::net::SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
+    request_http(v6).unwrap();
+    reloads_under_load(&sockhold, 3, Stop::Graceful, move || request_http(v4));
+    request_http(v6).unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn as_another_user_the_child_gets_no_new_privs_and_is_intercepted() {
+    needs_root();
+    // Without CAP_SYS_ADMIN the filter needs no_new_privs; the child says
+    // what it has, then becomes the server (a python3 any user may run).
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let command = with_port(&format!(
+        "sh -c 'grep NoNewPrivs /proc/self/status >&2; exec \"$0\" -m http.server \"$1\" --bind 127.0.0.1 --directory /' {python} \"$PORT\""
+    ));
+    let sockhold = start_with(&["127.0.0.1:0"], &["--user", "nobody"], &command);
+    let line = sockhold.wait_for("NoNewPrivs:");
+    assert!(line.trim_end().ends_with('1'), "{line}");
+    sockhold.wait_for("-> held fd 3");
+    sockhold.wait_for("generation 1 ready");
+    request_http(sockhold.tcp_address(0)).unwrap();
+}
+
+#[test]
 fn intercept_bind_with_accept_is_a_usage_error() {
     let (code, log) = run_to_exit(&["--accept", "--intercept-bind", "-l", "0", "--", "cat"]);
     assert_eq!(code, 64, "{log}");
