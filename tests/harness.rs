@@ -64,6 +64,8 @@ pub fn cannot_run(program: &std::ffi::OsStr, error: &std::io::Error) -> String {
         "systemd-socket-activate" => "systemd",
         "unshare" | "prlimit" => "util-linux",
         "groff" => "groff-base",
+        "ss" => "iproute2",
+        "node" => "nodejs",
         other => other,
     };
     format!(

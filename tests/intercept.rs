@@ -135,7 +135,7 @@ fn http_server_binding_the_held_port_serves_and_reloads_without_a_refusal() {
     // answering; on SIGINT it leaves its loop and exits (its KeyboardInterrupt).
     let sockhold = start_with(
         &["127.0.0.1:0"],
-        &["--stop-signal", "INT"],
+        &["--stop-signal", "INT", "--backlog", "300"],
         &with_port("python3 -m http.server \"$PORT\" --bind 127.0.0.1"),
     );
     let line = sockhold.wait_for("bind 127.0.0.1:");
@@ -151,6 +151,26 @@ fn http_server_binding_the_held_port_serves_and_reloads_without_a_refusal() {
     let ready = sockhold.wait_for("generation 1 ready");
     assert!(ready.contains("accepting on fd "), "{ready}");
     assert!(!ready.contains("accepting on fd 3 "), "{ready}");
+    let fd: u32 = ready
+        .split("accepting on fd ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|fd| fd.parse().ok())
+        .unwrap_or_else(|| panic!("no fd in {ready}"));
+    let child = sockhold.child_pids()[0];
+    // The installed fd is the held socket itself, close-on-exec as the
+    // server's own socket was (Python's are).
+    let link = |fd: u32| std::fs::read_link(format!("/proc/{child}/fd/{fd}")).unwrap();
+    assert_eq!(link(fd), link(3));
+    let info = std::fs::read_to_string(format!("/proc/{child}/fdinfo/{fd}")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|line| line.strip_prefix("flags:"))
+        .map(|octal| u32::from_str_radix(octal.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & 0o2000000, 0, "not O_CLOEXEC: {info}");
+    // http.server's listen(5) did not shrink sockhold's backlog.
+    assert_eq!(listen_backlog(address.port()), 300);
     request_http(address).unwrap();
     reloads_under_load(&sockhold, 3, Stop::CutsOff, move || request_http(address));
     // The held socket was never closed: the port still answers.
@@ -187,26 +207,38 @@ fn prefork_server_binding_in_the_parent_reloads_without_a_refusal() {
 
 #[test]
 fn unix_server_that_removes_its_path_keeps_sockhold_s_socket_file() {
+    unix_server_reloads(false);
+}
+
+#[test]
+fn unix_server_on_a_relative_path_is_matched_in_its_own_directory() {
+    unix_server_reloads(true);
+}
+
+/// A Unix socket server that removes its path before binding and at
+/// exit; `relative`: sockhold names it `./app.sock` and the server
+/// `app.sock`, in the directory they both run in.
+fn unix_server_reloads(relative: bool) {
     let dir = TempDir::new();
     let path = dir.join("app.sock");
     let path_text = path.to_str().unwrap().to_string();
+    let (held, named) = if relative {
+        ("./app.sock", "app.sock")
+    } else {
+        (path_text.as_str(), path_text.as_str())
+    };
     let script = server("binds_itself.py");
-    let command = vec![
-        "python3".to_string(),
-        script,
-        "--unix".to_string(),
-        path_text.clone(),
-    ];
+    let dir_text = dir.path().to_str().unwrap().to_string();
     // -v: the interceptions after a generation's first are at debug level.
-    let sockhold = start_with(&[&path_text], &["-v"], &command);
+    let sockhold = Sockhold::launched_by(&["env", "-C", &dir_text])
+        .args(["-l", held, "-v", "--intercept-bind", "--"])
+        .args(["python3", &script, "--unix", named])
+        .start();
     sockhold.wait_for("generation 1 ready");
     let inode = inode_of(&path);
     let log = sockhold.log_written_until_now();
-    assert!(log.contains(&format!("unlink {path_text}: kept")), "{log}");
-    assert!(
-        log.contains(&format!("bind {path_text} -> held fd 3")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("unlink {named}: kept")), "{log}");
+    assert!(log.contains(&format!("bind {named} -> held fd 3")), "{log}");
     let request = {
         let path = path.clone();
         move || request_unix(&path)
@@ -305,6 +337,21 @@ fn intercept_bind_with_accept_is_a_usage_error() {
     let (code, log) = run_to_exit(&["--accept", "--intercept-bind", "-l", "0", "--", "cat"]);
     assert_eq!(code, 64, "{log}");
     assert_eq!(log.lines().count(), 1, "{log}");
+}
+
+/// The backlog of the socket listening on `port`, as ss(8) shows it
+/// (Send-Q of a listening socket: sk_max_ack_backlog, from sock_diag).
+fn listen_backlog(port: u16) -> u32 {
+    let ss = std::ffi::OsStr::new("ss");
+    let output = std::process::Command::new(ss)
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .unwrap_or_else(|error| panic!("{}", cannot_run(ss, &error)));
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|backlog| backlog.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on port {port} in ss's {text:?}"))
 }
 
 fn inode_of(path: &Path) -> u64 {
