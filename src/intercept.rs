@@ -778,8 +778,10 @@ fn carry_options(theirs: BorrowedFd<'_>, held: BorrowedFd<'_>) {
 }
 
 /// Whether this kernel can run `--intercept-bind`: seccomp user
-/// notification (5.0, with CONTINUE 5.5) and ADDFD (5.9). One line naming
-/// what is missing.
+/// notification (5.0, with CONTINUE 5.5) and ADDFD (5.9), and whether a
+/// filter may be installed here at all (tried in a throwaway child). One
+/// line naming what is missing. Called before the event loop starts
+/// (single-threaded: `seccomp::probe` forks).
 pub fn check_support() -> Result<(), crate::error::Error> {
     let fail = |reason: String| {
         Err(crate::error::Error::new(
@@ -814,6 +816,19 @@ pub fn check_support() -> Result<(), crate::error::Error> {
                 "Linux {release} has no SECCOMP_IOCTL_NOTIF_ADDFD (Linux 5.9 or later is needed)"
             ));
         }
+    }
+    if let Err(errno) = seccomp::probe(&FilterProgram::new(false)) {
+        return Err(crate::error::Error::new(
+            match errno {
+                Errno::EPERM | Errno::EACCES => crate::error::exit::PERMISSION,
+                _ => crate::error::exit::OS,
+            },
+            format!(
+                "cannot use --intercept-bind: cannot install a seccomp filter: {}{}",
+                crate::error::errno_text(errno),
+                seccomp::refusal_hint(errno)
+            ),
+        ));
     }
     Ok(())
 }

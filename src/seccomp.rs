@@ -164,6 +164,76 @@ fn native_arch() -> u32 {
     0
 }
 
+/// What a refusal to install the filter (seccomp(2)'s errno) means, as a
+/// parenthesised hint for the one error line.
+pub fn refusal_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EINVAL => {
+            " (this kernel has no seccomp user notification: --intercept-bind needs Linux 5.9 or later)"
+        }
+        Errno::EACCES | Errno::EPERM => {
+            " (seccomp filters are not permitted here, e.g. by a container's own seccomp policy: allow seccomp(2), or run without --intercept-bind)"
+        }
+        Errno::EBUSY => {
+            " (the process already has a seccomp listener above it: sockhold --intercept-bind under another one, or a container manager that intercepts system calls)"
+        }
+        Errno::ENOSYS => " (this kernel is built without seccomp filters)",
+        _ => "",
+    }
+}
+
+/// Tries the filter in a throwaway child, at start, so that a refusal
+/// (a strict container's EPERM, a listener above sockhold's EBUSY) is one
+/// fatal line instead of every generation failing to start. The child
+/// does as `spawn.rs` will: the filter, with no_new_privs on EACCES, then
+/// `_exit` with the errno (0: installed).
+///
+/// Must be called while sockhold is single-threaded (before the event
+/// loop), as fork(2) is then safe for anything the child does.
+pub fn probe(filter: &FilterProgram) -> Result<(), Errno> {
+    let fprog = filter.as_fprog();
+    // SAFETY: sockhold is single-threaded here (see above), and the child
+    // only makes system calls and _exits.
+    let forked = unsafe { nix::unistd::fork() }?;
+    match forked {
+        nix::unistd::ForkResult::Child => {
+            let install = || {
+                // SAFETY: seccomp(2) reads `fprog`, alive in this frame;
+                // it changes this throwaway process only.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_seccomp,
+                        libc::SECCOMP_SET_MODE_FILTER,
+                        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                        &fprog as *const libc::sock_fprog,
+                    )
+                }
+            };
+            let mut result = install();
+            if result < 0 && Errno::last() == Errno::EACCES {
+                // SAFETY: prctl(2) PR_SET_NO_NEW_PRIVS, this process only.
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                result = install();
+            }
+            let status = if result < 0 { Errno::last_raw() } else { 0 };
+            // SAFETY: _exit(2) ends the throwaway child at once, running
+            // nothing of sockhold's.
+            unsafe { libc::_exit(status.min(255)) }
+        }
+        nix::unistd::ForkResult::Parent { child } => loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                    return Err(Errno::from_raw(code));
+                }
+                Err(Errno::EINTR) => continue,
+                Ok(_) => return Err(Errno::ECHILD),
+                Err(errno) => return Err(errno),
+            }
+        },
+    }
+}
+
 /// One intercepted call, as the kernel reported it.
 #[derive(Debug, Clone, Copy)]
 pub struct Notification {

@@ -326,19 +326,7 @@ impl SpawnError {
                 format!("cannot start '{}': {}{hint}", program.display(), self)
             }
             SpawnError::Intercept(errno) => {
-                let hint = match errno {
-                    Errno::EINVAL => {
-                        " (this kernel has no seccomp user notification: --intercept-bind needs Linux 5.9 or later)"
-                    }
-                    Errno::EACCES | Errno::EPERM => {
-                        " (seccomp filters are not permitted here, e.g. by a container's own seccomp policy: allow seccomp(2), or run without --intercept-bind)"
-                    }
-                    Errno::EBUSY => {
-                        " (the process already has a seccomp listener above it: sockhold --intercept-bind under another one, or a container manager that intercepts system calls)"
-                    }
-                    Errno::ENOSYS => " (this kernel is built without seccomp filters)",
-                    _ => "",
-                };
+                let hint = crate::seccomp::refusal_hint(*errno);
                 format!(
                     "cannot start '{}' with --intercept-bind: cannot install the seccomp filter: {}{hint}",
                     program.display(),

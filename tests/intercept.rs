@@ -333,6 +333,36 @@ fn as_another_user_the_child_gets_no_new_privs_and_is_intercepted() {
 }
 
 #[test]
+fn a_filter_that_cannot_be_installed_is_one_fatal_line_at_start() {
+    // Under a sockhold with --intercept-bind, a second one cannot have a
+    // seccomp listener of its own (EBUSY): it says so at start and exits
+    // 71, which the outer one (--restart never) exits with.
+    let (code, log) = run_to_exit(&[
+        "-l",
+        "127.0.0.1:0",
+        "--intercept-bind",
+        "--restart",
+        "never",
+        "--",
+        sockhold_bin(),
+        "-l",
+        "127.0.0.1:0",
+        "--intercept-bind",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 71, "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(
+        errors,
+        [
+            "sockhold: error: cannot use --intercept-bind: cannot install a seccomp filter: device or resource busy (the process already has a seccomp listener above it: sockhold --intercept-bind under another one, or a container manager that intercepts system calls)"
+        ],
+        "{log}"
+    );
+}
+
+#[test]
 fn intercept_bind_with_accept_is_a_usage_error() {
     let (code, log) = run_to_exit(&["--accept", "--intercept-bind", "-l", "0", "--", "cat"]);
     assert_eq!(code, 64, "{log}");
