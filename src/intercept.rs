@@ -173,6 +173,8 @@ pub struct Intercept {
     announced: HashSet<u64>,
     /// The kernel has refused ADDFD once (logged once).
     no_addfd: bool,
+    /// Per generation, the held sockets (indexes) its binds got.
+    bound: HashMap<u64, Vec<usize>>,
 }
 
 impl Intercept {
@@ -194,6 +196,7 @@ impl Intercept {
             next_key: 0,
             announced: HashSet::new(),
             no_addfd: false,
+            bound: HashMap::new(),
         }
     }
 
@@ -229,6 +232,13 @@ impl Intercept {
     /// lives on) is not "the first" any more than it was.
     pub fn forget(&mut self, generation: u64) {
         self.announced.remove(&generation);
+        self.bound.remove(&generation);
+    }
+
+    /// The held sockets (indexes) that `generation`'s binds got so far;
+    /// None before its first.
+    pub fn bound_by(&self, generation: u64) -> Option<&[usize]> {
+        self.bound.get(&generation).map(Vec::as_slice)
     }
 
     /// Answers what the listener `key` has pending. A listener whose
@@ -539,6 +549,10 @@ impl Answerer<'_> {
             }
         }
         let generation = self.generation;
+        let bound_here = self.intercept.bound.entry(generation).or_default();
+        if !bound_here.contains(&index) {
+            bound_here.push(index);
+        }
         let child_fd = crate::spawn::FIRST_PASSED_FD as usize + index;
         self.intercept.announce(
             generation,

@@ -251,6 +251,27 @@ fn unix_server_reloads(relative: bool) {
 }
 
 #[test]
+fn a_server_that_binds_one_of_two_held_sockets_is_ready_when_it_accepts_on_it() {
+    let script = server("binds_itself.py");
+    // SERVER_STARTER_PORT=127.0.0.1:P1=3;127.0.0.1:P2=4: the second port.
+    let command = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "p=${{SERVER_STARTER_PORT#*;}}; p=${{p%%=*}}; exec python3 {script} --port \"${{p##*:}}\""
+        ),
+    ];
+    let sockhold = start(&["127.0.0.1:0", "127.0.0.1:0"], &command);
+    sockhold.wait_for("-> held fd 4");
+    // Seen accepting on the socket it bound; fd 3, open and unused, does
+    // not keep it starting.
+    let ready = sockhold.wait_for("generation 1 ready");
+    assert!(ready.contains("accepting on fd "), "{ready}");
+    let address = sockhold.tcp_address(1);
+    reloads_under_load(&sockhold, 3, Stop::Graceful, move || request_tcp(address));
+}
+
+#[test]
 fn a_port_sockhold_does_not_hold_is_bound_for_real() {
     let dir = TempDir::new();
     let port_file = dir.join("port");

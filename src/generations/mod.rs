@@ -316,7 +316,11 @@ impl Generations {
             .filter(|g| g.id != generation)
             .filter_map(|g| g.pid)
             .collect();
-        Some(self.watcher.look(main, &others, self.ready))
+        let bound = self
+            .intercept
+            .as_ref()
+            .and_then(|intercept| intercept.bound_by(generation));
+        Some(self.watcher.look(main, &others, self.ready, bound))
     }
 
     /// Drops the generation's notify socket, which removes its file and
