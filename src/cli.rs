@@ -156,6 +156,9 @@ pub struct Cli {
     /// Give each child the listening socket on stdin too (fd 0, as spawn-fcgi and inetd "wait" services do: FastCGI backends such as php-cgi); exactly one socket
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     stdin_socket: bool,
+    /// For servers that bind their own port: trap the child's bind(2) (seccomp) and hand it the held socket for an address sockhold holds; other binds run as they are. Sets no_new_privs unless sockhold has CAP_SYS_ADMIN (Linux 5.9+)
+    #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
+    intercept_bind: bool,
 
     /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)
     #[arg(long, help_heading = "Generations")]
@@ -423,6 +426,7 @@ impl Cli {
             parent_death_signal: self.parent_death_signal,
             signal_group: self.signal_group,
             stdin_socket: self.stdin_socket,
+            intercept_bind: self.intercept_bind,
             compat_env: self
                 .compat_env
                 .iter()

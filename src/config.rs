@@ -113,6 +113,9 @@ pub struct Config {
     /// `--signal-group`: each child leads a process group, and signals go
     /// to the whole group.
     pub signal_group: bool,
+    /// `--intercept-bind`: each child's bind(2) to a held address gets the
+    /// held socket (seccomp user notification, `intercept.rs`).
+    pub intercept_bind: bool,
     /// Other supervisors' variables to set for the child as well.
     pub compat_env: Vec<CompatEnv>,
     /// `--stdin-socket`: the one held socket is each child's stdin too.

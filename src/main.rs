@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod event_loop;
 mod generations;
+mod intercept;
 mod leftovers;
 mod listen;
 mod net;
@@ -27,6 +28,7 @@ mod privileges;
 mod quiet_log;
 mod readiness;
 mod sd_notify;
+mod seccomp;
 mod signals;
 mod spawn;
 mod stdio;
@@ -64,6 +66,9 @@ fn run() -> Result<i32, Error> {
     init_logging(cli::log_level(&cli));
     let config = cli.into_config()?;
     check_command(&config.command)?;
+    if config.intercept_bind {
+        intercept::check_support()?;
+    }
     // Names are resolved before anything is bound, so that a typo leaves
     // nothing behind.
     let credentials = match &config.user {

@@ -195,6 +195,85 @@ pub fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
         .is_ok_and(|flags| OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
 }
 
+/// getsockopt(2) of an int option (SO_DOMAIN, SO_TYPE, TCP_NODELAY, ...).
+pub fn int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> Result<libc::c_int, Errno> {
+    let mut value: libc::c_int = 0;
+    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `length` bytes into `value` and
+    // the length into `length`, both on this frame.
+    let result = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut length,
+        )
+    };
+    if result < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(value)
+    }
+}
+
+/// setsockopt(2) of an int option.
+pub fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> Result<(), Errno> {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `value`.
+    let result = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// SO_LINGER as (on, seconds).
+pub fn linger(fd: BorrowedFd<'_>) -> Result<(bool, i32), Errno> {
+    let value = socket::getsockopt(&fd, socket::sockopt::Linger)?;
+    Ok((value.l_onoff != 0, value.l_linger))
+}
+
+pub fn set_linger(fd: BorrowedFd<'_>, (on, seconds): (bool, i32)) -> Result<(), Errno> {
+    let value = libc::linger {
+        l_onoff: libc::c_int::from(on),
+        l_linger: seconds,
+    };
+    socket::setsockopt(&fd, socket::sockopt::Linger, &value)
+}
+
+/// Sets or clears O_NONBLOCK on the open file description.
+pub fn set_nonblocking_to(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    let wanted = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    if wanted != flags {
+        fcntl(fd, FcntlArg::F_SETFL(wanted))?;
+    }
+    Ok(())
+}
+
 /// What a held socket is, as the compatibility variables (`--compat-env`)
 /// describe it.
 pub fn socket_kind(fd: RawFd) -> SocketKind {

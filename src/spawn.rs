@@ -21,6 +21,7 @@
 
 #![allow(unsafe_code)]
 
+use crate::seccomp::FilterProgram;
 use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int};
 use nix::unistd::{AccessFlags, Pid};
@@ -28,7 +29,7 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::marker::PhantomData;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,8 @@ pub struct ChildSpec {
     listen_pid: bool,
     /// Whether the child leads a new process group (`--signal-group`).
     process_group: bool,
+    /// `--intercept-bind`: the seccomp filter to install before exec.
+    intercept: Option<FilterProgram>,
 }
 
 impl ChildSpec {
@@ -219,6 +222,7 @@ impl ChildSpec {
             stdio: ChildStdio::Inherited,
             listen_pid,
             process_group: false,
+            intercept: None,
         })
     }
 
@@ -230,6 +234,12 @@ impl ChildSpec {
     /// Puts every child in a new process group of its own, which it leads.
     pub fn set_process_group(&mut self, process_group: bool) {
         self.process_group = process_group;
+    }
+
+    /// `--intercept-bind`: installs `filter` in the child before exec, with
+    /// a listener fd that comes back in `Spawned::intercept`.
+    pub fn set_intercept(&mut self, filter: Option<FilterProgram>) {
+        self.intercept = filter;
     }
 
     /// Replaces the fds passed at 3, 4, ... (reusing the buffer: accept mode
@@ -292,6 +302,9 @@ pub enum SpawnError {
     Setup(Errno),
     /// The child could not exec the program.
     Exec(Errno),
+    /// `--intercept-bind`: the child could not install its seccomp filter
+    /// (or hand its listener to sockhold); the program was never tried.
+    Intercept(Errno),
 }
 
 impl SpawnError {
@@ -302,6 +315,8 @@ impl SpawnError {
         use crate::error::exit;
         match self {
             SpawnError::Fork(_) | SpawnError::Setup(_) => exit::OS,
+            SpawnError::Intercept(Errno::EACCES | Errno::EPERM) => exit::PERMISSION,
+            SpawnError::Intercept(_) => exit::OS,
             SpawnError::Exec(Errno::ENOENT | Errno::ENOTDIR) => exit::NOT_FOUND,
             SpawnError::Exec(_) => exit::CANNOT_EXECUTE,
         }
@@ -320,6 +335,14 @@ impl SpawnError {
                     _ => "",
                 };
                 format!("cannot start '{}': {}{hint}", program.display(), self)
+            }
+            SpawnError::Intercept(errno) => {
+                let hint = crate::seccomp::refusal_hint(*errno);
+                format!(
+                    "cannot start '{}' with --intercept-bind: cannot install the seccomp filter: {}{hint}",
+                    program.display(),
+                    crate::error::errno_text(*errno)
+                )
             }
             SpawnError::Exec(errno) => {
                 let hint = match errno {
@@ -352,6 +375,11 @@ impl std::fmt::Display for SpawnError {
             SpawnError::Exec(errno) => {
                 write!(f, "cannot execute: {}", crate::error::errno_text(*errno))
             }
+            SpawnError::Intercept(errno) => write!(
+                f,
+                "cannot install the seccomp filter of --intercept-bind: {}",
+                crate::error::errno_text(*errno)
+            ),
         }
     }
 }
@@ -485,6 +513,9 @@ pub struct Spawned {
     /// its pid is reused, and turns readable when it exits. None where the
     /// kernel has none.
     pub pidfd: Option<OwnedFd>,
+    /// `--intercept-bind`: the seccomp listener fd of its filter (born
+    /// CLOEXEC). None without it, or if it did not arrive (logged).
+    pub intercept: Option<OwnedFd>,
 }
 
 /// Starts the child and returns it once it has exec'd. Exec failures come
@@ -533,6 +564,71 @@ pub fn spawn_with_env(
     let mut exec_errno: c_int = 0;
     // Whether the child got as far as execve.
     let mut exec_tried = false;
+    // Whether the child failed at installing the seccomp filter.
+    let mut intercept_failed = false;
+    // `--intercept-bind`: how the seccomp listener fd, which exists only in
+    // the child's fd table, reaches sockhold. The listener is created by
+    // the child's own seccomp(2) call and is always CLOEXEC, so it is gone
+    // at exec; and sockhold, suspended until then (CLONE_VFORK), cannot
+    // take it with pidfd_getfd before. Leaving it inheritable at a known
+    // number would leak it into the server. So the child sends it over a
+    // socketpair made here (sendmsg with SCM_RIGHTS is async-signal-safe)
+    // and closes its own copy; the message waits in the socket until
+    // sockhold reads it, right after clone returns. The in-flight fd keeps
+    // the listener open meanwhile, and no trapped call can come before
+    // exec (the child makes none). Both ends are CLOEXEC: the child's copy
+    // of its end is closed at step 5 and at exec.
+    let channel = match &spec.intercept {
+        Some(_) => Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Datagram,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(SpawnError::Fork)?,
+        ),
+        None => None,
+    };
+    let fprog = spec.intercept.as_ref().map(FilterProgram::as_fprog);
+    let mut payload = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    let mut control = ControlBuffer([0; CONTROL_LEN]);
+    // SAFETY: all zeroes is a valid msghdr (no name, no iov, no control).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.0.as_mut_ptr().cast();
+    message.msg_controllen = CONTROL_LEN as _;
+    // SAFETY: `message` has a control buffer of CONTROL_LEN bytes, room
+    // for one cmsghdr: the first header is inside it.
+    let header = unsafe { libc::CMSG_FIRSTHDR(&message) };
+    // SAFETY: CMSG_LEN only computes a length.
+    let cmsg_len = unsafe { libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) };
+    // SAFETY: `header` points into `control`, aligned for a cmsghdr
+    // (ControlBuffer's alignment) and large enough for one.
+    unsafe {
+        header.write(libc::cmsghdr {
+            cmsg_len: cmsg_len as _,
+            cmsg_level: libc::SOL_SOCKET,
+            cmsg_type: libc::SCM_RIGHTS,
+        })
+    };
+    // SAFETY: the data of the header just written, inside `control`.
+    let fd_slot = unsafe { libc::CMSG_DATA(header) }.cast::<c_int>();
+    let intercept = match (&fprog, &channel) {
+        (Some(fprog), Some((_, child_end))) => Some(InterceptPlan {
+            fprog,
+            channel: child_end.as_raw_fd(),
+            message: &message,
+            fd_slot,
+            failed: &mut intercept_failed,
+        }),
+        _ => None,
+    };
     let mut plan = ChildPlan {
         program: spec.program.as_ptr(),
         argv: argv_ptrs.as_ptr(),
@@ -548,6 +644,7 @@ pub fn spawn_with_env(
                 .cast::<[u8; PID_TEXT_LEN]>()
         }),
         process_group: spec.process_group,
+        intercept,
         // sockhold's pid, for the child to check that its parent is still
         // the one that set the parent-death signal up.
         parent_death: spawner.parent_death_signal.map(|signal| ParentDeath {
@@ -629,6 +726,8 @@ pub fn spawn_with_env(
     // writes this any more; volatile because the write came from outside
     // what the compiler can see.
     let errno = unsafe { std::ptr::read_volatile(&exec_errno) };
+    // SAFETY: as for `exec_errno`.
+    let intercept_failed = unsafe { std::ptr::read_volatile(&intercept_failed) };
     if errno != 0 {
         // The child has exited; reap it here so that its status does not
         // reach the supervisor as a generation's exit.
@@ -639,11 +738,62 @@ pub fn spawn_with_env(
         let exec_tried = unsafe { std::ptr::read_volatile(&exec_tried) };
         return Err(if exec_tried {
             SpawnError::Exec(errno)
+        } else if intercept_failed {
+            SpawnError::Intercept(errno)
         } else {
             SpawnError::Setup(errno)
         });
     }
-    Ok(Spawned { pid, pidfd })
+    let intercept = channel.and_then(|(ours, _)| receive_listener(&ours, pid));
+    Ok(Spawned {
+        pid,
+        pidfd,
+        intercept,
+    })
+}
+
+/// Room for one SCM_RIGHTS control message with one fd: CMSG_SPACE(4)
+/// (16 + 8 on 64-bit Linux, rounded up).
+const CONTROL_LEN: usize = 32;
+
+/// A control message buffer, aligned as a cmsghdr must be.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; CONTROL_LEN]);
+
+/// Takes the seccomp listener the child sent before exec (see
+/// `spawn_with_env`). It is there by now: the child sent it before exec,
+/// and clone returned only after exec.
+fn receive_listener(channel: &OwnedFd, pid: Pid) -> Option<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut payload = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut payload)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let received = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    );
+    let fd = received.ok().and_then(|message| {
+        message.cmsgs().ok()?.find_map(|cmsg| match cmsg {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+    });
+    let listener = fd.map(|fd| {
+        // SAFETY: the fd the kernel has just installed for us from the
+        // message (MSG_CMSG_CLOEXEC), which nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    match listener {
+        Some(listener) if crate::seccomp::is_listener(&listener) => Some(listener),
+        _ => {
+            log::error!(
+                "pid {pid}: the seccomp listener of --intercept-bind did not arrive: its bind, listen and unlink calls fail with ENOSYS"
+            );
+            None
+        }
+    }
 }
 
 /// Where the cloned child starts.
@@ -674,7 +824,22 @@ struct ChildPlan<'a> {
     /// The digits of the `LISTEN_PID=` entry that envp points to.
     listen_pid_digits: Option<*mut [u8; PID_TEXT_LEN]>,
     process_group: bool,
+    intercept: Option<InterceptPlan>,
     parent_death: Option<ParentDeath>,
+}
+
+/// `--intercept-bind`, as the child needs it.
+struct InterceptPlan {
+    /// The filter program (seccomp(2) reads it).
+    fprog: *const libc::sock_fprog,
+    /// The child's end of the socketpair the listener fd goes through.
+    channel: RawFd,
+    /// A message with one SCM_RIGHTS fd, all but the fd filled in.
+    message: *const libc::msghdr,
+    /// Where in that message the fd goes.
+    fd_slot: *mut c_int,
+    /// Set when this step fails, so that the parent tells it apart.
+    failed: *mut bool,
 }
 
 /// `--parent-death-signal`, as the child needs it.
@@ -731,6 +896,20 @@ unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
     if plan.process_group {
         // SAFETY: setpgid(2) on this process alone.
         check(unsafe { libc::setpgid(0, 0) })?;
+    }
+
+    // 1c. `--intercept-bind`: the seccomp filter, whose listener goes to
+    //     sockhold over the channel (see `spawn_with_env`). Before the fd
+    //     moves, which could land on the channel's number. Nothing from
+    //     here to exec makes a trapped call: a trapped call now would wait
+    //     for sockhold, which waits for this exec (CLONE_VFORK).
+    if let Some(intercept) = &plan.intercept {
+        // SAFETY: in the child, as this function is.
+        if unsafe { install_intercept(intercept) }.is_err() {
+            // SAFETY: the parent's slot, read once this child has exited.
+            unsafe { std::ptr::write_volatile(intercept.failed, true) };
+            return Err(Failed);
+        }
     }
 
     // 2. The connection (inetd style) becomes stdin and stdout; or the
@@ -824,6 +1003,48 @@ unsafe fn child_sequence(plan: &ChildPlan) -> Result<Infallible, Failed> {
     // by `spawn_with_env`.
     unsafe { libc::execve(plan.program, plan.argv, plan.envp) };
     Err(Failed)
+}
+
+/// Installs the filter and sends its listener fd to sockhold.
+///
+/// A filter needs either CAP_SYS_ADMIN or no_new_privs (seccomp(2)):
+/// without the capability (EACCES), PR_SET_NO_NEW_PRIVS is set and the
+/// filter installed again. Then setuid and file-capability programs run by
+/// the server no longer gain privileges (a documented cost of
+/// `--intercept-bind`).
+///
+/// # Safety
+/// Child side only (see `run_child`).
+unsafe fn install_intercept(intercept: &InterceptPlan) -> Result<(), Failed> {
+    let install = || {
+        // SAFETY: seccomp(2) reads the filter program `fprog` points to,
+        // kept alive by `spawn_with_env`; it changes this process only.
+        unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                intercept.fprog,
+            )
+        }
+    };
+    let mut listener = install();
+    if listener < 0 && Errno::last_raw() == libc::EACCES {
+        // SAFETY: prctl(2) PR_SET_NO_NEW_PRIVS changes this process only.
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+        listener = install();
+    }
+    let listener = check(listener as c_int)?;
+    // SAFETY: the slot in the message `spawn_with_env` prepared, which no
+    // one else uses until the parent reads the message.
+    unsafe { intercept.fd_slot.write_unaligned(listener) };
+    // SAFETY: sendmsg(2) on the child's copy of the channel, with the
+    // message prepared before the fork; it only reads it.
+    let sent = unsafe { libc::sendmsg(intercept.channel, intercept.message, 0) };
+    // SAFETY: close(2) of the child's own listener fd: the copy in the
+    // message keeps the listener open.
+    unsafe { libc::close(listener) };
+    check(sent as c_int).map(|_| ())
 }
 
 /// The fd calls `move_into_place` makes, on the child's own fd table (or,

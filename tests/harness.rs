@@ -66,6 +66,8 @@ pub fn cannot_run(program: &std::ffi::OsStr, error: &std::io::Error) -> String {
         "groff" => "groff-base",
         "php-cgi" => "php-cgi",
         "lighttpd" => "lighttpd",
+        "ss" => "iproute2",
+        "node" => "nodejs",
         other => other,
     };
     format!(

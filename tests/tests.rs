@@ -15,6 +15,7 @@ mod docs;
 mod errors;
 mod exit_status;
 mod hardening;
+mod intercept;
 mod leftovers;
 mod notify;
 mod pause;

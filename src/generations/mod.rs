@@ -15,6 +15,7 @@ use crate::config::{Config, ReadyMode};
 use crate::control;
 use crate::engine::{Context, Engine, Event, Origin};
 use crate::error::exit;
+use crate::intercept::Intercept;
 use crate::listen::Listener;
 use crate::net;
 use crate::readiness::{self, NotifySocket};
@@ -49,6 +50,8 @@ pub struct Generations {
     /// replaced by a new one: they have only the old one, so a reload
     /// follows (`reload_onto_new_sockets`).
     on_old_sockets: Vec<GenerationId>,
+    /// `--intercept-bind`: the children's seccomp listeners.
+    intercept: Option<Intercept>,
 }
 
 impl Generations {
@@ -70,6 +73,7 @@ impl Generations {
                     .collect(),
             ),
             on_old_sockets: Vec::new(),
+            intercept: config.intercept_bind.then(|| Intercept::new(listeners)),
         }
     }
 
@@ -330,17 +334,41 @@ impl Generations {
                 spec.set_stdio(ChildStdio::ListeningSocket(listener.raw_fd()));
             }
         }
+        spec.set_intercept(self.intercept.as_ref().map(Intercept::filter));
         match spawn::spawn(context.spawner, &spec) {
-            Ok(spawn::Spawned { pid, pidfd }) => {
+            Ok(spawn::Spawned {
+                pid,
+                pidfd,
+                intercept,
+            }) => {
                 context
                     .children
                     .insert(ChildHandle::new(pid, pidfd, self.signal_group));
+                if let (Some(watcher), Some(listener)) = (&mut self.intercept, intercept) {
+                    watcher.watch(generation, listener, context);
+                }
                 let what = format!("generation {generation}'s notify socket");
                 context.watch(notify.fd().as_raw_fd(), generation, &what);
                 self.notify_sockets.insert(generation, notify);
                 supervisor::Event::Spawned { generation, pid }
             }
             Err(error) => failed(error.describe(&program), error.exit_status()),
+        }
+    }
+
+    /// Answers a child's trapped calls (`--intercept-bind`). Where that
+    /// set O_NONBLOCK on a held socket for the server that asked for it,
+    /// that is the new normal the O_NONBLOCK warning compares with.
+    fn take_interceptions(&mut self, key: u64, context: &mut Context<'_>) {
+        let Some(intercept) = &mut self.intercept else {
+            return;
+        };
+        for change in intercept.handle(key, context) {
+            if let Some(found) = &mut self.nonblocking {
+                if let Some(was) = found.get_mut(change.index) {
+                    *was = change.on;
+                }
+            }
         }
     }
 
@@ -375,12 +403,19 @@ impl Generations {
             .filter(|g| g.id != generation)
             .filter_map(|g| g.pid)
             .collect();
-        Some(self.watcher.look(main, &others, self.ready))
+        let bound = self
+            .intercept
+            .as_ref()
+            .and_then(|intercept| intercept.bound_by(generation));
+        Some(self.watcher.look(main, &others, self.ready, bound))
     }
 
     /// Drops the generation's notify socket, which removes its file and
     /// directory; refusals not yet told are told now.
     fn forget(&mut self, generation: GenerationId, context: &mut Context<'_>) {
+        if let Some(intercept) = &mut self.intercept {
+            intercept.forget(generation);
+        }
         if let Some(mut notify) = self.notify_sockets.remove(&generation) {
             context.unwatch(notify.fd().as_raw_fd());
             let count = notify.refusals().take_silenced();
@@ -438,6 +473,10 @@ impl Generations {
                 }
             }
             Event::ListenerReady { .. } => supervisor::Event::ConnectionWaiting,
+            Event::SourceReady { key } if Intercept::owns(key) => {
+                self.take_interceptions(key, context);
+                return None;
+            }
             Event::SourceReady { key } => return self.take_notifications(key, context),
             Event::Pause { client } => {
                 log::info!("control: pause requested");

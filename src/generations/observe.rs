@@ -61,14 +61,24 @@ impl Watcher {
     }
 
     /// One look at the generation whose child is `main`; `others` are the
-    /// children of the other generations.
-    pub fn look(&self, main: Pid, others: &[Pid], mode: ReadyMode) -> Observation {
+    /// children of the other generations. `bound`: with `--intercept-bind`,
+    /// the held sockets the generation's binds got (see `narrow`).
+    pub fn look(
+        &self,
+        main: Pid,
+        others: &[Pid],
+        mode: ReadyMode,
+        bound: Option<&[usize]>,
+    ) -> Observation {
         let Some(sockets) = &self.sockets else {
             return Observation::Unobservable {
                 why: "the held sockets cannot be identified".to_string(),
             };
         };
-        let round = observer::observe(&generation_processes(main, others), sockets);
+        let mut round = observer::observe(&generation_processes(main, others), sockets);
+        if let Some(bound) = bound {
+            narrow(&mut round, bound, sockets.len());
+        }
         let busy = {
             let mut counts = self.last_running.borrow_mut();
             let busy = keeps_waking(&counts, &round.running);
@@ -94,6 +104,19 @@ fn keeps_waking(last: &HashMap<Pid, u64>, running: &[(Pid, u64)]) -> bool {
         last.get(thread)
             .is_some_and(|before| *count >= before + BUSY_SWITCHES)
     })
+}
+
+/// `--intercept-bind`: a server that binds its own address still has
+/// every held socket open at fd 3 and up (passed as always), and never
+/// accepts on those it did not bind. Once it has bound some, only those
+/// count for `auto`: the others are taken as not held. (Before its first
+/// bind, all count, as for a server that reads LISTEN_FDS.)
+pub fn narrow(round: &mut Round, bound: &[usize], sockets: usize) {
+    for index in 0..sockets {
+        if !bound.contains(&index) && !round.not_held.contains(&index) {
+            round.not_held.push(index);
+        }
+    }
 }
 
 /// `main`'s process tree, plus the orphans reparented to sockhold since it
@@ -233,6 +256,27 @@ mod tests {
                 fd: 3,
                 doing: "waits in accept"
             }
+        );
+    }
+
+    #[test]
+    fn with_intercept_bind_auto_wants_only_the_sockets_the_server_bound() {
+        let sockets = [STREAM, STREAM];
+        // The server bound (and accepts on) the second socket only; the
+        // first stays open at fd 3, unused.
+        let mut second = round(vec![taking(1)], vec![]);
+        assert_eq!(
+            judge(&second, &sockets, ReadyMode::Auto),
+            Observation::NotYet
+        );
+        narrow(&mut second, &[1], sockets.len());
+        assert!(is_accepting(&judge(&second, &sockets, ReadyMode::Auto)));
+        // Bound both, accepts on one: not yet.
+        let mut one_of_two = round(vec![taking(1)], vec![]);
+        narrow(&mut one_of_two, &[1, 0], sockets.len());
+        assert_eq!(
+            judge(&one_of_two, &sockets, ReadyMode::Auto),
+            Observation::NotYet
         );
     }
 

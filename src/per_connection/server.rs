@@ -229,7 +229,7 @@ impl AcceptServer {
             self.spec.set_fds(&[raw]);
         }
         match spawn::spawn_with_env(spawner, &self.spec, &self.env) {
-            Ok(spawn::Spawned { pid, pidfd }) => {
+            Ok(spawn::Spawned { pid, pidfd, .. }) => {
                 log::debug!("connection from {source}: pid {pid}");
                 children.insert(ChildHandle::new(pid, pidfd, self.signal_group));
                 self.connections.started(pid, source, now);
