@@ -24,12 +24,13 @@ fn client(request: &str, control: &std::path::Path) -> (i32, String, String) {
 }
 
 /// sockhold on a loopback port with its control socket at `control`,
-/// test_child as the command, generation 1 ready.
+/// test_child as the command (graceful: at the pause it finishes the
+/// connection in hand), generation 1 ready.
 fn serving(control: &std::path::Path) -> Sockhold {
     let sockhold = Sockhold::command()
         .args(["-l", "127.0.0.1:0", "--control"])
         .arg(control)
-        .args(["--", test_child_bin()])
+        .args(["--", test_child_bin(), "--graceful"])
         .start();
     sockhold.wait_for("generation 1 ready");
     sockhold
