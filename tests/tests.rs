@@ -16,6 +16,7 @@ mod errors;
 mod exit_status;
 mod hardening;
 mod leftovers;
+mod maintenance;
 mod notify;
 mod pause;
 mod pid1;
