@@ -5,8 +5,8 @@
 use crate::addr::{self, ListenAddress, ListenSpec, Transport};
 use crate::compat::CompatEnv;
 use crate::config::{
-    self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, ReadyMode, RestartPolicy,
-    SupervisorSettings,
+    self, AcceptSettings, Config, DEFAULT_MAX_CONNECTIONS, MaintenanceSettings, ReadyMode,
+    RestartPolicy, SupervisorSettings,
 };
 use crate::control::{ClientTarget, Request};
 use crate::error::{Error, exit};
@@ -40,6 +40,7 @@ Examples:
   sockhold --accept --max-connections 64 --max-per-source 4 -l 7000 -- ./handler
   sockhold --lazy -l 8080 -- ./server
   sockhold reload --control /run/app.ctl
+  sockhold --control /run/app.ctl --maintenance 503.http -l 8080 -- ./server
 
 See sockhold(1) for the child's environment and the exit status table.";
 
@@ -159,6 +160,20 @@ pub struct Cli {
     /// For servers that bind their own port: trap the child's bind(2) (seccomp) and hand it the held socket for an address sockhold holds; other binds run as they are. Sets no_new_privs unless sockhold has CAP_SYS_ADMIN (Linux 5.9+)
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     intercept_bind: bool,
+
+    /// While paused, or while no generation has been ready for --maintenance-after (a crash loop), answer connections on the stream sockets with FILE's bytes (e.g. a whole HTTP 503 response), after reading the request
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "accept",
+        help_heading = "Generations"
+    )]
+    maintenance: Option<PathBuf>,
+
+    /// With --maintenance: answer in a restart backoff once no generation has been ready for this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = config::parse_duration,
+          allow_negative_numbers = true, requires = "maintenance", help_heading = "Generations")]
+    maintenance_after: Duration,
 
     /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)
     #[arg(long, help_heading = "Generations")]
@@ -391,6 +406,14 @@ impl Cli {
             RestartArg::Always => RestartPolicy::Always,
             RestartArg::Never => RestartPolicy::Never,
         };
+        let maintenance = match &self.maintenance {
+            Some(file) => Some(MaintenanceSettings {
+                file: file.clone(),
+                answer: crate::generations::maintenance::read_answer(file)
+                    .map_err(|reason| maintenance_file_error(file, &reason))?,
+            }),
+            None => None,
+        };
         let accept = self.accept.then(|| AcceptSettings {
             inetd: self.inetd,
             max_connections: self
@@ -420,6 +443,7 @@ impl Cli {
                 restart,
                 restart_max_delay: self.restart_max_delay,
                 lazy: self.lazy,
+                maintenance_after: maintenance.as_ref().map(|_| self.maintenance_after),
                 ..SupervisorSettings::default()
             },
             forward_signals,
@@ -436,8 +460,21 @@ impl Cli {
                 })
                 .collect(),
             accept,
+            maintenance,
         })
     }
+}
+
+/// `--maintenance FILE` that cannot be read at start: sockhold would have
+/// nothing to answer with.
+fn maintenance_file_error(file: &std::path::Path, reason: &str) -> Error {
+    Error::new(
+        exit::NO_INPUT,
+        format!(
+            "cannot read --maintenance file '{}': {reason} (write the whole answer into that file, e.g. an HTTP 503 response, or drop --maintenance)",
+            file.display()
+        ),
+    )
 }
 
 /// `--stdin-socket` with other than one socket (counted after inherited
@@ -824,6 +861,53 @@ mod tests {
         }
         let lazy = parse(&["--lazy", "-l", "udp:0", "--", "cat"]).unwrap();
         assert!(lazy.into_config().is_ok());
+    }
+
+    #[test]
+    fn maintenance_reads_its_file_and_excludes_accept() {
+        let dir = std::env::temp_dir().join(format!("sockhold-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("503");
+        std::fs::write(&file, b"busy\n").unwrap();
+        let path = file.to_str().unwrap();
+        let config = parse(&["--maintenance", path, "-l", "8080", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.maintenance.unwrap().answer, b"busy\n");
+        assert_eq!(
+            config.supervisor.maintenance_after,
+            Some(Duration::from_secs(10))
+        );
+        let config = parse(&[
+            "--maintenance",
+            path,
+            "--maintenance-after",
+            "1s",
+            "--",
+            "true",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.supervisor.maintenance_after,
+            Some(Duration::from_secs(1))
+        );
+        assert!(parse(&["--maintenance", path, "--accept", "--", "cat"]).is_err());
+        assert!(parse(&["--maintenance-after", "1s", "--", "true"]).is_err());
+        let missing = dir.join("missing");
+        let error = parse(&["--maintenance", missing.to_str().unwrap(), "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert_eq!(error.exit_status, exit::NO_INPUT);
+        let error = parse(&["--maintenance", dir.to_str().unwrap(), "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(error.message.contains("not a regular file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

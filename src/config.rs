@@ -70,6 +70,10 @@ pub struct SupervisorSettings {
     /// `--lazy`: start a generation only when a connection is waiting, and
     /// wait again after it exits on its own.
     pub lazy: bool,
+    /// `--maintenance-after`, when `--maintenance` is given: how long no
+    /// generation may have been ready before sockhold answers connections
+    /// itself in a restart backoff.
+    pub maintenance_after: Option<Duration>,
 }
 
 impl Default for SupervisorSettings {
@@ -84,6 +88,7 @@ impl Default for SupervisorSettings {
             restart_max_delay: Duration::from_secs(30),
             healthy_after: Duration::from_secs(10),
             lazy: false,
+            maintenance_after: None,
         }
     }
 }
@@ -122,6 +127,18 @@ pub struct Config {
     pub stdin_socket: bool,
     /// `--accept`: per-connection mode instead of generations.
     pub accept: Option<AcceptSettings>,
+    /// `--maintenance FILE`: what sockhold answers while nobody serves.
+    pub maintenance: Option<MaintenanceSettings>,
+}
+
+/// `--maintenance FILE`: while paused, or while no generation has been
+/// ready for `--maintenance-after` (kept in `SupervisorSettings`), sockhold
+/// answers connections itself with FILE's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceSettings {
+    pub file: PathBuf,
+    /// FILE's bytes as read at start (read again on reload and resume).
+    pub answer: Vec<u8>,
 }
 
 /// Per-connection (inetd) mode: one child per accepted connection.

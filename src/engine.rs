@@ -98,11 +98,18 @@ impl Context<'_> {
     /// Watches one of the engine's own fds; it comes back as
     /// `Event::SourceReady { key }`.
     pub fn watch(&self, fd: RawFd, key: u64, what: &str) {
+        self.watch_for(fd, key, Interest::READABLE, what);
+    }
+
+    /// As `watch`, for reading and writing both (a connection that is
+    /// answered): reported when either becomes possible.
+    pub fn watch_read_write(&self, fd: RawFd, key: u64, what: &str) {
+        self.watch_for(fd, key, Interest::READABLE | Interest::WRITABLE, what);
+    }
+
+    fn watch_for(&self, fd: RawFd, key: u64, interest: Interest, what: &str) {
         let token = Token(ENGINE_BASE + key as usize);
-        if let Err(error) = self
-            .registry
-            .register(&mut SourceFd(&fd), token, Interest::READABLE)
-        {
+        if let Err(error) = self.registry.register(&mut SourceFd(&fd), token, interest) {
             log::warn!("cannot watch {what}: {error}");
         }
     }

@@ -22,6 +22,9 @@ pub mod exit {
     pub const GENERAL_FAILURE: i32 = 1;
     /// Bad command line (EX_USAGE).
     pub const USAGE: i32 = 64;
+    /// A file named on the command line cannot be read (EX_NOINPUT):
+    /// `--maintenance FILE`.
+    pub const NO_INPUT: i32 = 66;
     /// A bug in sockhold (EX_SOFTWARE).
     pub const INTERNAL: i32 = 70;
     /// The operating system refused: bind, socket, fork (EX_OSERR).

@@ -38,7 +38,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// Keys of the listener fds among the engine's sources: this bit set
-/// (notify sockets use the generation id, far below it).
+/// (notify sockets use the generation id, far below it; maintenance
+/// connections 1 << 28 and up, below it).
 const KEY_FLAG: u64 = 1 << 29;
 /// Notifications answered per wakeup and listener before the others get
 /// their turn (a child looping on listen(2) cannot starve sockhold).

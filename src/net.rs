@@ -106,6 +106,38 @@ pub enum Peer {
 /// accept4(2) with SOCK_CLOEXEC, keeping the peer address it returns (no
 /// getpeername call). The connection is blocking: it is the child's.
 pub fn accept_one(listener: RawFd) -> Result<(OwnedFd, Peer), Errno> {
+    accept_with(listener, libc::SOCK_CLOEXEC)
+}
+
+/// As `accept_one`, with the new connection non-blocking (sockhold's own,
+/// `--maintenance`). SOCK_NONBLOCK sets O_NONBLOCK on the connection's
+/// open file description only: the listener's, which children share, is
+/// left as it is.
+pub fn accept_nonblocking(listener: RawFd) -> Result<(OwnedFd, Peer), Errno> {
+    accept_with(listener, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+}
+
+/// Whether a listening socket has a connection queued, without waiting
+/// (poll(2) with a zero timeout): on a blocking listener, accept only
+/// after this says so, or accept may block.
+pub fn has_queued(listener: BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(listener, PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(ready) => {
+                return ready > 0
+                    && fds[0]
+                        .revents()
+                        .is_some_and(|revents| revents.contains(PollFlags::POLLIN));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn accept_with(listener: RawFd, flags: libc::c_int) -> Result<(OwnedFd, Peer), Errno> {
     // SAFETY: an all-zero sockaddr_storage is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -116,7 +148,7 @@ pub fn accept_one(listener: RawFd) -> Result<(OwnedFd, Peer), Errno> {
             listener,
             (&mut storage as *mut libc::sockaddr_storage).cast(),
             &mut length,
-            libc::SOCK_CLOEXEC,
+            flags,
         )
     };
     if fd < 0 {

@@ -17,6 +17,7 @@ mod exit_status;
 mod hardening;
 mod intercept;
 mod leftovers;
+mod maintenance;
 mod notify;
 mod pause;
 mod pid1;

@@ -165,6 +165,16 @@ pub struct StatusView<'a> {
     pub reload_queued: bool,
     /// Since when sockhold is paused (`pause`), if it is.
     pub paused_since: Option<Instant>,
+    /// `--maintenance`, if given.
+    pub maintenance: Option<MaintenanceView>,
+}
+
+/// `--maintenance` as `status` shows it.
+pub struct MaintenanceView {
+    /// Whether sockhold answers connections itself now.
+    pub answering: bool,
+    /// Connections it answered over its life.
+    pub answered: u64,
 }
 
 /// The `status` reply: one JSON object on one line. Times are given both
@@ -210,7 +220,7 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         })
         .collect();
     format!(
-        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"sockets\":[{}],\"generations\":[{}]}}",
+        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"sockets\":[{}],\"generations\":[{}]}}",
         view.pid,
         json_string(view.state),
         unix_time(view.started_at),
@@ -220,6 +230,13 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         view.paused_since.map_or_else(
             || "null".to_string(),
             |at| format!("{:.3}", seconds_since(at))
+        ),
+        view.maintenance.as_ref().map_or_else(
+            || "null".to_string(),
+            |m| format!(
+                "{{\"answering\":{},\"answered\":{}}}",
+                m.answering, m.answered
+            )
         ),
         sockets.join(","),
         generations.join(",")
@@ -282,12 +299,17 @@ mod tests {
             restarts: 1,
             reload_queued: false,
             paused_since: None,
+            maintenance: Some(MaintenanceView {
+                answering: true,
+                answered: 7,
+            }),
         };
         assert_eq!(
             status_json(&view, now, unix_now),
             concat!(
                 r#"{"pid":42,"state":"running","started":999990.000,"uptime_seconds":10.000,"#,
                 r#""restarts":1,"reload_queued":false,"paused_seconds":null,"#,
+                r#""maintenance":{"answering":true,"answered":7},"#,
                 r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
                 r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
                 r#""started":999998.500,"age_seconds":1.500,"#,

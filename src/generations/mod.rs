@@ -5,6 +5,7 @@
 //! signals through the child handles, and tells systemd and control
 //! clients how reloads end.
 
+pub mod maintenance;
 mod observe;
 pub mod supervisor;
 
@@ -21,6 +22,7 @@ use crate::net;
 use crate::readiness::{self, NotifySocket};
 use crate::signals::StopBy;
 use crate::spawn::{self, ChildSpec, ChildStdio};
+use maintenance::Maintenance;
 use observe::Watcher;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -52,6 +54,8 @@ pub struct Generations {
     on_old_sockets: Vec<GenerationId>,
     /// `--intercept-bind`: the children's seccomp listeners.
     intercept: Option<Intercept>,
+    /// `--maintenance`: answering connections while nobody serves.
+    maintenance: Option<Maintenance>,
 }
 
 impl Generations {
@@ -74,6 +78,10 @@ impl Generations {
             ),
             on_old_sockets: Vec::new(),
             intercept: config.intercept_bind.then(|| Intercept::new(listeners)),
+            maintenance: config
+                .maintenance
+                .as_ref()
+                .map(|settings| Maintenance::new(settings, listeners.len())),
         }
     }
 
@@ -172,6 +180,16 @@ impl Generations {
                     Action::UnwatchListeners => {
                         context.watch_listeners(false);
                     }
+                    Action::StartMaintenance { why } => {
+                        if let Some(maintenance) = &mut self.maintenance {
+                            maintenance.start(why, context);
+                        }
+                    }
+                    Action::StopMaintenance => {
+                        if let Some(maintenance) = &mut self.maintenance {
+                            maintenance.stop(context);
+                        }
+                    }
                 }
             }
         }
@@ -192,6 +210,13 @@ impl Generations {
                 supervisor::Phase::Paused { since } => Some(since),
                 _ => None,
             },
+            maintenance: self
+                .maintenance
+                .as_ref()
+                .map(|maintenance| control::MaintenanceView {
+                    answering: maintenance.is_answering(),
+                    answered: maintenance.answered(),
+                }),
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
@@ -434,8 +459,25 @@ impl Engine for Generations {
         self.reload_onto_new_sockets(context)
     }
 
-    fn next_deadline(&self, _now: Instant) -> Option<Instant> {
-        self.supervisor.next_deadline()
+    /// After every wakeup: `--maintenance` accepts here, once the exits
+    /// of the wakeup have been acted on.
+    fn settle(&mut self, context: &mut Context<'_>) -> Option<i32> {
+        if let Some(maintenance) = &mut self.maintenance {
+            maintenance.accept_pending(context);
+        }
+        None
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let maintenance = self
+            .maintenance
+            .as_ref()
+            .and_then(|maintenance| maintenance.next_deadline(now));
+        self.supervisor
+            .next_deadline()
+            .into_iter()
+            .chain(maintenance)
+            .min()
     }
 }
 
@@ -444,6 +486,9 @@ impl Generations {
         let event = match event {
             Event::Start => supervisor::Event::Start,
             Event::Reload { by } => {
+                if let Some(maintenance) = &mut self.maintenance {
+                    maintenance.read_again();
+                }
                 if let Origin::Control(client) = by {
                     log::info!("control: reload requested");
                     // Registered before the supervisor sees the request, so
@@ -467,12 +512,30 @@ impl Generations {
                 // listening socket.
                 let seen = format!("seen when pid {} exited", reaped.pid);
                 self.check_listeners(&seen, context);
-                supervisor::Event::Exited {
+                let event = supervisor::Event::Exited {
                     pid: reaped.pid,
                     status: reaped.status,
+                };
+                let outcome = self.dispatch(event, context);
+                // Answering may have waited for this process to go.
+                if let Some(maintenance) = &mut self.maintenance {
+                    maintenance.reaped(context);
                 }
+                return outcome;
             }
-            Event::ListenerReady { .. } => supervisor::Event::ConnectionWaiting,
+            Event::ListenerReady { index } => match &mut self.maintenance {
+                Some(maintenance) if maintenance.is_answering() => {
+                    maintenance.listener_ready(index);
+                    return None;
+                }
+                _ => supervisor::Event::ConnectionWaiting,
+            },
+            Event::SourceReady { key } if Maintenance::owns(key) => {
+                if let Some(maintenance) = &mut self.maintenance {
+                    maintenance.source_ready(key, context);
+                }
+                return None;
+            }
             Event::SourceReady { key } if Intercept::owns(key) => {
                 self.take_interceptions(key, context);
                 return None;
@@ -487,6 +550,9 @@ impl Generations {
             }
             Event::Resume { client } => {
                 log::info!("control: resume requested");
+                if let Some(maintenance) = &mut self.maintenance {
+                    maintenance.read_again();
+                }
                 // Answered as a reload is: once the generation it starts is
                 // ready, or with its failure.
                 if let Some(control) = context.control.as_deref_mut() {
@@ -501,7 +567,12 @@ impl Generations {
                 }
                 return None;
             }
-            Event::Tick => supervisor::Event::Tick,
+            Event::Tick => {
+                if let Some(maintenance) = &mut self.maintenance {
+                    maintenance.tick(context);
+                }
+                supervisor::Event::Tick
+            }
         };
         self.dispatch(event, context)
     }

@@ -102,6 +102,12 @@ pub enum Action {
     WatchListeners,
     /// `--lazy`: stop watching; the child accepts.
     UnwatchListeners,
+    /// `--maintenance`: no process of any generation is alive, and nobody
+    /// will serve for a while (`why`): answer the connections with FILE.
+    StartMaintenance { why: String },
+    /// Stop answering; comes before any `Spawn` of the same event, so that
+    /// connections that arrive from then on wait for the child.
+    StopMaintenance,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +394,12 @@ pub struct Supervisor {
     /// Whether any child was ever started: until then, a command that
     /// cannot be executed is bad input, not a crash to retry.
     ever_spawned: bool,
+    /// Since when no generation has been current (None while one is), for
+    /// `--maintenance-after`.
+    unserved_since: Option<Instant>,
+    /// Whether the driver was last told to answer (`StartMaintenance`);
+    /// what it should be is `maintenance_due`.
+    maintenance: bool,
 }
 
 impl Supervisor {
@@ -401,6 +413,8 @@ impl Supervisor {
             consecutive_failures: 0,
             restarts: 0,
             ever_spawned: false,
+            unserved_since: None,
+            maintenance: false,
         }
     }
 
@@ -586,7 +600,57 @@ impl Supervisor {
             (_, Event::Exited { pid, status }) => self.exited(pid, status, now, a),
             (_, Event::Tick) => self.tick(now, a),
         }
+        self.follow_maintenance(now, &mut actions);
         self.finish(actions)
+    }
+
+    /// `--maintenance`: why sockhold should answer connections itself now,
+    /// if it should. Only while no process of any generation is alive (so
+    /// that sockhold is the only one accepting, and never has to touch the
+    /// sockets' O_NONBLOCK): paused, or in a restart backoff once no
+    /// generation has been ready for `--maintenance-after`.
+    fn maintenance_due(&self, now: Instant) -> Option<String> {
+        let after = self.settings.maintenance_after?;
+        if !self.generations.is_empty() {
+            return None;
+        }
+        match self.phase {
+            Phase::Paused { .. } => Some("paused".to_string()),
+            Phase::WaitingToRestart { .. } => {
+                let since = self.unserved_since?;
+                let unserved = now.saturating_duration_since(since);
+                (unserved >= after).then(|| {
+                    format!(
+                        "no generation has been ready for {}",
+                        format_duration(unserved)
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// After every event: notes since when nobody serves, and tells the
+    /// driver when answering should start or stop.
+    fn follow_maintenance(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.current().is_some() {
+            self.unserved_since = None;
+        } else if self.unserved_since.is_none() {
+            self.unserved_since = Some(now);
+        }
+        match (self.maintenance, self.maintenance_due(now)) {
+            (false, Some(why)) => {
+                self.maintenance = true;
+                actions.push(Action::StartMaintenance { why });
+            }
+            (true, None) => {
+                self.maintenance = false;
+                // First: a child spawned by this event must find the
+                // listeners no longer taken by sockhold.
+                actions.insert(0, Action::StopMaintenance);
+            }
+            _ => {}
+        }
     }
 
     /// Exits once shutting down has nothing left to wait for.
@@ -640,7 +704,16 @@ impl Supervisor {
             Phase::Idle { watch_at } => watch_at,
             _ => None,
         };
-        from_generations.chain(restart).min()
+        // `--maintenance-after` in a restart backoff: when answering starts.
+        let maintenance = match (self.phase, self.settings.maintenance_after) {
+            (Phase::WaitingToRestart { .. }, Some(after))
+                if !self.maintenance && self.generations.is_empty() =>
+            {
+                self.unserved_since.map(|since| since + after)
+            }
+            _ => None,
+        };
+        from_generations.chain(restart).chain(maintenance).min()
     }
 
     /// The pid that forwarded signals go to: the current child, or the

@@ -85,6 +85,7 @@ impl PerConnection {
             restarts: 0,
             reload_queued: false,
             paused_since: None,
+            maintenance: None,
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }

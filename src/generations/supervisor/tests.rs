@@ -1227,3 +1227,130 @@ fn a_crash_loop_paused_waits_no_more_to_restart() {
     assert_eq!(sup.next_deadline(), None);
     assert!(sup.step(Event::Tick, t0 + ms(60_000)).is_empty());
 }
+
+fn with_maintenance(after: Duration) -> SupervisorSettings {
+    SupervisorSettings {
+        maintenance_after: Some(after),
+        ..settings()
+    }
+}
+
+fn answering(why: &str) -> Action {
+    Action::StartMaintenance { why: why.into() }
+}
+
+#[test]
+fn maintenance_answers_once_a_paused_generation_has_exited_and_stops_before_resume_spawns() {
+    let t0 = Instant::now();
+    let mut sup = serving(with_maintenance(ms(10_000)), t0);
+    // The stopping child may still accept: not yet.
+    let actions = sup.step(Event::Pause, t0);
+    assert!(!actions.contains(&answering("paused")), "{actions:?}");
+    assert_eq!(
+        sup.reaped(100, ChildStatus::Signaled(TERM), t0 + ms(50)),
+        vec![Action::Forget { generation: 1 }, answering("paused")]
+    );
+    assert!(sup.maintenance);
+    assert!(sup.step(Event::Tick, t0 + ms(60_000)).is_empty());
+    // Answering stops first: the new child must find the queue its own.
+    assert_eq!(
+        sup.step(Event::Resume, t0 + ms(60_000)),
+        vec![Action::StopMaintenance, Action::Spawn { generation: 2 }]
+    );
+    sup.started_as(2, 200, t0 + ms(60_000));
+    sup.step(Event::Ready { generation: 2 }, t0 + ms(60_100));
+    assert!(!sup.maintenance);
+}
+
+#[test]
+fn maintenance_answers_in_a_crash_loop_backoff_once_nobody_was_ready_for_the_delay() {
+    let t0 = Instant::now();
+    let mut s = with_maintenance(ms(1000));
+    s.restart_max_delay = ms(800);
+    let mut sup = Supervisor::new(s);
+    assert_eq!(
+        sup.step(Event::Start, t0),
+        vec![Action::Spawn { generation: 1 }]
+    );
+    // Exits at once, again and again: backoffs 100, 200, 400, 800 ms.
+    let mut now = t0;
+    let mut generation = 1;
+    let mut started = Vec::new();
+    let mut ticked_on = false;
+    for delay in [100, 200, 400, 800, 800] {
+        sup.started_as(generation, 100 + generation as i32, now);
+        let actions = sup.reaped(100 + generation as i32, ChildStatus::Exited(1), now);
+        started.push(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::StartMaintenance { .. })),
+        );
+        let restart_at = now + ms(delay);
+        if now < t0 + ms(1000) && restart_at > t0 + ms(1000) {
+            // Answering begins 1 s after the first start, within the backoff.
+            assert_eq!(sup.next_deadline(), Some(t0 + ms(1000)));
+            assert_eq!(
+                sup.step(Event::Tick, t0 + ms(1000)),
+                vec![answering("no generation has been ready for 1s")]
+            );
+            ticked_on = true;
+        }
+        now = restart_at;
+        let actions = sup.step(Event::Tick, now);
+        generation += 1;
+        if sup.maintenance {
+            panic!("answering must stop before the restart: {actions:?}");
+        }
+        if actions.first() == Some(&Action::StopMaintenance) {
+            assert_eq!(actions[1], Action::Spawn { generation });
+        } else {
+            assert_eq!(actions, vec![Action::Spawn { generation }]);
+        }
+    }
+    // 0-0.1 s, 0.1-0.3 s, 0.3-0.7 s: too early; 0.7-1.5 s from 1 s on
+    // (the tick); from the crash at 1.5 s on at once.
+    assert!(ticked_on);
+    assert_eq!(started, vec![false, false, false, false, true]);
+    // Fixed: ready, and a later crash waits the delay again.
+    sup.started_as(generation, 900, now);
+    sup.step(Event::Ready { generation }, now);
+    let actions = sup.reaped(900, ChildStatus::Exited(1), now + ms(20_000));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::StartMaintenance { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(sup.next_deadline(), Some(now + ms(20_100)), "the restart");
+}
+
+#[test]
+fn maintenance_is_off_without_the_option_while_lazy_idle_and_when_stopping() {
+    let t0 = Instant::now();
+    // Without --maintenance, never.
+    let mut sup = serving(settings(), t0);
+    sup.step(Event::Pause, t0);
+    let actions = sup.reaped(100, ChildStatus::Signaled(TERM), t0);
+    assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
+
+    // --lazy waiting for a connection: the connection starts the server.
+    let mut s = with_maintenance(ms(0));
+    s.lazy = true;
+    let mut sup = Supervisor::new(s);
+    assert_eq!(sup.step(Event::Start, t0), vec![Action::WatchListeners]);
+    assert!(!sup.maintenance);
+    // Paused, it answers; a stop ends answering before the exit.
+    let actions = sup.step(Event::Pause, t0);
+    assert_eq!(actions, vec![Action::UnwatchListeners, answering("paused")]);
+    let actions = sup.step(
+        Event::Stop {
+            signal: TERM,
+            by: StopBy::Signal,
+        },
+        t0,
+    );
+    assert_eq!(
+        actions,
+        vec![Action::StopMaintenance, Action::Exit { status: 0 }]
+    );
+}
