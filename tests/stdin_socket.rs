@@ -80,13 +80,107 @@ fn stdin_socket_is_refused_with_accept() {
     );
 }
 
+/// lighttpd (the real web server, started by the test) in front of the
+/// FastCGI backend at `backend`, for URLs ending in `extension`, serving
+/// `www` on a Unix socket of its own in `dir`; stopped (TERM, then
+/// reaped) when dropped.
+struct Lighttpd {
+    child: std::process::Child,
+    process: Process,
+    front: std::path::PathBuf,
+}
+
+impl Lighttpd {
+    fn start(
+        dir: &TempDir,
+        www: &std::path::Path,
+        backend: &std::path::Path,
+        extension: &str,
+    ) -> Lighttpd {
+        let front = dir.join("http.sock");
+        let config = dir.join("lighttpd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "server.document-root = \"{www}\"\n\
+                 server.bind = \"{front}\"\n\
+                 server.errorlog = \"{log}\"\n\
+                 server.modules = (\"mod_fastcgi\")\n\
+                 fastcgi.server = (\"{extension}\" => ((\"socket\" => \"{backend}\", \"check-local\" => \"disable\")))\n",
+                www = www.display(),
+                front = front.display(),
+                log = dir.join("lighttpd.log").display(),
+                backend = backend.display(),
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("lighttpd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{}", cannot_run("lighttpd".as_ref(), &error)));
+        let process = Process::of_child(&child);
+        Lighttpd {
+            child,
+            process,
+            front,
+        }
+    }
+
+    /// A GET through lighttpd that must answer 200.
+    fn getter(&self) -> impl Fn(&str) -> std::io::Result<String> + Clone + Send + 'static {
+        let front = self.front.clone();
+        move |path: &str| {
+            let mut stream = std::os::unix::net::UnixStream::connect(&front)?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+            std::io::Write::write_all(
+                &mut stream,
+                format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes(),
+            )?;
+            let mut answer = String::new();
+            std::io::Read::read_to_string(&mut stream, &mut answer)?;
+            if answer.split_whitespace().nth(1) != Some("200") {
+                return Err(std::io::Error::other(format!("bad answer {answer:?}")));
+            }
+            Ok(answer)
+        }
+    }
+
+    /// The first answer to `path`, once lighttpd has bound its socket
+    /// (after reading its configuration).
+    fn first_answer(&self, path: &str) -> String {
+        let get = self.getter();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match get(path) {
+                Ok(answer) => return answer,
+                Err(error) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "lighttpd never answered: {error}"
+                ),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Lighttpd {
+    fn drop(&mut self) {
+        let _ = self.process.signal(Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
 /// lighttpd in front of php-cgi, a real FastCGI backend that takes the
 /// listening socket on its stdin: served, and served through 3 reloads
 /// under a stream of requests with none failed, a slow request in flight
 /// at a reload included.
 #[test]
 fn lighttpd_reaches_php_cgi_through_reloads_with_no_request_failed() {
-    use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = TempDir::new();
@@ -100,7 +194,6 @@ fn lighttpd_reaches_php_cgi_through_reloads_with_no_request_failed() {
     )
     .unwrap();
     let backend = dir.join("php.sock");
-    let front = dir.join("http.sock");
     // php-cgi ends after PHP_FCGI_MAX_REQUESTS (500) requests, with status
     // 0: unlimited here, as the man page's example says.
     let sockhold = Sockhold::command()
@@ -110,60 +203,9 @@ fn lighttpd_reaches_php_cgi_through_reloads_with_no_request_failed() {
         .args(["--", "php-cgi"])
         .start();
     sockhold.wait_for("generation 1 ready:");
-    let config = dir.join("lighttpd.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "server.document-root = \"{www}\"\n\
-             server.bind = \"{front}\"\n\
-             server.errorlog = \"{log}\"\n\
-             server.modules = (\"mod_fastcgi\")\n\
-             index-file.names = (\"index.php\")\n\
-             fastcgi.server = (\".php\" => ((\"socket\" => \"{backend}\", \"check-local\" => \"disable\")))\n",
-            www = www.display(),
-            front = front.display(),
-            log = dir.join("lighttpd.log").display(),
-            backend = backend.display(),
-        ),
-    )
-    .unwrap();
-    let mut lighttpd = Command::new("lighttpd")
-        .arg("-D")
-        .arg("-f")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{}", cannot_run("lighttpd".as_ref(), &error)));
-    let lighttpd_process = Process::of_child(&lighttpd);
-    let get = move |path: &str| -> std::io::Result<String> {
-        let mut stream = std::os::unix::net::UnixStream::connect(&front)?;
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
-        std::io::Write::write_all(
-            &mut stream,
-            format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes(),
-        )?;
-        let mut answer = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut answer)?;
-        if answer.split_whitespace().nth(1) != Some("200") {
-            return Err(std::io::Error::other(format!("bad answer {answer:?}")));
-        }
-        Ok(answer)
-    };
-    // lighttpd binds its socket once it has read its configuration.
-    let deadline = std::time::Instant::now() + WAIT;
-    let first = loop {
-        match get("/index.php") {
-            Ok(answer) => break answer,
-            Err(error) => assert!(
-                std::time::Instant::now() < deadline,
-                "lighttpd never answered: {error}"
-            ),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let first_pid = answer_pid(&first);
+    let lighttpd = Lighttpd::start(&dir, &www, &backend, ".php");
+    let get = lighttpd.getter();
+    let first_pid = answer_pid(&lighttpd.first_answer("/index.php"));
 
     let stop = Arc::new(AtomicBool::new(false));
     let get_index = get.clone();
@@ -190,8 +232,7 @@ fn lighttpd_reaches_php_cgi_through_reloads_with_no_request_failed() {
     stop.store(true, Ordering::SeqCst);
     let (answered, failures, pids) = load.join().unwrap();
     let slow_answer = slow.join().unwrap();
-    lighttpd_process.signal(Signal::SIGTERM).unwrap();
-    lighttpd.wait().unwrap();
+    drop(lighttpd);
     assert!(
         failures.is_empty(),
         "{} failed: {failures:?}",
@@ -204,4 +245,56 @@ fn lighttpd_reaches_php_cgi_through_reloads_with_no_request_failed() {
         first_pid,
         "the slow request was the first generation's"
     );
+}
+
+/// lighttpd in front of fcgiwrap (CGI over FastCGI, the socket on its
+/// stdin), which SIGTERM ends at once: through 3 reloads under a stream of
+/// requests, at most the request in hand is lost per reload, and lighttpd
+/// always reaches a backend (a refused backend socket would fail every
+/// request for a while, far more than one per reload).
+#[test]
+fn lighttpd_reaches_fcgiwrap_through_reloads_losing_at_most_the_request_in_hand() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new();
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    let script = www.join("pid.cgi");
+    // fcgiwrap runs the script as a child of its own: $PPID is fcgiwrap.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\npid=%s\\n' \"$PPID\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let backend = dir.join("cgi.sock");
+    let sockhold = Sockhold::command()
+        .args(["--stdin-socket", "-l"])
+        .arg(&backend)
+        .args(["--", "fcgiwrap"])
+        .start();
+    let started = sockhold.wait_for("generation 1 started: pid ");
+    sockhold.wait_for("generation 1 ready:");
+    let lighttpd = Lighttpd::start(&dir, &www, &backend, ".cgi");
+    let get = lighttpd.getter();
+    let first_pid = answer_pid(&lighttpd.first_answer("/pid.cgi"));
+    assert!(started.ends_with(&format!("pid {first_pid}")), "{started}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(stop.clone(), move || get("/pid.cgi"));
+    for generation in 2..=4 {
+        sockhold.signal(Signal::SIGHUP);
+        sockhold.wait_for(&format!("generation {generation} ready:"));
+        sockhold.wait_for(&format!("generation {} exited", generation - 1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, pids) = load.join().unwrap();
+    drop(lighttpd);
+    assert!(
+        failures.len() <= 3,
+        "more than the request in hand per reload: {} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(answered > 0);
+    assert!(pids.len() >= 2, "several generations answered: {pids:?}");
 }
