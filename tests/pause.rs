@@ -63,6 +63,9 @@ fn connections_made_while_paused_are_answered_after_resume() {
     let waiting: Vec<std::net::TcpStream> = (0..5)
         .map(|_| std::net::TcpStream::connect(address).expect("not refused while paused"))
         .collect();
+    // The pause lasts 3 s: the scenario (a short swap), not a wait for
+    // an event.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let (code, _, stderr) = client("reload", &control);
     assert_ne!(code, 0);
     assert!(
