@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 
 /// Read at most this much of the request before answering.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// The client has stopped sending when nothing came for this long (a
-/// client that sends its request and waits for the answer never closes).
-pub const QUIET: Duration = Duration::from_millis(100);
+/// The client has stopped sending when nothing more came for this long
+/// after its last bytes (a client that sends its request and waits for
+/// the answer never closes). Short: what it sends after the answer is
+/// read and dropped before the close anyway.
+pub const QUIET: Duration = Duration::from_millis(10);
+/// How long a client that has sent nothing yet is waited for.
+pub const FIRST_BYTES_WAIT: Duration = Duration::from_millis(100);
 /// Reading ends this long after the accept, whatever still comes: a
 /// client that trickles cannot put off its answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -72,7 +76,7 @@ impl Conversation {
         Conversation {
             phase: Phase::Reading {
                 read: 0,
-                quiet_at: now + QUIET,
+                quiet_at: now + FIRST_BYTES_WAIT,
             },
             answer_len,
             read_until: now + READ_TIMEOUT,
@@ -188,11 +192,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Conversation::new(10, t0);
         assert_eq!(c.step(), Step::Read);
-        assert_eq!(c.deadline(), Some(t0 + QUIET));
+        assert_eq!(c.deadline(), Some(t0 + FIRST_BYTES_WAIT));
         c.received(Received::Bytes(100), t0 + ms(10));
         assert_eq!(c.deadline(), Some(t0 + ms(10) + QUIET));
         // Nothing more comes: still reading until the quiet time is over.
-        c.tick(t0 + ms(50));
+        c.tick(t0 + ms(15));
         assert_eq!(c.step(), Step::Read);
         c.tick(t0 + ms(10) + QUIET);
         assert_eq!(c.step(), Step::Write { from: 0 });
@@ -232,7 +236,7 @@ mod tests {
         let mut now = t0;
         while now < t0 + READ_TIMEOUT {
             c.received(Received::Bytes(1), now);
-            now += ms(50);
+            now += ms(5);
             c.tick(now);
         }
         assert_eq!(c.step(), Step::Write { from: 0 });
@@ -242,7 +246,7 @@ mod tests {
     fn an_empty_answer_only_shuts_down() {
         let t0 = Instant::now();
         let mut c = Conversation::new(0, t0);
-        c.tick(t0 + QUIET);
+        c.tick(t0 + FIRST_BYTES_WAIT);
         assert_eq!(c.step(), Step::ShutDownWrite);
         c.shut_down();
         assert!(c.answered());
@@ -258,7 +262,7 @@ mod tests {
 
         // A client that never reads the answer nor closes.
         let mut c = Conversation::new(1_000_000, t0);
-        c.tick(t0 + QUIET);
+        c.tick(t0 + FIRST_BYTES_WAIT);
         c.sent(10);
         c.tick(t0 + CONVERSATION_TIMEOUT);
         assert_eq!(c.step(), Step::Close);
