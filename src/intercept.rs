@@ -176,7 +176,13 @@ pub struct Intercept {
     no_addfd: bool,
     /// Per generation, the held sockets (indexes) its binds got.
     bound: HashMap<u64, Vec<usize>>,
+    /// Per generation, its interceptions as the log words them, the first
+    /// `MAX_SHOWN` of them (for `status`).
+    shown: HashMap<u64, Vec<String>>,
 }
+
+/// The most interceptions of one generation that `status` lists.
+const MAX_SHOWN: usize = 16;
 
 impl Intercept {
     pub fn new(listeners: &[Listener]) -> Intercept {
@@ -198,6 +204,7 @@ impl Intercept {
             announced: HashSet::new(),
             no_addfd: false,
             bound: HashMap::new(),
+            shown: HashMap::new(),
         }
     }
 
@@ -234,6 +241,22 @@ impl Intercept {
     pub fn forget(&mut self, generation: u64) {
         self.announced.remove(&generation);
         self.bound.remove(&generation);
+        self.shown.remove(&generation);
+    }
+
+    /// Every live generation's interceptions (the first 16 of each), oldest
+    /// generation first, for `status`.
+    pub fn interceptions(&self) -> Vec<(u64, String)> {
+        let mut generations: Vec<&u64> = self.shown.keys().collect();
+        generations.sort();
+        generations
+            .into_iter()
+            .flat_map(|generation| {
+                self.shown[generation]
+                    .iter()
+                    .map(move |text| (*generation, text.clone()))
+            })
+            .collect()
     }
 
     /// The held sockets (indexes) that `generation`'s binds got so far;
@@ -312,6 +335,10 @@ impl Intercept {
 
     /// Logs one interception: the first of a generation at info.
     fn announce(&mut self, generation: u64, text: std::fmt::Arguments<'_>) {
+        let shown = self.shown.entry(generation).or_default();
+        if shown.len() < MAX_SHOWN {
+            shown.push(text.to_string());
+        }
         if self.announced.insert(generation) {
             log::info!("generation {generation}: {text}");
         } else {

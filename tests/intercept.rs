@@ -383,6 +383,36 @@ fn a_filter_that_cannot_be_installed_is_one_fatal_line_at_start() {
     );
 }
 
+/// `status` lists each live generation's interceptions, as the log words
+/// them.
+#[test]
+fn status_lists_the_interceptions() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    let control_text = control.to_str().unwrap().to_string();
+    let sockhold = start_with(
+        &["127.0.0.1:0"],
+        &["--stop-signal", "INT", "--control", &control_text],
+        &with_port("python3 -m http.server \"$PORT\" --bind 127.0.0.1"),
+    );
+    sockhold.wait_for("bind 127.0.0.1:");
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let child = sockhold.child_pids()[0];
+    let output = std::process::Command::new(sockhold_bin())
+        .args(["status", "--control", &control_text])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        status.contains(&format!(
+            r#""interceptions":[{{"generation":1,"what":"pid {child} bind {address} -> held fd 3"}}"#
+        )),
+        "{status}"
+    );
+}
+
 #[test]
 fn intercept_bind_with_accept_is_a_usage_error() {
     let (code, log) = run_to_exit(&["--accept", "--intercept-bind", "-l", "0", "--", "cat"]);

@@ -167,6 +167,9 @@ pub struct StatusView<'a> {
     pub paused_since: Option<Instant>,
     /// `--maintenance`, if given.
     pub maintenance: Option<MaintenanceView>,
+    /// `--intercept-bind`: each live generation's intercepted calls
+    /// (generation, what the log says), None without the option.
+    pub interceptions: Option<Vec<(GenerationId, String)>>,
 }
 
 /// `--maintenance` as `status` shows it.
@@ -220,7 +223,7 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         })
         .collect();
     format!(
-        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"sockets\":[{}],\"generations\":[{}]}}",
+        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"interceptions\":{},\"sockets\":[{}],\"generations\":[{}]}}",
         view.pid,
         json_string(view.state),
         unix_time(view.started_at),
@@ -236,6 +239,19 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
             |m| format!(
                 "{{\"answering\":{},\"answered\":{}}}",
                 m.answering, m.answered
+            )
+        ),
+        view.interceptions.as_ref().map_or_else(
+            || "null".to_string(),
+            |list| format!(
+                "[{}]",
+                list.iter()
+                    .map(|(generation, what)| format!(
+                        "{{\"generation\":{generation},\"what\":{}}}",
+                        json_string(what)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(",")
             )
         ),
         sockets.join(","),
@@ -299,6 +315,10 @@ mod tests {
             restarts: 1,
             reload_queued: false,
             paused_since: None,
+            interceptions: Some(vec![(
+                2,
+                "pid 4242 bind 127.0.0.1:8080 -> held fd 3".into(),
+            )]),
             maintenance: Some(MaintenanceView {
                 answering: true,
                 answered: 7,
@@ -310,6 +330,7 @@ mod tests {
                 r#"{"pid":42,"state":"running","started":999990.000,"uptime_seconds":10.000,"#,
                 r#""restarts":1,"reload_queued":false,"paused_seconds":null,"#,
                 r#""maintenance":{"answering":true,"answered":7},"#,
+                r#""interceptions":[{"generation":2,"what":"pid 4242 bind 127.0.0.1:8080 -> held fd 3"}],"#,
                 r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
                 r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
                 r#""started":999998.500,"age_seconds":1.500,"#,

@@ -217,6 +217,7 @@ impl Generations {
                     answering: maintenance.is_answering(),
                     answered: maintenance.answered(),
                 }),
+            interceptions: self.intercept.as_ref().map(Intercept::interceptions),
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }

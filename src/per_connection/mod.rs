@@ -86,6 +86,7 @@ impl PerConnection {
             reload_queued: false,
             paused_since: None,
             maintenance: None,
+            interceptions: None,
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
