@@ -383,6 +383,28 @@ fn a_filter_that_cannot_be_installed_is_one_fatal_line_at_start() {
     );
 }
 
+/// Where seccomp(2) itself is refused (a container's strict profile),
+/// --intercept-bind is one fatal line at start, exit 77.
+#[test]
+fn a_strict_container_refusing_seccomp_is_one_fatal_line_at_start() {
+    let output = std::process::Command::new(test_child_bin())
+        .args(["--deny-seccomp", sockhold_bin()])
+        .args(["-l", "127.0.0.1:0", "--intercept-bind", "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(77), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].starts_with(
+            "sockhold: error: cannot use --intercept-bind: cannot install a seccomp filter: "
+        ),
+        "{log}"
+    );
+}
+
 /// `status` lists each live generation's interceptions, as the log words
 /// them.
 #[test]

@@ -22,6 +22,10 @@
 //! --report              answer with a report of what the supervisor gave us
 //! --tag TEXT            add `tag=TEXT` to answers
 //! --graceful            on SIGTERM, finish the connection in hand and exit 0
+//! --deny-seccomp PROG ARG...  not a server: a launcher that installs a seccomp
+//!                       filter failing seccomp(2) with EPERM (as a container's
+//!                       strict profile does) and execs PROG; the rest of the
+//!                       command line is PROG's
 //! --undumpable          first make itself non-dumpable (prctl PR_SET_DUMPABLE 0):
 //!                       a process of its user that is not root can no longer read
 //!                       its /proc/PID/syscall, fd, ...
@@ -145,6 +149,77 @@ fn install(signal_number: Signal, handler: extern "C" fn(c_int)) {
     unsafe { nix::sys::signal::sigaction(signal_number, &action) }.expect("install handler");
 }
 
+/// `--deny-seccomp PROG ARG...`: seccomp(2) fails with EPERM from here on
+/// (a classic BPF filter installed with prctl, which the filter leaves
+/// alone), then PROG runs. Returns only on failure.
+fn deny_seccomp_and_exec(command: &[String]) -> c_int {
+    let Some(program) = command.first() else {
+        eprintln!("test_child: --deny-seccomp needs a program");
+        return 2;
+    };
+    // struct sock_filter: { u16 code; u8 jt; u8 jf; u32 k }.
+    let statement = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let nr_offset = 0; // offsetof(struct seccomp_data, nr)
+    let mut filter = [
+        statement(
+            (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            nr_offset,
+        ),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_seccomp as u32,
+        },
+        statement(
+            (libc::BPF_RET | libc::BPF_K) as u16,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        statement(
+            (libc::BPF_RET | libc::BPF_K) as u16,
+            libc::SECCOMP_RET_ALLOW,
+        ),
+    ];
+    let program_filter = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl with integer arguments; changes only this process.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        eprintln!(
+            "test_child: no_new_privs: {}",
+            std::io::Error::last_os_error()
+        );
+        return 2;
+    }
+    // SAFETY: program_filter points at `filter`, alive during the call;
+    // the kernel copies the program.
+    let installed = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &program_filter as *const libc::sock_fprog,
+        )
+    };
+    if installed != 0 {
+        eprintln!(
+            "test_child: seccomp filter: {}",
+            std::io::Error::last_os_error()
+        );
+        return 2;
+    }
+    let error = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new(program).args(&command[1..]),
+    );
+    eprintln!("test_child: cannot run {program}: {error}");
+    127
+}
+
 /// C entry point (see the module doc for why this is not a Rust `main`).
 /// argv is read from here rather than `std::env::args`, which without the
 /// std runtime is only filled in on glibc.
@@ -164,6 +239,9 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
             arg.to_string_lossy().into_owned()
         })
         .collect();
+    if args.first().map(String::as_str) == Some("--deny-seccomp") {
+        return deny_seccomp_and_exec(&args[1..]);
+    }
     let opts = match parse_args(&args) {
         Ok(opts) => opts,
         Err(msg) => {
