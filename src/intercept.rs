@@ -176,6 +176,8 @@ pub struct Intercept {
     no_addfd: bool,
     /// Per generation, the held sockets (indexes) its binds got.
     bound: HashMap<u64, Vec<usize>>,
+    /// Generations told that a bind of theirs is not of a held address.
+    warned_unheld: HashSet<u64>,
     /// Per generation, its interceptions as the log words them, the first
     /// `MAX_SHOWN` of them (for `status`).
     shown: HashMap<u64, Vec<String>>,
@@ -204,6 +206,7 @@ impl Intercept {
             announced: HashSet::new(),
             no_addfd: false,
             bound: HashMap::new(),
+            warned_unheld: HashSet::new(),
             shown: HashMap::new(),
         }
     }
@@ -241,6 +244,7 @@ impl Intercept {
     pub fn forget(&mut self, generation: u64) {
         self.announced.remove(&generation);
         self.bound.remove(&generation);
+        self.warned_unheld.remove(&generation);
         self.shown.remove(&generation);
     }
 
@@ -525,6 +529,26 @@ impl Answerer<'_> {
                     self.intercept.held[index].description,
                     suggested_listen(&bound)
                 );
+                Reply::Continue
+            }
+            BindMatch::NotHeld if !self.intercept.bound.contains_key(&self.generation) => {
+                // Most often a port given to sockhold and another to the
+                // server: the server then serves on a socket that reloads
+                // close, and the held ones stay unused. Said once per
+                // generation (an admin port bound first is told too).
+                if self.intercept.warned_unheld.insert(self.generation) {
+                    let holds: Vec<&str> = self
+                        .intercept
+                        .held
+                        .iter()
+                        .map(|h| h.description.as_str())
+                        .collect();
+                    log::warn!(
+                        "generation {}: pid {process} bind {bound}: not an address sockhold holds ({}), so it runs as it is and no held socket is claimed yet (give -l the address the server binds, or have the server bind a held one)",
+                        self.generation,
+                        holds.join(", ")
+                    );
+                }
                 Reply::Continue
             }
             BindMatch::NotHeld | BindMatch::AnyPort => {

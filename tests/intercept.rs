@@ -293,6 +293,49 @@ fn a_port_sockhold_does_not_hold_is_bound_for_real() {
     assert_eq!(answer_pid(&request_tcp(held).unwrap()), pid);
 }
 
+/// A server told another port than sockhold's (a usual slip): its bind
+/// runs for real, and one line says that no held socket is claimed.
+#[test]
+fn a_bind_of_an_address_sockhold_does_not_hold_is_told_once() {
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    drop(other);
+    let sockhold = start(
+        &["127.0.0.1:0"],
+        &[
+            "python3".to_string(),
+            server("binds_itself.py"),
+            "--port".to_string(),
+            port.to_string(),
+        ],
+    );
+    let line = sockhold.wait_for("not an address sockhold holds");
+    let held = sockhold.tcp_address(0);
+    assert!(
+        line.contains(&format!(
+            "bind 127.0.0.1:{port}: not an address sockhold holds (tcp {held})"
+        )) && line.contains("give -l the address the server binds"),
+        "{line}"
+    );
+    let own: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        match request_tcp(own) {
+            Ok(answer) => break answer,
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(answer_pid(&answer), sockhold.child_pids()[0].as_raw());
+    assert_eq!(
+        sockhold
+            .log_text()
+            .matches("not an address sockhold holds")
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn a_bind_of_the_other_ip_family_is_reported_and_runs_as_it_is() {
     let script = server("binds_itself.py");
