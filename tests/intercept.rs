@@ -186,7 +186,24 @@ fn server_that_sets_reuseaddr_and_nonblocking_before_bind_reloads_without_a_refu
             "python3 {script} --port \"$PORT\" --reuseaddr --nonblocking"
         )),
     );
-    sockhold.wait_for("generation 1 ready");
+    let ready = sockhold.wait_for("generation 1 ready");
+    // O_NONBLOCK, set on the server's own socket before its bind, is on
+    // the held socket installed in its place (the server never sets it
+    // again).
+    let fd: u32 = ready
+        .split("accepting on fd ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|fd| fd.parse().ok())
+        .unwrap_or_else(|| panic!("no fd in {ready}"));
+    let child = sockhold.child_pids()[0];
+    let info = std::fs::read_to_string(format!("/proc/{child}/fdinfo/{fd}")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|line| line.strip_prefix("flags:"))
+        .map(|octal| u32::from_str_radix(octal.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & 0o4000, 0, "not O_NONBLOCK: {info}");
     let address = sockhold.tcp_address(0);
     reloads_under_load(&sockhold, 3, Stop::Graceful, move || request_tcp(address));
     request_tcp(address).unwrap();
