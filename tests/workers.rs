@@ -1,0 +1,163 @@
+//! `--workers N`: N children per generation on the same sockets, each with
+//! its own LISTEN_PID and slot; a killed worker replaced alone; reloads
+//! that switch whole generations under a stream of new connections.
+
+use crate::harness::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What each worker that answered said: pid -> its report fields.
+/// Connections go to whichever worker accepts first, so this asks until
+/// `count` distinct workers have answered (or gives up after many tries).
+fn reports_of(address: SocketAddr, count: usize) -> HashMap<i32, HashMap<String, String>> {
+    let mut seen = HashMap::new();
+    for _ in 0..5000 {
+        let answer = request_tcp(address).expect("a worker answers");
+        seen.entry(answer_pid(&answer))
+            .or_insert_with(|| report_fields(&answer));
+        if seen.len() >= count {
+            break;
+        }
+    }
+    seen
+}
+
+fn slot_of(report: &HashMap<String, String>) -> &str {
+    report
+        .get("SOCKHOLD_WORKER")
+        .map_or("UNSET", String::as_str)
+}
+
+#[test]
+fn three_workers_answer_each_with_its_own_pid_slot_and_listen_pid() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--report"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let reports = reports_of(sockhold.tcp_address(0), 3);
+    assert_eq!(reports.len(), 3, "distinct workers answered: {reports:?}");
+    let mut slots: Vec<&str> = reports.values().map(slot_of).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, ["0", "1", "2"]);
+    for (pid, report) in &reports {
+        assert_eq!(report["LISTEN_PID"], pid.to_string(), "{report:?}");
+        assert_eq!(report["LISTEN_FDS"], "1");
+        assert_eq!(report["SOCKHOLD_GENERATION"], "1");
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_alone_in_its_slot_and_no_connection_fails() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--report"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let before = reports_of(address, 3);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let (&victim, victim_report) = before
+        .iter()
+        .find(|(_, report)| slot_of(report) == "1")
+        .expect("the worker in slot 1 answered");
+    let victim_slot = slot_of(victim_report).to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    sockhold.wait_for("generation 1 worker 1 exited on its own with signal");
+    let line = sockhold.wait_for("generation 1 worker 1 started: pid");
+    let replacement: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // The replacement serves too, before the stream of connections ends.
+    let after = reports_of(address, 3);
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, _) = client.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answered > 0);
+
+    // The other two are the same processes; the replacement has the slot.
+    for (pid, report) in &before {
+        if *pid != victim {
+            assert!(sockhold.child_is_running(Pid::from_raw(*pid)));
+            assert!(
+                after.contains_key(pid),
+                "{pid} ({report:?}) gone: {after:?}"
+            );
+        }
+    }
+    let new = after
+        .get(&replacement)
+        .unwrap_or_else(|| panic!("replacement {replacement} did not answer: {after:?}"));
+    assert_eq!(slot_of(new), victim_slot);
+    assert_eq!(new["SOCKHOLD_GENERATION"], "1");
+    assert_eq!(new["LISTEN_PID"], replacement.to_string());
+    let log = sockhold.log_text();
+    assert!(!log.contains("generation 2"), "no new generation: {log}");
+}
+
+#[test]
+fn a_reload_of_workers_under_a_stream_of_connections_fails_none() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--graceful"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let first = sockhold.child_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    for generation in 2..=4 {
+        sockhold.signal(Signal::SIGHUP);
+        sockhold.wait_for(&format!("generation {generation} ready"));
+        for _ in 0..3 {
+            sockhold.wait_for(&format!("generation {} worker", generation - 1));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, _) = client.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let now: Vec<i32> = (0..30)
+        .map(|_| answer_pid(&request_tcp(address).unwrap()))
+        .collect();
+    for pid in now {
+        assert!(
+            !first.contains(&Pid::from_raw(pid)),
+            "pid {pid} of generation 1 still answers"
+        );
+    }
+}
+
+#[test]
+fn workers_with_accept_is_a_usage_error() {
+    let (code, log) = run_to_exit(&[
+        "--workers",
+        "2",
+        "--accept",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "cat",
+    ]);
+    assert_eq!(code, 64, "{log}");
+    assert!(
+        log.contains("'--workers <N>' cannot be used with '--accept'"),
+        "{log}"
+    );
+}
