@@ -161,3 +161,47 @@ fn workers_with_accept_is_a_usage_error() {
         "{log}"
     );
 }
+
+#[test]
+fn with_ready_notify_a_generation_of_workers_is_ready_once_each_sent_ready() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--ready", "notify"])
+        .args(["--", test_child_bin(), "--ready-after", "20"])
+        .start();
+    // Each worker's READY=1 is traced to its slot by the sender's pid.
+    for count in 1..=2 {
+        sockhold.wait_for(&format!("sent READY=1 ({count} of 3 workers)"));
+    }
+    let ready = sockhold.wait_for("generation 1 ready");
+    assert!(ready.contains("READY=1"), "{ready}");
+    let log = sockhold.log_text();
+    assert!(!log.contains("(3 of 3 workers)"), "{log}");
+}
+
+#[test]
+fn status_lists_every_worker_with_its_slot_pid_and_generation() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let output = std::process::Command::new(sockhold_bin())
+        .arg("status")
+        .arg("--control")
+        .arg(&control)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{status}");
+    let pids = sockhold.child_pids();
+    assert_eq!(pids.len(), 2);
+    for (slot, pid) in pids.iter().enumerate() {
+        let worker = format!(
+            r#"{{"slot":{slot},"pid":{pid},"generation":1,"state":"running","restarts":0}}"#
+        );
+        assert!(status.contains(&worker), "{worker} not in {status}");
+    }
+}

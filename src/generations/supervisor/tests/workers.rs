@@ -311,3 +311,16 @@ fn a_generation_is_seen_accepting_only_once_every_worker_is() {
     };
     assert_eq!(Observation::of_all(vec![accepting, hidden.clone()]), hidden);
 }
+
+#[test]
+fn with_lazy_every_worker_starts_on_the_first_connection() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new(SupervisorSettings {
+        lazy: true,
+        ..workers(RestartPolicy::OnFailure)
+    });
+    assert_eq!(sup.step(Event::Start, t0), vec![Action::WatchListeners]);
+    let mut expected = vec![Action::UnwatchListeners];
+    expected.extend(spawns(1));
+    assert_eq!(sup.step(Event::ConnectionWaiting, t0), expected);
+}
