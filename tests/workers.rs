@@ -205,3 +205,61 @@ fn status_lists_every_worker_with_its_slot_pid_and_generation() {
         assert!(status.contains(&worker), "{worker} not in {status}");
     }
 }
+
+#[test]
+fn a_new_worker_that_exits_fails_the_reload_and_the_old_workers_serve_on() {
+    // Worker 1 of generation 2 exits at start; every other worker serves.
+    let script = r#"if [ "$SOCKHOLD_GENERATION" = 2 ] && [ "$SOCKHOLD_WORKER" = 1 ]; then exit 5; fi
+exec "$0" --ready-after 20 --graceful"#;
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--ready", "notify"])
+        .args(["--", "sh", "-c", script, test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let first = sockhold.child_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    sockhold.signal(Signal::SIGHUP);
+    sockhold.wait_for(
+        "reload failed: generation 2 worker 1 exited with status 5 before ready; generation 1 keeps serving",
+    );
+    sockhold.wait_for("generation 2 worker");
+    sockhold.wait_for("generation 2 worker");
+    stop.store(true, Ordering::SeqCst);
+    let (_, failures, _) = client.join().unwrap();
+    assert!(failures.is_empty(), "failed connections: {failures:?}");
+    // Generation 2 is gone (its other workers may have answered before
+    // they were stopped): generation 1 answers.
+    for _ in 0..20 {
+        let pid = answer_pid(&request_tcp(address).unwrap());
+        assert!(
+            first.contains(&Pid::from_raw(pid)),
+            "{pid} is not of generation 1"
+        );
+    }
+    for pid in &first {
+        assert!(
+            sockhold.child_is_running(*pid),
+            "{pid} of generation 1 gone"
+        );
+    }
+}
+
+#[test]
+fn with_restart_never_sockhold_exits_with_the_first_failure_once_every_worker_is_gone() {
+    // Slot 0 exits 3 first, slot 1 exits 0 last: the first failure counts.
+    let script = r#"if [ "$SOCKHOLD_WORKER" = 0 ]; then set -- 2000 3; else set -- 4000 0; fi
+exec "$0" --ready-after 0 --exit-after "$1" --exit-code "$2""#;
+    let mut sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--ready", "notify"])
+        .args(["--restart", "never", "--", "sh", "-c", script])
+        .arg(test_child_bin())
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let log = sockhold.exits_with(3);
+    assert!(
+        log.contains("generation 1 worker 0 exited on its own with status 3; not restarting it"),
+        "{log}"
+    );
+}
