@@ -67,10 +67,13 @@ fn a_killed_worker_is_replaced_alone_in_its_slot_and_no_connection_fails() {
         .expect("the worker in slot 1 answered");
     let victim_slot = slot_of(victim_report).to_string();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
     sockhold.wait_for("generation 1 worker 1 exited on its own with signal");
+    // From its end (a connection it had in hand is lost with it, as with
+    // any server killed so) through its restart in its slot: every new
+    // connection is answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
     let line = sockhold.wait_for("generation 1 worker 1 started: pid");
     let replacement: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
     // The replacement serves too, before the stream of connections ends.
