@@ -266,3 +266,19 @@ exec "$0" --ready-after 0 --exit-after "$1" --exit-code "$2""#;
         "{log}"
     );
 }
+
+#[test]
+fn a_forwarded_signal_reaches_every_worker_and_a_stop_stops_all() {
+    let mut sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--log-signals"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    sockhold.signal(Signal::SIGUSR1);
+    // One line per worker that got it.
+    for _ in 0..3 {
+        sockhold.wait_for("test_child: got SIGUSR1");
+    }
+    sockhold.signal(Signal::SIGTERM);
+    sockhold.exits_with(0);
+}

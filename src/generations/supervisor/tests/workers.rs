@@ -324,3 +324,29 @@ fn with_lazy_every_worker_starts_on_the_first_connection() {
     expected.extend(spawns(1));
     assert_eq!(sup.step(Event::ConnectionWaiting, t0), expected);
 }
+
+#[test]
+fn workers_that_do_not_stop_in_time_all_get_sigkill() {
+    let t0 = Instant::now();
+    let mut sup = serving_workers(workers(RestartPolicy::OnFailure), t0);
+    let stop = Event::Stop {
+        signal: TERM,
+        by: StopBy::Signal,
+    };
+    sup.step(stop, t0);
+    sup.reaped(101, ChildStatus::Signaled(TERM), t0);
+    let timeout = SupervisorSettings::default().stop_timeout;
+    assert_eq!(
+        sup.step(Event::Tick, t0 + timeout),
+        vec![
+            Action::Signal {
+                pid: pid(100),
+                signal: Signal::SIGKILL
+            },
+            Action::Signal {
+                pid: pid(102),
+                signal: Signal::SIGKILL
+            },
+        ]
+    );
+}
