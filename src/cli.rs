@@ -806,6 +806,22 @@ mod tests {
     }
 
     #[test]
+    fn workers_take_1_to_1024_and_exclude_accept() {
+        let config = parse(&["--workers", "3", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.supervisor.workers, 3);
+        let default = parse(&["--", "true"]).unwrap().into_config().unwrap();
+        assert_eq!(default.supervisor.workers, 1);
+        assert!(parse(&["--workers", "1024", "--", "true"]).is_ok());
+        for bad in ["0", "1025", "-1", "two"] {
+            assert!(parse(&["--workers", bad, "--", "true"]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--workers", "2", "--accept", "--", "cat"]).is_err());
+    }
+
+    #[test]
     fn accept_options_need_accept_and_lazy_excludes_it() {
         let config = parse(&["--accept", "-l", "7000", "--", "cat"])
             .unwrap()

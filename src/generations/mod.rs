@@ -1,7 +1,8 @@
-//! The generations engine: one long-running child per generation, reloads,
-//! restarts, `--lazy`. The decisions are the pure state machine's
-//! (`supervisor.rs`); this file carries them out: it spawns each
-//! generation's child with its notify socket, checks who sends `READY=1`,
+//! The generations engine: long-running children (one per generation, or
+//! `--workers` of them), reloads, restarts, `--lazy`. The decisions are the
+//! pure state machine's (`supervisor.rs`); this file carries them out: it
+//! spawns each worker with its generation's notify socket, checks who
+//! sends `READY=1` (and, with workers, which worker's tree it came from),
 //! signals through the child handles, and tells systemd and control
 //! clients how reloads end.
 

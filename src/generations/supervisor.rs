@@ -8,6 +8,12 @@
 //! ready; *stopping* ones have been sent the stop signal and get SIGKILL at
 //! their deadline.
 //!
+//! A generation runs the command as `--workers` processes, one per slot.
+//! It is ready once every worker is; while it is current, a worker that
+//! ends is restarted alone in its slot (its own backoff), and only the end
+//! of its last live worker ends the generation, as the end of a single
+//! child does. Without `--workers` there is one slot and nothing else.
+//!
 //! `handle` is a table: the *situation* is derived from the fields (never
 //! stored twice), and each `(situation, event)` cell says what happens.
 //! Per-generation events (spawned, ready, exited, deadlines) are handled by
