@@ -154,6 +154,12 @@ pub struct Cli {
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
 
+    /// Run N identical children per generation on the same sockets, each with its own LISTEN_PID and SOCKHOLD_WORKER slot (0..N-1); a crashed one is restarted alone (1..=1024)
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "accept",
+          value_parser = clap::value_parser!(u16).range(1..=config::MAX_WORKERS as i64),
+          help_heading = "Generations")]
+    workers: u16,
+
     /// Give each child the listening socket on stdin too (fd 0, as spawn-fcgi and inetd "wait" services do: FastCGI backends such as php-cgi); exactly one socket
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     stdin_socket: bool,
@@ -443,6 +449,7 @@ impl Cli {
                 restart,
                 restart_max_delay: self.restart_max_delay,
                 lazy: self.lazy,
+                workers: usize::from(self.workers),
                 maintenance_after: maintenance.as_ref().map(|_| self.maintenance_after),
                 ..SupervisorSettings::default()
             },
@@ -796,6 +803,22 @@ mod tests {
         assert_eq!(kill.into_config().unwrap_err().exit_status, 64);
         let ready = parse(&["--ready", "2m", "--", "true"]).unwrap();
         assert!(ready.into_config().is_err());
+    }
+
+    #[test]
+    fn workers_take_1_to_1024_and_exclude_accept() {
+        let config = parse(&["--workers", "3", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.supervisor.workers, 3);
+        let default = parse(&["--", "true"]).unwrap().into_config().unwrap();
+        assert_eq!(default.supervisor.workers, 1);
+        assert!(parse(&["--workers", "1024", "--", "true"]).is_ok());
+        for bad in ["0", "1025", "-1", "two"] {
+            assert!(parse(&["--workers", bad, "--", "true"]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--workers", "2", "--accept", "--", "cat"]).is_err());
     }
 
     #[test]

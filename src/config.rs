@@ -74,7 +74,13 @@ pub struct SupervisorSettings {
     /// generation may have been ready before sockhold answers connections
     /// itself in a restart backoff.
     pub maintenance_after: Option<Duration>,
+    /// `--workers`: the processes of each generation (1..=MAX_WORKERS),
+    /// each in its own slot.
+    pub workers: usize,
 }
+
+/// The most `--workers` takes: more is a typo, not a server.
+pub const MAX_WORKERS: usize = 1024;
 
 impl Default for SupervisorSettings {
     fn default() -> Self {
@@ -89,6 +95,7 @@ impl Default for SupervisorSettings {
             healthy_after: Duration::from_secs(10),
             lazy: false,
             maintenance_after: None,
+            workers: 1,
         }
     }
 }

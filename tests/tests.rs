@@ -32,3 +32,4 @@ mod stdin_socket;
 mod stopping;
 mod systemd;
 mod unix_sockets;
+mod workers;

@@ -3,7 +3,7 @@
 //! `status` reply's JSON. Both the server and the client take the wire's
 //! words from here, so that what one writes is what the other expects.
 
-use crate::generations::supervisor::{GenerationId, GenerationInfo};
+use crate::generations::supervisor::{GenerationId, GenerationInfo, WorkerInfo};
 use nix::unistd::Pid;
 use std::fmt::Display;
 use std::time::{Duration, Instant, SystemTime};
@@ -161,6 +161,9 @@ pub struct StatusView<'a> {
     pub started_at: Instant,
     pub sockets: Vec<SocketInfo<'a>>,
     pub generations: Vec<GenerationInfo>,
+    /// Every worker of every generation (one per generation without
+    /// `--workers`).
+    pub workers: Vec<WorkerInfo>,
     pub restarts: u64,
     pub reload_queued: bool,
     /// Since when sockhold is paused (`pause`), if it is.
@@ -222,8 +225,23 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
             )
         })
         .collect();
+    let workers: Vec<String> = view
+        .workers
+        .iter()
+        .map(|w| {
+            format!(
+                "{{\"slot\":{},\"pid\":{},\"generation\":{},\"state\":{},\"restarts\":{}}}",
+                w.slot,
+                w.pid
+                    .map_or_else(|| "null".to_string(), |pid| pid.to_string()),
+                w.generation,
+                json_string(w.state),
+                w.restarts
+            )
+        })
+        .collect();
     format!(
-        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"interceptions\":{},\"sockets\":[{}],\"generations\":[{}]}}",
+        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"interceptions\":{},\"sockets\":[{}],\"generations\":[{}],\"workers\":[{}]}}",
         view.pid,
         json_string(view.state),
         unix_time(view.started_at),
@@ -255,7 +273,8 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
             )
         ),
         sockets.join(","),
-        generations.join(",")
+        generations.join(","),
+        workers.join(",")
     )
 }
 
@@ -307,10 +326,18 @@ mod tests {
             generations: vec![GenerationInfo {
                 id: 2,
                 pid: Some(Pid::from_raw(4242)),
+                pids: vec![Pid::from_raw(4242)],
                 state: crate::generations::supervisor::GenerationState::Current,
                 cause: Cause::Reload,
                 started_at: now - Duration::from_millis(1500),
                 ready_by: Some("accepting on fd 3 (pid 4242) after 2.98s".into()),
+            }],
+            workers: vec![WorkerInfo {
+                slot: 0,
+                generation: 2,
+                pid: Some(Pid::from_raw(4242)),
+                state: "running",
+                restarts: 0,
             }],
             restarts: 1,
             reload_queued: false,
@@ -334,7 +361,8 @@ mod tests {
                 r#""sockets":[{"fd":3,"name":"http","address":"tcp 127.0.0.1:8080"}],"#,
                 r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
                 r#""started":999998.500,"age_seconds":1.500,"#,
-                r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}]}"#
+                r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}],"#,
+                r#""workers":[{"slot":0,"pid":4242,"generation":2,"state":"running","restarts":0}]}"#
             )
         );
     }

@@ -1,7 +1,8 @@
-//! The generations engine: one long-running child per generation, reloads,
-//! restarts, `--lazy`. The decisions are the pure state machine's
-//! (`supervisor.rs`); this file carries them out: it spawns each
-//! generation's child with its notify socket, checks who sends `READY=1`,
+//! The generations engine: long-running children (one per generation, or
+//! `--workers` of them), reloads, restarts, `--lazy`. The decisions are the
+//! pure state machine's (`supervisor.rs`); this file carries them out: it
+//! spawns each worker with its generation's notify socket, checks who
+//! sends `READY=1` (and, with workers, which worker's tree it came from),
 //! signals through the child handles, and tells systemd and control
 //! clients how reloads end.
 
@@ -44,6 +45,8 @@ pub struct Generations {
     /// `--stdin-socket`.
     stdin_socket: bool,
     ready: ReadyMode,
+    /// `--workers`: processes per generation.
+    workers: usize,
     watcher: Watcher,
     /// O_NONBLOCK of each held socket as sockhold found it, until a
     /// generation changed it (warned once).
@@ -69,6 +72,7 @@ impl Generations {
             signal_group: config.signal_group,
             stdin_socket: config.stdin_socket,
             ready: config.supervisor.ready,
+            workers: config.supervisor.workers,
             watcher: Watcher::new(listeners),
             nonblocking: Some(
                 listeners
@@ -146,8 +150,8 @@ impl Generations {
             }
             for action in actions {
                 match action {
-                    Action::Spawn { generation } => {
-                        pending.push_back(self.spawn(generation, context));
+                    Action::Spawn { generation, slot } => {
+                        pending.push_back(self.spawn(generation, slot, context));
                     }
                     Action::Stop { pid, signal } => context.children.stop(pid, signal),
                     Action::Signal { pid, signal } => context.children.signal(pid, signal),
@@ -204,6 +208,7 @@ impl Generations {
             started_at: context.started_at,
             sockets: context.socket_infos(),
             generations: self.supervisor.generations(),
+            workers: self.supervisor.workers(),
             restarts: self.supervisor.restarts,
             reload_queued: self.supervisor.reload_queued(),
             paused_since: match self.supervisor.phase() {
@@ -232,13 +237,17 @@ impl Generations {
         generation: GenerationId,
         context: &mut Context<'_>,
     ) -> Option<i32> {
-        let main_pid = self.supervisor.pid_of(generation);
+        let worker_pids = self.supervisor.worker_pids(generation);
+        let main_pid = worker_pids.first().map(|&(_, pid)| pid);
+        let many_workers = self.workers > 1;
         let socket = self.notify_sockets.get_mut(&generation)?;
         let now = Instant::now();
         if let Some(count) = socket.refusals().take_summary(now) {
             log_refused_notifications(generation, count);
         }
-        let mut ready = false;
+        // Which workers sent READY=1: None for a sender that cannot be
+        // traced to one (with one worker, it is never looked up).
+        let mut ready: Vec<Option<supervisor::Slot>> = Vec::new();
         let mut drained = false;
         // The fds trusted senders passed, closed once this wakeup's messages
         // are acted on: closing answers a BARRIER=1, whose sender waits for
@@ -296,7 +305,18 @@ impl Generations {
             if let Some(status) = &message.status {
                 log::debug!("generation {generation} status: {status}");
             }
-            ready |= message.ready;
+            if message.ready {
+                // With workers, the sender is traced to the worker whose
+                // process tree it is in; one that has exited already
+                // (systemd-notify from a script) cannot be.
+                let slot = message.sender.filter(|_| many_workers).and_then(|sender| {
+                    worker_pids
+                        .iter()
+                        .find(|&&(_, pid)| readiness::is_same_or_descendant(sender, pid))
+                        .map(|&(slot, _)| slot)
+                });
+                ready.push(slot);
+            }
         }
         if !drained {
             // epoll reports the socket edge-triggered: what is left would
@@ -311,19 +331,28 @@ impl Generations {
                 &format!("generation {generation}'s notify socket"),
             );
         }
-        let outcome = if ready {
-            self.dispatch(supervisor::Event::Ready { generation }, context)
-        } else {
-            None
-        };
+        let mut outcome = None;
+        for slot in ready {
+            outcome = self.dispatch(supervisor::Event::Ready { generation, slot }, context);
+            if outcome.is_some() {
+                break;
+            }
+        }
         drop(passed);
         outcome
     }
 
-    /// Starts the child of `generation` and reports how that went.
-    fn spawn(&mut self, generation: GenerationId, context: &mut Context<'_>) -> supervisor::Event {
+    /// Starts the child of `generation` in `slot` and reports how that
+    /// went. The workers of a generation share its notify socket.
+    fn spawn(
+        &mut self,
+        generation: GenerationId,
+        slot: supervisor::Slot,
+        context: &mut Context<'_>,
+    ) -> supervisor::Event {
         let failed = |reason: String, code: i32| supervisor::Event::SpawnFailed {
             generation,
+            slot,
             reason,
             status: ChildStatus::Exited(code),
         };
@@ -336,11 +365,14 @@ impl Generations {
             Ok(program) => program,
             Err(error) => return failed(error.to_string(), error.exit_status()),
         };
-        let notify = match NotifySocket::new() {
-            Ok(notify) => notify,
-            Err(errno) => {
-                return failed(format!("cannot create a notify socket: {errno}"), exit::OS);
-            }
+        let (notify, new_notify) = match self.notify_sockets.remove(&generation) {
+            Some(notify) => (notify, false),
+            None => match NotifySocket::new() {
+                Ok(notify) => (notify, true),
+                Err(errno) => {
+                    return failed(format!("cannot create a notify socket: {errno}"), exit::OS);
+                }
+            },
         };
         let listeners = &*context.listeners;
         let mut env = self.inherited_env.clone();
@@ -349,10 +381,17 @@ impl Generations {
         env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
         env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
         env.extend(compat::generation_environment(&self.compat_env, generation));
+        if self.workers > 1 {
+            env.push(("SOCKHOLD_WORKER".into(), slot.to_string().into()));
+            env.push(("SOCKHOLD_GENERATION".into(), generation.to_string().into()));
+        }
         let fds = listeners.iter().map(Listener::raw_fd).collect();
         let mut spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
             Ok(spec) => spec,
-            Err(reason) => return failed(reason, exit::CANNOT_EXECUTE),
+            Err(reason) => {
+                self.keep_notify(generation, notify, new_notify, context);
+                return failed(reason, exit::CANNOT_EXECUTE);
+            }
         };
         spec.set_process_group(self.signal_group);
         if self.stdin_socket {
@@ -373,13 +412,34 @@ impl Generations {
                 if let (Some(watcher), Some(listener)) = (&mut self.intercept, intercept) {
                     watcher.watch(generation, listener, context);
                 }
-                let what = format!("generation {generation}'s notify socket");
-                context.watch(notify.fd().as_raw_fd(), generation, &what);
-                self.notify_sockets.insert(generation, notify);
-                supervisor::Event::Spawned { generation, pid }
+                self.keep_notify(generation, notify, new_notify, context);
+                supervisor::Event::Spawned {
+                    generation,
+                    slot,
+                    pid,
+                }
             }
-            Err(error) => failed(error.describe(&program), error.exit_status()),
+            Err(error) => {
+                self.keep_notify(generation, notify, new_notify, context);
+                failed(error.describe(&program), error.exit_status())
+            }
         }
+    }
+
+    /// Keeps the generation's notify socket for its other workers (and
+    /// watches it, when it was just made); `forget` drops it.
+    fn keep_notify(
+        &mut self,
+        generation: GenerationId,
+        notify: NotifySocket,
+        new: bool,
+        context: &mut Context<'_>,
+    ) {
+        if new {
+            let what = format!("generation {generation}'s notify socket");
+            context.watch(notify.fd().as_raw_fd(), generation, &what);
+        }
+        self.notify_sockets.insert(generation, notify);
     }
 
     /// Answers a child's trapped calls (`--intercept-bind`). Where that
@@ -419,21 +479,41 @@ impl Generations {
         }
     }
 
-    /// One look at a starting generation's processes.
+    /// One look at a starting generation's processes: each worker's own
+    /// process tree, as one observation (`Observation::of_all`).
     fn observe(&self, generation: GenerationId) -> Option<supervisor::Observation> {
-        let main = self.supervisor.pid_of(generation)?;
-        let others: Vec<_> = self
+        let workers = self.supervisor.worker_pids(generation);
+        if workers.is_empty() {
+            return None;
+        }
+        let other_generations: Vec<_> = self
             .supervisor
             .generations()
             .iter()
             .filter(|g| g.id != generation)
-            .filter_map(|g| g.pid)
+            .flat_map(|g| g.pids.clone())
             .collect();
         let bound = self
             .intercept
             .as_ref()
             .and_then(|intercept| intercept.bound_by(generation));
-        Some(self.watcher.look(main, &others, self.ready, bound))
+        let looks = workers
+            .iter()
+            .map(|&(_, main)| {
+                let others: Vec<_> = other_generations
+                    .iter()
+                    .copied()
+                    .chain(
+                        workers
+                            .iter()
+                            .map(|&(_, pid)| pid)
+                            .filter(|&pid| pid != main),
+                    )
+                    .collect();
+                self.watcher.look(main, &others, self.ready, bound)
+            })
+            .collect();
+        Some(supervisor::Observation::of_all(looks))
     }
 
     /// Drops the generation's notify socket, which removes its file and

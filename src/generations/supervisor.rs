@@ -8,6 +8,12 @@
 //! ready; *stopping* ones have been sent the stop signal and get SIGKILL at
 //! their deadline.
 //!
+//! A generation runs the command as `--workers` processes, one per slot.
+//! It is ready once every worker is; while it is current, a worker that
+//! ends is restarted alone in its slot (its own backoff), and only the end
+//! of its last live worker ends the generation, as the end of a single
+//! child does. Without `--workers` there is one slot and nothing else.
+//!
 //! `handle` is a table: the *situation* is derived from the fields (never
 //! stored twice), and each `(situation, event)` cell says what happens.
 //! Per-generation events (spawned, ready, exited, deadlines) are handled by
@@ -26,6 +32,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub type GenerationId = u64;
+
+/// A worker's place in its generation (`SOCKHOLD_WORKER`, 0..N-1): a
+/// replacement takes the slot of the one it replaces.
+pub type Slot = usize;
 
 /// Why a reload of an idle `--lazy` sockhold has nothing to do.
 const LAZY_IDLE: &str =
@@ -52,16 +62,26 @@ pub enum Event {
     Stop { signal: Signal, by: StopBy },
     /// A signal to pass on to the current child.
     Forward { signal: Signal },
-    /// The driver started the child of a generation.
-    Spawned { generation: GenerationId, pid: Pid },
+    /// The driver started the child of a generation in `slot`.
+    Spawned {
+        generation: GenerationId,
+        slot: Slot,
+        pid: Pid,
+    },
     /// The driver could not start it; `status` is what a shell would report.
     SpawnFailed {
         generation: GenerationId,
+        slot: Slot,
         reason: String,
         status: ChildStatus,
     },
-    /// A verified `READY=1` from the generation's processes.
-    Ready { generation: GenerationId },
+    /// A verified `READY=1` from the generation's processes: from the
+    /// worker in `slot`, or (None) from a sender that could not be traced
+    /// to one worker, counted for the lowest slot that has not sent one.
+    Ready {
+        generation: GenerationId,
+        slot: Option<Slot>,
+    },
     /// What one look at the generation's processes in /proc showed (the
     /// answer to `Action::Observe`).
     Observed {
@@ -82,8 +102,12 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start the child of this generation and report `Spawned`/`SpawnFailed`.
-    Spawn { generation: GenerationId },
+    /// Start the child of this generation in `slot` and report
+    /// `Spawned`/`SpawnFailed`.
+    Spawn {
+        generation: GenerationId,
+        slot: Slot,
+    },
     /// Look at the generation's processes in /proc and report `Observed`.
     Observe { generation: GenerationId },
     /// Ask a child to stop: the stop signal, then SIGCONT (`child.rs`).
@@ -190,6 +214,35 @@ pub enum Observation {
     HoldsNone,
 }
 
+impl Observation {
+    /// One look at every worker of a generation, as one look: accepting
+    /// only once every worker is; otherwise what holds it back. A worker
+    /// that cannot be seen (or holds no socket) decides for all, so that
+    /// the fallbacks stay those of one child.
+    pub fn of_all(looks: Vec<Observation>) -> Observation {
+        if let Some(found) = looks
+            .iter()
+            .find(|look| matches!(look, Observation::Unobservable { .. }))
+            .or_else(|| looks.iter().find(|look| **look == Observation::HoldsNone))
+        {
+            return found.clone();
+        }
+        if looks.contains(&Observation::Busy) {
+            return Observation::Busy;
+        }
+        match looks.first() {
+            Some(first @ Observation::Accepting { .. })
+                if looks
+                    .iter()
+                    .all(|look| matches!(look, Observation::Accepting { .. })) =>
+            {
+                first.clone()
+            }
+            _ => Observation::NotYet,
+        }
+    }
+}
+
 /// A generation's state as outsiders see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenerationState {
@@ -214,12 +267,26 @@ impl fmt::Display for GenerationState {
     }
 }
 
+/// A worker as outsiders see it (`status`'s `workers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub slot: Slot,
+    pub generation: GenerationId,
+    /// None while it is (re)started.
+    pub pid: Option<Pid>,
+    /// `running`, `starting`, `waiting to restart`, `exited`.
+    pub state: &'static str,
+    pub restarts: u64,
+}
+
 /// A generation as outsiders see it (the control socket's `status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationInfo {
     pub id: GenerationId,
-    /// None only while its spawn is under way.
+    /// Its first worker's; None only while its spawn is under way.
     pub pid: Option<Pid>,
+    /// Every live worker's, by slot.
+    pub pids: Vec<Pid>,
     pub state: GenerationState,
     pub cause: Cause,
     pub started_at: Instant,
@@ -258,17 +325,100 @@ enum Role {
     },
 }
 
+/// What one slot of a generation is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    /// Between `Spawn` and `Spawned`.
+    Spawning,
+    Running {
+        pid: Pid,
+        since: Instant,
+    },
+    /// Exited on its own while its generation serves: started again in
+    /// its slot at `at` (the slot's backoff).
+    WaitingToRestart {
+        at: Instant,
+    },
+    /// Gone, and not restarted in its slot.
+    Ended,
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    slot: Slot,
+    state: WorkerState,
+    /// Sent `READY=1` while its generation was starting.
+    notified: bool,
+    /// Crashes in a row in this slot, for its backoff.
+    failures: u32,
+    restarts: u64,
+}
+
+impl Worker {
+    fn new(slot: Slot) -> Worker {
+        Worker {
+            slot,
+            state: WorkerState::Spawning,
+            notified: false,
+            failures: 0,
+            restarts: 0,
+        }
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        match self.state {
+            WorkerState::Running { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Running, or about to be.
+    fn is_live(&self) -> bool {
+        matches!(
+            self.state,
+            WorkerState::Spawning | WorkerState::Running { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Generation {
     id: GenerationId,
-    /// None only between `Spawn` and `Spawned`.
-    pid: Option<Pid>,
+    /// One per slot, in slot order.
+    workers: Vec<Worker>,
+    /// The first failed status of a worker that was not restarted: the
+    /// generation's ending when the last one is gone.
+    first_failure: Option<ChildStatus>,
     role: Role,
     started_at: Instant,
     cause: Cause,
     /// Why its processes cannot be observed, once that is known.
     unobservable: Option<String>,
     ready_by: Option<String>,
+}
+
+impl Generation {
+    /// The first live worker's pid: the one reports name.
+    fn pid(&self) -> Option<Pid> {
+        self.workers.iter().find_map(Worker::pid)
+    }
+
+    fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.workers.iter().filter_map(Worker::pid)
+    }
+
+    fn any_live(&self) -> bool {
+        self.workers.iter().any(Worker::is_live)
+    }
+
+    /// "generation 2" or, with workers, "generation 2 worker 1".
+    fn name(&self, slot: Slot) -> String {
+        if self.workers.len() > 1 {
+            format!("generation {} worker {slot}", self.id)
+        } else {
+            format!("generation {}", self.id)
+        }
+    }
 }
 
 /// What sockhold as a whole is doing (stored: it is not a function of the
@@ -580,16 +730,24 @@ impl Supervisor {
 
             // Whatever the situation.
             (_, Event::Forward { signal }) => self.forward(signal, a),
-            (_, Event::Spawned { generation, pid }) => self.spawned(generation, pid, now),
+            (
+                _,
+                Event::Spawned {
+                    generation,
+                    slot,
+                    pid,
+                },
+            ) => self.spawned(generation, slot, pid, now, a),
             (
                 _,
                 Event::SpawnFailed {
                     generation,
+                    slot,
                     reason,
                     status,
                 },
-            ) => self.spawn_failed(generation, &reason, status, now, a),
-            (_, Event::Ready { generation }) => self.ready(generation, now, a),
+            ) => self.spawn_failed(generation, slot, &reason, status, now, a),
+            (_, Event::Ready { generation, slot }) => self.ready(generation, slot, now, a),
             (
                 _,
                 Event::Observed {
@@ -699,6 +857,14 @@ impl Supervisor {
             Role::Current { .. } => None,
             Role::Stopping { kill_at, .. } => kill_at,
         });
+        let slot_restarts =
+            self.generations
+                .iter()
+                .flat_map(|g| &g.workers)
+                .filter_map(|w| match w.state {
+                    WorkerState::WaitingToRestart { at } => Some(at),
+                    _ => None,
+                });
         let restart = match self.phase {
             Phase::WaitingToRestart { at } => Some(at),
             Phase::Idle { watch_at } => watch_at,
@@ -713,15 +879,46 @@ impl Supervisor {
             }
             _ => None,
         };
-        from_generations.chain(restart).chain(maintenance).min()
+        from_generations
+            .chain(slot_restarts)
+            .chain(restart)
+            .chain(maintenance)
+            .min()
     }
 
-    /// The pid that forwarded signals go to: the current child, or the
-    /// starting one when nobody is current yet.
-    pub fn main_pid(&self) -> Option<Pid> {
+    /// The pids that forwarded signals go to: every worker of the current
+    /// generation, or of the starting one when nobody is current yet.
+    pub fn main_pids(&self) -> Vec<Pid> {
         self.current()
             .or_else(|| self.newest_starting())
-            .and_then(|index| self.generations[index].pid)
+            .map(|index| self.generations[index].pids().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every worker of every generation, oldest generation first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.generations
+            .iter()
+            .flat_map(|g| {
+                g.workers.iter().map(|w| WorkerInfo {
+                    slot: w.slot,
+                    generation: g.id,
+                    pid: w.pid(),
+                    state: match (w.state, g.role) {
+                        (WorkerState::Spawning, _) => "starting",
+                        (WorkerState::Running { .. }, Role::Starting { .. }) if w.notified => {
+                            "ready"
+                        }
+                        (WorkerState::Running { .. }, Role::Starting { .. }) => "starting",
+                        (WorkerState::Running { .. }, Role::Current { .. }) => "running",
+                        (WorkerState::Running { .. }, Role::Stopping { .. }) => "stopping",
+                        (WorkerState::WaitingToRestart { .. }, _) => "waiting to restart",
+                        (WorkerState::Ended, _) => "exited",
+                    },
+                    restarts: w.restarts,
+                })
+            })
+            .collect()
     }
 
     /// Every generation, oldest first: a read-only view for status reports.
@@ -730,7 +927,8 @@ impl Supervisor {
             .iter()
             .map(|g| GenerationInfo {
                 id: g.id,
-                pid: g.pid,
+                pid: g.pid(),
+                pids: g.pids().collect(),
                 state: match g.role {
                     Role::Starting { .. } => GenerationState::Starting,
                     Role::Current { .. } => GenerationState::Current,
@@ -753,10 +951,18 @@ impl Supervisor {
         self.reload_queued
     }
 
-    /// The main pid of a generation (to check who sent a notify message).
-    pub fn pid_of(&self, generation: GenerationId) -> Option<Pid> {
+    /// The pid of each live worker of a generation, with its slot (to
+    /// look at them in /proc, and to tell who sent a notify message).
+    pub fn worker_pids(&self, generation: GenerationId) -> Vec<(Slot, Pid)> {
         self.index_of(generation)
-            .and_then(|index| self.generations[index].pid)
+            .map(|index| {
+                self.generations[index]
+                    .workers
+                    .iter()
+                    .filter_map(|w| w.pid().map(|pid| (w.slot, pid)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn index_of(&self, generation: GenerationId) -> Option<usize> {
@@ -793,7 +999,8 @@ impl Supervisor {
         self.next_id += 1;
         self.generations.push(Generation {
             id,
-            pid: None,
+            workers: (0..self.settings.workers).map(Worker::new).collect(),
+            first_failure: None,
             role: Role::Starting {
                 ready_at: None,
                 give_up_at: now + self.settings.ready_timeout,
@@ -805,7 +1012,12 @@ impl Supervisor {
             unobservable: None,
             ready_by: None,
         });
-        actions.push(Action::Spawn { generation: id });
+        for slot in 0..self.settings.workers {
+            actions.push(Action::Spawn {
+                generation: id,
+                slot,
+            });
+        }
         if cause.is_awaited() {
             actions.push(Action::Report(Report::ReloadStarted { generation: id }));
         }
@@ -836,6 +1048,7 @@ impl Supervisor {
     fn spawn_failed(
         &mut self,
         generation: GenerationId,
+        slot: Slot,
         reason: &str,
         status: ChildStatus,
         now: Instant,
@@ -844,6 +1057,44 @@ impl Supervisor {
         let Some(index) = self.index_of(generation) else {
             return;
         };
+        let cannot_exec = matches!(
+            status,
+            ChildStatus::Exited(exit::CANNOT_EXECUTE | exit::NOT_FOUND)
+        );
+        let g = &mut self.generations[index];
+        if let Some(worker) = g.workers.get_mut(slot) {
+            worker.state = WorkerState::Ended;
+        }
+        if cannot_exec && !self.ever_spawned && self.phase == Phase::Running && g.any_live() {
+            // The first child cannot run at all (below): neither can its
+            // siblings, whose failures end the generation.
+            log::error!("{reason}");
+            self.shut_down(status.exit_code(), now, actions);
+            return;
+        }
+        if g.any_live() {
+            // Other workers run: this slot's failure is one worker's.
+            let why = format!("could not start ({reason})");
+            let gone = Gone {
+                slot,
+                pid: None,
+                status,
+                ran_for: Duration::ZERO,
+            };
+            self.worker_gone(index, gone, &why, now, actions);
+            return;
+        }
+        if let Role::Stopping { .. } | Role::Current { .. } = g.role {
+            let why = format!("could not start ({reason})");
+            let gone = Gone {
+                slot,
+                pid: None,
+                status,
+                ran_for: Duration::ZERO,
+            };
+            self.worker_gone(index, gone, &why, now, actions);
+            return;
+        }
         let g = self.generations.remove(index);
         actions.push(Action::Forget { generation });
         let cannot_exec = matches!(
@@ -868,7 +1119,14 @@ impl Supervisor {
         );
     }
 
-    fn spawned(&mut self, generation: GenerationId, pid: Pid, now: Instant) {
+    fn spawned(
+        &mut self,
+        generation: GenerationId,
+        slot: Slot,
+        pid: Pid,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
         self.ever_spawned = true;
         let (ready_at, observe_at) = match self.settings.ready {
             ReadyMode::Delay(delay) => (Some(now + delay), None),
@@ -877,26 +1135,78 @@ impl Supervisor {
             ReadyMode::Auto | ReadyMode::Accepting => (None, Some(now)),
         };
         let give_up_at = now + self.settings.ready_timeout;
-        if let Some(index) = self.index_of(generation) {
-            let g = &mut self.generations[index];
-            g.pid = Some(pid);
-            g.started_at = now;
-            g.role = Role::Starting {
-                ready_at,
-                give_up_at,
-                observe_at,
-                notified_at: None,
-            };
-            log::info!("generation {generation} started: pid {pid}");
+        let Some(index) = self.index_of(generation) else {
+            // Its generation ended (another worker failed) while this one
+            // was being started: nobody wants it.
+            log::info!("pid {pid} started for generation {generation}, which is gone: SIGKILL");
+            actions.push(Action::Signal {
+                pid,
+                signal: Signal::SIGKILL,
+            });
+            return;
+        };
+        let g = &mut self.generations[index];
+        let name = g.name(slot);
+        let Some(worker) = g.workers.get_mut(slot) else {
+            return;
+        };
+        worker.state = WorkerState::Running { pid, since: now };
+        match g.role {
+            Role::Starting { .. } => {
+                g.started_at = now;
+                g.role = Role::Starting {
+                    ready_at,
+                    give_up_at,
+                    observe_at,
+                    notified_at: None,
+                };
+                log::info!("{name} started: pid {pid}");
+            }
+            // The line before said it restarts in its slot.
+            Role::Current { .. } => log::info!("{name} started: pid {pid}"),
+            Role::Stopping { .. } => {
+                log::info!(
+                    "{name} started while its generation stops: {} to pid {pid}",
+                    signals::name(self.settings.stop_signal)
+                );
+                actions.push(Action::Stop {
+                    pid,
+                    signal: self.settings.stop_signal,
+                });
+            }
         }
     }
 
     /// A verified `READY=1`.
-    fn ready(&mut self, generation: GenerationId, now: Instant, actions: &mut Vec<Action>) {
+    fn ready(
+        &mut self,
+        generation: GenerationId,
+        slot: Option<Slot>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(index) = self.index_of(generation) else {
             return;
         };
         let g = &mut self.generations[index];
+        if !matches!(g.role, Role::Starting { .. }) {
+            return;
+        }
+        // With workers, the generation counts as having sent READY=1 once
+        // every worker has.
+        let slot = slot.or_else(|| g.workers.iter().find(|w| !w.notified).map(|w| w.slot));
+        if let Some(worker) = slot.and_then(|slot| g.workers.get_mut(slot)) {
+            worker.notified = true;
+        }
+        let notified = g.workers.iter().filter(|w| w.notified).count();
+        if notified < g.workers.len() {
+            log::info!(
+                "{} sent READY=1 ({notified} of {} workers)",
+                g.name(slot.unwrap_or_default()),
+                g.workers.len()
+            );
+            return;
+        }
         let Role::Starting { notified_at, .. } = &mut g.role else {
             return;
         };
@@ -1005,12 +1315,13 @@ impl Supervisor {
     }
 
     fn forward(&mut self, signal: Signal, actions: &mut Vec<Action>) {
-        match self.main_pid() {
-            Some(pid) => {
-                log::debug!("passing {} to pid {pid}", signals::name(signal));
-                actions.push(Action::Signal { pid, signal });
-            }
-            None => log::warn!("no child to pass {} to", signals::name(signal)),
+        let pids = self.main_pids();
+        if pids.is_empty() {
+            log::warn!("no child to pass {} to", signals::name(signal));
+        }
+        for pid in pids {
+            log::debug!("passing {} to pid {pid}", signals::name(signal));
+            actions.push(Action::Signal { pid, signal });
         }
     }
 
@@ -1022,7 +1333,7 @@ impl Supervisor {
             signals::name(signal)
         );
         for g in &mut self.generations {
-            if let Some(pid) = g.pid {
+            for pid in g.pids() {
                 actions.push(Action::Signal {
                     pid,
                     signal: Signal::SIGKILL,
@@ -1110,7 +1421,13 @@ impl Supervisor {
             kill_at: Some(now + self.settings.stop_timeout),
             after: AfterStop::Nothing,
         };
-        if let Some(pid) = g.pid {
+        for worker in &mut g.workers {
+            // A slot waiting to restart restarts no more.
+            if let WorkerState::WaitingToRestart { .. } = worker.state {
+                worker.state = WorkerState::Ended;
+            }
+        }
+        for pid in g.pids().collect::<Vec<_>>() {
             log::info!(
                 "generation {} stopping: {} to pid {pid}",
                 g.id,
@@ -1133,7 +1450,7 @@ impl Supervisor {
         let promoted = &mut self.generations[index];
         promoted.role = Role::Current { since: now };
         promoted.ready_by = Some(why);
-        if let Some(pid) = promoted.pid {
+        if let Some(pid) = promoted.pid() {
             let generation = promoted.id;
             actions.push(Action::Report(match promoted.cause {
                 Cause::Reload | Cause::Resume => Report::ReloadSucceeded { generation, pid },
@@ -1144,39 +1461,88 @@ impl Supervisor {
     }
 
     fn exited(&mut self, pid: Pid, status: ChildStatus, now: Instant, actions: &mut Vec<Action>) {
-        let Some(index) = self.generations.iter().position(|g| g.pid == Some(pid)) else {
+        let Some((index, slot, since)) = self.generations.iter().enumerate().find_map(|(i, g)| {
+            g.workers.iter().find_map(|w| match w.state {
+                WorkerState::Running { pid: p, since } if p == pid => Some((i, w.slot, since)),
+                _ => None,
+            })
+        }) else {
             log::debug!("reaped pid {pid} ({status}), not a generation's main process");
             return;
         };
-        let g = self.generations.remove(index);
-        actions.push(Action::Forget { generation: g.id });
+        let id = self.generations[index].id;
         if let Phase::ShuttingDown {
             requested_by,
             primary: Some(primary),
             ref mut exit_status,
         } = self.phase
         {
-            if primary == g.id {
+            if primary == id {
                 // A stop that was asked for and honoured exits 0, so that a
-                // clean stop is not reported as a failure.
+                // clean stop is not reported as a failure. With workers,
+                // the first worker that did not honour it decides.
                 let honoured = requested_by.is_some_and(|asked| {
                     status.success()
                         || status == ChildStatus::Signaled(self.settings.stop_signal)
                         || status == ChildStatus::Signaled(asked)
                 });
-                *exit_status = if honoured { 0 } else { status.exit_code() };
+                if *exit_status == exit::OK && !honoured {
+                    *exit_status = status.exit_code();
+                }
             }
         }
+        self.generations[index].workers[slot].state = WorkerState::Ended;
+        let why = format!("exited with {status} before ready{}", pipe_hint(status));
+        let ran_for = now.saturating_duration_since(since);
+        let gone = Gone {
+            slot,
+            pid: Some(pid),
+            status,
+            ran_for,
+        };
+        self.worker_gone(index, gone, &why, now, actions);
+    }
+
+    /// The worker in `slot` ended (exited, or could not start; `why`
+    /// says which, for a starting generation). While other workers of its
+    /// generation live, that is the slot's business; the last one takes
+    /// the generation with it.
+    fn worker_gone(
+        &mut self,
+        index: usize,
+        gone: Gone,
+        why: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Gone {
+            slot,
+            pid,
+            status,
+            ran_for,
+        } = gone;
+        let g = &self.generations[index];
+        let name = g.name(slot);
+        if g.any_live() {
+            match g.role {
+                Role::Stopping { .. } => {
+                    log::info!("{name} exited with {status}{}", pipe_hint(status));
+                }
+                Role::Starting { .. } => {
+                    self.abandon_starting(index, &format!("{name} {why}"), now, actions);
+                }
+                Role::Current { .. } => self.worker_ended(index, slot, status, ran_for, now),
+            }
+            return;
+        }
+        let g = self.generations.remove(index);
+        actions.push(Action::Forget { generation: g.id });
         let nobody_else = self.phase == Phase::Running
             && self.current().is_none()
             && self.newest_starting().is_none();
         match g.role {
             Role::Stopping { after, .. } => {
-                log::info!(
-                    "generation {} exited with {status}{}",
-                    g.id,
-                    pipe_hint(status)
-                );
+                log::info!("{name} exited with {status}{}", pipe_hint(status));
                 if after == AfterStop::ApplyRestartPolicy && nobody_else {
                     log::warn!(
                         "generation {} never became ready: a failed start, whatever its status",
@@ -1187,13 +1553,12 @@ impl Supervisor {
                 }
             }
             Role::Starting { .. } => {
-                let why = format!("exited with {status} before ready{}", pipe_hint(status));
-                self.failed_before_ready(g.id, g.cause, &why, status, now, actions);
+                self.failed_before_ready(g.id, g.cause, why, status, now, actions);
             }
             Role::Current { since } => {
+                let pid = pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
                 log::warn!(
-                    "generation {} (pid {pid}) exited on its own with {status}{}",
-                    g.id,
+                    "{name}{pid} exited on its own with {status}{}",
                     pipe_hint(status)
                 );
                 if let Some(next) = self.newest_starting() {
@@ -1202,12 +1567,62 @@ impl Supervisor {
                         self.generations[next].id
                     );
                 } else if self.phase == Phase::Running {
+                    // Nobody serves: the generation ends as a whole, with
+                    // its first worker's failure if one failed before.
                     let ran_for = now.saturating_duration_since(since);
-                    let ending = Ending::Exited(status);
+                    let ending = Ending::Exited(g.first_failure.unwrap_or(status));
                     self.apply_restart_policy(g.id, ending, ran_for, now, actions);
                 }
             }
         }
+    }
+
+    /// A worker of the current generation ended while others serve: it is
+    /// restarted alone in its slot, after the slot's own backoff, if the
+    /// restart policy says so.
+    fn worker_ended(
+        &mut self,
+        index: usize,
+        slot: Slot,
+        status: ChildStatus,
+        ran_for: Duration,
+        now: Instant,
+    ) {
+        let restart = self.phase == Phase::Running
+            && match self.settings.restart {
+                RestartPolicy::Never => false,
+                RestartPolicy::OnFailure => !status.success(),
+                RestartPolicy::Always => true,
+            };
+        let settings = &self.settings;
+        let g = &mut self.generations[index];
+        let name = g.name(slot);
+        if !restart {
+            if !status.success() && g.first_failure.is_none() {
+                g.first_failure = Some(status);
+            }
+            log::warn!(
+                "{name} exited on its own with {status}{}; not restarting it (--restart {}); the other workers serve on",
+                pipe_hint(status),
+                policy_name(settings.restart)
+            );
+            return;
+        }
+        let worker = &mut g.workers[slot];
+        if ran_for >= settings.healthy_after {
+            worker.failures = 0;
+        }
+        let delay = backoff(settings, worker.failures);
+        worker.failures = worker.failures.saturating_add(1);
+        worker.restarts += 1;
+        worker.state = WorkerState::WaitingToRestart { at: now + delay };
+        self.restarts += 1;
+        log::warn!(
+            "{name} exited on its own with {status}{}; restarting it in its slot in {} (restart {} of slot {slot})",
+            pipe_hint(status),
+            format_duration(delay),
+            worker.restarts
+        );
     }
 
     /// A starting generation is gone before it became ready.
@@ -1271,11 +1686,7 @@ impl Supervisor {
             RestartPolicy::Always => true,
         };
         if !restart {
-            let policy = match self.settings.restart {
-                RestartPolicy::Never => "never",
-                RestartPolicy::OnFailure => "on-failure",
-                RestartPolicy::Always => "always",
-            };
+            let policy = policy_name(self.settings.restart);
             log::info!(
                 "generation {generation} ended with {}; not restarting (--restart {policy}): exiting with status {}",
                 ending.status(),
@@ -1333,13 +1744,8 @@ impl Supervisor {
         }
     }
 
-    /// 100ms, 200ms, 400ms, ... up to the cap.
     fn restart_delay(&self) -> Duration {
-        let doublings = self.consecutive_failures.min(30);
-        self.settings
-            .restart_delay
-            .saturating_mul(1u32 << doublings)
-            .min(self.settings.restart_max_delay)
+        backoff(&self.settings, self.consecutive_failures)
     }
 
     fn tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -1354,6 +1760,19 @@ impl Supervisor {
                 log::info!("waiting for a connection (--lazy)");
                 self.phase = Phase::Idle { watch_at: None };
                 actions.push(Action::WatchListeners);
+            }
+        }
+        for g in &mut self.generations {
+            for worker in &mut g.workers {
+                if let WorkerState::WaitingToRestart { at } = worker.state {
+                    if at <= now {
+                        worker.state = WorkerState::Spawning;
+                        actions.push(Action::Spawn {
+                            generation: g.id,
+                            slot: worker.slot,
+                        });
+                    }
+                }
             }
         }
         let mut index = 0;
@@ -1402,7 +1821,7 @@ impl Supervisor {
                     kill_at: Some(at),
                     after,
                 } if at <= now => {
-                    if let Some(pid) = g.pid {
+                    for pid in g.pids() {
                         log::warn!(
                             "generation {} did not stop within {}: SIGKILL to pid {pid}",
                             g.id,
@@ -1427,18 +1846,36 @@ impl Supervisor {
     fn not_ready_in_time(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
         let id = self.generations[index].id;
         let timeout = format_duration(self.settings.ready_timeout);
+        self.abandon_starting(
+            index,
+            &format!("generation {id} not ready after {timeout}"),
+            now,
+            actions,
+        );
+    }
+
+    /// A starting generation will not become ready (`what` says why): it
+    /// is stopped, and the current one, if any, serves on.
+    fn abandon_starting(
+        &mut self,
+        index: usize,
+        what: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let id = self.generations[index].id;
         if self.generations[index].cause.is_awaited() {
             actions.push(Action::Report(Report::ReloadFailed {
                 generation: id,
-                reason: format!("generation {id} not ready after {timeout}"),
+                reason: what.to_string(),
             }));
         }
         let current = self.current().map(|current| self.generations[current].id);
         match current {
-            Some(current) => log::warn!(
-                "reload failed: generation {id} not ready after {timeout}; generation {current} keeps serving"
-            ),
-            None => log::warn!("generation {id} not ready after {timeout}"),
+            Some(current) => {
+                log::warn!("reload failed: {what}; generation {current} keeps serving");
+            }
+            None => log::warn!("{what}"),
         }
         self.stop_generation(index, now, actions);
         if current.is_none() {
@@ -1451,6 +1888,33 @@ impl Supervisor {
         } else {
             self.start_queued_reload(now, actions);
         }
+    }
+}
+
+/// A worker that ended: in which slot, which process (None: it never
+/// started), how, after how long.
+struct Gone {
+    slot: Slot,
+    pid: Option<Pid>,
+    status: ChildStatus,
+    ran_for: Duration,
+}
+
+/// 100ms, 200ms, 400ms, ... up to the cap, after `failures` crashes in a
+/// row (of the whole generation, or of one worker's slot).
+fn backoff(settings: &SupervisorSettings, failures: u32) -> Duration {
+    let doublings = failures.min(30);
+    settings
+        .restart_delay
+        .saturating_mul(1u32 << doublings)
+        .min(settings.restart_max_delay)
+}
+
+fn policy_name(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::Never => "never",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Always => "always",
     }
 }
 

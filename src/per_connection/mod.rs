@@ -82,6 +82,7 @@ impl PerConnection {
             started_at: context.started_at,
             sockets: context.socket_infos(),
             generations: Vec::new(),
+            workers: Vec::new(),
             restarts: 0,
             reload_queued: false,
             paused_since: None,

@@ -689,6 +689,13 @@ fn report(snapshot: &Snapshot, pid: u32, tag: Option<&str>) -> String {
     ] {
         out += &format!("{name}={}\n", env(name));
     }
+    // Set only with sockhold --workers: shown only when set, so that the
+    // report is otherwise what it always was.
+    for name in ["SOCKHOLD_WORKER", "SOCKHOLD_GENERATION"] {
+        if let Ok(value) = std::env::var(name) {
+            out += &format!("{name}={value}\n");
+        }
+    }
     out += &format!("SigIgn={}\nSigBlk={}\n", snapshot.sig_ign, snapshot.sig_blk);
     out += &format!("pgid={}\n", nix::unistd::getpgrp());
     out

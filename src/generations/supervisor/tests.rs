@@ -4,6 +4,11 @@ use super::*;
 const TERM: Signal = Signal::SIGTERM;
 
 impl Supervisor {
+    /// The first pid forwarded signals go to.
+    fn main_pid(&self) -> Option<Pid> {
+        self.main_pids().first().copied()
+    }
+
     /// `handle` without the reports: what the driver must do.
     fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
         self.handle(event, now)
@@ -17,6 +22,7 @@ impl Supervisor {
         self.step(
             Event::Spawned {
                 generation,
+                slot: 0,
                 pid: Pid::from_raw(pid),
             },
             now,
@@ -39,6 +45,7 @@ impl Supervisor {
         self.step(
             Event::SpawnFailed {
                 generation,
+                slot: 0,
                 reason: "cannot start".into(),
                 status: ChildStatus::Exited(code),
             },
@@ -80,10 +87,22 @@ fn serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
     let mut sup = Supervisor::new(settings);
     assert_eq!(
         sup.step(Event::Start, t0),
-        vec![Action::Spawn { generation: 1 }]
+        vec![Action::Spawn {
+            generation: 1,
+            slot: 0
+        }]
     );
     sup.started_as(1, 100, t0);
-    assert!(sup.step(Event::Ready { generation: 1 }, t0).is_empty());
+    assert!(
+        sup.step(
+            Event::Ready {
+                generation: 1,
+                slot: None
+            },
+            t0
+        )
+        .is_empty()
+    );
     sup
 }
 
@@ -93,7 +112,10 @@ fn reload_stops_the_old_generation_only_once_the_new_is_ready() {
     let mut sup = serving(settings(), t0);
     assert_eq!(
         sup.step(Event::Reload, t0),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
     sup.started_as(2, 200, t0);
     assert!(
@@ -101,7 +123,13 @@ fn reload_stops_the_old_generation_only_once_the_new_is_ready() {
         "nothing before ready"
     );
     assert_eq!(
-        sup.step(Event::Ready { generation: 2 }, t0 + ms(600)),
+        sup.step(
+            Event::Ready {
+                generation: 2,
+                slot: None
+            },
+            t0 + ms(600)
+        ),
         vec![Action::Stop {
             pid: pid(100),
             signal: TERM
@@ -181,7 +209,13 @@ fn reloads_during_a_reload_queue_at_most_one() {
     assert!(sup.step(Event::Reload, t0).is_empty());
     assert!(sup.step(Event::Reload, t0).is_empty());
     assert!(sup.step(Event::Reload, t0).is_empty());
-    let actions = sup.step(Event::Ready { generation: 2 }, t0 + ms(10));
+    let actions = sup.step(
+        Event::Ready {
+            generation: 2,
+            slot: None,
+        },
+        t0 + ms(10),
+    );
     assert_eq!(
         actions,
         vec![
@@ -189,11 +223,20 @@ fn reloads_during_a_reload_queue_at_most_one() {
                 pid: pid(100),
                 signal: TERM
             },
-            Action::Spawn { generation: 3 }
+            Action::Spawn {
+                generation: 3,
+                slot: 0
+            }
         ]
     );
     sup.started_as(3, 300, t0 + ms(10));
-    let actions = sup.step(Event::Ready { generation: 3 }, t0 + ms(20));
+    let actions = sup.step(
+        Event::Ready {
+            generation: 3,
+            slot: None,
+        },
+        t0 + ms(20),
+    );
     assert_eq!(
         actions,
         vec![Action::Stop {
@@ -224,18 +267,25 @@ fn crash_restarts_with_doubling_backoff_up_to_the_cap() {
         assert_eq!(sup.next_deadline(), Some(now + ms(expected_delay)));
         now += ms(expected_delay);
         let actions = sup.step(Event::Tick, now);
-        let [Action::Spawn { generation }] = actions[..] else {
+        let [Action::Spawn { generation, .. }] = actions[..] else {
             panic!("{actions:?}")
         };
         pid_counter += 100;
         sup.step(
             Event::Spawned {
                 generation,
+                slot: 0,
                 pid: pid(pid_counter),
             },
             now,
         );
-        sup.step(Event::Ready { generation }, now);
+        sup.step(
+            Event::Ready {
+                generation,
+                slot: None,
+            },
+            now,
+        );
     }
     assert_eq!(sup.restarts, 4);
 }
@@ -435,7 +485,10 @@ fn initial_failure_under_on_failure_restarts_and_reload_skips_the_wait() {
     assert_eq!(sup.next_deadline(), Some(t0 + ms(100)));
     assert_eq!(
         sup.step(Event::Reload, t0),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
 }
 
@@ -475,7 +528,10 @@ fn first_child_that_cannot_be_forked_is_retried_with_backoff() {
     assert_eq!(actions, vec![Action::Forget { generation: 1 }]);
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(100)),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
 }
 
@@ -488,13 +544,19 @@ fn exec_failure_after_a_child_once_ran_is_retried_with_backoff() {
     sup.reaped(100, ChildStatus::Exited(1), t0);
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(100)),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
     let actions = sup.start_failed(2, 126, t0 + ms(100));
     assert_eq!(actions, vec![Action::Forget { generation: 2 }]);
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(300)),
-        vec![Action::Spawn { generation: 3 }]
+        vec![Action::Spawn {
+            generation: 3,
+            slot: 0
+        }]
     );
 }
 
@@ -530,7 +592,10 @@ fn a_start_that_never_got_ready_is_restarted_even_if_the_child_exits_zero() {
     assert_eq!(sup.next_deadline(), Some(t0 + ms(210)), "with the backoff");
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(210)),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
     assert_eq!(sup.restarts, 1);
 }
@@ -560,7 +625,10 @@ fn reload_while_an_unready_first_generation_stops_starts_exactly_one_generation(
     let mut sup = never_ready_and_stopping(RestartPolicy::OnFailure, t0);
     assert_eq!(
         sup.step(Event::Reload, t0 + ms(105)),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
     sup.started_as(2, 200, t0 + ms(105));
     assert_eq!(sup.situation(), Situation::Launching);
@@ -603,12 +671,24 @@ fn situations_follow_the_generations() {
     sup.step(Event::Start, t0);
     assert_eq!(sup.situation(), Situation::Launching);
     sup.started_as(1, 100, t0);
-    sup.step(Event::Ready { generation: 1 }, t0);
+    sup.step(
+        Event::Ready {
+            generation: 1,
+            slot: None,
+        },
+        t0,
+    );
     assert_eq!(sup.situation(), Situation::Serving);
     sup.step(Event::Reload, t0);
     assert_eq!(sup.situation(), Situation::Reloading);
     sup.started_as(2, 200, t0);
-    sup.step(Event::Ready { generation: 2 }, t0);
+    sup.step(
+        Event::Ready {
+            generation: 2,
+            slot: None,
+        },
+        t0,
+    );
     assert_eq!(sup.situation(), Situation::Serving);
     sup.reaped(200, ChildStatus::Exited(1), t0 + ms(1));
     assert_eq!(sup.situation(), Situation::WaitingToRestart);
@@ -644,7 +724,13 @@ fn reports_tell_outsiders_about_readiness_reloads_and_stopping() {
     assert!(sup.reports(Event::Start, t0).is_empty());
     sup.started_as(1, 100, t0);
     assert_eq!(
-        sup.reports(Event::Ready { generation: 1 }, t0),
+        sup.reports(
+            Event::Ready {
+                generation: 1,
+                slot: None
+            },
+            t0
+        ),
         vec![Report::Ready {
             generation: 1,
             pid: pid(100)
@@ -656,7 +742,13 @@ fn reports_tell_outsiders_about_readiness_reloads_and_stopping() {
     );
     sup.started_as(2, 200, t0);
     assert_eq!(
-        sup.reports(Event::Ready { generation: 2 }, t0),
+        sup.reports(
+            Event::Ready {
+                generation: 2,
+                slot: None
+            },
+            t0
+        ),
         vec![Report::ReloadSucceeded {
             generation: 2,
             pid: pid(200)
@@ -762,7 +854,13 @@ fn lazy_start_watches_the_listeners_and_starts_on_the_first_connection() {
     assert_eq!(sup.main_pid(), None);
     assert_eq!(
         sup.step(Event::ConnectionWaiting, t0),
-        vec![Action::UnwatchListeners, Action::Spawn { generation: 1 }]
+        vec![
+            Action::UnwatchListeners,
+            Action::Spawn {
+                generation: 1,
+                slot: 0
+            }
+        ]
     );
     assert!(
         sup.step(Event::ConnectionWaiting, t0).is_empty(),
@@ -776,7 +874,13 @@ fn lazy_serving(settings: SupervisorSettings, t0: Instant) -> Supervisor {
     sup.step(Event::Start, t0);
     sup.step(Event::ConnectionWaiting, t0);
     sup.started_as(1, 100, t0);
-    sup.step(Event::Ready { generation: 1 }, t0);
+    sup.step(
+        Event::Ready {
+            generation: 1,
+            slot: None,
+        },
+        t0,
+    );
     sup
 }
 
@@ -792,10 +896,22 @@ fn lazy_child_that_exits_goes_back_to_waiting_without_backoff() {
     assert_eq!(sup.next_deadline(), None);
     assert_eq!(
         sup.step(Event::ConnectionWaiting, t0 + ms(60)),
-        vec![Action::UnwatchListeners, Action::Spawn { generation: 2 }]
+        vec![
+            Action::UnwatchListeners,
+            Action::Spawn {
+                generation: 2,
+                slot: 0
+            }
+        ]
     );
     sup.started_as(2, 200, t0 + ms(60));
-    sup.step(Event::Ready { generation: 2 }, t0 + ms(70));
+    sup.step(
+        Event::Ready {
+            generation: 2,
+            slot: None,
+        },
+        t0 + ms(70),
+    );
     // Even a failure, after a healthy run, is no reason to wait.
     let later = t0 + Duration::from_secs(60);
     let actions = sup.reaped(200, ChildStatus::Exited(1), later);
@@ -949,8 +1065,14 @@ fn auto_does_not_trust_an_early_ready_1_while_it_can_look() {
     sup.step(Event::Tick, t0);
     // gunicorn's arbiter says READY=1 before its workers can serve.
     assert!(
-        sup.reports(Event::Ready { generation: 1 }, t0 + ms(70))
-            .is_empty()
+        sup.reports(
+            Event::Ready {
+                generation: 1,
+                slot: None
+            },
+            t0 + ms(70)
+        )
+        .is_empty()
     );
     assert!(observed(&mut sup, Observation::NotYet, t0 + ms(80)).is_empty());
     assert_eq!(
@@ -966,7 +1088,13 @@ fn auto_does_not_trust_an_early_ready_1_while_it_can_look() {
 fn auto_trusts_ready_1_alone_after_the_grace_when_never_seen_accepting() {
     let t0 = Instant::now();
     let mut sup = starting(SupervisorSettings::default(), t0);
-    sup.step(Event::Ready { generation: 1 }, t0 + ms(70));
+    sup.step(
+        Event::Ready {
+            generation: 1,
+            slot: None,
+        },
+        t0 + ms(70),
+    );
     let due = t0 + ms(70) + NOTIFY_GRACE;
     assert!(sup.next_deadline().is_some_and(|at| at <= due));
     let actions = sup.handle(Event::Tick, due);
@@ -1009,7 +1137,13 @@ fn auto_that_cannot_look_falls_back_to_ready_1_or_the_1s_delay() {
     let mut sup = starting(SupervisorSettings::default(), t0);
     observed(&mut sup, why(), t0 + ms(1));
     assert_eq!(
-        sup.reports(Event::Ready { generation: 1 }, t0 + ms(200)),
+        sup.reports(
+            Event::Ready {
+                generation: 1,
+                slot: None
+            },
+            t0 + ms(200)
+        ),
         vec![Report::Ready {
             generation: 1,
             pid: pid(100)
@@ -1025,12 +1159,21 @@ fn accepting_ignores_ready_1_and_reloads_only_once_seen_accepting() {
     observed(&mut sup, accepting_on_fd_3(100), t0 + ms(20));
     assert_eq!(
         sup.step(Event::Reload, t0 + ms(30)),
-        vec![Action::Spawn { generation: 2 }]
+        vec![Action::Spawn {
+            generation: 2,
+            slot: 0
+        }]
     );
     sup.started_as(2, 200, t0 + ms(30));
     assert!(
-        sup.step(Event::Ready { generation: 2 }, t0 + ms(40))
-            .is_empty()
+        sup.step(
+            Event::Ready {
+                generation: 2,
+                slot: None
+            },
+            t0 + ms(40)
+        )
+        .is_empty()
     );
     assert!(
         !sup.step(Event::Tick, t0 + ms(30) + NOTIFY_GRACE)
@@ -1147,13 +1290,22 @@ fn pause_stops_the_generation_and_nothing_restarts_until_resume() {
     assert_eq!(
         sup.handle(Event::Resume, t0 + ms(4000)),
         vec![
-            Action::Spawn { generation: 2 },
+            Action::Spawn {
+                generation: 2,
+                slot: 0
+            },
             Action::Report(Report::ReloadStarted { generation: 2 })
         ]
     );
     sup.started_as(2, 200, t0 + ms(4000));
     assert_eq!(
-        sup.reports(Event::Ready { generation: 2 }, t0 + ms(4100)),
+        sup.reports(
+            Event::Ready {
+                generation: 2,
+                slot: None
+            },
+            t0 + ms(4100)
+        ),
         vec![Report::ReloadSucceeded {
             generation: 2,
             pid: pid(200)
@@ -1255,10 +1407,22 @@ fn maintenance_answers_once_a_paused_generation_has_exited_and_stops_before_resu
     // Answering stops first: the new child must find the queue its own.
     assert_eq!(
         sup.step(Event::Resume, t0 + ms(60_000)),
-        vec![Action::StopMaintenance, Action::Spawn { generation: 2 }]
+        vec![
+            Action::StopMaintenance,
+            Action::Spawn {
+                generation: 2,
+                slot: 0
+            }
+        ]
     );
     sup.started_as(2, 200, t0 + ms(60_000));
-    sup.step(Event::Ready { generation: 2 }, t0 + ms(60_100));
+    sup.step(
+        Event::Ready {
+            generation: 2,
+            slot: None,
+        },
+        t0 + ms(60_100),
+    );
     assert!(!sup.maintenance);
 }
 
@@ -1270,7 +1434,10 @@ fn maintenance_answers_in_a_crash_loop_backoff_once_nobody_was_ready_for_the_del
     let mut sup = Supervisor::new(s);
     assert_eq!(
         sup.step(Event::Start, t0),
-        vec![Action::Spawn { generation: 1 }]
+        vec![Action::Spawn {
+            generation: 1,
+            slot: 0
+        }]
     );
     // Exits at once, again and again: backoffs 100, 200, 400, 800 ms.
     let mut now = t0;
@@ -1302,9 +1469,21 @@ fn maintenance_answers_in_a_crash_loop_backoff_once_nobody_was_ready_for_the_del
             panic!("answering must stop before the restart: {actions:?}");
         }
         if actions.first() == Some(&Action::StopMaintenance) {
-            assert_eq!(actions[1], Action::Spawn { generation });
+            assert_eq!(
+                actions[1],
+                Action::Spawn {
+                    generation,
+                    slot: 0
+                }
+            );
         } else {
-            assert_eq!(actions, vec![Action::Spawn { generation }]);
+            assert_eq!(
+                actions,
+                vec![Action::Spawn {
+                    generation,
+                    slot: 0
+                }]
+            );
         }
     }
     // 0-0.1 s, 0.1-0.3 s, 0.3-0.7 s: too early; 0.7-1.5 s from 1 s on
@@ -1313,7 +1492,13 @@ fn maintenance_answers_in_a_crash_loop_backoff_once_nobody_was_ready_for_the_del
     assert_eq!(started, vec![false, false, false, false, true]);
     // Fixed: ready, and a later crash waits the delay again.
     sup.started_as(generation, 900, now);
-    sup.step(Event::Ready { generation }, now);
+    sup.step(
+        Event::Ready {
+            generation,
+            slot: None,
+        },
+        now,
+    );
     let actions = sup.reaped(900, ChildStatus::Exited(1), now + ms(20_000));
     assert!(
         !actions
@@ -1354,3 +1539,5 @@ fn maintenance_is_off_without_the_option_while_lazy_idle_and_when_stopping() {
         vec![Action::StopMaintenance, Action::Exit { status: 0 }]
     );
 }
+
+mod workers;

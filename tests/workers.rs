@@ -1,0 +1,284 @@
+//! `--workers N`: N children per generation on the same sockets, each with
+//! its own LISTEN_PID and slot; a killed worker replaced alone; reloads
+//! that switch whole generations under a stream of new connections.
+
+use crate::harness::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What each worker that answered said: pid -> its report fields.
+/// Connections go to whichever worker accepts first, so this asks until
+/// `count` distinct workers have answered (or gives up after many tries).
+fn reports_of(address: SocketAddr, count: usize) -> HashMap<i32, HashMap<String, String>> {
+    let mut seen = HashMap::new();
+    for _ in 0..5000 {
+        let answer = request_tcp(address).expect("a worker answers");
+        seen.entry(answer_pid(&answer))
+            .or_insert_with(|| report_fields(&answer));
+        if seen.len() >= count {
+            break;
+        }
+    }
+    seen
+}
+
+fn slot_of(report: &HashMap<String, String>) -> &str {
+    report
+        .get("SOCKHOLD_WORKER")
+        .map_or("UNSET", String::as_str)
+}
+
+#[test]
+fn three_workers_answer_each_with_its_own_pid_slot_and_listen_pid() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--report"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let reports = reports_of(sockhold.tcp_address(0), 3);
+    assert_eq!(reports.len(), 3, "distinct workers answered: {reports:?}");
+    let mut slots: Vec<&str> = reports.values().map(slot_of).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, ["0", "1", "2"]);
+    for (pid, report) in &reports {
+        assert_eq!(report["LISTEN_PID"], pid.to_string(), "{report:?}");
+        assert_eq!(report["LISTEN_FDS"], "1");
+        assert_eq!(report["SOCKHOLD_GENERATION"], "1");
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_alone_in_its_slot_and_no_connection_fails() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--report"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let before = reports_of(address, 3);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let (&victim, victim_report) = before
+        .iter()
+        .find(|(_, report)| slot_of(report) == "1")
+        .expect("the worker in slot 1 answered");
+    let victim_slot = slot_of(victim_report).to_string();
+
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    sockhold.wait_for("generation 1 worker 1 exited on its own with signal");
+    // From its end (a connection it had in hand is lost with it, as with
+    // any server killed so) through its restart in its slot: every new
+    // connection is answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    let line = sockhold.wait_for("generation 1 worker 1 started: pid");
+    let replacement: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // The replacement serves too, before the stream of connections ends.
+    let after = reports_of(address, 3);
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, _) = client.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answered > 0);
+
+    // The other two are the same processes; the replacement has the slot.
+    for (pid, report) in &before {
+        if *pid != victim {
+            assert!(sockhold.child_is_running(Pid::from_raw(*pid)));
+            assert!(
+                after.contains_key(pid),
+                "{pid} ({report:?}) gone: {after:?}"
+            );
+        }
+    }
+    let new = after
+        .get(&replacement)
+        .unwrap_or_else(|| panic!("replacement {replacement} did not answer: {after:?}"));
+    assert_eq!(slot_of(new), victim_slot);
+    assert_eq!(new["SOCKHOLD_GENERATION"], "1");
+    assert_eq!(new["LISTEN_PID"], replacement.to_string());
+    let log = sockhold.log_text();
+    assert!(!log.contains("generation 2"), "no new generation: {log}");
+}
+
+#[test]
+fn a_reload_of_workers_under_a_stream_of_connections_fails_none() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--graceful"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let first = sockhold.child_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    for generation in 2..=4 {
+        sockhold.signal(Signal::SIGHUP);
+        sockhold.wait_for(&format!("generation {generation} ready"));
+        for _ in 0..3 {
+            sockhold.wait_for(&format!("generation {} worker", generation - 1));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, _) = client.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let now: Vec<i32> = (0..30)
+        .map(|_| answer_pid(&request_tcp(address).unwrap()))
+        .collect();
+    for pid in now {
+        assert!(
+            !first.contains(&Pid::from_raw(pid)),
+            "pid {pid} of generation 1 still answers"
+        );
+    }
+}
+
+#[test]
+fn workers_with_accept_is_a_usage_error() {
+    let (code, log) = run_to_exit(&[
+        "--workers",
+        "2",
+        "--accept",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "cat",
+    ]);
+    assert_eq!(code, 64, "{log}");
+    assert!(
+        log.contains("'--workers <N>' cannot be used with '--accept'"),
+        "{log}"
+    );
+}
+
+#[test]
+fn with_ready_notify_a_generation_of_workers_is_ready_once_each_sent_ready() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--ready", "notify"])
+        .args(["--", test_child_bin(), "--ready-after", "20"])
+        .start();
+    // Each worker's READY=1 is traced to its slot by the sender's pid.
+    for count in 1..=2 {
+        sockhold.wait_for(&format!("sent READY=1 ({count} of 3 workers)"));
+    }
+    let ready = sockhold.wait_for("generation 1 ready");
+    assert!(ready.contains("READY=1"), "{ready}");
+    let log = sockhold.log_text();
+    assert!(!log.contains("(3 of 3 workers)"), "{log}");
+}
+
+#[test]
+fn status_lists_every_worker_with_its_slot_pid_and_generation() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let output = std::process::Command::new(sockhold_bin())
+        .arg("status")
+        .arg("--control")
+        .arg(&control)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{status}");
+    let pids = sockhold.child_pids();
+    assert_eq!(pids.len(), 2);
+    for (slot, pid) in pids.iter().enumerate() {
+        let worker = format!(
+            r#"{{"slot":{slot},"pid":{pid},"generation":1,"state":"running","restarts":0}}"#
+        );
+        assert!(status.contains(&worker), "{worker} not in {status}");
+    }
+}
+
+#[test]
+fn a_new_worker_that_exits_fails_the_reload_and_the_old_workers_serve_on() {
+    // Worker 1 of generation 2 exits at start; every other worker serves.
+    let script = r#"if [ "$SOCKHOLD_GENERATION" = 2 ] && [ "$SOCKHOLD_WORKER" = 1 ]; then exit 5; fi
+exec "$0" --ready-after 20 --graceful"#;
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--ready", "notify"])
+        .args(["--", "sh", "-c", script, test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let first = sockhold.child_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    sockhold.signal(Signal::SIGHUP);
+    sockhold.wait_for(
+        "reload failed: generation 2 worker 1 exited with status 5 before ready; generation 1 keeps serving",
+    );
+    sockhold.wait_for("generation 2 worker");
+    sockhold.wait_for("generation 2 worker");
+    stop.store(true, Ordering::SeqCst);
+    let (_, failures, _) = client.join().unwrap();
+    assert!(failures.is_empty(), "failed connections: {failures:?}");
+    // Generation 2 is gone (its other workers may have answered before
+    // they were stopped): generation 1 answers.
+    for _ in 0..20 {
+        let pid = answer_pid(&request_tcp(address).unwrap());
+        assert!(
+            first.contains(&Pid::from_raw(pid)),
+            "{pid} is not of generation 1"
+        );
+    }
+    for pid in &first {
+        assert!(
+            sockhold.child_is_running(*pid),
+            "{pid} of generation 1 gone"
+        );
+    }
+}
+
+#[test]
+fn with_restart_never_sockhold_exits_with_the_first_failure_once_every_worker_is_gone() {
+    // Slot 0 exits 3 first, slot 1 exits 0 last: the first failure counts.
+    let script = r#"if [ "$SOCKHOLD_WORKER" = 0 ]; then set -- 2000 3; else set -- 4000 0; fi
+exec "$0" --ready-after 0 --exit-after "$1" --exit-code "$2""#;
+    let mut sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--ready", "notify"])
+        .args(["--restart", "never", "--", "sh", "-c", script])
+        .arg(test_child_bin())
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let log = sockhold.exits_with(3);
+    assert!(
+        log.contains("generation 1 worker 0 exited on its own with status 3; not restarting it"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_forwarded_signal_reaches_every_worker_and_a_stop_stops_all() {
+    let mut sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
+        .args([test_child_bin(), "--log-signals"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    sockhold.signal(Signal::SIGUSR1);
+    // One line per worker that got it.
+    for _ in 0..3 {
+        sockhold.wait_for("test_child: got SIGUSR1");
+    }
+    sockhold.signal(Signal::SIGTERM);
+    sockhold.exits_with(0);
+}
