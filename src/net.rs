@@ -103,6 +103,27 @@ pub enum Peer {
     Unix,
 }
 
+/// Whether a failed accept(2) only lost that connection (it died in the
+/// queue) or hit a transient network error that accept(2) says to treat
+/// like EAGAIN: the next one may be taken at once. Anything else (EMFILE,
+/// ENFILE, ENOBUFS, ENOMEM) leaves the connection queued.
+pub fn accept_error_is_transient(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::EINTR
+            | Errno::ECONNABORTED
+            | Errno::EPROTO
+            | Errno::ENETDOWN
+            | Errno::ENOPROTOOPT
+            | Errno::EHOSTDOWN
+            | Errno::ENONET
+            | Errno::EHOSTUNREACH
+            | Errno::EOPNOTSUPP
+            | Errno::ENETUNREACH
+            | Errno::EPERM
+    )
+}
+
 /// accept4(2) with SOCK_CLOEXEC, keeping the peer address it returns (no
 /// getpeername call). The connection is blocking: it is the child's.
 pub fn accept_one(listener: RawFd) -> Result<(OwnedFd, Peer), Errno> {

@@ -137,19 +137,7 @@ impl AcceptServer {
                 Err(Errno::EAGAIN) => return true,
                 // The connection died in the queue, or a transient network
                 // error that accept(2) says to treat like EAGAIN: try the next.
-                Err(
-                    Errno::EINTR
-                    | Errno::ECONNABORTED
-                    | Errno::EPROTO
-                    | Errno::ENETDOWN
-                    | Errno::ENOPROTOOPT
-                    | Errno::EHOSTDOWN
-                    | Errno::ENONET
-                    | Errno::EHOSTUNREACH
-                    | Errno::EOPNOTSUPP
-                    | Errno::ENETUNREACH
-                    | Errno::EPERM,
-                ) => continue,
+                Err(errno) if net::accept_error_is_transient(errno) => continue,
                 Err(errno) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays
                     // queued; pause instead of spinning on it.

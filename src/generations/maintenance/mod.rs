@@ -268,19 +268,7 @@ impl Maintenance {
                 Ok(accepted) => accepted,
                 Err(Errno::EAGAIN) => return true,
                 // Died in the queue, or transient (accept(2)): the next.
-                Err(
-                    Errno::EINTR
-                    | Errno::ECONNABORTED
-                    | Errno::EPROTO
-                    | Errno::ENETDOWN
-                    | Errno::ENOPROTOOPT
-                    | Errno::EHOSTDOWN
-                    | Errno::ENONET
-                    | Errno::EHOSTUNREACH
-                    | Errno::EOPNOTSUPP
-                    | Errno::ENETUNREACH
-                    | Errno::EPERM,
-                ) => continue,
+                Err(errno) if net::accept_error_is_transient(errno) => continue,
                 Err(errno) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: it stays queued.
                     if self.accept_failures.should_log(now) {
