@@ -154,11 +154,17 @@ pub struct Cli {
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
     lazy: bool,
 
-    /// Run N identical children per generation on the same sockets, each with its own LISTEN_PID and SOCKHOLD_WORKER slot (0..N-1); a crashed one is restarted alone (1..=1024)
+    /// Run N identical children per generation on the same sockets, each with its own LISTEN_PID and SOCKHOLD_WORKER slot (0..N-1); a crashed one is restarted alone; `sockhold scale` changes N (1..=1024)
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "accept",
           value_parser = clap::value_parser!(u16).range(1..=config::MAX_WORKERS as i64),
           help_heading = "Generations")]
     workers: u16,
+
+    /// With --workers: a reload starts K new workers at a time, and stops an old one each time a new one is ready, so that N workers are ready throughout (K >= N: all at once)
+    #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "accept",
+          value_parser = clap::value_parser!(u16).range(1..=config::MAX_WORKERS as i64),
+          help_heading = "Generations")]
+    reload_surge: u16,
 
     /// Give each child the listening socket on stdin too (fd 0, as spawn-fcgi and inetd "wait" services do: FastCGI backends such as php-cgi); exactly one socket
     #[arg(long, conflicts_with = "accept", help_heading = "Generations")]
@@ -450,6 +456,7 @@ impl Cli {
                 restart_max_delay: self.restart_max_delay,
                 lazy: self.lazy,
                 workers: usize::from(self.workers),
+                reload_surge: usize::from(self.reload_surge),
                 maintenance_after: maintenance.as_ref().map(|_| self.maintenance_after),
                 ..SupervisorSettings::default()
             },
@@ -566,6 +573,15 @@ enum ClientCommand {
     Pause(ControlArgs),
     /// After pause: start a new generation; exit 0 once it is ready, non-zero with the reason if it fails
     Resume(ControlArgs),
+    /// Run COUNT workers per generation (--workers) from now on; exit 0 once that many are ready, non-zero with the reason if a new one fails
+    Scale {
+        /// How many workers (1..=1024); the surplus stops, highest slots first
+        #[arg(value_name = "COUNT",
+              value_parser = clap::value_parser!(u16).range(1..=config::MAX_WORKERS as i64))]
+        count: u16,
+        #[command(flatten)]
+        args: ControlArgs,
+    },
     /// Print a shell completion script (bash, zsh or fish)
     #[command(hide = true)]
     Completions {
@@ -610,7 +626,15 @@ pub enum ClientAction {
 /// The first argument that selects the client instead of the supervisor.
 /// `sockhold -- reload` still runs a program called `reload`.
 pub fn is_client_command(first: &OsStr) -> bool {
-    ["reload", "status", "stop", "pause", "resume", "completions"]
+    [
+        "reload",
+        "status",
+        "stop",
+        "pause",
+        "resume",
+        "scale",
+        "completions",
+    ]
         .iter()
         .any(|word| first == *word)
 }
@@ -623,6 +647,12 @@ impl ClientCli {
             ClientCommand::Stop(args) => (Request::Stop, args),
             ClientCommand::Pause(args) => (Request::Pause, args),
             ClientCommand::Resume(args) => (Request::Resume, args),
+            ClientCommand::Scale { count, args } => (
+                Request::Scale {
+                    count: usize::from(count),
+                },
+                args,
+            ),
             ClientCommand::Completions { shell } => {
                 return ClientAction::Completions(completions(shell));
             }
@@ -819,6 +849,18 @@ mod tests {
             assert!(parse(&["--workers", bad, "--", "true"]).is_err(), "{bad}");
         }
         assert!(parse(&["--workers", "2", "--accept", "--", "cat"]).is_err());
+        let surge = parse(&["--workers", "4", "--reload-surge", "2", "--", "true"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(surge.supervisor.reload_surge, 2);
+        assert_eq!(default.supervisor.reload_surge, 1);
+        for bad in ["0", "1025", "-1", "x"] {
+            assert!(
+                parse(&["--reload-surge", bad, "--", "true"]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

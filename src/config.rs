@@ -75,8 +75,11 @@ pub struct SupervisorSettings {
     /// itself in a restart backoff.
     pub maintenance_after: Option<Duration>,
     /// `--workers`: the processes of each generation (1..=MAX_WORKERS),
-    /// each in its own slot.
+    /// each in its own slot; `scale` changes it at run time.
     pub workers: usize,
+    /// `--reload-surge`: in a reload next to a serving generation, how
+    /// many new workers start at once (a rolling reload).
+    pub reload_surge: usize,
 }
 
 /// The most `--workers` takes: more is a typo, not a server.
@@ -96,6 +99,7 @@ impl Default for SupervisorSettings {
             lazy: false,
             maintenance_after: None,
             workers: 1,
+            reload_surge: 1,
         }
     }
 }

@@ -59,6 +59,8 @@ pub enum Event {
     Pause { client: ClientId },
     /// `resume` on the control socket.
     Resume { client: ClientId },
+    /// `scale N` on the control socket.
+    Scale { client: ClientId, count: usize },
     /// Time passed; deadlines may be due. Comes last in every wakeup.
     Tick,
 }

@@ -364,6 +364,7 @@ impl EventLoop {
                     Request::Status => Event::Status { client },
                     Request::Pause => Event::Pause { client },
                     Request::Resume => Event::Resume { client },
+                    Request::Scale { count } => Event::Scale { client, count },
                     Request::Stop => {
                         self.control
                             .as_mut()?

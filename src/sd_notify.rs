@@ -270,6 +270,11 @@ fn message_for(
         // No RELOADING=1 was said: nothing to take back.
         Report::NothingToReload { .. } => (None, serving),
         Report::Stopping => (Some("STOPPING=1\nSTATUS=stopping".to_string()), serving),
+        Report::Scaled { count, .. } => {
+            let message = format!("STATUS={count} workers; {}", serving_text(serving));
+            (Some(message), serving)
+        }
+        Report::ScaleFailed { .. } => (None, serving),
     }
 }
 

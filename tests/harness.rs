@@ -853,3 +853,33 @@ pub fn report_fields(answer: &str) -> std::collections::HashMap<String, String> 
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// Runs `sockhold ARGS... --control PATH` (a control client) to its end:
+/// its exit code, stdout and stderr, trimmed. Bounded: sockhold's own
+/// timers bound every answer, and the client's --timeout bounds the rest.
+pub fn control_client(args: &[&str], control: &Path) -> (i32, String, String) {
+    let output = Command::new(sockhold_bin())
+        .args(args)
+        .arg("--control")
+        .arg(control)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the control client");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    )
+}
+
+/// The `state` of each entry of a `status` reply's `workers` array.
+pub fn worker_states(status: &str) -> Vec<String> {
+    let Some((_, workers)) = status.split_once("\"workers\":[") else {
+        panic!("no workers array in {status}");
+    };
+    workers
+        .split("\"state\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(state, _)| state.to_string()))
+        .collect()
+}

@@ -1,6 +1,7 @@
 //! `--workers N`: N children per generation on the same sockets, each with
-//! its own LISTEN_PID and slot; a killed worker replaced alone; reloads
-//! that switch whole generations under a stream of new connections.
+//! its own LISTEN_PID and slot; a killed worker replaced alone; rolling
+//! reloads (one new worker at a time, an old one stopped per new one
+//! ready) under a stream of new connections; `sockhold scale`.
 
 use crate::harness::*;
 use nix::sys::signal::{Signal, kill};
@@ -76,6 +77,10 @@ fn a_killed_worker_is_replaced_alone_in_its_slot_and_no_connection_fails() {
     let client = hammer(Arc::clone(&stop), move || request_tcp(address));
     let line = sockhold.wait_for("generation 1 worker 1 started: pid");
     let replacement: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // Its readiness is awaited, as at the start.
+    sockhold.wait_for(&format!(
+        "generation 1 worker 1 ready: accepting on fd 3 (pid {replacement})"
+    ));
     // The replacement serves too, before the stream of connections ends.
     let after = reports_of(address, 3);
     stop.store(true, Ordering::SeqCst);
@@ -110,23 +115,42 @@ fn a_killed_worker_is_replaced_alone_in_its_slot_and_no_connection_fails() {
 }
 
 #[test]
-fn a_reload_of_workers_under_a_stream_of_connections_fails_none() {
+fn a_rolling_reload_under_a_stream_of_connections_fails_none_and_keeps_n_ready() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    // Each worker boots 300 ms (no READY=1): the rollout takes a while,
+    // one worker at a time, and is seen by the observer alone.
     let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "3", "--"])
-        .args([test_child_bin(), "--graceful"])
+        .args(["-l", "127.0.0.1:0", "--workers", "3", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--boot", "300", "--graceful"])
         .start();
     sockhold.wait_for("generation 1 ready");
     let address = sockhold.tcp_address(0);
     let first = sockhold.child_pids();
     let stop = Arc::new(AtomicBool::new(false));
     let client = hammer(Arc::clone(&stop), move || request_tcp(address));
-    for generation in 2..=4 {
-        sockhold.signal(Signal::SIGHUP);
-        sockhold.wait_for(&format!("generation {generation} ready"));
-        for _ in 0..3 {
-            sockhold.wait_for(&format!("generation {} worker", generation - 1));
-        }
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let sampling = Arc::clone(&sampling);
+        let control = control.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !sampling.load(Ordering::SeqCst) {
+                let (code, status, stderr) = control_client(&["status"], &control);
+                assert_eq!(code, 0, "{stderr}");
+                samples.push(worker_states(&status));
+            }
+            samples
+        })
+    };
+    for generation in 2..=3 {
+        let (code, out, err) = control_client(&["reload"], &control);
+        assert_eq!(code, 0, "reload: {out} {err}");
+        assert!(out.starts_with(&format!("generation {generation} pid")), "{out}");
     }
+    sampling.store(true, Ordering::SeqCst);
+    let samples = sampler.join().unwrap();
     stop.store(true, Ordering::SeqCst);
     let (answered, failures, _) = client.join().unwrap();
     assert!(
@@ -136,6 +160,39 @@ fn a_reload_of_workers_under_a_stream_of_connections_fails_none() {
         answered + failures.len(),
         &failures[..failures.len().min(5)]
     );
+    // At every status sample: at least 3 ready, at most 3 + 1 running
+    // (those stopping aside).
+    assert!(samples.len() > 5, "{} samples", samples.len());
+    let starting = samples
+        .iter()
+        .filter(|states| states.iter().any(|s| s == "starting"))
+        .count();
+    assert!(starting > 0, "no sample saw a rollout: {samples:?}");
+    for states in &samples {
+        let ready = states.iter().filter(|s| *s == "ready").count();
+        let running = states.iter().filter(|s| *s != "stopping").count();
+        assert!(ready >= 3 && running <= 4, "{states:?}");
+    }
+    // One at a time: each new worker was started only after the one
+    // before it was ready.
+    let log = sockhold.log_text();
+    let position = |needle: &str| {
+        log.lines()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in log:\n{log}"))
+    };
+    for slot in 1..3 {
+        assert!(
+            position(&format!("generation 2 worker {slot} started"))
+                > position(&format!("generation 2 worker {} ready", slot - 1)),
+            "{log}"
+        );
+        assert!(
+            position(&format!("generation 1 worker {} stopping", slot - 1))
+                > position(&format!("generation 2 worker {} ready", slot - 1)),
+            "{log}"
+        );
+    }
     let now: Vec<i32> = (0..30)
         .map(|_| answer_pid(&request_tcp(address).unwrap()))
         .collect();
@@ -144,6 +201,94 @@ fn a_reload_of_workers_under_a_stream_of_connections_fails_none() {
             !first.contains(&Pid::from_raw(pid)),
             "pid {pid} of generation 1 still answers"
         );
+    }
+}
+
+#[test]
+fn a_rollout_whose_new_worker_is_never_ready_fails_and_the_old_workers_serve_on() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    // Generation 2 never says READY=1 (--ready notify).
+    let script = r#"if [ "$SOCKHOLD_GENERATION" = 2 ]; then exec "$0" --never-ready --graceful; fi
+exec "$0" --ready-after 0 --graceful"#;
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--ready", "notify"])
+        .args(["--ready-timeout", "1s", "--control"])
+        .arg(&control)
+        .args(["--", "sh", "-c", script, test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let first = sockhold.child_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    let (code, out, err) = control_client(&["reload"], &control);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("reload failed") && err.contains("generation 2 worker 0 not ready after 1s"),
+        "{err}"
+    );
+    sockhold.wait_for("generation 2 worker 0 exited");
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, _) = client.join().unwrap();
+    assert!(answered > 0);
+    assert!(failures.is_empty(), "failed connections: {failures:?}");
+    // Only one new worker was ever started: the rollout stopped there.
+    let log = sockhold.log_text();
+    assert!(!log.contains("generation 2 worker 1"), "{log}");
+    assert_eq!(sockhold.child_pids().len(), first.len() + 1);
+    for pid in &first {
+        assert!(sockhold.child_is_running(*pid), "{pid} of generation 1 gone");
+    }
+}
+
+#[test]
+fn scale_up_and_down_under_a_stream_of_connections_fails_none() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--report", "--graceful"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+
+    let (code, out, err) = control_client(&["scale", "4"], &control);
+    assert_eq!((code, out.as_str()), (0, "scaled: generation 1 has 4 ready workers"), "{err}");
+    let (_, status, _) = control_client(&["status"], &control);
+    assert_eq!(worker_states(&status), ["ready"; 4], "{status}");
+    let reports = reports_of(address, 4);
+    let mut slots: Vec<&str> = reports.values().map(slot_of).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, ["0", "1", "2", "3"]);
+
+    let (code, out, err) = control_client(&["scale", "1"], &control);
+    assert_eq!((code, out.as_str()), (0, "scaled: generation 1 has 1 ready workers"), "{err}");
+    for slot in 1..4 {
+        sockhold.wait_for(&format!("generation 1 worker {slot} exited"));
+    }
+    let (_, status, _) = control_client(&["status"], &control);
+    assert_eq!(worker_states(&status), ["ready"], "{status}");
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, _) = client.join().unwrap();
+    assert!(answered > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let log = sockhold.log_text();
+    assert!(!log.contains("restarting it in its slot"), "{log}");
+    // Bad counts are one clear line each, from the client itself.
+    for bad in ["0", "1025", "x"] {
+        let (code, _, err) = control_client(&["scale", bad], &control);
+        assert_eq!(code, 64, "scale {bad}: {err}");
+        assert!(err.contains("COUNT"), "{err}");
     }
 }
 
@@ -172,13 +317,15 @@ fn with_ready_notify_a_generation_of_workers_is_ready_once_each_sent_ready() {
         .args(["--", test_child_bin(), "--ready-after", "20"])
         .start();
     // Each worker's READY=1 is traced to its slot by the sender's pid.
-    for count in 1..=2 {
-        sockhold.wait_for(&format!("sent READY=1 ({count} of 3 workers)"));
-    }
     let ready = sockhold.wait_for("generation 1 ready");
-    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(ready.contains("all 3 workers ready, the last READY=1"), "{ready}");
     let log = sockhold.log_text();
-    assert!(!log.contains("(3 of 3 workers)"), "{log}");
+    for slot in 0..3 {
+        assert!(
+            log.contains(&format!("generation 1 worker {slot} ready: READY=1 after")),
+            "{log}"
+        );
+    }
 }
 
 #[test]
@@ -203,7 +350,7 @@ fn status_lists_every_worker_with_its_slot_pid_and_generation() {
     assert_eq!(pids.len(), 2);
     for (slot, pid) in pids.iter().enumerate() {
         let worker = format!(
-            r#"{{"slot":{slot},"pid":{pid},"generation":1,"state":"running","restarts":0}}"#
+            r#"{{"slot":{slot},"pid":{pid},"generation":1,"state":"ready","restarts":0,"ready_by":"accepting on fd 3 (pid {pid}) after "#
         );
         assert!(status.contains(&worker), "{worker} not in {status}");
     }
@@ -227,24 +374,30 @@ exec "$0" --ready-after 20 --graceful"#;
     sockhold.wait_for(
         "reload failed: generation 2 worker 1 exited with status 5 before ready; generation 1 keeps serving",
     );
-    sockhold.wait_for("generation 2 worker");
-    sockhold.wait_for("generation 2 worker");
+    // Slot 0 had been handed over to generation 2: generation 1 starts
+    // it again, and generation 2's worker 0 serves until that is ready.
+    sockhold.wait_for("generation 1 worker 0 starting again in its slot: the reload failed");
+    let line = sockhold.wait_for("generation 1 worker 0 started: pid");
+    let refill = Pid::from_raw(line.rsplit(' ').next().unwrap().parse().unwrap());
+    sockhold.wait_for("generation 1 worker 0 ready");
+    sockhold.wait_for("generation 2 worker 0 stopping (generation 1 worker 0 is ready)");
+    sockhold.wait_for("generation 2 worker 0 exited");
     stop.store(true, Ordering::SeqCst);
     let (_, failures, _) = client.join().unwrap();
     assert!(failures.is_empty(), "failed connections: {failures:?}");
-    // Generation 2 is gone (its other workers may have answered before
-    // they were stopped): generation 1 answers.
+    // Generation 2 is gone: generation 1 answers, slots 1 and 2 as the
+    // same processes as before.
+    let mut generation_1: Vec<Pid> = first[1..].to_vec();
+    generation_1.push(refill);
+    for pid in &generation_1 {
+        assert!(sockhold.child_is_running(*pid), "{pid} of generation 1 gone");
+    }
+    assert!(!sockhold.child_is_running(first[0]));
     for _ in 0..20 {
         let pid = answer_pid(&request_tcp(address).unwrap());
         assert!(
-            first.contains(&Pid::from_raw(pid)),
+            generation_1.contains(&Pid::from_raw(pid)),
             "{pid} is not of generation 1"
-        );
-    }
-    for pid in &first {
-        assert!(
-            sockhold.child_is_running(*pid),
-            "{pid} of generation 1 gone"
         );
     }
 }

@@ -41,7 +41,7 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
     // A refused write (sockhold already replied and closed) is not the
     // end: its reply may be waiting to be read.
     let _ = stream.set_write_timeout(Some(exchange.left()));
-    let _ = stream.write_all(&protocol::line(request.word()));
+    let _ = stream.write_all(&protocol::line(&request.text()));
     let mut reply = Vec::new();
     let line = exchange.read_line(&mut stream, &mut reply, request)?;
     if line.is_empty() {
@@ -78,7 +78,10 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
             println!("{line}");
             Ok(exit::OK)
         }
-        (Request::Reload | Request::Resume | Request::Pause, Some(text)) => {
+        (
+            Request::Reload | Request::Resume | Request::Pause | Request::Scale { .. },
+            Some(text),
+        ) => {
             println!("{text}");
             Ok(exit::OK)
         }
@@ -134,6 +137,7 @@ impl Exchange {
             Waiting::Reply(Request::Stop) => "no reply to stop",
             Waiting::Reply(Request::Pause) => "the old generation may still be stopping",
             Waiting::Reply(Request::Resume) => "the new generation may still be starting",
+            Waiting::Reply(Request::Scale { .. }) => "the new workers may still be starting",
             Waiting::Exit => "it is stopping and has not exited yet",
         };
         Error::new(

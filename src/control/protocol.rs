@@ -3,6 +3,7 @@
 //! `status` reply's JSON. Both the server and the client take the wire's
 //! words from here, so that what one writes is what the other expects.
 
+use crate::config::MAX_WORKERS;
 use crate::generations::supervisor::{GenerationId, GenerationInfo, WorkerInfo};
 use nix::unistd::Pid;
 use std::fmt::Display;
@@ -21,10 +22,14 @@ pub enum Request {
     Stop,
     Pause,
     Resume,
+    /// `scale N`: run `count` workers per generation from now on.
+    Scale {
+        count: usize,
+    },
 }
 
 impl Request {
-    /// The request line's word.
+    /// The request line's first word.
     pub fn word(self) -> &'static str {
         match self {
             Request::Reload => "reload",
@@ -32,6 +37,15 @@ impl Request {
             Request::Stop => "stop",
             Request::Pause => "pause",
             Request::Resume => "resume",
+            Request::Scale { .. } => "scale",
+        }
+    }
+
+    /// The request line as sent, without its newline.
+    pub fn text(self) -> String {
+        match self {
+            Request::Scale { count } => format!("scale {count}"),
+            request => request.word().to_string(),
         }
     }
 
@@ -43,9 +57,19 @@ impl Request {
             "stop" => Some(Request::Stop),
             "pause" => Some(Request::Pause),
             "resume" => Some(Request::Resume),
-            _ => None,
+            other => {
+                let count = other.strip_prefix("scale ")?.trim().parse().ok()?;
+                (1..=MAX_WORKERS)
+                    .contains(&count)
+                    .then_some(Request::Scale { count })
+            }
         }
     }
+}
+
+/// The reply to a `scale` that is done: `what` says what runs now.
+pub fn scaled(what: impl Display) -> String {
+    format!("{OK}scaled: {what}")
 }
 
 /// A request or reply as sent: one line, ended by a newline.
@@ -112,7 +136,7 @@ pub fn permission_denied(why: &str) -> String {
 pub fn unknown_request(line: &str) -> String {
     let shown: String = line.trim().chars().take(40).collect();
     error(format_args!(
-        "unknown request '{}' (send reload, status, stop, pause or resume)",
+        "unknown request '{}' (send reload, status, stop, pause, resume or scale N, N from 1 to {MAX_WORKERS})",
         shown.escape_debug()
     ))
 }
@@ -230,13 +254,16 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         .iter()
         .map(|w| {
             format!(
-                "{{\"slot\":{},\"pid\":{},\"generation\":{},\"state\":{},\"restarts\":{}}}",
+                "{{\"slot\":{},\"pid\":{},\"generation\":{},\"state\":{},\"restarts\":{},\"ready_by\":{}}}",
                 w.slot,
                 w.pid
                     .map_or_else(|| "null".to_string(), |pid| pid.to_string()),
                 w.generation,
                 json_string(w.state),
-                w.restarts
+                w.restarts,
+                w.ready_by
+                    .as_deref()
+                    .map_or_else(|| "null".to_string(), json_string)
             )
         })
         .collect();
@@ -336,8 +363,9 @@ mod tests {
                 slot: 0,
                 generation: 2,
                 pid: Some(Pid::from_raw(4242)),
-                state: "running",
+                state: "ready",
                 restarts: 0,
+                ready_by: Some("accepting on fd 3 (pid 4242) after 2.98s".into()),
             }],
             restarts: 1,
             reload_queued: false,
@@ -362,7 +390,8 @@ mod tests {
                 r#""generations":[{"id":2,"pid":4242,"state":"current","cause":"reload","#,
                 r#""started":999998.500,"age_seconds":1.500,"#,
                 r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}],"#,
-                r#""workers":[{"slot":0,"pid":4242,"generation":2,"state":"running","restarts":0}]}"#
+                r#""workers":[{"slot":0,"pid":4242,"generation":2,"state":"ready","restarts":0,"#,
+                r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}]}"#
             )
         );
     }
@@ -375,12 +404,14 @@ mod tests {
             Request::Stop,
             Request::Pause,
             Request::Resume,
+            Request::Scale { count: 4 },
         ] {
             assert_eq!(
-                Request::parse(&format!(" {}\n", request.word())),
+                Request::parse(&format!(" {}\n", request.text())),
                 Some(request)
             );
         }
+        assert_eq!(scaled("4 workers"), "ok scaled: 4 workers");
         assert_eq!(
             paused("generation 3 stopping"),
             "ok paused: generation 3 stopping"
@@ -417,7 +448,7 @@ mod tests {
         assert_eq!(error_reason(&reloaded), None);
         assert_eq!(
             unknown_request("re\tstart\n"),
-            "error unknown request 're\\tstart' (send reload, status, stop, pause or resume)"
+            "error unknown request 're\\tstart' (send reload, status, stop, pause, resume or scale N, N from 1 to 1024)"
         );
         assert_eq!(request_too_long(), "error request longer than 256 bytes");
         assert_eq!(no_request_in_time(), "error no request within 10s");
@@ -430,5 +461,12 @@ mod tests {
         assert_eq!(Request::parse("status\r"), Some(Request::Status));
         assert_eq!(Request::parse("stop"), Some(Request::Stop));
         assert_eq!(Request::parse("reload now"), None);
+        assert_eq!(
+            Request::parse("scale 1024"),
+            Some(Request::Scale { count: 1024 })
+        );
+        for bad in ["scale", "scale 0", "scale 1025", "scale -1", "scale 2x", "scale4"] {
+            assert_eq!(Request::parse(bad), None, "{bad}");
+        }
     }
 }

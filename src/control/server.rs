@@ -88,6 +88,8 @@ enum State {
     AwaitingReload { generation: Option<GenerationId> },
     /// Waiting for the outcome of a pause.
     AwaitingPause,
+    /// Waiting for the outcome of a scale.
+    AwaitingScale,
     /// Writing a reply, then closing or holding the connection.
     Writing {
         reply: Vec<u8>,
@@ -321,6 +323,7 @@ impl Server {
             State::Asked
             | State::AwaitingReload { .. }
             | State::AwaitingPause
+            | State::AwaitingScale
             | State::HeldUntilExit => Next::Stay,
         };
         match next {
@@ -370,10 +373,28 @@ impl Server {
         }
     }
 
+    /// The client waits for the outcome of its `scale`; call before the
+    /// supervisor handles it.
+    pub fn await_scale(&mut self, id: ClientId) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.state = State::AwaitingScale;
+        }
+    }
+
     /// Answers the clients that a supervisor report concerns.
     pub fn report(&mut self, report: &Report) {
         let mut answers: Vec<(ClientId, String)> = Vec::new();
         for (id, client) in &mut self.clients {
+            if let State::AwaitingScale = client.state {
+                match report {
+                    Report::Scaled { what, .. } => answers.push((*id, protocol::scaled(what))),
+                    Report::ScaleFailed { reason } => {
+                        answers.push((*id, protocol::error(reason)));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             if let State::AwaitingPause = client.state {
                 match report {
                     Report::Paused { what } => answers.push((*id, protocol::paused(what))),
@@ -499,7 +520,7 @@ impl Server {
                 State::Writing { reply, written, .. } => {
                     let _ = write_some(&mut client.stream, reply, written);
                 }
-                State::AwaitingPause => {
+                State::AwaitingPause | State::AwaitingScale => {
                     let reply = protocol::line(&protocol::error("sockhold exited"));
                     let mut written = 0;
                     let _ = write_some(&mut client.stream, &reply, &mut written);

@@ -45,8 +45,6 @@ pub struct Generations {
     /// `--stdin-socket`.
     stdin_socket: bool,
     ready: ReadyMode,
-    /// `--workers`: processes per generation.
-    workers: usize,
     watcher: Watcher,
     /// O_NONBLOCK of each held socket as sockhold found it, until a
     /// generation changed it (warned once).
@@ -72,7 +70,6 @@ impl Generations {
             signal_group: config.signal_group,
             stdin_socket: config.stdin_socket,
             ready: config.supervisor.ready,
-            workers: config.supervisor.workers,
             watcher: Watcher::new(listeners),
             nonblocking: Some(
                 listeners
@@ -156,10 +153,11 @@ impl Generations {
                     Action::Stop { pid, signal } => context.children.stop(pid, signal),
                     Action::Signal { pid, signal } => context.children.signal(pid, signal),
                     Action::Forget { generation } => self.forget(generation, context),
-                    Action::Observe { generation } => {
-                        if let Some(observation) = self.observe(generation) {
+                    Action::Observe { generation, slot } => {
+                        if let Some(observation) = self.observe(generation, slot) {
                             pending.push_back(supervisor::Event::Observed {
                                 generation,
+                                slot,
                                 observation,
                             });
                         }
@@ -239,7 +237,7 @@ impl Generations {
     ) -> Option<i32> {
         let worker_pids = self.supervisor.worker_pids(generation);
         let main_pid = worker_pids.first().map(|&(_, pid)| pid);
-        let many_workers = self.workers > 1;
+        let many_workers = self.supervisor.worker_count() > 1;
         let socket = self.notify_sockets.get_mut(&generation)?;
         let now = Instant::now();
         if let Some(count) = socket.refusals().take_summary(now) {
@@ -381,7 +379,7 @@ impl Generations {
         env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
         env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
         env.extend(compat::generation_environment(&self.compat_env, generation));
-        if self.workers > 1 {
+        if self.supervisor.names_workers() {
             env.push(("SOCKHOLD_WORKER".into(), slot.to_string().into()));
             env.push(("SOCKHOLD_GENERATION".into(), generation.to_string().into()));
         }
@@ -479,41 +477,27 @@ impl Generations {
         }
     }
 
-    /// One look at a starting generation's processes: each worker's own
-    /// process tree, as one observation (`Observation::of_all`).
-    fn observe(&self, generation: GenerationId) -> Option<supervisor::Observation> {
+    /// One look at a starting worker's processes: its own process tree
+    /// (and orphans), not those of the other workers and generations.
+    fn observe(
+        &self,
+        generation: GenerationId,
+        slot: supervisor::Slot,
+    ) -> Option<supervisor::Observation> {
         let workers = self.supervisor.worker_pids(generation);
-        if workers.is_empty() {
-            return None;
-        }
-        let other_generations: Vec<_> = self
+        let &(_, main) = workers.iter().find(|&&(s, _)| s == slot)?;
+        let others: Vec<_> = self
             .supervisor
             .generations()
             .iter()
-            .filter(|g| g.id != generation)
             .flat_map(|g| g.pids.clone())
+            .filter(|&pid| pid != main)
             .collect();
         let bound = self
             .intercept
             .as_ref()
             .and_then(|intercept| intercept.bound_by(generation));
-        let looks = workers
-            .iter()
-            .map(|&(_, main)| {
-                let others: Vec<_> = other_generations
-                    .iter()
-                    .copied()
-                    .chain(
-                        workers
-                            .iter()
-                            .map(|&(_, pid)| pid)
-                            .filter(|&pid| pid != main),
-                    )
-                    .collect();
-                self.watcher.look(main, &others, self.ready, bound)
-            })
-            .collect();
-        Some(supervisor::Observation::of_all(looks))
+        Some(self.watcher.look(main, &others, self.ready, bound))
     }
 
     /// Drops the generation's notify socket, which removes its file and
@@ -640,6 +624,13 @@ impl Generations {
                     control.await_reload(client);
                 }
                 supervisor::Event::Resume
+            }
+            Event::Scale { client, count } => {
+                log::info!("control: scale {count} requested");
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.await_scale(client);
+                }
+                supervisor::Event::Scale { count }
             }
             Event::Status { client } => {
                 let json = self.status_json(context);

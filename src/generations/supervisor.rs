@@ -8,11 +8,16 @@
 //! ready; *stopping* ones have been sent the stop signal and get SIGKILL at
 //! their deadline.
 //!
-//! A generation runs the command as `--workers` processes, one per slot.
-//! It is ready once every worker is; while it is current, a worker that
-//! ends is restarted alone in its slot (its own backoff), and only the end
-//! of its last live worker ends the generation, as the end of a single
-//! child does. Without `--workers` there is one slot and nothing else.
+//! A generation runs the command as `--workers` processes, one per slot,
+//! each with its own readiness. It is ready once every worker is. A
+//! reload next to a serving generation is rolling: `--reload-surge` new
+//! workers start at a time, and each one ready takes over its slot from
+//! the old worker there, which is stopped; so at least N workers are
+//! ready all along. While a generation is current, a worker that ends is
+//! restarted alone in its slot (its own backoff, readiness awaited again),
+//! and only the end of its last live worker ends the generation, as the
+//! end of a single child does. `scale` changes N at run time. Without
+//! `--workers` there is one slot and nothing else.
 //!
 //! `handle` is a table: the *situation* is derived from the fields (never
 //! stored twice), and each `(situation, event)` cell says what happens.
@@ -82,10 +87,11 @@ pub enum Event {
         generation: GenerationId,
         slot: Option<Slot>,
     },
-    /// What one look at the generation's processes in /proc showed (the
+    /// What one look at a worker's processes in /proc showed (the
     /// answer to `Action::Observe`).
     Observed {
         generation: GenerationId,
+        slot: Slot,
         observation: Observation,
     },
     /// A child was reaped.
@@ -98,6 +104,8 @@ pub enum Event {
     Pause,
     /// `resume`: start a new generation after a pause.
     Resume,
+    /// `scale`: run `count` workers from now on.
+    Scale { count: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +116,9 @@ pub enum Action {
         generation: GenerationId,
         slot: Slot,
     },
-    /// Look at the generation's processes in /proc and report `Observed`.
-    Observe { generation: GenerationId },
+    /// Look at the processes of the worker in `slot` in /proc and report
+    /// `Observed`.
+    Observe { generation: GenerationId, slot: Slot },
     /// Ask a child to stop: the stop signal, then SIGCONT (`child.rs`).
     Stop { pid: Pid, signal: Signal },
     /// Any other signal: forwarded ones, SIGKILL.
@@ -159,6 +168,11 @@ pub enum Report {
     Paused { what: String },
     /// A pause that was not done.
     PauseRefused { reason: String },
+    /// `scale`: the serving generation has `count` ready workers (`what`
+    /// says more), or nothing runs and the next generation will.
+    Scaled { count: usize, what: String },
+    /// A scale that was refused, or whose new workers failed.
+    ScaleFailed { reason: String },
 }
 
 /// Why a generation was started; a reload's outcome is reported as such.
@@ -214,35 +228,6 @@ pub enum Observation {
     HoldsNone,
 }
 
-impl Observation {
-    /// One look at every worker of a generation, as one look: accepting
-    /// only once every worker is; otherwise what holds it back. A worker
-    /// that cannot be seen (or holds no socket) decides for all, so that
-    /// the fallbacks stay those of one child.
-    pub fn of_all(looks: Vec<Observation>) -> Observation {
-        if let Some(found) = looks
-            .iter()
-            .find(|look| matches!(look, Observation::Unobservable { .. }))
-            .or_else(|| looks.iter().find(|look| **look == Observation::HoldsNone))
-        {
-            return found.clone();
-        }
-        if looks.contains(&Observation::Busy) {
-            return Observation::Busy;
-        }
-        match looks.first() {
-            Some(first @ Observation::Accepting { .. })
-                if looks
-                    .iter()
-                    .all(|look| matches!(look, Observation::Accepting { .. })) =>
-            {
-                first.clone()
-            }
-            _ => Observation::NotYet,
-        }
-    }
-}
-
 /// A generation's state as outsiders see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenerationState {
@@ -274,9 +259,11 @@ pub struct WorkerInfo {
     pub generation: GenerationId,
     /// None while it is (re)started.
     pub pid: Option<Pid>,
-    /// `running`, `starting`, `waiting to restart`, `exited`.
+    /// `starting`, `ready`, `stopping`, `waiting to restart`.
     pub state: &'static str,
     pub restarts: u64,
+    /// What made it ready (`accepting on fd 3 (pid 42) after 1.2s`, ...).
+    pub ready_by: Option<String>,
 }
 
 /// A generation as outsiders see it (the control socket's `status`).
@@ -285,7 +272,7 @@ pub struct GenerationInfo {
     pub id: GenerationId,
     /// Its first worker's; None only while its spawn is under way.
     pub pid: Option<Pid>,
-    /// Every live worker's, by slot.
+    /// Every process of it: its workers by slot, then those stopping.
     pub pids: Vec<Pid>,
     pub state: GenerationState,
     pub cause: Cause,
@@ -299,47 +286,91 @@ pub struct GenerationInfo {
 enum AfterStop {
     Nothing,
     /// It never became ready and nobody else serves: its end is a failed
-    /// start, and the restart policy decides what comes next.
-    ApplyRestartPolicy,
+    /// start, and the restart policy decides what comes next. `exited`:
+    /// the status of the worker whose own exit ended the start (None:
+    /// it was stopped, not ready in time).
+    ApplyRestartPolicy { exited: Option<ChildStatus> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// Spawned, not yet ready. `ready_at`: when the delay makes it ready;
-    /// `observe_at`: when to look at its processes next (`auto`,
-    /// `accepting`); `notified_at`: when it sent `READY=1` (`auto` waits to
-    /// see it accepting until `NOTIFY_GRACE` after that).
-    Starting {
-        ready_at: Option<Instant>,
-        give_up_at: Instant,
-        observe_at: Option<Instant>,
-        notified_at: Option<Instant>,
-    },
-    Current {
-        since: Instant,
-    },
-    /// Sent the stop signal; `kill_at` is None once SIGKILL was sent.
-    Stopping {
-        kill_at: Option<Instant>,
-        after: AfterStop,
-    },
+    /// Its workers are starting: all at once while nobody serves, or
+    /// `--reload-surge` at a time next to the current generation (a
+    /// rolling reload). It becomes current once every worker is ready.
+    Starting,
+    Current { since: Instant },
+    /// Stopped as a whole. After a failed rolling reload, its ready
+    /// workers in slots they took over serve on until the current
+    /// generation's worker there is ready again.
+    Stopping { after: AfterStop },
+}
+
+/// A running worker not yet ready. `ready_at`: when the delay makes it
+/// ready; `observe_at`: when to look at its processes next (`auto`,
+/// `accepting`); `notified_at`: when it sent `READY=1` (`auto` waits to
+/// see it accepting until `NOTIFY_GRACE` after that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Awaiting {
+    ready_at: Option<Instant>,
+    give_up_at: Instant,
+    observe_at: Option<Instant>,
+    notified_at: Option<Instant>,
+}
+
+impl Awaiting {
+    fn new(settings: &SupervisorSettings, now: Instant) -> Awaiting {
+        let (ready_at, observe_at) = match settings.ready {
+            ReadyMode::Delay(delay) => (Some(now + delay), None),
+            ReadyMode::Notify => (None, None),
+            // The first look comes with the next tick.
+            ReadyMode::Auto | ReadyMode::Accepting => (None, Some(now)),
+        };
+        Awaiting {
+            ready_at,
+            give_up_at: now + settings.ready_timeout,
+            observe_at,
+            notified_at: None,
+        }
+    }
+
+    /// The earliest time something is due.
+    fn deadline(&self) -> Instant {
+        [
+            self.ready_at,
+            Some(self.give_up_at),
+            self.observe_at,
+            self.notified_at.map(|at| at + NOTIFY_GRACE),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.give_up_at)
+    }
 }
 
 /// What one slot of a generation is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
+    /// Rolling reload: waits for its turn among `--reload-surge` starting
+    /// at once.
+    Queued,
     /// Between `Spawn` and `Spawned`.
     Spawning,
-    Running {
+    /// Running, not yet ready.
+    Starting {
+        pid: Pid,
+        since: Instant,
+        awaiting: Awaiting,
+    },
+    Ready {
         pid: Pid,
         since: Instant,
     },
     /// Exited on its own while its generation serves: started again in
     /// its slot at `at` (the slot's backoff).
-    WaitingToRestart {
-        at: Instant,
-    },
-    /// Gone, and not restarted in its slot.
+    WaitingToRestart { at: Instant },
+    /// Gone, handed over or stopped (then its process is `Leaving`), and
+    /// not restarted in its slot.
     Ended,
 }
 
@@ -347,27 +378,30 @@ enum WorkerState {
 struct Worker {
     slot: Slot,
     state: WorkerState,
-    /// Sent `READY=1` while its generation was starting.
-    notified: bool,
     /// Crashes in a row in this slot, for its backoff.
     failures: u32,
     restarts: u64,
+    /// Why its processes cannot be observed, once that is known.
+    unobservable: Option<String>,
+    ready_by: Option<String>,
 }
 
 impl Worker {
-    fn new(slot: Slot) -> Worker {
+    fn new(slot: Slot, state: WorkerState) -> Worker {
         Worker {
             slot,
-            state: WorkerState::Spawning,
-            notified: false,
+            state,
             failures: 0,
             restarts: 0,
+            unobservable: None,
+            ready_by: None,
         }
     }
 
+    /// Its process, while it runs and was not told to stop.
     fn pid(&self) -> Option<Pid> {
         match self.state {
-            WorkerState::Running { pid, .. } => Some(pid),
+            WorkerState::Starting { pid, .. } | WorkerState::Ready { pid, .. } => Some(pid),
             _ => None,
         }
     }
@@ -376,9 +410,33 @@ impl Worker {
     fn is_live(&self) -> bool {
         matches!(
             self.state,
-            WorkerState::Spawning | WorkerState::Running { .. }
+            WorkerState::Spawning | WorkerState::Starting { .. } | WorkerState::Ready { .. }
         )
     }
+
+    fn is_ready(&self) -> bool {
+        matches!(self.state, WorkerState::Ready { .. })
+    }
+
+    /// Started, not yet ready.
+    fn is_in_flight(&self) -> bool {
+        matches!(
+            self.state,
+            WorkerState::Spawning | WorkerState::Starting { .. }
+        )
+    }
+}
+
+/// A process that was sent the stop signal (with its generation, or alone:
+/// handed over, scaled away), until it is reaped. SIGKILL at `kill_at`;
+/// None once sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Leaving {
+    generation: GenerationId,
+    slot: Slot,
+    pid: Pid,
+    kill_at: Option<Instant>,
+    restarts: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -392,13 +450,11 @@ struct Generation {
     role: Role,
     started_at: Instant,
     cause: Cause,
-    /// Why its processes cannot be observed, once that is known.
-    unobservable: Option<String>,
     ready_by: Option<String>,
 }
 
 impl Generation {
-    /// The first live worker's pid: the one reports name.
+    /// The first running worker's pid: the one reports name.
     fn pid(&self) -> Option<Pid> {
         self.workers.iter().find_map(Worker::pid)
     }
@@ -411,13 +467,17 @@ impl Generation {
         self.workers.iter().any(Worker::is_live)
     }
 
-    /// "generation 2" or, with workers, "generation 2 worker 1".
-    fn name(&self, slot: Slot) -> String {
-        if self.workers.len() > 1 {
-            format!("generation {} worker {slot}", self.id)
-        } else {
-            format!("generation {}", self.id)
-        }
+    fn all_ready(&self) -> bool {
+        self.workers.iter().all(Worker::is_ready)
+    }
+}
+
+/// "generation 2" or, with workers, "generation 2 worker 1".
+fn worker_name(generation: GenerationId, slot: Slot, many: bool) -> String {
+    if many {
+        format!("generation {generation} worker {slot}")
+    } else {
+        format!("generation {generation}")
     }
 }
 
@@ -550,12 +610,19 @@ pub struct Supervisor {
     /// Whether the driver was last told to answer (`StartMaintenance`);
     /// what it should be is `maintenance_due`.
     maintenance: bool,
+    /// Processes told to stop, until reaped.
+    leaving: Vec<Leaving>,
+    /// A `scale` waiting for the serving generation to have this many
+    /// ready workers.
+    scale_awaited: Option<usize>,
+    /// Whether workers are named by slot (`--workers` above 1, now or
+    /// ever): in the log, and in the children's environment.
+    many_workers: bool,
 }
 
 impl Supervisor {
     pub fn new(settings: SupervisorSettings) -> Supervisor {
         Supervisor {
-            settings,
             generations: Vec::new(),
             next_id: 1,
             phase: Phase::Running,
@@ -565,6 +632,10 @@ impl Supervisor {
             ever_spawned: false,
             unserved_since: None,
             maintenance: false,
+            leaving: Vec::new(),
+            scale_awaited: None,
+            many_workers: settings.workers > 1,
+            settings,
         }
     }
 
@@ -752,13 +823,23 @@ impl Supervisor {
                 _,
                 Event::Observed {
                     generation,
+                    slot,
                     observation,
                 },
-            ) => self.observed(generation, observation, now, a),
+            ) => self.observed(generation, slot, observation, now, a),
             (_, Event::Exited { pid, status }) => self.exited(pid, status, now, a),
             (_, Event::Tick) => self.tick(now, a),
+
+            // Scaling.
+            (S::ShuttingDown { .. }, Event::Scale { .. }) => {
+                a.push(Action::Report(Report::ScaleFailed {
+                    reason: "sockhold is stopping".to_string(),
+                }));
+            }
+            (_, Event::Scale { count }) => self.scale(count, now, a),
         }
         self.follow_maintenance(now, &mut actions);
+        self.follow_scale(&mut actions);
         self.finish(actions)
     }
 
@@ -839,32 +920,16 @@ impl Supervisor {
 
     /// The earliest time `Tick` has work to do; None: wait for events only.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let from_generations = self.generations.iter().filter_map(|g| match g.role {
-            Role::Starting {
-                ready_at,
-                give_up_at,
-                observe_at,
-                notified_at,
-            } => [
-                ready_at,
-                Some(give_up_at),
-                observe_at,
-                notified_at.map(|at| at + NOTIFY_GRACE),
-            ]
-            .into_iter()
-            .flatten()
-            .min(),
-            Role::Current { .. } => None,
-            Role::Stopping { kill_at, .. } => kill_at,
-        });
-        let slot_restarts =
-            self.generations
-                .iter()
-                .flat_map(|g| &g.workers)
-                .filter_map(|w| match w.state {
-                    WorkerState::WaitingToRestart { at } => Some(at),
-                    _ => None,
-                });
+        let workers = self
+            .generations
+            .iter()
+            .flat_map(|g| &g.workers)
+            .filter_map(|w| match w.state {
+                WorkerState::Starting { awaiting, .. } => Some(awaiting.deadline()),
+                WorkerState::WaitingToRestart { at } => Some(at),
+                _ => None,
+            });
+        let kills = self.leaving.iter().filter_map(|l| l.kill_at);
         let restart = match self.phase {
             Phase::WaitingToRestart { at } => Some(at),
             Phase::Idle { watch_at } => watch_at,
@@ -879,15 +944,11 @@ impl Supervisor {
             }
             _ => None,
         };
-        from_generations
-            .chain(slot_restarts)
-            .chain(restart)
-            .chain(maintenance)
-            .min()
+        workers.chain(kills).chain(restart).chain(maintenance).min()
     }
 
-    /// The pids that forwarded signals go to: every worker of the current
-    /// generation, or of the starting one when nobody is current yet.
+    /// The pids that forwarded signals go to: every running worker of the
+    /// current generation, or of the starting one when nobody is current.
     pub fn main_pids(&self) -> Vec<Pid> {
         self.current()
             .or_else(|| self.newest_starting())
@@ -895,30 +956,36 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
-    /// Every worker of every generation, oldest generation first.
+    /// Every worker process of every generation (and every slot about to
+    /// get one), oldest generation first; then those stopping.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.generations
-            .iter()
-            .flat_map(|g| {
-                g.workers.iter().map(|w| WorkerInfo {
+        let running = self.generations.iter().flat_map(|g| {
+            g.workers.iter().filter_map(|w| {
+                let state = match w.state {
+                    WorkerState::Spawning | WorkerState::Starting { .. } => "starting",
+                    WorkerState::Ready { .. } => "ready",
+                    WorkerState::WaitingToRestart { .. } => "waiting to restart",
+                    WorkerState::Queued | WorkerState::Ended => return None,
+                };
+                Some(WorkerInfo {
                     slot: w.slot,
                     generation: g.id,
                     pid: w.pid(),
-                    state: match (w.state, g.role) {
-                        (WorkerState::Spawning, _) => "starting",
-                        (WorkerState::Running { .. }, Role::Starting { .. }) if w.notified => {
-                            "ready"
-                        }
-                        (WorkerState::Running { .. }, Role::Starting { .. }) => "starting",
-                        (WorkerState::Running { .. }, Role::Current { .. }) => "running",
-                        (WorkerState::Running { .. }, Role::Stopping { .. }) => "stopping",
-                        (WorkerState::WaitingToRestart { .. }, _) => "waiting to restart",
-                        (WorkerState::Ended, _) => "exited",
-                    },
+                    state,
                     restarts: w.restarts,
+                    ready_by: w.ready_by.clone().filter(|_| w.is_ready()),
                 })
             })
-            .collect()
+        });
+        let leaving = self.leaving.iter().map(|l| WorkerInfo {
+            slot: l.slot,
+            generation: l.generation,
+            pid: Some(l.pid),
+            state: "stopping",
+            restarts: l.restarts,
+            ready_by: None,
+        });
+        running.chain(leaving).collect()
     }
 
     /// Every generation, oldest first: a read-only view for status reports.
@@ -928,9 +995,17 @@ impl Supervisor {
             .map(|g| GenerationInfo {
                 id: g.id,
                 pid: g.pid(),
-                pids: g.pids().collect(),
+                pids: g
+                    .pids()
+                    .chain(
+                        self.leaving
+                            .iter()
+                            .filter(|l| l.generation == g.id)
+                            .map(|l| l.pid),
+                    )
+                    .collect(),
                 state: match g.role {
-                    Role::Starting { .. } => GenerationState::Starting,
+                    Role::Starting => GenerationState::Starting,
                     Role::Current { .. } => GenerationState::Current,
                     Role::Stopping { .. } => GenerationState::Stopping,
                 },
@@ -951,7 +1026,18 @@ impl Supervisor {
         self.reload_queued
     }
 
-    /// The pid of each live worker of a generation, with its slot (to
+    /// How many workers a generation runs (`--workers`, or `scale`).
+    pub fn worker_count(&self) -> usize {
+        self.settings.workers
+    }
+
+    /// Whether workers are told their slot (`SOCKHOLD_WORKER`): with
+    /// more than one worker, now or before.
+    pub fn names_workers(&self) -> bool {
+        self.many_workers
+    }
+
+    /// The pid of each running worker of a generation, with its slot (to
     /// look at them in /proc, and to tell who sent a notify message).
     pub fn worker_pids(&self, generation: GenerationId) -> Vec<(Slot, Pid)> {
         self.index_of(generation)
@@ -978,7 +1064,7 @@ impl Supervisor {
     fn newest_starting(&self) -> Option<usize> {
         self.generations
             .iter()
-            .rposition(|g| matches!(g.role, Role::Starting { .. }))
+            .rposition(|g| g.role == Role::Starting)
     }
 
     /// A stopping generation whose end applies the restart policy.
@@ -987,39 +1073,81 @@ impl Supervisor {
             matches!(
                 g.role,
                 Role::Stopping {
-                    after: AfterStop::ApplyRestartPolicy,
-                    ..
+                    after: AfterStop::ApplyRestartPolicy { .. },
                 }
             )
         })
     }
 
+    fn name(&self, index: usize, slot: Slot) -> String {
+        worker_name(self.generations[index].id, slot, self.many_workers)
+    }
+
     fn start_generation(&mut self, cause: Cause, now: Instant, actions: &mut Vec<Action>) {
         let id = self.next_id;
         self.next_id += 1;
+        // Next to a serving generation, workers start a few at a time
+        // (`fill`); while nobody serves, all at once.
+        let state = if self.current().is_some() {
+            WorkerState::Queued
+        } else {
+            WorkerState::Spawning
+        };
         self.generations.push(Generation {
             id,
-            workers: (0..self.settings.workers).map(Worker::new).collect(),
+            workers: (0..self.settings.workers)
+                .map(|slot| Worker::new(slot, state))
+                .collect(),
             first_failure: None,
-            role: Role::Starting {
-                ready_at: None,
-                give_up_at: now + self.settings.ready_timeout,
-                observe_at: None,
-                notified_at: None,
-            },
+            role: Role::Starting,
             started_at: now,
             cause,
-            unobservable: None,
             ready_by: None,
         });
-        for slot in 0..self.settings.workers {
-            actions.push(Action::Spawn {
-                generation: id,
-                slot,
-            });
+        if state == WorkerState::Spawning {
+            for slot in 0..self.settings.workers {
+                actions.push(Action::Spawn {
+                    generation: id,
+                    slot,
+                });
+            }
+        } else {
+            self.fill(self.generations.len() - 1, actions);
         }
         if cause.is_awaited() {
             actions.push(Action::Report(Report::ReloadStarted { generation: id }));
+        }
+    }
+
+    /// Starts the queued workers of a starting generation: up to
+    /// `--reload-surge` not yet ready next to a serving generation, every
+    /// one when nobody serves.
+    fn fill(&mut self, index: usize, actions: &mut Vec<Action>) {
+        let room = if self.current().is_some() {
+            let in_flight = self.generations[index]
+                .workers
+                .iter()
+                .filter(|w| w.is_in_flight())
+                .count();
+            self.settings.reload_surge.saturating_sub(in_flight)
+        } else {
+            usize::MAX
+        };
+        let g = &mut self.generations[index];
+        if g.role != Role::Starting {
+            return;
+        }
+        for worker in g
+            .workers
+            .iter_mut()
+            .filter(|w| w.state == WorkerState::Queued)
+            .take(room)
+        {
+            worker.state = WorkerState::Spawning;
+            actions.push(Action::Spawn {
+                generation: g.id,
+                slot: worker.slot,
+            });
         }
     }
 
@@ -1057,46 +1185,11 @@ impl Supervisor {
         let Some(index) = self.index_of(generation) else {
             return;
         };
-        let cannot_exec = matches!(
-            status,
-            ChildStatus::Exited(exit::CANNOT_EXECUTE | exit::NOT_FOUND)
-        );
-        let g = &mut self.generations[index];
-        if let Some(worker) = g.workers.get_mut(slot) {
-            worker.state = WorkerState::Ended;
+        if let Some(worker) = self.generations[index].workers.get_mut(slot) {
+            if worker.state == WorkerState::Spawning {
+                worker.state = WorkerState::Ended;
+            }
         }
-        if cannot_exec && !self.ever_spawned && self.phase == Phase::Running && g.any_live() {
-            // The first child cannot run at all (below): neither can its
-            // siblings, whose failures end the generation.
-            log::error!("{reason}");
-            self.shut_down(status.exit_code(), now, actions);
-            return;
-        }
-        if g.any_live() {
-            // Other workers run: this slot's failure is one worker's.
-            let why = format!("could not start ({reason})");
-            let gone = Gone {
-                slot,
-                pid: None,
-                status,
-                ran_for: Duration::ZERO,
-            };
-            self.worker_gone(index, gone, &why, now, actions);
-            return;
-        }
-        if let Role::Stopping { .. } | Role::Current { .. } = g.role {
-            let why = format!("could not start ({reason})");
-            let gone = Gone {
-                slot,
-                pid: None,
-                status,
-                ran_for: Duration::ZERO,
-            };
-            self.worker_gone(index, gone, &why, now, actions);
-            return;
-        }
-        let g = self.generations.remove(index);
-        actions.push(Action::Forget { generation });
         let cannot_exec = matches!(
             status,
             ChildStatus::Exited(exit::CANNOT_EXECUTE | exit::NOT_FOUND)
@@ -1105,18 +1198,19 @@ impl Supervisor {
             // The very first child cannot run at all (say, a binary for
             // another machine): retrying cannot help, so fail like any other
             // bad command line. A failed fork is retried: resources come back.
+            // Its siblings cannot run either.
             log::error!("{reason}");
             self.shut_down(status.exit_code(), now, actions);
+            self.remove_gone(actions);
             return;
         }
-        self.failed_before_ready(
-            g.id,
-            g.cause,
-            &format!("could not start ({reason})"),
+        let gone = Gone {
+            slot,
+            pid: None,
             status,
-            now,
-            actions,
-        );
+            ran_for: Duration::ZERO,
+        };
+        self.worker_gone(index, gone, &format!("could not start ({reason})"), now, actions);
     }
 
     fn spawned(
@@ -1128,13 +1222,6 @@ impl Supervisor {
         actions: &mut Vec<Action>,
     ) {
         self.ever_spawned = true;
-        let (ready_at, observe_at) = match self.settings.ready {
-            ReadyMode::Delay(delay) => (Some(now + delay), None),
-            ReadyMode::Notify => (None, None),
-            // The first look comes with the next tick.
-            ReadyMode::Auto | ReadyMode::Accepting => (None, Some(now)),
-        };
-        let give_up_at = now + self.settings.ready_timeout;
         let Some(index) = self.index_of(generation) else {
             // Its generation ended (another worker failed) while this one
             // was being started: nobody wants it.
@@ -1145,36 +1232,88 @@ impl Supervisor {
             });
             return;
         };
+        let name = self.name(index, slot);
+        let stop_signal = self.settings.stop_signal;
+        let awaiting = Awaiting::new(&self.settings, now);
         let g = &mut self.generations[index];
-        let name = g.name(slot);
-        let Some(worker) = g.workers.get_mut(slot) else {
-            return;
-        };
-        worker.state = WorkerState::Running { pid, since: now };
-        match g.role {
-            Role::Starting { .. } => {
-                g.started_at = now;
-                g.role = Role::Starting {
-                    ready_at,
-                    give_up_at,
-                    observe_at,
-                    notified_at: None,
+        let wanted = !matches!(g.role, Role::Stopping { .. });
+        match g.workers.get_mut(slot) {
+            Some(worker) if wanted && worker.state == WorkerState::Spawning => {
+                worker.state = WorkerState::Starting {
+                    pid,
+                    since: now,
+                    awaiting,
                 };
+                worker.unobservable = None;
+                worker.ready_by = None;
                 log::info!("{name} started: pid {pid}");
             }
-            // The line before said it restarts in its slot.
-            Role::Current { .. } => log::info!("{name} started: pid {pid}"),
-            Role::Stopping { .. } => {
+            worker => {
+                // Its generation stops, or its slot was scaled away or
+                // handed over while it was being started.
+                let restarts = worker.map_or(0, |w| w.restarts);
                 log::info!(
-                    "{name} started while its generation stops: {} to pid {pid}",
-                    signals::name(self.settings.stop_signal)
+                    "{name} started while it is no longer wanted: {} to pid {pid}",
+                    signals::name(stop_signal)
                 );
-                actions.push(Action::Stop {
-                    pid,
-                    signal: self.settings.stop_signal,
-                });
+                self.leave(generation, slot, pid, restarts, now, actions);
             }
         }
+    }
+
+    /// Sends the stop signal to `pid` and follows it until it is reaped.
+    fn leave(
+        &mut self,
+        generation: GenerationId,
+        slot: Slot,
+        pid: Pid,
+        restarts: u64,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        self.leaving.push(Leaving {
+            generation,
+            slot,
+            pid,
+            kill_at: Some(now + self.settings.stop_timeout),
+            restarts,
+        });
+        actions.push(Action::Stop {
+            pid,
+            signal: self.settings.stop_signal,
+        });
+    }
+
+    /// The worker in `slot` stops (`why`, for the log): its process gets
+    /// the stop signal, and the slot restarts no more. Returns whether
+    /// there was a process.
+    fn stop_worker(
+        &mut self,
+        index: usize,
+        slot: Slot,
+        why: &str,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let name = self.name(index, slot);
+        let g = &mut self.generations[index];
+        let id = g.id;
+        let Some(worker) = g.workers.get_mut(slot) else {
+            return false;
+        };
+        let pid = worker.pid();
+        let restarts = worker.restarts;
+        // A worker being spawned is stopped when it is reported started.
+        worker.state = WorkerState::Ended;
+        let Some(pid) = pid else {
+            return false;
+        };
+        log::info!(
+            "{name} stopping{why}: {} to pid {pid}",
+            signals::name(self.settings.stop_signal)
+        );
+        self.leave(id, slot, pid, restarts, now, actions);
+        true
     }
 
     /// A verified `READY=1`.
@@ -1189,60 +1328,65 @@ impl Supervisor {
             return;
         };
         let g = &mut self.generations[index];
-        if !matches!(g.role, Role::Starting { .. }) {
+        if let Role::Stopping { .. } = g.role {
             return;
         }
-        // With workers, the generation counts as having sent READY=1 once
-        // every worker has.
-        let slot = slot.or_else(|| g.workers.iter().find(|w| !w.notified).map(|w| w.slot));
-        if let Some(worker) = slot.and_then(|slot| g.workers.get_mut(slot)) {
-            worker.notified = true;
-        }
-        let notified = g.workers.iter().filter(|w| w.notified).count();
-        if notified < g.workers.len() {
-            log::info!(
-                "{} sent READY=1 ({notified} of {} workers)",
-                g.name(slot.unwrap_or_default()),
-                g.workers.len()
-            );
-            return;
-        }
-        let Role::Starting { notified_at, .. } = &mut g.role else {
+        // A sender that could not be traced counts for the lowest slot
+        // that has not sent one.
+        let Some(slot) = slot.or_else(|| {
+            g.workers.iter().find_map(|w| match w.state {
+                WorkerState::Starting { awaiting, .. } if awaiting.notified_at.is_none() => {
+                    Some(w.slot)
+                }
+                _ => None,
+            })
+        }) else {
             return;
         };
-        let waited = format_duration(now.saturating_duration_since(g.started_at));
-        match (self.settings.ready, &g.unobservable) {
+        let Some(worker) = g.workers.get_mut(slot) else {
+            return;
+        };
+        let WorkerState::Starting {
+            since,
+            ref mut awaiting,
+            ..
+        } = worker.state
+        else {
+            return;
+        };
+        let waited = format_duration(now.saturating_duration_since(since));
+        let name = worker_name(generation, slot, self.many_workers);
+        match (self.settings.ready, &worker.unobservable) {
             (ReadyMode::Notify | ReadyMode::Delay(_), _) => {
-                self.promote(index, format!("READY=1 after {waited}"), now, actions);
+                self.worker_ready(index, slot, format!("READY=1 after {waited}"), now, actions);
             }
             (ReadyMode::Auto | ReadyMode::Accepting, Some(why)) => {
                 let why = format!("READY=1 after {waited} ({why})");
-                self.promote(index, why, now, actions);
+                self.worker_ready(index, slot, why, now, actions);
             }
             // Some servers say READY=1 before they can serve (gunicorn's
             // arbiter, before its workers have loaded the app): wait to see
             // it accepting, for a bounded time.
             (ReadyMode::Auto, None) => {
-                if notified_at.is_none() {
-                    *notified_at = Some(now);
+                if awaiting.notified_at.is_none() {
+                    awaiting.notified_at = Some(now);
                     log::info!(
-                        "generation {generation} sent READY=1 after {waited}; ready once seen accepting (at most {} more)",
+                        "{name} sent READY=1 after {waited}; ready once seen accepting (at most {} more)",
                         format_duration(NOTIFY_GRACE)
                     );
                 }
             }
             (ReadyMode::Accepting, None) => {
-                log::debug!(
-                    "generation {generation} sent READY=1; --ready accepting waits to see it accepting"
-                );
+                log::debug!("{name} sent READY=1; --ready accepting waits to see it accepting");
             }
         }
     }
 
-    /// What a look at the generation's processes showed.
+    /// What a look at a worker's processes showed.
     fn observed(
         &mut self,
         generation: GenerationId,
+        slot: Slot,
         observation: Observation,
         now: Instant,
         actions: &mut Vec<Action>,
@@ -1250,67 +1394,131 @@ impl Supervisor {
         let Some(index) = self.index_of(generation) else {
             return;
         };
-        let g = &mut self.generations[index];
-        let Role::Starting {
-            ready_at,
-            observe_at,
-            notified_at,
+        let name = self.name(index, slot);
+        let ready_mode = self.settings.ready;
+        let Some(worker) = self.generations[index].workers.get_mut(slot) else {
+            return;
+        };
+        let WorkerState::Starting {
+            since,
+            ref mut awaiting,
             ..
-        } = &mut g.role
+        } = worker.state
         else {
             return;
         };
-        let waited = format_duration(now.saturating_duration_since(g.started_at));
+        let waited = format_duration(now.saturating_duration_since(since));
         match observation {
             Observation::NotYet => {}
             Observation::Busy => {
-                if let Some(at) = observe_at {
+                if let Some(at) = &mut awaiting.observe_at {
                     *at = (*at).min(now + BUSY_OBSERVE_INTERVAL);
                 }
             }
             Observation::Accepting { pid, fd, doing } => {
-                log::debug!("generation {generation}: pid {pid} {doing} on fd {fd}");
+                log::debug!("{name}: pid {pid} {doing} on fd {fd}");
                 let why = format!("accepting on fd {fd} (pid {pid}) after {waited}");
-                self.promote(index, why, now, actions);
+                self.worker_ready(index, slot, why, now, actions);
             }
             Observation::HoldsNone => {
                 // It closed every held socket: nothing to see any more, and
                 // taking it for ready after a delay would stop a serving
                 // generation for one that cannot serve.
-                *observe_at = None;
+                awaiting.observe_at = None;
                 let why = "it holds none of the sockets".to_string();
-                if notified_at.is_some() {
+                if awaiting.notified_at.is_some() {
                     let why = format!("READY=1 after {waited} ({why})");
-                    self.promote(index, why, now, actions);
+                    self.worker_ready(index, slot, why, now, actions);
                     return;
                 }
                 log::warn!(
-                    "generation {generation} {why}: it cannot take connections from them; ready only on READY=1"
+                    "{name} {why}: it cannot take connections from them; ready only on READY=1"
                 );
-                g.unobservable = Some(why);
+                worker.unobservable = Some(why);
             }
             Observation::Unobservable { why } => {
                 // Nothing more to see: stop looking, and fall back.
-                *observe_at = None;
-                if notified_at.is_some() {
+                awaiting.observe_at = None;
+                if awaiting.notified_at.is_some() {
                     let why = format!("READY=1 after {waited} ({why})");
-                    self.promote(index, why, now, actions);
+                    self.worker_ready(index, slot, why, now, actions);
                     return;
                 }
-                match self.settings.ready {
+                match ready_mode {
                     ReadyMode::Auto => {
                         log::info!(
-                            "generation {generation}: {why}; ready on READY=1, or when still running after {}",
+                            "{name}: {why}; ready on READY=1, or when still running after {}",
                             format_duration(AUTO_DELAY)
                         );
-                        *ready_at = Some(g.started_at + AUTO_DELAY);
+                        awaiting.ready_at = Some(since + AUTO_DELAY);
                     }
-                    _ => log::warn!(
-                        "generation {generation}: {why}; --ready accepting now waits for READY=1"
-                    ),
+                    _ => log::warn!("{name}: {why}; --ready accepting now waits for READY=1"),
                 }
-                g.unobservable = Some(why);
+                worker.unobservable = Some(why);
             }
+        }
+    }
+
+    /// The worker in `slot` is ready (`why`): the slot is its own now, and
+    /// the older workers that held it stop. A starting generation whose
+    /// workers are all ready takes over; until then, the next ones start.
+    fn worker_ready(
+        &mut self,
+        index: usize,
+        slot: Slot,
+        why: String,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let name = self.name(index, slot);
+        let g = &mut self.generations[index];
+        let id = g.id;
+        let worker = &mut g.workers[slot];
+        let WorkerState::Starting { pid, since, .. } = worker.state else {
+            return;
+        };
+        worker.state = WorkerState::Ready { pid, since };
+        worker.ready_by = Some(why.clone());
+        if self.many_workers {
+            log::info!("{name} ready: {why}");
+        }
+        let role = g.role;
+        // Said before any old worker is told to stop.
+        let completes = role == Role::Starting && g.all_ready();
+        let generation_why = if self.many_workers {
+            format!("all {} workers ready, the last {why}", g.workers.len())
+        } else {
+            why
+        };
+        if completes {
+            log::info!("generation {id} ready: {generation_why}");
+        }
+        // Older holders of the slot: the current generation's worker when
+        // this one rolls in; a failed rollout's stand-in when this one
+        // refills the slot.
+        for other in 0..self.generations.len() {
+            let supersedes = match self.generations[other].role {
+                Role::Current { .. } => role == Role::Starting,
+                Role::Stopping { .. } => true,
+                Role::Starting => false,
+            };
+            if other != index && supersedes {
+                let why = if self.many_workers {
+                    format!(" (generation {id} worker {slot} is ready)")
+                } else {
+                    String::new()
+                };
+                self.stop_worker(other, slot, &why, now, actions);
+            }
+        }
+        self.remove_gone(actions);
+        let Some(index) = self.index_of(id) else {
+            return;
+        };
+        if completes {
+            self.promote(index, generation_why, now, actions);
+        } else {
+            self.fill(index, actions);
         }
     }
 
@@ -1333,16 +1541,28 @@ impl Supervisor {
             signals::name(signal)
         );
         for g in &mut self.generations {
-            for pid in g.pids() {
-                actions.push(Action::Signal {
-                    pid,
-                    signal: Signal::SIGKILL,
-                });
-            }
             g.role = Role::Stopping {
-                kill_at: None,
                 after: AfterStop::Nothing,
             };
+            for worker in &mut g.workers {
+                if let Some(pid) = worker.pid() {
+                    self.leaving.push(Leaving {
+                        generation: g.id,
+                        slot: worker.slot,
+                        pid,
+                        kill_at: None,
+                        restarts: worker.restarts,
+                    });
+                }
+                worker.state = WorkerState::Ended;
+            }
+        }
+        for leaving in &mut self.leaving {
+            leaving.kill_at = None;
+            actions.push(Action::Signal {
+                pid: leaving.pid,
+                signal: Signal::SIGKILL,
+            });
         }
     }
 
@@ -1381,8 +1601,8 @@ impl Supervisor {
         for index in 0..self.generations.len() {
             let g = &mut self.generations[index];
             match g.role {
-                Role::Stopping { ref mut after, .. } => *after = AfterStop::Nothing,
-                Role::Starting { .. } if g.cause.is_awaited() => {
+                Role::Stopping { ref mut after } => *after = AfterStop::Nothing,
+                Role::Starting if g.cause.is_awaited() => {
                     actions.push(Action::Report(Report::ReloadFailed {
                         generation: g.id,
                         reason: format!("paused before generation {} was ready", g.id),
@@ -1411,42 +1631,31 @@ impl Supervisor {
         actions.push(Action::Report(Report::Paused { what }));
     }
 
-    /// Sends the stop signal unless the generation is already stopping.
+    /// Sends the stop signal to every worker of the generation (also to a
+    /// failed rollout's stand-ins); what it does once gone stays as it was
+    /// if it was stopping already.
     fn stop_generation(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
         let g = &mut self.generations[index];
-        if let Role::Stopping { .. } = g.role {
-            return;
+        if !matches!(g.role, Role::Stopping { .. }) {
+            g.role = Role::Stopping {
+                after: AfterStop::Nothing,
+            };
         }
-        g.role = Role::Stopping {
-            kill_at: Some(now + self.settings.stop_timeout),
-            after: AfterStop::Nothing,
-        };
-        for worker in &mut g.workers {
-            // A slot waiting to restart restarts no more.
-            if let WorkerState::WaitingToRestart { .. } = worker.state {
-                worker.state = WorkerState::Ended;
-            }
-        }
-        for pid in g.pids().collect::<Vec<_>>() {
-            log::info!(
-                "generation {} stopping: {} to pid {pid}",
-                g.id,
-                signals::name(self.settings.stop_signal)
-            );
-            actions.push(Action::Stop {
-                pid,
-                signal: self.settings.stop_signal,
-            });
+        for slot in 0..g.workers.len() {
+            self.stop_worker(index, slot, "", now, actions);
         }
     }
 
-    /// The generation at `index` is ready: it becomes current and the one
-    /// it replaces is stopped.
+    /// The generation at `index` is ready (said already: `why`): it
+    /// becomes current and the one it replaces is stopped.
     fn promote(&mut self, index: usize, why: String, now: Instant, actions: &mut Vec<Action>) {
-        log::info!("generation {} ready: {why}", self.generations[index].id);
+        let id = self.generations[index].id;
         if let Some(old) = self.current() {
             self.stop_generation(old, now, actions);
         }
+        let Some(index) = self.index_of(id) else {
+            return;
+        };
         let promoted = &mut self.generations[index];
         promoted.role = Role::Current { since: now };
         promoted.ready_by = Some(why);
@@ -1457,33 +1666,60 @@ impl Supervisor {
                 Cause::Launch | Cause::Restart => Report::Ready { generation, pid },
             }));
         }
+        self.remove_gone(actions);
         self.start_queued_reload(now, actions);
     }
 
     fn exited(&mut self, pid: Pid, status: ChildStatus, now: Instant, actions: &mut Vec<Action>) {
+        if let Some(position) = self.leaving.iter().position(|l| l.pid == pid) {
+            let leaving = self.leaving.remove(position);
+            self.note_exit_status(leaving.generation, status);
+            let name = worker_name(leaving.generation, leaving.slot, self.many_workers);
+            log::info!("{name} exited with {status}{}", pipe_hint(status));
+            self.remove_gone_with(Some(status), now, actions);
+            return;
+        }
         let Some((index, slot, since)) = self.generations.iter().enumerate().find_map(|(i, g)| {
             g.workers.iter().find_map(|w| match w.state {
-                WorkerState::Running { pid: p, since } if p == pid => Some((i, w.slot, since)),
+                WorkerState::Starting { pid: p, since, .. } | WorkerState::Ready { pid: p, since }
+                    if p == pid =>
+                {
+                    Some((i, w.slot, since))
+                }
                 _ => None,
             })
         }) else {
             log::debug!("reaped pid {pid} ({status}), not a generation's main process");
             return;
         };
-        let id = self.generations[index].id;
+        self.note_exit_status(self.generations[index].id, status);
+        self.generations[index].workers[slot].state = WorkerState::Ended;
+        let why = format!("exited with {status} before ready{}", pipe_hint(status));
+        let gone = Gone {
+            slot,
+            pid: Some(pid),
+            status,
+            ran_for: now.saturating_duration_since(since),
+        };
+        self.worker_gone(index, gone, &why, now, actions);
+    }
+
+    /// While stopping: the exit of a process of the generation whose end
+    /// decides sockhold's status. A stop that was asked for and honoured
+    /// exits 0, so that a clean stop is not reported as a failure. With
+    /// workers, the first worker that did not honour it decides.
+    fn note_exit_status(&mut self, generation: GenerationId, status: ChildStatus) {
+        let stop_signal = self.settings.stop_signal;
         if let Phase::ShuttingDown {
             requested_by,
             primary: Some(primary),
             ref mut exit_status,
         } = self.phase
         {
-            if primary == id {
-                // A stop that was asked for and honoured exits 0, so that a
-                // clean stop is not reported as a failure. With workers,
-                // the first worker that did not honour it decides.
+            if primary == generation {
                 let honoured = requested_by.is_some_and(|asked| {
                     status.success()
-                        || status == ChildStatus::Signaled(self.settings.stop_signal)
+                        || status == ChildStatus::Signaled(stop_signal)
                         || status == ChildStatus::Signaled(asked)
                 });
                 if *exit_status == exit::OK && !honoured {
@@ -1491,21 +1727,12 @@ impl Supervisor {
                 }
             }
         }
-        self.generations[index].workers[slot].state = WorkerState::Ended;
-        let why = format!("exited with {status} before ready{}", pipe_hint(status));
-        let ran_for = now.saturating_duration_since(since);
-        let gone = Gone {
-            slot,
-            pid: Some(pid),
-            status,
-            ran_for,
-        };
-        self.worker_gone(index, gone, &why, now, actions);
     }
 
-    /// The worker in `slot` ended (exited, or could not start; `why`
-    /// says which, for a starting generation). While other workers of its
-    /// generation live, that is the slot's business; the last one takes
+    /// The worker in `slot` ended on its own (exited, or could not start;
+    /// `why` says which, for a starting generation). In a starting
+    /// generation that ends the start; in the current one it is the
+    /// slot's business while other workers live, and the last one takes
     /// the generation with it.
     fn worker_gone(
         &mut self,
@@ -1521,39 +1748,18 @@ impl Supervisor {
             status,
             ran_for,
         } = gone;
+        let name = self.name(index, slot);
         let g = &self.generations[index];
-        let name = g.name(slot);
-        if g.any_live() {
-            match g.role {
-                Role::Stopping { .. } => {
-                    log::info!("{name} exited with {status}{}", pipe_hint(status));
-                }
-                Role::Starting { .. } => {
-                    self.abandon_starting(index, &format!("{name} {why}"), now, actions);
-                }
-                Role::Current { .. } => self.worker_ended(index, slot, status, ran_for, now),
-            }
-            return;
-        }
-        let g = self.generations.remove(index);
-        actions.push(Action::Forget { generation: g.id });
-        let nobody_else = self.phase == Phase::Running
-            && self.current().is_none()
-            && self.newest_starting().is_none();
         match g.role {
-            Role::Stopping { after, .. } => {
+            Role::Stopping { .. } => {
                 log::info!("{name} exited with {status}{}", pipe_hint(status));
-                if after == AfterStop::ApplyRestartPolicy && nobody_else {
-                    log::warn!(
-                        "generation {} never became ready: a failed start, whatever its status",
-                        g.id
-                    );
-                    let ending = Ending::NeverReady(status);
-                    self.apply_restart_policy(g.id, ending, Duration::ZERO, now, actions);
-                }
             }
-            Role::Starting { .. } => {
-                self.failed_before_ready(g.id, g.cause, why, status, now, actions);
+            Role::Starting => {
+                let what = format!("{name} {why}");
+                self.abandon_starting(index, &what, Some(status), now, actions);
+            }
+            Role::Current { .. } if g.any_live() => {
+                self.worker_ended(index, slot, status, ran_for, now, actions);
             }
             Role::Current { since } => {
                 let pid = pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
@@ -1561,17 +1767,88 @@ impl Supervisor {
                     "{name}{pid} exited on its own with {status}{}",
                     pipe_hint(status)
                 );
+                let id = g.id;
+                let ending = Ending::Exited(g.first_failure.unwrap_or(status));
+                self.stop_generation(index, now, actions);
+                self.remove_gone(actions);
                 if let Some(next) = self.newest_starting() {
                     log::info!(
                         "generation {} is starting and will take over",
                         self.generations[next].id
                     );
+                    // Nobody serves now: the rest of it starts at once.
+                    self.fill(next, actions);
                 } else if self.phase == Phase::Running {
                     // Nobody serves: the generation ends as a whole, with
                     // its first worker's failure if one failed before.
                     let ran_for = now.saturating_duration_since(since);
-                    let ending = Ending::Exited(g.first_failure.unwrap_or(status));
-                    self.apply_restart_policy(g.id, ending, ran_for, now, actions);
+                    self.apply_restart_policy(id, ending, ran_for, now, actions);
+                }
+            }
+        }
+        self.remove_gone_with(Some(status), now, actions);
+    }
+
+    /// Removes the generations that have no process left; see
+    /// `remove_gone_with`.
+    fn remove_gone(&mut self, actions: &mut Vec<Action>) {
+        let mut index = 0;
+        while index < self.generations.len() {
+            let g = &self.generations[index];
+            let leaving = self.leaving.iter().any(|l| l.generation == g.id);
+            let waiting = g
+                .workers
+                .iter()
+                .any(|w| matches!(w.state, WorkerState::WaitingToRestart { .. }));
+            if g.any_live() || leaving || waiting || !matches!(g.role, Role::Stopping { .. }) {
+                index += 1;
+                continue;
+            }
+            let g = self.generations.remove(index);
+            actions.push(Action::Forget { generation: g.id });
+        }
+    }
+
+    /// Removes the generations that have no process left (`status`: the
+    /// last exit's). One that was stopped because it never became ready,
+    /// while nobody else serves, then applies the restart policy.
+    fn remove_gone_with(
+        &mut self,
+        status: Option<ChildStatus>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let before: Vec<(GenerationId, Role)> =
+            self.generations.iter().map(|g| (g.id, g.role)).collect();
+        self.remove_gone(actions);
+        for (id, role) in before {
+            if self.index_of(id).is_some() {
+                continue;
+            }
+            let Role::Stopping {
+                after: AfterStop::ApplyRestartPolicy { exited },
+            } = role
+            else {
+                continue;
+            };
+            let nobody_else = self.phase == Phase::Running
+                && self.current().is_none()
+                && self.newest_starting().is_none();
+            if !nobody_else {
+                continue;
+            }
+            let status = status.unwrap_or(ChildStatus::Exited(exit::GENERAL_FAILURE));
+            match exited {
+                Some(exited) => {
+                    let ending = Ending::Exited(exited);
+                    self.apply_restart_policy(id, ending, Duration::ZERO, now, actions);
+                }
+                None => {
+                    log::warn!(
+                        "generation {id} never became ready: a failed start, whatever its status"
+                    );
+                    let ending = Ending::NeverReady(status);
+                    self.apply_restart_policy(id, ending, Duration::ZERO, now, actions);
                 }
             }
         }
@@ -1579,7 +1856,7 @@ impl Supervisor {
 
     /// A worker of the current generation ended while others serve: it is
     /// restarted alone in its slot, after the slot's own backoff, if the
-    /// restart policy says so.
+    /// restart policy says so. A `scale` waiting for it fails.
     fn worker_ended(
         &mut self,
         index: usize,
@@ -1587,6 +1864,7 @@ impl Supervisor {
         status: ChildStatus,
         ran_for: Duration,
         now: Instant,
+        actions: &mut Vec<Action>,
     ) {
         let restart = self.phase == Phase::Running
             && match self.settings.restart {
@@ -1594,9 +1872,13 @@ impl Supervisor {
                 RestartPolicy::OnFailure => !status.success(),
                 RestartPolicy::Always => true,
             };
+        let name = self.name(index, slot);
+        let was_ready = self.generations[index].workers[slot].ready_by.is_some();
+        if !was_ready {
+            self.scale_failed(&format!("{name} exited with {status} before ready"), actions);
+        }
         let settings = &self.settings;
         let g = &mut self.generations[index];
-        let name = g.name(slot);
         if !restart {
             if !status.success() && g.first_failure.is_none() {
                 g.first_failure = Some(status);
@@ -1623,48 +1905,6 @@ impl Supervisor {
             format_duration(delay),
             worker.restarts
         );
-    }
-
-    /// A starting generation is gone before it became ready.
-    fn failed_before_ready(
-        &mut self,
-        generation: GenerationId,
-        cause: Cause,
-        why: &str,
-        status: ChildStatus,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
-        if cause.is_awaited() {
-            actions.push(Action::Report(Report::ReloadFailed {
-                generation,
-                reason: format!("generation {generation} {why}"),
-            }));
-        }
-        if self.phase != Phase::Running {
-            log::info!("generation {generation} {why}");
-            return;
-        }
-        match self.current() {
-            Some(current) => {
-                log::warn!(
-                    "reload failed: generation {generation} {why}; generation {} keeps serving",
-                    self.generations[current].id
-                );
-                self.start_queued_reload(now, actions);
-            }
-            None => {
-                // A --lazy child that serves its connection and exits
-                // cleanly before it counts as ready has done its job.
-                if self.settings.lazy && status.success() {
-                    log::info!("generation {generation} {why}");
-                } else {
-                    log::warn!("generation {generation} {why}");
-                }
-                let ending = Ending::Exited(status);
-                self.apply_restart_policy(generation, ending, Duration::ZERO, now, actions);
-            }
-        }
     }
 
     /// Nobody is serving any more: restart, or stop and exit.
@@ -1708,7 +1948,6 @@ impl Supervisor {
         );
         self.phase = Phase::WaitingToRestart { at: now + delay };
     }
-
     /// `--lazy`: the child ended on its own, so go back to waiting for a
     /// connection. Not a restart: no backoff after a clean exit (or a
     /// healthy run). A child that failed quickly may have left the
@@ -1762,104 +2001,139 @@ impl Supervisor {
                 actions.push(Action::WatchListeners);
             }
         }
+        // What is due, noted first: acting on it changes the generations.
+        let mut due = Vec::new();
         for g in &mut self.generations {
             for worker in &mut g.workers {
-                if let WorkerState::WaitingToRestart { at } = worker.state {
-                    if at <= now {
+                match worker.state {
+                    WorkerState::WaitingToRestart { at } if at <= now => {
                         worker.state = WorkerState::Spawning;
                         actions.push(Action::Spawn {
                             generation: g.id,
                             slot: worker.slot,
                         });
                     }
+                    WorkerState::Starting {
+                        ref mut awaiting, ..
+                    } => {
+                        if awaiting.ready_at.is_some_and(|at| at <= now) {
+                            due.push((g.id, worker.slot, Due::Delay));
+                        } else if awaiting.give_up_at <= now {
+                            due.push((g.id, worker.slot, Due::GiveUp));
+                        } else if awaiting
+                            .notified_at
+                            .is_some_and(|at| at + NOTIFY_GRACE <= now)
+                        {
+                            due.push((g.id, worker.slot, Due::NotifyGrace));
+                        } else if awaiting.observe_at.is_some_and(|at| at <= now) {
+                            awaiting.observe_at = Some(now + OBSERVE_INTERVAL);
+                            actions.push(Action::Observe {
+                                generation: g.id,
+                                slot: worker.slot,
+                            });
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
-        let mut index = 0;
-        while index < self.generations.len() {
-            let g = &self.generations[index];
-            match g.role {
-                Role::Starting { ready_at, .. } if ready_at.is_some_and(|at| at <= now) => {
-                    let waited = format_duration(now.saturating_duration_since(g.started_at));
-                    let why = match &g.unobservable {
+        for (generation, slot, what) in due {
+            let Some(index) = self.index_of(generation) else {
+                continue;
+            };
+            let WorkerState::Starting {
+                since, awaiting, ..
+            } = self.generations[index].workers[slot].state
+            else {
+                continue;
+            };
+            let waited = format_duration(now.saturating_duration_since(since));
+            match what {
+                Due::Delay => {
+                    let why = match &self.generations[index].workers[slot].unobservable {
                         Some(unobservable) => {
                             format!("still running after {waited} ({unobservable})")
                         }
                         None => format!("still running after {waited}"),
                     };
-                    self.promote(index, why, now, actions);
+                    self.worker_ready(index, slot, why, now, actions);
                 }
-                Role::Starting { give_up_at, .. } if give_up_at <= now => {
-                    self.not_ready_in_time(index, now, actions);
-                }
-                Role::Starting {
-                    notified_at: Some(notified),
-                    ..
-                } if notified + NOTIFY_GRACE <= now => {
-                    let since = format_duration(notified.saturating_duration_since(g.started_at));
+                Due::GiveUp => self.not_ready_in_time(index, slot, now, actions),
+                Due::NotifyGrace => {
+                    let notified = awaiting.notified_at.unwrap_or(now);
+                    let since = format_duration(notified.saturating_duration_since(since));
                     let why = format!(
                         "READY=1 after {since}; not seen accepting within {} (io_uring, or a socket it never accepts on?)",
                         format_duration(NOTIFY_GRACE)
                     );
-                    self.promote(index, why, now, actions);
+                    self.worker_ready(index, slot, why, now, actions);
                 }
-                Role::Starting {
-                    observe_at: Some(at),
-                    ready_at,
-                    give_up_at,
-                    notified_at,
-                } if at <= now => {
-                    actions.push(Action::Observe { generation: g.id });
-                    self.generations[index].role = Role::Starting {
-                        ready_at,
-                        give_up_at,
-                        observe_at: Some(now + OBSERVE_INTERVAL),
-                        notified_at,
-                    };
-                }
-                Role::Stopping {
-                    kill_at: Some(at),
-                    after,
-                } if at <= now => {
-                    for pid in g.pids() {
-                        log::warn!(
-                            "generation {} did not stop within {}: SIGKILL to pid {pid}",
-                            g.id,
-                            format_duration(self.settings.stop_timeout)
-                        );
-                        actions.push(Action::Signal {
-                            pid,
-                            signal: Signal::SIGKILL,
-                        });
-                    }
-                    self.generations[index].role = Role::Stopping {
-                        kill_at: None,
-                        after,
-                    };
-                }
-                _ => {}
             }
-            index += 1;
+        }
+        let stop_timeout = format_duration(self.settings.stop_timeout);
+        for leaving in &mut self.leaving {
+            if leaving.kill_at.is_some_and(|at| at <= now) {
+                let name = worker_name(leaving.generation, leaving.slot, self.many_workers);
+                log::warn!(
+                    "{name} did not stop within {stop_timeout}: SIGKILL to pid {}",
+                    leaving.pid
+                );
+                actions.push(Action::Signal {
+                    pid: leaving.pid,
+                    signal: Signal::SIGKILL,
+                });
+                leaving.kill_at = None;
+            }
         }
     }
 
-    fn not_ready_in_time(&mut self, index: usize, now: Instant, actions: &mut Vec<Action>) {
-        let id = self.generations[index].id;
-        let timeout = format_duration(self.settings.ready_timeout);
-        self.abandon_starting(
-            index,
-            &format!("generation {id} not ready after {timeout}"),
-            now,
-            actions,
+    /// A worker was not ready within `--ready-timeout`. In a starting
+    /// generation, the start fails; in the current one (a restarted or
+    /// added worker), it is stopped and its slot restarted after its
+    /// backoff, as if it had crashed.
+    fn not_ready_in_time(
+        &mut self,
+        index: usize,
+        slot: Slot,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let name = self.name(index, slot);
+        let what = format!(
+            "{name} not ready after {}",
+            format_duration(self.settings.ready_timeout)
         );
+        match self.generations[index].role {
+            Role::Starting => self.abandon_starting(index, &what, None, now, actions),
+            Role::Current { .. } => {
+                self.scale_failed(&what, actions);
+                log::warn!("{what}: stopping it");
+                let restarts = self.generations[index].workers[slot].restarts;
+                if let Some(pid) = self.generations[index].workers[slot].pid() {
+                    let id = self.generations[index].id;
+                    self.leave(id, slot, pid, restarts, now, actions);
+                }
+                let status = ChildStatus::Exited(exit::GENERAL_FAILURE);
+                self.worker_ended(index, slot, status, Duration::ZERO, now, actions);
+                if self.generations[index].workers[slot].pid().is_some() {
+                    // Not restarted (--restart never): it is gone.
+                    self.generations[index].workers[slot].state = WorkerState::Ended;
+                }
+            }
+            Role::Stopping { .. } => {}
+        }
     }
 
-    /// A starting generation will not become ready (`what` says why): it
-    /// is stopped, and the current one, if any, serves on.
+    /// A starting generation will not become ready (`what` says why;
+    /// `exited`: the status of the worker whose exit ended it). It is
+    /// stopped, and the current one, if any, serves on: slots it had
+    /// already handed over are started again there, and this generation's
+    /// ready workers in them serve until those are ready.
     fn abandon_starting(
         &mut self,
         index: usize,
         what: &str,
+        exited: Option<ChildStatus>,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
@@ -1870,25 +2144,156 @@ impl Supervisor {
                 reason: what.to_string(),
             }));
         }
-        let current = self.current().map(|current| self.generations[current].id);
-        match current {
-            Some(current) => {
-                log::warn!("reload failed: {what}; generation {current} keeps serving");
+        self.scale_failed(what, actions);
+        let Some(current) = self.current() else {
+            // A --lazy child that serves its connection and exits
+            // cleanly before it counts as ready has done its job.
+            if self.settings.lazy && exited.is_some_and(|status| status.success()) {
+                log::info!("{what}");
+            } else {
+                log::warn!("{what}");
             }
-            None => log::warn!("{what}"),
+            self.stop_generation(index, now, actions);
+            self.generations[index].role = Role::Stopping {
+                after: AfterStop::ApplyRestartPolicy { exited },
+            };
+            return;
+        };
+        let current_id = self.generations[current].id;
+        log::warn!("reload failed: {what}; generation {current_id} keeps serving");
+        let slots = self.generations[index].workers.len();
+        for slot in 0..slots {
+            let handed_over = self.generations[current]
+                .workers
+                .get(slot)
+                .is_some_and(|w| w.state == WorkerState::Ended && w.ready_by.is_some());
+            let stands_in = handed_over && self.generations[index].workers[slot].is_ready();
+            if handed_over {
+                let name = self.name(current, slot);
+                log::info!("{name} starting again in its slot: the reload failed");
+                let worker = &mut self.generations[current].workers[slot];
+                worker.state = WorkerState::Spawning;
+                actions.push(Action::Spawn {
+                    generation: current_id,
+                    slot,
+                });
+            }
+            if !stands_in {
+                self.stop_worker(index, slot, "", now, actions);
+            }
         }
-        self.stop_generation(index, now, actions);
-        if current.is_none() {
-            if let Role::Stopping { kill_at, .. } = self.generations[index].role {
-                self.generations[index].role = Role::Stopping {
-                    kill_at,
-                    after: AfterStop::ApplyRestartPolicy,
-                };
+        self.generations[index].role = Role::Stopping {
+            after: AfterStop::Nothing,
+        };
+        self.start_queued_reload(now, actions);
+    }
+
+    /// `scale`: from now on every generation runs `count` workers. The
+    /// current generation starts the new slots at once (a rolling reload
+    /// in flight gets them too), and stops the surplus, highest slots
+    /// first. Answered once the serving generation has `count` ready.
+    fn scale(&mut self, count: usize, now: Instant, actions: &mut Vec<Action>) {
+        let before = self.settings.workers;
+        self.settings.workers = count;
+        self.many_workers |= count > 1;
+        log::info!("scale: {before} workers to {count}");
+        for index in 0..self.generations.len() {
+            let role = self.generations[index].role;
+            if let Role::Stopping { .. } = role {
+                continue;
             }
-        } else {
-            self.start_queued_reload(now, actions);
+            let len = self.generations[index].workers.len();
+            for slot in (count..len).rev() {
+                self.stop_worker(index, slot, " (scaled down)", now, actions);
+            }
+            let rolling = role == Role::Starting && self.current().is_some();
+            let g = &mut self.generations[index];
+            g.workers.truncate(count);
+            for slot in len..count {
+                let state = if rolling {
+                    WorkerState::Queued
+                } else {
+                    actions.push(Action::Spawn {
+                        generation: g.id,
+                        slot,
+                    });
+                    WorkerState::Spawning
+                };
+                g.workers.push(Worker::new(slot, state));
+            }
+        }
+        self.remove_gone(actions);
+        // A starting generation whose surplus was all that was left to
+        // start may be complete now; one with new slots may start more.
+        if let Some(index) = self.newest_starting() {
+            if self.generations[index].all_ready() {
+                let why = format!("all {count} workers ready (scaled)");
+                log::info!("generation {} ready: {why}", self.generations[index].id);
+                self.promote(index, why, now, actions);
+            } else {
+                self.fill(index, actions);
+            }
+        }
+        if self.current().is_none() && self.newest_starting().is_none() {
+            let what = format!("{count} workers from the next generation on ({})", self.phase);
+            actions.push(Action::Report(Report::Scaled { count, what }));
+            return;
+        }
+        self.scale_awaited = Some(count);
+    }
+
+    /// After every event: answers a waiting `scale` once as many slots as
+    /// asked have a ready worker (in a rolling reload, of either
+    /// generation).
+    fn follow_scale(&mut self, actions: &mut Vec<Action>) {
+        let Some(count) = self.scale_awaited else {
+            return;
+        };
+        if let Phase::ShuttingDown { .. } | Phase::Paused { .. } = self.phase {
+            self.scale_failed(&format!("sockhold is {}", self.phase), actions);
+            return;
+        }
+        let Some(index) = self.current() else {
+            return;
+        };
+        let serving = (0..count)
+            .filter(|&slot| {
+                self.generations
+                    .iter()
+                    .any(|g| g.workers.get(slot).is_some_and(Worker::is_ready))
+            })
+            .count();
+        let g = &self.generations[index];
+        if g.workers.len() == count && serving == count {
+            self.scale_awaited = None;
+            let what = match self.newest_starting() {
+                Some(next) => format!(
+                    "{count} ready workers (generations {} and {})",
+                    g.id, self.generations[next].id
+                ),
+                None => format!("generation {} has {count} ready workers", g.id),
+            };
+            log::info!("scaled: {what}");
+            actions.push(Action::Report(Report::Scaled { count, what }));
         }
     }
+
+    /// A waiting `scale` fails (`why`).
+    fn scale_failed(&mut self, why: &str, actions: &mut Vec<Action>) {
+        if self.scale_awaited.take().is_some() {
+            actions.push(Action::Report(Report::ScaleFailed {
+                reason: why.to_string(),
+            }));
+        }
+    }
+}
+
+/// What a starting worker's tick found due.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Delay,
+    GiveUp,
+    NotifyGrace,
 }
 
 /// A worker that ended: in which slot, which process (None: it never

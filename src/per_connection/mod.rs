@@ -135,6 +135,17 @@ impl Engine for PerConnection {
                 }
                 Vec::new()
             }
+            Event::Scale { client, .. } => {
+                if let Some(control) = context.control.as_deref_mut() {
+                    control.reply(
+                        client,
+                        &control::error(
+                            "scale needs generations of workers; --accept runs one child per connection (--max-connections limits them)",
+                        ),
+                    );
+                }
+                Vec::new()
+            }
             Event::Stop { signal, by } => {
                 context.service_manager.report(&Report::Stopping);
                 let by = match by {

@@ -1010,6 +1010,7 @@ fn observed(sup: &mut Supervisor, observation: Observation, now: Instant) -> Vec
     sup.reports(
         Event::Observed {
             generation: 1,
+            slot: 0,
             observation,
         },
         now,
@@ -1027,7 +1028,7 @@ fn auto_looks_every_10ms_while_starting_and_is_ready_once_seen_accepting() {
     );
     assert_eq!(
         sup.step(Event::Tick, t0),
-        vec![Action::Observe { generation: 1 }]
+        vec![Action::Observe { generation: 1, slot: 0 }]
     );
     assert_eq!(sup.next_deadline(), Some(t0 + ms(10)));
     assert!(
@@ -1037,7 +1038,7 @@ fn auto_looks_every_10ms_while_starting_and_is_ready_once_seen_accepting() {
     assert!(observed(&mut sup, Observation::NotYet, t0 + ms(5)).is_empty());
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(10)),
-        vec![Action::Observe { generation: 1 }]
+        vec![Action::Observe { generation: 1, slot: 0 }]
     );
     assert_eq!(
         observed(&mut sup, accepting_on_fd_3(101), t0 + ms(2980)),
@@ -1184,6 +1185,7 @@ fn accepting_ignores_ready_1_and_reloads_only_once_seen_accepting() {
     let actions = sup.step(
         Event::Observed {
             generation: 2,
+            slot: 0,
             observation: accepting_on_fd_3(200),
         },
         t0 + ms(30) + NOTIFY_GRACE,
@@ -1208,6 +1210,7 @@ fn auto_never_takes_a_generation_that_holds_none_of_the_sockets_for_ready_by_del
     sup.step(Event::Tick, t0);
     let none = Event::Observed {
         generation: 2,
+        slot: 0,
         observation: Observation::HoldsNone,
     };
     assert!(sup.step(none, t0 + ms(5)).is_empty());
@@ -1230,13 +1233,13 @@ fn a_busy_look_brings_the_next_one_to_2ms_and_a_quiet_one_keeps_10ms() {
     let mut sup = starting(SupervisorSettings::default(), t0);
     assert_eq!(
         sup.step(Event::Tick, t0),
-        vec![Action::Observe { generation: 1 }]
+        vec![Action::Observe { generation: 1, slot: 0 }]
     );
     assert!(observed(&mut sup, Observation::Busy, t0).is_empty());
     assert_eq!(sup.next_deadline(), Some(t0 + ms(2)));
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(2)),
-        vec![Action::Observe { generation: 1 }]
+        vec![Action::Observe { generation: 1, slot: 0 }]
     );
     assert!(observed(&mut sup, Observation::NotYet, t0 + ms(2)).is_empty());
     assert_eq!(sup.next_deadline(), Some(t0 + ms(12)));
