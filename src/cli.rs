@@ -635,8 +635,8 @@ pub fn is_client_command(first: &OsStr) -> bool {
         "scale",
         "completions",
     ]
-        .iter()
-        .any(|word| first == *word)
+    .iter()
+    .any(|word| first == *word)
 }
 
 impl ClientCli {

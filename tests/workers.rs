@@ -147,7 +147,10 @@ fn a_rolling_reload_under_a_stream_of_connections_fails_none_and_keeps_n_ready()
     for generation in 2..=3 {
         let (code, out, err) = control_client(&["reload"], &control);
         assert_eq!(code, 0, "reload: {out} {err}");
-        assert!(out.starts_with(&format!("generation {generation} pid")), "{out}");
+        assert!(
+            out.starts_with(&format!("generation {generation} pid")),
+            "{out}"
+        );
     }
     sampling.store(true, Ordering::SeqCst);
     let samples = sampler.join().unwrap();
@@ -238,7 +241,10 @@ exec "$0" --ready-after 0 --graceful"#;
     assert!(!log.contains("generation 2 worker 1"), "{log}");
     assert_eq!(sockhold.child_pids().len(), first.len() + 1);
     for pid in &first {
-        assert!(sockhold.child_is_running(*pid), "{pid} of generation 1 gone");
+        assert!(
+            sockhold.child_is_running(*pid),
+            "{pid} of generation 1 gone"
+        );
     }
 }
 
@@ -257,7 +263,11 @@ fn scale_up_and_down_under_a_stream_of_connections_fails_none() {
     let client = hammer(Arc::clone(&stop), move || request_tcp(address));
 
     let (code, out, err) = control_client(&["scale", "4"], &control);
-    assert_eq!((code, out.as_str()), (0, "scaled: generation 1 has 4 ready workers"), "{err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "scaled: generation 1 has 4 ready workers"),
+        "{err}"
+    );
     let (_, status, _) = control_client(&["status"], &control);
     assert_eq!(worker_states(&status), ["ready"; 4], "{status}");
     let reports = reports_of(address, 4);
@@ -266,7 +276,11 @@ fn scale_up_and_down_under_a_stream_of_connections_fails_none() {
     assert_eq!(slots, ["0", "1", "2", "3"]);
 
     let (code, out, err) = control_client(&["scale", "1"], &control);
-    assert_eq!((code, out.as_str()), (0, "scaled: generation 1 has 1 ready workers"), "{err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "scaled: generation 1 has 1 ready workers"),
+        "{err}"
+    );
     for slot in 1..4 {
         sockhold.wait_for(&format!("generation 1 worker {slot} exited"));
     }
@@ -318,7 +332,10 @@ fn with_ready_notify_a_generation_of_workers_is_ready_once_each_sent_ready() {
         .start();
     // Each worker's READY=1 is traced to its slot by the sender's pid.
     let ready = sockhold.wait_for("generation 1 ready");
-    assert!(ready.contains("all 3 workers ready, the last READY=1"), "{ready}");
+    assert!(
+        ready.contains("all 3 workers ready, the last READY=1"),
+        "{ready}"
+    );
     let log = sockhold.log_text();
     for slot in 0..3 {
         assert!(
@@ -390,7 +407,10 @@ exec "$0" --ready-after 20 --graceful"#;
     let mut generation_1: Vec<Pid> = first[1..].to_vec();
     generation_1.push(refill);
     for pid in &generation_1 {
-        assert!(sockhold.child_is_running(*pid), "{pid} of generation 1 gone");
+        assert!(
+            sockhold.child_is_running(*pid),
+            "{pid} of generation 1 gone"
+        );
     }
     assert!(!sockhold.child_is_running(first[0]));
     for _ in 0..20 {

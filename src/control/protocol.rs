@@ -465,7 +465,14 @@ mod tests {
             Request::parse("scale 1024"),
             Some(Request::Scale { count: 1024 })
         );
-        for bad in ["scale", "scale 0", "scale 1025", "scale -1", "scale 2x", "scale4"] {
+        for bad in [
+            "scale",
+            "scale 0",
+            "scale 1025",
+            "scale -1",
+            "scale 2x",
+            "scale4",
+        ] {
             assert_eq!(Request::parse(bad), None, "{bad}");
         }
     }

@@ -118,7 +118,10 @@ pub enum Action {
     },
     /// Look at the processes of the worker in `slot` in /proc and report
     /// `Observed`.
-    Observe { generation: GenerationId, slot: Slot },
+    Observe {
+        generation: GenerationId,
+        slot: Slot,
+    },
     /// Ask a child to stop: the stop signal, then SIGCONT (`child.rs`).
     Stop { pid: Pid, signal: Signal },
     /// Any other signal: forwarded ones, SIGKILL.
@@ -289,7 +292,9 @@ enum AfterStop {
     /// start, and the restart policy decides what comes next. `exited`:
     /// the status of the worker whose own exit ended the start (None:
     /// it was stopped, not ready in time).
-    ApplyRestartPolicy { exited: Option<ChildStatus> },
+    ApplyRestartPolicy {
+        exited: Option<ChildStatus>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,11 +303,15 @@ enum Role {
     /// `--reload-surge` at a time next to the current generation (a
     /// rolling reload). It becomes current once every worker is ready.
     Starting,
-    Current { since: Instant },
+    Current {
+        since: Instant,
+    },
     /// Stopped as a whole. After a failed rolling reload, its ready
     /// workers in slots they took over serve on until the current
     /// generation's worker there is ready again.
-    Stopping { after: AfterStop },
+    Stopping {
+        after: AfterStop,
+    },
 }
 
 /// A running worker not yet ready. `ready_at`: when the delay makes it
@@ -368,7 +377,9 @@ enum WorkerState {
     },
     /// Exited on its own while its generation serves: started again in
     /// its slot at `at` (the slot's backoff).
-    WaitingToRestart { at: Instant },
+    WaitingToRestart {
+        at: Instant,
+    },
     /// Gone, handed over or stopped (then its process is `Leaving`), and
     /// not restarted in its slot.
     Ended,
@@ -1210,7 +1221,13 @@ impl Supervisor {
             status,
             ran_for: Duration::ZERO,
         };
-        self.worker_gone(index, gone, &format!("could not start ({reason})"), now, actions);
+        self.worker_gone(
+            index,
+            gone,
+            &format!("could not start ({reason})"),
+            now,
+            actions,
+        );
     }
 
     fn spawned(
@@ -1681,7 +1698,8 @@ impl Supervisor {
         }
         let Some((index, slot, since)) = self.generations.iter().enumerate().find_map(|(i, g)| {
             g.workers.iter().find_map(|w| match w.state {
-                WorkerState::Starting { pid: p, since, .. } | WorkerState::Ready { pid: p, since }
+                WorkerState::Starting { pid: p, since, .. }
+                | WorkerState::Ready { pid: p, since }
                     if p == pid =>
                 {
                     Some((i, w.slot, since))
@@ -1875,7 +1893,10 @@ impl Supervisor {
         let name = self.name(index, slot);
         let was_ready = self.generations[index].workers[slot].ready_by.is_some();
         if !was_ready {
-            self.scale_failed(&format!("{name} exited with {status} before ready"), actions);
+            self.scale_failed(
+                &format!("{name} exited with {status} before ready"),
+                actions,
+            );
         }
         let settings = &self.settings;
         let g = &mut self.generations[index];
@@ -2235,7 +2256,10 @@ impl Supervisor {
             }
         }
         if self.current().is_none() && self.newest_starting().is_none() {
-            let what = format!("{count} workers from the next generation on ({})", self.phase);
+            let what = format!(
+                "{count} workers from the next generation on ({})",
+                self.phase
+            );
             actions.push(Action::Report(Report::Scaled { count, what }));
             return;
         }

@@ -1028,7 +1028,10 @@ fn auto_looks_every_10ms_while_starting_and_is_ready_once_seen_accepting() {
     );
     assert_eq!(
         sup.step(Event::Tick, t0),
-        vec![Action::Observe { generation: 1, slot: 0 }]
+        vec![Action::Observe {
+            generation: 1,
+            slot: 0
+        }]
     );
     assert_eq!(sup.next_deadline(), Some(t0 + ms(10)));
     assert!(
@@ -1038,7 +1041,10 @@ fn auto_looks_every_10ms_while_starting_and_is_ready_once_seen_accepting() {
     assert!(observed(&mut sup, Observation::NotYet, t0 + ms(5)).is_empty());
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(10)),
-        vec![Action::Observe { generation: 1, slot: 0 }]
+        vec![Action::Observe {
+            generation: 1,
+            slot: 0
+        }]
     );
     assert_eq!(
         observed(&mut sup, accepting_on_fd_3(101), t0 + ms(2980)),
@@ -1233,13 +1239,19 @@ fn a_busy_look_brings_the_next_one_to_2ms_and_a_quiet_one_keeps_10ms() {
     let mut sup = starting(SupervisorSettings::default(), t0);
     assert_eq!(
         sup.step(Event::Tick, t0),
-        vec![Action::Observe { generation: 1, slot: 0 }]
+        vec![Action::Observe {
+            generation: 1,
+            slot: 0
+        }]
     );
     assert!(observed(&mut sup, Observation::Busy, t0).is_empty());
     assert_eq!(sup.next_deadline(), Some(t0 + ms(2)));
     assert_eq!(
         sup.step(Event::Tick, t0 + ms(2)),
-        vec![Action::Observe { generation: 1, slot: 0 }]
+        vec![Action::Observe {
+            generation: 1,
+            slot: 0
+        }]
     );
     assert!(observed(&mut sup, Observation::NotYet, t0 + ms(2)).is_empty());
     assert_eq!(sup.next_deadline(), Some(t0 + ms(12)));

@@ -202,7 +202,11 @@ fn a_rolling_reload_starts_one_new_worker_at_a_time_and_stops_an_old_one_per_new
                 pid: worker_pid(2, 0),
             }));
         }
-        assert_eq!(sup.sends_ready(2, slot, t0 + ms(10)), expected, "slot {slot}");
+        assert_eq!(
+            sup.sends_ready(2, slot, t0 + ms(10)),
+            expected,
+            "slot {slot}"
+        );
         assert_capacity(&sup, 1);
     }
     assert_eq!(sup.situation(), Situation::Serving);
@@ -346,7 +350,11 @@ fn a_new_worker_never_ready_fails_the_rollout_and_the_old_workers_serve_on() {
     assert_eq!(sup.main_pids(), vec![pid(100), pid(101), pid(102)]);
     assert_capacity(&sup, 1);
     assert_eq!(
-        sup.reaped(200, ChildStatus::Signaled(TERM), t0 + Duration::from_secs(6)),
+        sup.reaped(
+            200,
+            ChildStatus::Signaled(TERM),
+            t0 + Duration::from_secs(6)
+        ),
         vec![Action::Forget { generation: 2 }]
     );
 }
@@ -507,11 +515,7 @@ fn scale_up_starts_the_new_slots_and_answers_once_they_are_ready() {
     );
     // A reload now rolls over all five.
     sup.step(Event::Reload, t0);
-    let spawns_of_2 = sup
-        .workers()
-        .iter()
-        .filter(|w| w.generation == 2)
-        .count();
+    let spawns_of_2 = sup.workers().iter().filter(|w| w.generation == 2).count();
     assert_eq!(spawns_of_2, 1);
     assert_eq!(sup.worker_count(), 5);
 }
@@ -571,7 +575,10 @@ fn scale_up_during_a_rollout_grows_both_generations() {
     sup.worker_started(1, 3, t0);
     let scaled = sup.sends_ready(1, 3, t0);
     assert!(
-        matches!(scaled.as_slice(), [Action::Report(Report::Scaled { count: 4, .. })]),
+        matches!(
+            scaled.as_slice(),
+            [Action::Report(Report::Scaled { count: 4, .. })]
+        ),
         "{scaled:?}"
     );
     for slot in 1..4 {
