@@ -237,7 +237,7 @@ impl Generations {
     ) -> Option<i32> {
         let worker_pids = self.supervisor.worker_pids(generation);
         let main_pid = worker_pids.first().map(|&(_, pid)| pid);
-        let many_workers = self.supervisor.worker_count() > 1;
+        let many_workers = self.supervisor.names_workers();
         let socket = self.notify_sockets.get_mut(&generation)?;
         let now = Instant::now();
         if let Some(count) = socket.refusals().take_summary(now) {

@@ -380,8 +380,11 @@ enum WorkerState {
     WaitingToRestart {
         at: Instant,
     },
-    /// Gone, handed over or stopped (then its process is `Leaving`), and
-    /// not restarted in its slot.
+    /// Its slot was taken over by a ready worker of the next generation
+    /// in a rolling reload (its process is `Leaving`).
+    HandedOver,
+    /// Gone, or stopped (then its process is `Leaving`), and not
+    /// restarted in its slot.
     Ended,
 }
 
@@ -976,7 +979,9 @@ impl Supervisor {
                     WorkerState::Spawning | WorkerState::Starting { .. } => "starting",
                     WorkerState::Ready { .. } => "ready",
                     WorkerState::WaitingToRestart { .. } => "waiting to restart",
-                    WorkerState::Queued | WorkerState::Ended => return None,
+                    WorkerState::Queued | WorkerState::HandedOver | WorkerState::Ended => {
+                        return None;
+                    }
                 };
                 Some(WorkerInfo {
                     slot: w.slot,
@@ -1038,6 +1043,7 @@ impl Supervisor {
     }
 
     /// How many workers a generation runs (`--workers`, or `scale`).
+    #[cfg(test)]
     pub fn worker_count(&self) -> usize {
         self.settings.workers
     }
@@ -1215,19 +1221,16 @@ impl Supervisor {
             self.remove_gone(actions);
             return;
         }
+        let why = format!("could not start ({reason})");
         let gone = Gone {
             slot,
             pid: None,
             status,
             ran_for: Duration::ZERO,
+            starting: why.clone(),
+            serving: why,
         };
-        self.worker_gone(
-            index,
-            gone,
-            &format!("could not start ({reason})"),
-            now,
-            actions,
-        );
+        self.worker_gone(index, gone, now, actions);
     }
 
     fn spawned(
@@ -1302,8 +1305,7 @@ impl Supervisor {
     }
 
     /// The worker in `slot` stops (`why`, for the log): its process gets
-    /// the stop signal, and the slot restarts no more. Returns whether
-    /// there was a process.
+    /// the stop signal, and the slot restarts no more.
     fn stop_worker(
         &mut self,
         index: usize,
@@ -1311,26 +1313,41 @@ impl Supervisor {
         why: &str,
         now: Instant,
         actions: &mut Vec<Action>,
-    ) -> bool {
+    ) {
+        self.leave_slot(index, slot, why, WorkerState::Ended, now, actions);
+    }
+
+    /// `stop_worker`, leaving the slot in `then` (`Ended`, `HandedOver`).
+    fn leave_slot(
+        &mut self,
+        index: usize,
+        slot: Slot,
+        why: &str,
+        then: WorkerState,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
         let name = self.name(index, slot);
         let g = &mut self.generations[index];
         let id = g.id;
         let Some(worker) = g.workers.get_mut(slot) else {
-            return false;
+            return;
         };
+        if worker.state == WorkerState::Ended {
+            return;
+        }
         let pid = worker.pid();
         let restarts = worker.restarts;
         // A worker being spawned is stopped when it is reported started.
-        worker.state = WorkerState::Ended;
+        worker.state = then;
         let Some(pid) = pid else {
-            return false;
+            return;
         };
         log::info!(
             "{name} stopping{why}: {} to pid {pid}",
             signals::name(self.settings.stop_signal)
         );
         self.leave(id, slot, pid, restarts, now, actions);
-        true
     }
 
     /// A verified `READY=1`.
@@ -1513,19 +1530,20 @@ impl Supervisor {
         // Older holders of the slot: the current generation's worker when
         // this one rolls in; a failed rollout's stand-in when this one
         // refills the slot.
+        let why = if self.many_workers {
+            format!(" (generation {id} worker {slot} is ready)")
+        } else {
+            String::new()
+        };
         for other in 0..self.generations.len() {
-            let supersedes = match self.generations[other].role {
-                Role::Current { .. } => role == Role::Starting,
-                Role::Stopping { .. } => true,
-                Role::Starting => false,
-            };
-            if other != index && supersedes {
-                let why = if self.many_workers {
-                    format!(" (generation {id} worker {slot} is ready)")
-                } else {
-                    String::new()
-                };
-                self.stop_worker(other, slot, &why, now, actions);
+            match self.generations[other].role {
+                _ if other == index => {}
+                Role::Current { .. } if role == Role::Starting => {
+                    let then = WorkerState::HandedOver;
+                    self.leave_slot(other, slot, &why, then, now, actions);
+                }
+                Role::Stopping { .. } => self.stop_worker(other, slot, &why, now, actions),
+                _ => {}
             }
         }
         self.remove_gone(actions);
@@ -1711,15 +1729,23 @@ impl Supervisor {
             return;
         };
         self.note_exit_status(self.generations[index].id, status);
-        self.generations[index].workers[slot].state = WorkerState::Ended;
-        let why = format!("exited with {status} before ready{}", pipe_hint(status));
+        let worker = &mut self.generations[index].workers[slot];
+        let hint = pipe_hint(status);
+        let starting = if worker.is_ready() {
+            format!("exited with {status}{hint} while the others started")
+        } else {
+            format!("exited with {status} before ready{hint}")
+        };
+        worker.state = WorkerState::Ended;
         let gone = Gone {
             slot,
             pid: Some(pid),
             status,
             ran_for: now.saturating_duration_since(since),
+            starting,
+            serving: format!("exited on its own with {status}{hint}"),
         };
-        self.worker_gone(index, gone, &why, now, actions);
+        self.worker_gone(index, gone, now, actions);
     }
 
     /// While stopping: the exit of a process of the generation whose end
@@ -1752,19 +1778,14 @@ impl Supervisor {
     /// generation that ends the start; in the current one it is the
     /// slot's business while other workers live, and the last one takes
     /// the generation with it.
-    fn worker_gone(
-        &mut self,
-        index: usize,
-        gone: Gone,
-        why: &str,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
+    fn worker_gone(&mut self, index: usize, gone: Gone, now: Instant, actions: &mut Vec<Action>) {
         let Gone {
             slot,
             pid,
             status,
             ran_for,
+            starting,
+            serving,
         } = gone;
         let name = self.name(index, slot);
         let g = &self.generations[index];
@@ -1773,18 +1794,19 @@ impl Supervisor {
                 log::info!("{name} exited with {status}{}", pipe_hint(status));
             }
             Role::Starting => {
-                let what = format!("{name} {why}");
+                let what = format!("{name} {starting}");
                 self.abandon_starting(index, &what, Some(status), now, actions);
             }
             Role::Current { .. } if g.any_live() => {
-                self.worker_ended(index, slot, status, ran_for, now, actions);
+                // One that was never ready: a `scale` waiting for it fails.
+                if g.workers[slot].ready_by.is_none() {
+                    self.scale_failed(&format!("{name} {starting}"), actions);
+                }
+                self.worker_ended(index, slot, status, ran_for, &serving, now, actions);
             }
             Role::Current { since } => {
                 let pid = pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
-                log::warn!(
-                    "{name}{pid} exited on its own with {status}{}",
-                    pipe_hint(status)
-                );
+                log::warn!("{name}{pid} {serving}");
                 let id = g.id;
                 let ending = Ending::Exited(g.first_failure.unwrap_or(status));
                 self.stop_generation(index, now, actions);
@@ -1874,13 +1896,15 @@ impl Supervisor {
 
     /// A worker of the current generation ended while others serve: it is
     /// restarted alone in its slot, after the slot's own backoff, if the
-    /// restart policy says so. A `scale` waiting for it fails.
+    /// restart policy says so (`what` says how it ended).
+    #[allow(clippy::too_many_arguments)]
     fn worker_ended(
         &mut self,
         index: usize,
         slot: Slot,
         status: ChildStatus,
         ran_for: Duration,
+        what: &str,
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
@@ -1891,13 +1915,6 @@ impl Supervisor {
                 RestartPolicy::Always => true,
             };
         let name = self.name(index, slot);
-        let was_ready = self.generations[index].workers[slot].ready_by.is_some();
-        if !was_ready {
-            self.scale_failed(
-                &format!("{name} exited with {status} before ready"),
-                actions,
-            );
-        }
         let settings = &self.settings;
         let g = &mut self.generations[index];
         if !restart {
@@ -1905,8 +1922,7 @@ impl Supervisor {
                 g.first_failure = Some(status);
             }
             log::warn!(
-                "{name} exited on its own with {status}{}; not restarting it (--restart {}); the other workers serve on",
-                pipe_hint(status),
+                "{name} {what}; not restarting it (--restart {}); the other workers serve on",
                 policy_name(settings.restart)
             );
             return;
@@ -1921,8 +1937,7 @@ impl Supervisor {
         worker.state = WorkerState::WaitingToRestart { at: now + delay };
         self.restarts += 1;
         log::warn!(
-            "{name} exited on its own with {status}{}; restarting it in its slot in {} (restart {} of slot {slot})",
-            pipe_hint(status),
+            "{name} {what}; restarting it in its slot in {} (restart {} of slot {slot})",
             format_duration(delay),
             worker.restarts
         );
@@ -2127,19 +2142,22 @@ impl Supervisor {
         match self.generations[index].role {
             Role::Starting => self.abandon_starting(index, &what, None, now, actions),
             Role::Current { .. } => {
-                self.scale_failed(&what, actions);
-                log::warn!("{what}: stopping it");
-                let restarts = self.generations[index].workers[slot].restarts;
-                if let Some(pid) = self.generations[index].workers[slot].pid() {
-                    let id = self.generations[index].id;
-                    self.leave(id, slot, pid, restarts, now, actions);
-                }
-                let status = ChildStatus::Exited(exit::GENERAL_FAILURE);
-                self.worker_ended(index, slot, status, Duration::ZERO, now, actions);
-                if self.generations[index].workers[slot].pid().is_some() {
-                    // Not restarted (--restart never): it is gone.
-                    self.generations[index].workers[slot].state = WorkerState::Ended;
-                }
+                // Stopped, and then gone as a worker that failed.
+                let pid = self.generations[index].workers[slot].pid();
+                self.stop_worker(index, slot, " (not ready in time)", now, actions);
+                let why = format!(
+                    "not ready after {}",
+                    format_duration(self.settings.ready_timeout)
+                );
+                let gone = Gone {
+                    slot,
+                    pid,
+                    status: ChildStatus::Exited(exit::GENERAL_FAILURE),
+                    ran_for: Duration::ZERO,
+                    starting: why.clone(),
+                    serving: why,
+                };
+                self.worker_gone(index, gone, now, actions);
             }
             Role::Stopping { .. } => {}
         }
@@ -2187,7 +2205,7 @@ impl Supervisor {
             let handed_over = self.generations[current]
                 .workers
                 .get(slot)
-                .is_some_and(|w| w.state == WorkerState::Ended && w.ready_by.is_some());
+                .is_some_and(|w| w.state == WorkerState::HandedOver);
             let stands_in = handed_over && self.generations[index].workers[slot].is_ready();
             if handed_over {
                 let name = self.name(current, slot);
@@ -2321,12 +2339,16 @@ enum Due {
 }
 
 /// A worker that ended: in which slot, which process (None: it never
-/// started), how, after how long.
+/// started), how, after how long; and how to say it of a worker of a
+/// starting generation (`exited with status 1 before ready`) and of a
+/// serving one (`exited on its own with status 1`).
 struct Gone {
     slot: Slot,
     pid: Option<Pid>,
     status: ChildStatus,
     ran_for: Duration,
+    starting: String,
+    serving: String,
 }
 
 /// 100ms, 200ms, 400ms, ... up to the cap, after `failures` crashes in a
