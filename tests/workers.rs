@@ -281,8 +281,9 @@ fn scale_up_and_down_under_a_stream_of_connections_fails_none() {
         (0, "scaled: generation 1 has 1 ready workers"),
         "{err}"
     );
-    for slot in 1..4 {
-        sockhold.wait_for(&format!("generation 1 worker {slot} exited"));
+    // The three stopped ones exit, in any order.
+    for _ in 1..4 {
+        sockhold.wait_for("exited with status 0");
     }
     let (_, status, _) = control_client(&["status"], &control);
     assert_eq!(worker_states(&status), ["ready"], "{status}");

@@ -1802,7 +1802,7 @@ impl Supervisor {
                 if g.workers[slot].ready_by.is_none() {
                     self.scale_failed(&format!("{name} {starting}"), actions);
                 }
-                self.worker_ended(index, slot, status, ran_for, &serving, now, actions);
+                self.worker_ended(index, slot, status, ran_for, &serving, now);
             }
             Role::Current { since } => {
                 let pid = pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
@@ -1897,7 +1897,6 @@ impl Supervisor {
     /// A worker of the current generation ended while others serve: it is
     /// restarted alone in its slot, after the slot's own backoff, if the
     /// restart policy says so (`what` says how it ended).
-    #[allow(clippy::too_many_arguments)]
     fn worker_ended(
         &mut self,
         index: usize,
@@ -1906,7 +1905,6 @@ impl Supervisor {
         ran_for: Duration,
         what: &str,
         now: Instant,
-        actions: &mut Vec<Action>,
     ) {
         let restart = self.phase == Phase::Running
             && match self.settings.restart {
