@@ -134,15 +134,16 @@ impl Generations {
         let mut pending = VecDeque::from([event]);
         while let Some(event) = pending.pop_front() {
             let actions = self.supervisor.handle(event, Instant::now());
-            // Before a generation takes over (and the one it replaces is
-            // told to stop): the sockets it takes over must listen.
-            if let Some(generation) = actions.iter().find_map(|action| match action {
+            // Before a generation takes over, or a worker takes over a
+            // slot (and the one it replaces is told to stop): the sockets
+            // it takes over must listen.
+            if let Some(seen) = actions.iter().find_map(|action| match action {
                 Action::Report(
                     Report::Ready { generation, .. } | Report::ReloadSucceeded { generation, .. },
-                ) => Some(*generation),
+                ) => Some(format!("seen before generation {generation} takes over")),
+                Action::Stop { pid, .. } => Some(format!("seen before pid {pid} is told to stop")),
                 _ => None,
             }) {
-                let seen = format!("seen before generation {generation} takes over");
                 self.check_listeners(&seen, context);
             }
             for action in actions {
