@@ -40,6 +40,39 @@ fn the_listening_socket_is_stdin_and_fd_3_across_a_reload() {
 }
 
 #[test]
+fn with_workers_each_worker_has_the_socket_on_stdin_and_a_rolling_reload_keeps_that() {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--stdin-socket", "--workers", "2", "--"])
+        .args(["python3", "-c", STDIN_SERVER])
+        .start();
+    let ready = sockhold.wait_for("generation 1 ready:");
+    assert!(ready.contains("accepting on fd 0"), "{ready}");
+    let address = sockhold.tcp_address(0);
+    let answers = |count: usize| {
+        let mut pids = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let answer = request_tcp(address).unwrap();
+            assert!(answer.contains("same=1 fds=1 stdout_socket=0"), "{answer}");
+            pids.insert(answer_pid(&answer));
+            if pids.len() == count {
+                break;
+            }
+        }
+        pids
+    };
+    let first = answers(2);
+    assert_eq!(first.len(), 2, "both workers answer: {first:?}");
+    sockhold.signal(Signal::SIGHUP);
+    sockhold.wait_for("generation 2 ready:");
+    // Both old workers are gone (this server does not drain at SIGTERM).
+    for _ in 0..2 {
+        sockhold.wait_for("exited with");
+    }
+    let second = answers(2);
+    assert!(first.is_disjoint(&second), "{first:?} {second:?}");
+}
+
+#[test]
 fn stdin_socket_needs_exactly_one_socket() {
     let (code, log) = run_to_exit(&[
         "-l",
