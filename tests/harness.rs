@@ -837,6 +837,25 @@ where
     })
 }
 
+/// Stops a `hammer` and asserts that every connection it made was
+/// answered, and at least one; returns the distinct pids that answered.
+pub fn stop_hammer(
+    stop: &AtomicBool,
+    client: std::thread::JoinHandle<(usize, Vec<String>, HashSet<i32>)>,
+) -> HashSet<i32> {
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failures, pids) = client.join().expect("the client thread");
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answered > 0, "no connection was answered");
+    pids
+}
+
 /// Runs sockhold to completion (for commands that must fail at once) and
 /// returns its exit code and log.
 pub fn run_to_exit(args: &[&str]) -> (i32, String) {

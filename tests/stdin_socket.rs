@@ -42,7 +42,14 @@ fn the_listening_socket_is_stdin_and_fd_3_across_a_reload() {
 #[test]
 fn with_workers_each_worker_has_the_socket_on_stdin_and_a_rolling_reload_keeps_that() {
     let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--stdin-socket", "--workers", "2", "--"])
+        .args([
+            "-l",
+            "127.0.0.1:0",
+            "--stdin-socket",
+            "--workers",
+            "2",
+            "--",
+        ])
         .args(["python3", "-c", STDIN_SERVER])
         .start();
     let ready = sockhold.wait_for("generation 1 ready:");

@@ -83,16 +83,7 @@ fn a_killed_worker_is_replaced_alone_in_its_slot_and_no_connection_fails() {
     ));
     // The replacement serves too, before the stream of connections ends.
     let after = reports_of(address, 3);
-    stop.store(true, Ordering::SeqCst);
-    let (answered, failures, _) = client.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} connections failed: {:?}",
-        failures.len(),
-        answered + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(answered > 0);
+    stop_hammer(&stop, client);
 
     // The other two are the same processes; the replacement has the slot.
     for (pid, report) in &before {
@@ -154,15 +145,7 @@ fn a_rolling_reload_under_a_stream_of_connections_fails_none_and_keeps_n_ready()
     }
     sampling.store(true, Ordering::SeqCst);
     let samples = sampler.join().unwrap();
-    stop.store(true, Ordering::SeqCst);
-    let (answered, failures, _) = client.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} connections failed: {:?}",
-        failures.len(),
-        answered + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    stop_hammer(&stop, client);
     // At every status sample: at least 3 ready, at most 3 + 1 running
     // (those stopping aside).
     assert!(samples.len() > 5, "{} samples", samples.len());
@@ -232,10 +215,7 @@ exec "$0" --ready-after 0 --graceful"#;
         "{err}"
     );
     sockhold.wait_for("generation 2 worker 0 exited");
-    stop.store(true, Ordering::SeqCst);
-    let (answered, failures, _) = client.join().unwrap();
-    assert!(answered > 0);
-    assert!(failures.is_empty(), "failed connections: {failures:?}");
+    stop_hammer(&stop, client);
     // Only one new worker was ever started: the rollout stopped there.
     let log = sockhold.log_text();
     assert!(!log.contains("generation 2 worker 1"), "{log}");
@@ -287,16 +267,7 @@ fn scale_up_and_down_under_a_stream_of_connections_fails_none() {
     }
     let (_, status, _) = control_client(&["status"], &control);
     assert_eq!(worker_states(&status), ["ready"], "{status}");
-    stop.store(true, Ordering::SeqCst);
-    let (answered, failures, _) = client.join().unwrap();
-    assert!(answered > 0);
-    assert!(
-        failures.is_empty(),
-        "{} of {} connections failed: {:?}",
-        failures.len(),
-        answered + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    stop_hammer(&stop, client);
     let log = sockhold.log_text();
     assert!(!log.contains("restarting it in its slot"), "{log}");
     // Bad counts are one clear line each, from the client itself.
@@ -400,9 +371,7 @@ exec "$0" --ready-after 20 --graceful"#;
     sockhold.wait_for("generation 1 worker 0 ready");
     sockhold.wait_for("generation 2 worker 0 stopping (generation 1 worker 0 is ready)");
     sockhold.wait_for("generation 2 worker 0 exited");
-    stop.store(true, Ordering::SeqCst);
-    let (_, failures, _) = client.join().unwrap();
-    assert!(failures.is_empty(), "failed connections: {failures:?}");
+    stop_hammer(&stop, client);
     // Generation 2 is gone: generation 1 answers, slots 1 and 2 as the
     // same processes as before.
     let mut generation_1: Vec<Pid> = first[1..].to_vec();
