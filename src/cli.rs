@@ -391,6 +391,14 @@ impl Cli {
                 ));
             }
         }
+        if self.ready == ReadyMode::Auto && self.ready_timeout <= config::AUTO_DELAY {
+            // Not an error: a child that can be observed is ready in time.
+            log::warn!(
+                "--ready-timeout {} is not above the {} after which --ready auto takes a child it cannot observe (another user's, non-dumpable) for ready: such a child never is; raise --ready-timeout, or use --ready notify",
+                config::format_duration(self.ready_timeout),
+                config::format_duration(config::AUTO_DELAY)
+            );
+        }
         if let ReadyMode::Delay(delay) = self.ready {
             if delay > self.ready_timeout {
                 return Err(Error::usage(

@@ -735,6 +735,25 @@ fn unobservable_child_that_sends_ready_1_is_ready_on_it() {
     );
 }
 
+#[test]
+fn a_ready_timeout_within_the_fallback_is_warned_of_and_an_unobservable_child_fails_it() {
+    // As for the test above: root could observe a non-dumpable child.
+    let mut builder = Sockhold::command();
+    if nix::unistd::geteuid().is_root() {
+        builder = builder.uid(65534, 65534);
+    }
+    let mut sockhold = builder
+        .args(["-l", "127.0.0.1:0", "--ready-timeout", "800ms"])
+        .args(["--restart", "never", "--", test_child_bin(), "--undumpable"])
+        .start();
+    sockhold.wait_for(
+        "warning: --ready-timeout 800ms is not above the 1s after which --ready auto takes a child it cannot observe",
+    );
+    sockhold.wait_for("generation 1 not ready after 800ms");
+    // The stopped child's status, as for any start that never got ready.
+    sockhold.exits_with(143);
+}
+
 /// `status` says what made each generation ready.
 #[test]
 fn status_says_the_generation_was_seen_accepting() {
