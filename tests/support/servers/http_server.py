@@ -38,8 +38,25 @@ server = http.server.ThreadingHTTPServer(("", 0), Handler, bind_and_activate=Fal
 server.daemon_threads = False
 server.socket.close()
 server.socket = socket.socket(fileno=3)
-# shutdown() waits for serve_forever, which runs in this thread.
-signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+
+
+def stop_on_sigterm():
+    signal.sigwait({signal.SIGTERM})
+    server.shutdown()  # waits for serve_forever, which runs in the main thread
+
+
+# SIGTERM is taken by sigwait in a thread of its own, never by a handler. A
+# Python handler runs in the main thread between any two bytecodes, and one
+# that starts a thread deadlocks when it lands while the main thread holds
+# threading's _shutdown_locks_lock, as it does on every connection
+# (ThreadingMixIn.process_request -> _Threads.reap -> Thread.is_alive ->
+# _stop): the new thread needs that lock before it counts as started, and
+# the handler waits for it to start. The connection just accepted was then
+# never answered, and was reset when the supervisor's stop timeout killed
+# the process. Blocked here, before any other thread exists, SIGTERM stays
+# blocked in every thread (they inherit the mask), so only sigwait takes it.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+threading.Thread(target=stop_on_sigterm, daemon=True).start()
 if os.environ.get("SERVER_SINCE_FILE"):
     with open(os.environ["SERVER_SINCE_FILE"], "a") as since:
         since.write(f"{os.getpid()} {time.monotonic():.6f}\n")
