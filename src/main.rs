@@ -17,6 +17,7 @@ mod control;
 mod engine;
 mod error;
 mod event_loop;
+mod fd_store;
 mod generations;
 mod intercept;
 mod leftovers;
