@@ -183,7 +183,8 @@ pub struct Cli {
 
     /// Keep up to N fds that children store with FDSTORE=1 on their NOTIFY_SOCKET (systemd's FileDescriptorStoreMax=), and pass them to every later child after the held sockets, named in LISTEN_FDNAMES; 0 keeps none (0..=4096)
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "accept",
-          value_parser = parse_fd_store_max, help_heading = "Generations")]
+          value_parser = parse_fd_store_max, allow_negative_numbers = true,
+          help_heading = "Generations")]
     fd_store_max: usize,
 
     /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)

@@ -31,8 +31,11 @@ def is_open(fd):
 # listdir's own fd is closed by the time the list is checked.
 opened = [int(fd) for fd in os.listdir('/proc/self/fd')]
 opened = sorted(fd for fd in opened if is_open(fd))
-print('child report pid=%d fds=%d names=%s inos=%s open=%s' % (os.getpid(), n,
-      os.environ['LISTEN_FDNAMES'], inos, ','.join(map(str, opened))), file=sys.stderr, flush=True)
+def say(line):
+    # One write(2), so that no line of sockhold's lands in the middle.
+    os.write(2, (line + '\n').encode())
+say('child report pid=%d fds=%d names=%s inos=%s open=%s' % (os.getpid(), n,
+    os.environ['LISTEN_FDNAMES'], inos, ','.join(map(str, opened))))
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 def send(text, fds=()):
     if fds:
@@ -82,9 +85,42 @@ elif n == 1 and mode == 'hangup':
     keep = [b, d]
     a.close()
     c.close()
+elif n == 1 and mode == 'names':
+    send('FDSTORE=1\nFDNAME=a:b', [os.memfd_create('bad')])
+    send('FDSTORE=1', [os.memfd_create('unnamed')])
+    send('FDSTOREREMOVE=1\nFDNAME=a:b')
+elif n == 1 and mode == 'crash':
+    state = os.memfd_create('state')
+    send('FDSTORE=1\nFDNAME=state', [state])
+    stored = 'state=%d' % ino(state)
+elif n == 1 and mode == 'untrusted':
+    # A helper connects as root, then sends as nobody: the kernel passes
+    # the sender's uid at the time of sending.
+    m = os.memfd_create('untrusted')
+    pid = os.fork()
+    if pid == 0:
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        u.connect(addr)
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [m]))
+        u.sendmsg([b'FDSTORE=1\nFDNAME=untrusted'], [rights])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(m)
+    stored = 'helper=%d' % pid
 if stored:
-    print('child stored ' + stored, file=sys.stderr, flush=True)
+    say('child stored ' + stored)
 send('READY=1')
+if n == 1 and mode == 'crash':
+    # sd_notify_barrier(3): once sockhold has closed the write end, it has
+    # acted on every message before; then crash.
+    r, w = os.pipe()
+    send('BARRIER=1', [w])
+    os.close(w)
+    os.read(r, 1)
+    sys.exit(3)
 while True:
     time.sleep(3600)
 "#;
@@ -229,6 +265,56 @@ fn fdstoreremove_drops_every_fd_of_that_name() {
     assert_eq!(inodes(&second)[&4], stored(&sockhold)["state"]);
 }
 
+#[test]
+fn a_restarted_child_gets_the_stored_fds() {
+    let sockhold = start("crash", &["--fd-store-max", "8"]);
+    sockhold.wait_for("generation 1 ready");
+    sockhold.wait_for("exited on its own with status 3");
+    sockhold.wait_for("generation 2 ready");
+    let restarted = report(&sockhold, 1);
+    assert_eq!(restarted["names"], "http:state", "{restarted:?}");
+    assert_eq!(inodes(&restarted)[&4], stored(&sockhold)["state"]);
+}
+
+#[test]
+fn fds_without_a_valid_name_are_stored_as_stored_as_systemd_does() {
+    let sockhold = start("names", &["--fd-store-max", "8"]);
+    sockhold.wait_for(
+        "fd store: generation 1 sent FDNAME='a:b' with FDSTORE=1: ':' separates the names in LISTEN_FDNAMES; its fds are stored as 'stored', as systemd does",
+    );
+    sockhold
+        .wait_for("fd store: generation 1 sent FDSTOREREMOVE=1 without a valid FDNAME=: ignored");
+    sockhold.wait_for("generation 1 ready");
+    reload_to(&sockhold, 2);
+    assert_eq!(report(&sockhold, 1)["names"], "http:stored:stored");
+}
+
+#[test]
+fn a_bad_fd_store_max_is_one_usage_error_line() {
+    for (value, reason) in [
+        ("4097", "more than 4096 fds"),
+        ("lots", "not a number of fds"),
+        ("-1", "not a number of fds"),
+    ] {
+        let (code, log) = run_to_exit(&["--fd-store-max", value, "--", "true"]);
+        assert_eq!(code, 64, "{value}: {log}");
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|line| line.starts_with("sockhold: error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{log}");
+        assert!(
+            errors[0].contains(&format!("'{value}'"))
+                && errors[0].contains("--fd-store-max")
+                && errors[0].contains(reason),
+            "{}",
+            errors[0]
+        );
+    }
+    let (code, log) = run_to_exit(&["--fd-store-max", "4", "--accept", "-l", "0", "--", "cat"]);
+    assert_eq!(code, 64, "{log}");
+}
+
 /// The memfds named `name` that process `pid` holds.
 fn memfds_held_by(pid: nix::unistd::Pid, name: &str) -> usize {
     let prefix = format!("/memfd:{name} ");
@@ -289,4 +375,24 @@ fn a_stored_fd_whose_peer_hangs_up_is_dropped_unless_stored_with_fdpoll_0() {
         1,
         "dropped once, and only that one:\n{log}"
     );
+}
+
+#[test]
+#[ignore = "needs root"] // to send from another uid
+fn only_a_trusted_sender_may_store() {
+    needs_root();
+    let sockhold = start("untrusted", &["--fd-store-max", "8"]);
+    sockhold.wait_for("generation 1 ready");
+    let helper = stored(&sockhold)["helper"].clone();
+    let log = sockhold.log_written_until_now();
+    assert!(
+        log.contains(&format!(
+            "ignoring notify message from pid {helper} (uid 65534)"
+        )),
+        "{log}"
+    );
+    reload_to(&sockhold, 2);
+    assert_eq!(report(&sockhold, 1)["names"], "http");
+    assert_eq!(memfds_held_by(sockhold.pid, "untrusted"), 0);
+    assert!(!sockhold.log_written_until_now().contains("fd store: kept"));
 }
