@@ -149,6 +149,12 @@ impl FdStore {
         self.max == 0
     }
 
+    /// `--fd-store-max`, which children find in `FDSTORE` when it is on
+    /// (as systemd sets it to FileDescriptorStoreMax=, systemd.exec(5)).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Whether an engine source key is the store's.
     pub fn owns(key: u64) -> bool {
         key == KEY

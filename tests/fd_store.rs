@@ -7,6 +7,8 @@
 use crate::harness::*;
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 
 /// The test's child. At start it reports what it got on one stderr line
@@ -34,8 +36,9 @@ opened = sorted(fd for fd in opened if is_open(fd))
 def say(line):
     # One write(2), so that no line of sockhold's lands in the middle.
     os.write(2, (line + '\n').encode())
-say('child report pid=%d fds=%d names=%s inos=%s open=%s' % (os.getpid(), n,
-    os.environ['LISTEN_FDNAMES'], inos, ','.join(map(str, opened))))
+say('child report pid=%d fds=%d names=%s inos=%s open=%s fdstore=%s' % (os.getpid(), n,
+    os.environ['LISTEN_FDNAMES'], inos, ','.join(map(str, opened)),
+    os.environ.get('FDSTORE', 'UNSET')))
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 def send(text, fds=()):
     if fds:
@@ -200,6 +203,7 @@ fn stored_fds_reach_the_next_generation_by_name_after_the_held_sockets() {
         (first["fds"].as_str(), first["names"].as_str()),
         ("1", "http")
     );
+    assert_eq!(first["fdstore"], "8", "FDSTORE says how many may be stored");
     let status = Command::new(sockhold_bin())
         .args(["status", "--control"])
         .arg(&control)
@@ -395,4 +399,154 @@ fn only_a_trusted_sender_may_store() {
     assert_eq!(report(&sockhold, 1)["names"], "http");
     assert_eq!(memfds_held_by(sockhold.pid, "untrusted"), 0);
     assert!(!sockhold.log_written_until_now().contains("fd store: kept"));
+}
+
+/// What sockhold sent to a stand-in for systemd's notify socket: one
+/// datagram's text and the fds that came with it.
+fn receive_with_fds(socket: &UnixDatagram) -> (String, Vec<OwnedFd>) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    // A blocking read, bounded: EAGAIN after the wait limit.
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buffer = [0u8; 4096];
+    let mut control = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .expect("a notify message within the wait limit");
+    let bytes = message.bytes;
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(passed) = cmsg {
+            // SAFETY: recvmsg just installed these fds in this process.
+            fds.extend(
+                passed
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    (String::from_utf8_lossy(&buffer[..bytes]).into_owned(), fds)
+}
+
+/// The messages up to and including the first `READY=1`, with their fds.
+fn messages_until_ready(socket: &UnixDatagram) -> Vec<(String, Vec<OwnedFd>)> {
+    let mut messages = Vec::new();
+    loop {
+        let (text, fds) = receive_with_fds(socket);
+        let ready = text.starts_with("READY=1");
+        messages.push((text, fds));
+        if ready {
+            return messages;
+        }
+    }
+}
+
+#[test]
+fn under_systemd_the_held_sockets_go_to_its_fd_store_and_come_back_after_a_restart() {
+    let dir = TempDir::new();
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let api = dir.join("api.sock");
+    let mut first = Sockhold::command()
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("FDSTORE", "4")
+        .args(["-l", "web=127.0.0.1:0", "-l"])
+        .arg(format!("api={}", api.display()))
+        .args(["--ready", "notify", "--", "python3", "-c", CHILD, "none"])
+        .start();
+    let messages = messages_until_ready(&notify);
+    let texts: Vec<&str> = messages.iter().map(|(text, _)| text.as_str()).collect();
+    assert_eq!(
+        texts[..4],
+        [
+            "FDSTOREREMOVE=1\nFDNAME=web",
+            "FDSTORE=1\nFDNAME=web",
+            "FDSTOREREMOVE=1\nFDNAME=api",
+            "FDSTORE=1\nFDNAME=api",
+        ],
+        "{texts:?}"
+    );
+    let fd_counts: Vec<usize> = messages.iter().map(|(_, fds)| fds.len()).collect();
+    assert_eq!(fd_counts[..4], [0, 1, 0, 1]);
+    let web_address = first.tcp_address(0);
+    let stored_web = std::net::TcpListener::from(messages[1].1[0].try_clone().unwrap());
+    assert_eq!(stored_web.local_addr().unwrap(), web_address);
+    drop(stored_web);
+    // The child gets no FDSTORE: systemd's store is sockhold's, not its.
+    first.wait_for("generation 1 ready");
+    assert_eq!(report(&first, 0)["fdstore"], "UNSET");
+    first.signal(Signal::SIGTERM);
+    first.exits_with(0);
+    assert!(
+        api.exists(),
+        "the stored socket's file stays for the next sockhold"
+    );
+    // systemd passes its store to the next sockhold by LISTEN_FDS, named.
+    // The test holds the sockets where systemd would; the hook puts them
+    // at 3 and 4 (copies at 100 and up, clear of what it overwrites).
+    let high = |fd: &OwnedFd| {
+        let copy = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).unwrap();
+        // SAFETY: fcntl just made this fd for this test, which owns it.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) }
+    };
+    let (web_copy, api_copy) = (high(&messages[1].1[0]), high(&messages[3].1[0]));
+    let (web, api_fd) = (web_copy.as_raw_fd(), api_copy.as_raw_fd());
+    let hook = move || {
+        // SAFETY: dup2(2) on fd numbers touches no memory and is
+        // async-signal-safe.
+        if unsafe { nix::libc::dup2(web, 3) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { nix::libc::dup2(api_fd, 4) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let notify_again = dir.join("notify-again");
+    let _notify_again = UnixDatagram::bind(&notify_again).unwrap();
+    // SAFETY: the hook makes only async-signal-safe calls.
+    let second = unsafe {
+        Sockhold::launched_by(&[
+            "sh",
+            "-c",
+            r#"LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=web:api exec "$0" "$@""#,
+        ])
+        .pre_exec(hook)
+    }
+    .env("NOTIFY_SOCKET", &notify_again)
+    .env("FDSTORE", "4")
+    .args(["-l", "web=127.0.0.1:0", "-l"])
+    .arg(format!("api={}", api.display()))
+    .args(["--ready", "notify", "--", "python3", "-c", CHILD, "none"])
+    .start();
+    let line = second.wait_for("listening on tcp");
+    assert!(
+        line.contains(&format!(
+            "{web_address} (from the fd store) (fd 3, name web)"
+        )),
+        "{line}"
+    );
+    second.wait_for("generation 1 ready");
+    let child = report(&second, 0);
+    assert_eq!(
+        child["names"], "web:api",
+        "the stored sockets in their -l places: {child:?}"
+    );
+    let inos = inodes(&child);
+    let inode = |fd: RawFd| {
+        use std::os::linux::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .st_ino()
+            .to_string()
+    };
+    assert_eq!(inos[&3], inode(web), "the same web socket");
+    assert_eq!(inos[&4], inode(api_fd), "the same api socket");
+    drop((web_copy, api_copy));
 }

@@ -407,6 +407,9 @@ impl Generations {
             .collect();
         env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
         env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
+        if !self.fd_store.is_off() {
+            env.push(("FDSTORE".into(), self.fd_store.max().to_string().into()));
+        }
         env.extend(compat::generation_environment(&self.compat_env, generation));
         if self.workers > 1 {
             env.push(("SOCKHOLD_WORKER".into(), slot.to_string().into()));
