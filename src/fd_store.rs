@@ -320,7 +320,7 @@ impl FdStore {
                 } else {
                     "POLLHUP"
                 };
-                hung_up.push((index, what));
+                hung_up.push(index);
                 let entry = &self.entries[index];
                 log::info!(
                     "fd store: dropped fd {} '{}' ({}): {what} (systemd's rule; FDPOLL=0 keeps an fd that hangs up)",
@@ -334,8 +334,8 @@ impl FdStore {
             }
         }
         // Highest first, so that the indexes of those left stay right.
-        hung_up.sort_unstable_by_key(|&(index, _)| std::cmp::Reverse(index));
-        for (index, _) in hung_up {
+        hung_up.sort_unstable_by_key(|&index| std::cmp::Reverse(index));
+        for index in hung_up {
             self.entries.remove(index);
         }
     }
