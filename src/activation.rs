@@ -7,11 +7,20 @@
 //! `-l` sockets. Variables addressed to another pid are ignored; either way
 //! they never reach a child (see `spawn::ENV_ADDRESSED_TO_SOCKHOLD`).
 //!
-//! Pure: the environment and our pid are parameters.
+//! Under systemd with an fd store (FileDescriptorStoreMax=), sockhold
+//! stores its own `-l` sockets there by name (`sd_notify::store_sockets`),
+//! and systemd passes them back to the next sockhold by LISTEN_FDS: a
+//! passed socket named as an `-l` socket and bound to its address takes
+//! that socket's place (`take_back_stored`) instead of a new bind, which
+//! would find the address in use.
+//!
+//! Pure: the environment, our pid, and what a passed fd is bound to are
+//! parameters.
 
 use crate::addr::{self, ListenAddress, ListenSpec};
 use crate::error::Error;
 use crate::spawn::FIRST_PASSED_FD;
+use std::os::fd::RawFd;
 
 /// The most sockets sockhold takes by LISTEN_FDS. Every one of them is an
 /// open fd numbered from 3 up, so a count like this is already absurd; a
@@ -113,6 +122,79 @@ fn passed_specs(passed: &PassedEnv, our_pid: u32) -> Result<Vec<ListenSpec>, Err
         })
         .collect();
     Ok(specs)
+}
+
+/// The sockets to hold, once the ones systemd passed back from its fd
+/// store have taken the places of their `-l` sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sockets {
+    pub specs: Vec<ListenSpec>,
+    /// Per spec: the passed fd that is that `-l` socket, adopted in place
+    /// of a new bind.
+    pub stored: Vec<Option<RawFd>>,
+    /// The `-l` sockets are `specs[own_from..]`; before them, the passed
+    /// sockets that are not sockhold's own (a `.socket` unit's).
+    pub own_from: usize,
+}
+
+/// `specs` as `listen_specs` made them (the passed sockets, then the
+/// `own_count` `-l` ones), with each passed socket that sockhold stored
+/// (`sd_notify::store_sockets`) moved into the place of its `-l` socket:
+/// the same name, and bound to that address (`is_bound_to`). A socket of
+/// an `-l` without `NAME=` is named by its fd number (`fd4`), which counts
+/// the passed sockets that stay in front of it: the count that is
+/// consistent with the names is taken, the smallest first.
+pub fn take_back_stored(
+    specs: Vec<ListenSpec>,
+    own_count: usize,
+    is_bound_to: impl Fn(RawFd, &ListenAddress) -> bool,
+) -> Sockets {
+    let passed_count = specs.len() - own_count;
+    let (passed, own) = specs.split_at(passed_count);
+    for kept in 0..=passed_count {
+        let names: Vec<String> = own
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                spec.name
+                    .clone()
+                    .unwrap_or_else(|| crate::listen::default_name(kept + index))
+            })
+            .collect();
+        let mut stored: Vec<Option<RawFd>> = vec![None; own.len()];
+        let mut staying = Vec::new();
+        for spec in passed {
+            let found = match (&spec.address, spec.name.as_deref()) {
+                (ListenAddress::Fd(fd), Some(name)) => (0..own.len()).find(|&index| {
+                    stored[index].is_none()
+                        && names[index] == name
+                        && !matches!(own[index].address, ListenAddress::Fd(_))
+                        && is_bound_to(*fd, &own[index].address)
+                }),
+                _ => None,
+            };
+            match (found, &spec.address) {
+                (Some(index), ListenAddress::Fd(fd)) => stored[index] = Some(*fd),
+                _ => staying.push(spec.clone()),
+            }
+        }
+        if staying.len() == kept {
+            let own_from = staying.len();
+            let mut all_stored = vec![None; own_from];
+            all_stored.extend(stored);
+            staying.extend(own.iter().cloned());
+            return Sockets {
+                specs: staying,
+                stored: all_stored,
+                own_from,
+            };
+        }
+    }
+    Sockets {
+        stored: vec![None; specs.len()],
+        own_from: passed_count,
+        specs,
+    }
 }
 
 /// An fd adopted twice would be owned (and closed) twice.
@@ -227,6 +309,69 @@ mod tests {
             4096
         );
         assert!(listen_specs(&env("42", "4097", None), 42, &[]).is_err());
+    }
+
+    #[test]
+    fn a_stored_socket_takes_the_place_of_its_l_socket_by_name_and_address() {
+        // fd 3: a .socket unit's; fd 4: stored as "web" (bound to port
+        // 8080); fd 5: stored as "fd5", the default name of the second -l
+        // once fd 3 stays in front; fd 6: named "api" but bound elsewhere.
+        let specs = listen_specs(
+            &env("42", "4", Some("unit:web:fd5:api")),
+            42,
+            &cli(&["web=8080", "/run/app.sock", "api=127.0.0.1:9000"]),
+        )
+        .unwrap();
+        let bound = |fd: RawFd, address: &ListenAddress| match fd {
+            4 => *address == ListenAddress::TcpAll { port: 8080 },
+            5 => matches!(address, ListenAddress::Unix(_)),
+            _ => false,
+        };
+        let sockets = take_back_stored(specs, 3, bound);
+        let summary: Vec<(Option<&str>, &ListenAddress)> = sockets
+            .specs
+            .iter()
+            .map(|s| (s.name.as_deref(), &s.address))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Some("unit"), &ListenAddress::Fd(3)),
+                (Some("fd5"), &ListenAddress::Fd(5)),
+                (Some("api"), &ListenAddress::Fd(6)),
+                (Some("web"), &ListenAddress::TcpAll { port: 8080 }),
+                (None, &ListenAddress::Unix("/run/app.sock".into())),
+                (
+                    Some("api"),
+                    &ListenAddress::Tcp("127.0.0.1:9000".parse().unwrap())
+                ),
+            ]
+        );
+        // With fd 3 and fd 6 in front, the unnamed -l would be fd 6, not
+        // fd 5: fd 5 is not it, and stays in front too (so it is fd 7).
+        assert_eq!(sockets.stored, vec![None, None, None, Some(4), None, None]);
+        assert_eq!(sockets.own_from, 3);
+        // Where the names fit: fd 3 and fd 4 stored, nothing in front.
+        let specs = listen_specs(
+            &env("42", "2", Some("web:fd4")),
+            42,
+            &cli(&["web=8080", "/run/app.sock"]),
+        )
+        .unwrap();
+        let bound = |fd: RawFd, address: &ListenAddress| match fd {
+            3 => *address == ListenAddress::TcpAll { port: 8080 },
+            4 => matches!(address, ListenAddress::Unix(_)),
+            _ => false,
+        };
+        let sockets = take_back_stored(specs, 2, bound);
+        assert_eq!(sockets.stored, vec![Some(3), Some(4)]);
+        assert_eq!(sockets.own_from, 0);
+        // Nothing stored: as listen_specs made them.
+        let specs = listen_specs(&env("42", "1", Some("web")), 42, &cli(&["8080"])).unwrap();
+        let sockets = take_back_stored(specs.clone(), 1, |_, _| false);
+        assert_eq!(sockets.specs, specs);
+        assert_eq!(sockets.stored, vec![None, None]);
+        assert_eq!(sockets.own_from, 1);
     }
 
     #[test]

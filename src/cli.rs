@@ -187,6 +187,12 @@ pub struct Cli {
           allow_negative_numbers = true, requires = "maintenance", help_heading = "Generations")]
     maintenance_after: Duration,
 
+    /// Keep up to N fds that children store with FDSTORE=1 on their NOTIFY_SOCKET (systemd's FileDescriptorStoreMax=), and pass them to every later child after the held sockets, named in LISTEN_FDNAMES; 0 keeps none (0..=4096)
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "accept",
+          value_parser = parse_fd_store_max, allow_negative_numbers = true,
+          help_heading = "Generations")]
+    fd_store_max: usize,
+
     /// Run each child in a process group of its own and signal the whole group (stop, SIGKILL, forwarded signals)
     #[arg(long, help_heading = "Generations")]
     signal_group: bool,
@@ -275,6 +281,20 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
         Ok(mode) if mode <= 0o777 => Ok(mode),
         _ => Err("not an octal file mode (write e.g. 660 or 0600)".to_string()),
+    }
+}
+
+/// `--fd-store-max N`: 0 (off) up to `fd_store::MAX_FDS`.
+fn parse_fd_store_max(text: &str) -> Result<usize, String> {
+    let max = crate::fd_store::MAX_FDS;
+    match text.trim().parse::<usize>() {
+        Ok(count) if count <= max => Ok(count),
+        Ok(_) => Err(format!(
+            "more than {max} fds (every child gets them all; give at most {max})"
+        )),
+        Err(_) => Err(format!(
+            "not a number of fds (write a count from 0 to {max}, e.g. 16; 0 keeps none)"
+        )),
     }
 }
 
@@ -483,6 +503,7 @@ impl Cli {
                 .collect(),
             accept,
             maintenance,
+            fd_store_max: self.fd_store_max,
         })
     }
 }
@@ -981,6 +1002,28 @@ mod tests {
             .unwrap_err();
         assert!(error.message.contains("not a regular file"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fd_store_max_takes_0_to_4096_and_excludes_accept() {
+        let max = |value: &str| {
+            parse(&["--fd-store-max", value, "--", "true"])
+                .map(|cli| cli.into_config().unwrap().fd_store_max)
+        };
+        assert_eq!(max("0").unwrap(), 0);
+        assert_eq!(max("16").unwrap(), 16);
+        assert_eq!(max("4096").unwrap(), 4096);
+        for bad in ["4097", "-1", "many", ""] {
+            assert!(max(bad).is_err(), "{bad}");
+        }
+        let default = parse(&["--", "true"]).unwrap().into_config().unwrap();
+        assert_eq!(default.fd_store_max, 0);
+        assert!(parse(&["--fd-store-max", "4", "--accept", "--", "cat"]).is_err());
+        assert!(
+            parse_fd_store_max("5000")
+                .unwrap_err()
+                .contains("at most 4096")
+        );
     }
 
     #[test]

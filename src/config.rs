@@ -140,6 +140,9 @@ pub struct Config {
     pub accept: Option<AcceptSettings>,
     /// `--maintenance FILE`: what sockhold answers while nobody serves.
     pub maintenance: Option<MaintenanceSettings>,
+    /// `--fd-store-max`: how many fds children may store (`fd_store.rs`);
+    /// 0 stores none.
+    pub fd_store_max: usize,
 }
 
 /// `--maintenance FILE`: while paused, or while no generation has been

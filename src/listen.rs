@@ -231,6 +231,16 @@ impl Listener {
         }
     }
 
+    /// Leaves the Unix socket file at exit: the socket lives on in the
+    /// service manager's fd store (`sd_notify::store_sockets`), and the
+    /// next sockhold takes it back.
+    pub fn keep_socket_file(&mut self) {
+        if let Some(created) = self.created_file.take() {
+            // Dealt with: its drop leaves the file alone.
+            created.done.set(true);
+        }
+    }
+
     /// Removes the Unix socket file if it is still the one we created.
     pub fn remove_socket_file(&self) {
         if let Some(created) = &self.created_file {
@@ -251,16 +261,70 @@ pub struct SocketOptions {
 /// (3 + index) and the default name. `fd:N` adopts only an fd that is in
 /// `inherited`. On an error, the sockets made so far are dropped, and with
 /// them their socket files.
+/// Opens every socket; `stored[index]`, where set, is the inherited fd
+/// that is that spec's socket already (passed back from the service
+/// manager's fd store, `activation::take_back_stored`), adopted in place
+/// of a new bind.
 pub fn open_all(
     specs: &[ListenSpec],
+    stored: &[Option<RawFd>],
     options: SocketOptions,
     inherited: &InheritedFds,
 ) -> Result<Vec<Listener>, Error> {
     specs
         .iter()
         .enumerate()
-        .map(|(index, spec)| open_one(spec, index, options, inherited))
+        .map(|(index, spec)| {
+            let stored = stored.get(index).copied().flatten();
+            open_one(spec, index, stored, options, inherited)
+        })
         .collect()
+}
+
+/// Whether the inherited `fd` is a socket of `address`'s kind bound to
+/// it (any port for port 0), and listening if it is a stream socket: the
+/// socket a previous sockhold held for it.
+pub fn is_bound_to(fd: RawFd, address: &ListenAddress, inherited: &InheritedFds) -> bool {
+    if !inherited.contains(fd) || !is_open(fd) {
+        return false;
+    }
+    // SAFETY: the fd is open and was inherited (checked above); it is only
+    // borrowed for this call, and nothing closes it meanwhile.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let kind = match socket::getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::Stream) => Transport::Stream,
+        Ok(SockType::Datagram) => Transport::Datagram,
+        _ => return false,
+    };
+    if address.transport() != Some(kind)
+        || (kind == Transport::Stream
+            && !socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false))
+    {
+        return false;
+    }
+    let Ok(local) = socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()) else {
+        return false;
+    };
+    let port_fits = |wanted: u16, got: u16| wanted == 0 || wanted == got;
+    let unix = local.as_unix_addr();
+    match address {
+        ListenAddress::TcpAll { port } | ListenAddress::UdpAll { port } => {
+            crate::net::ip_address(&local)
+                .is_some_and(|got| got.ip().is_unspecified() && port_fits(*port, got.port()))
+        }
+        ListenAddress::Tcp(wanted) | ListenAddress::Udp(wanted) => crate::net::ip_address(&local)
+            .is_some_and(|got| {
+                crate::net::canonical_ip(got.ip()) == crate::net::canonical_ip(wanted.ip())
+                    && port_fits(wanted.port(), got.port())
+            }),
+        ListenAddress::Unix(path) | ListenAddress::UnixDatagram(path) => {
+            unix.and_then(|unix| unix.path()) == Some(path.as_path())
+        }
+        ListenAddress::Abstract(name) | ListenAddress::AbstractDatagram(name) => {
+            unix.and_then(|unix| unix.as_abstract()) == Some(name.as_bytes())
+        }
+        ListenAddress::Fd(_) => false,
+    }
 }
 
 /// The fds that were open when sockhold started, before it opened any of
@@ -331,6 +395,7 @@ pub fn default_name(index: usize) -> String {
 fn open_one(
     spec: &ListenSpec,
     index: usize,
+    stored: Option<RawFd>,
     options: SocketOptions,
     inherited: &InheritedFds,
 ) -> Result<Listener, Error> {
@@ -352,35 +417,44 @@ fn open_one(
         mode: options.socket_mode,
         owner: options.socket_owner,
     };
-    let (fd, transport, created_file) = match &spec.address {
-        ListenAddress::TcpAll { port } | ListenAddress::UdpAll { port } => {
-            let transport = transport_of(&spec.address);
-            let fd = bind_ip_all(transport, *port, backlog).map_err(cannot)?;
-            (fd, transport, None)
-        }
-        ListenAddress::Tcp(address) | ListenAddress::Udp(address) => {
-            let transport = transport_of(&spec.address);
-            let fd = bind_ip(transport, *address, None, backlog).map_err(cannot)?;
-            (fd, transport, None)
-        }
-        ListenAddress::Unix(path) | ListenAddress::UnixDatagram(path) => {
-            let transport = transport_of(&spec.address);
-            let (fd, created) =
-                bind_unix_path(path, transport, backlog, unix_permissions, &spec.text)?;
-            (fd, transport, Some(created))
-        }
-        ListenAddress::Abstract(abstract_name) | ListenAddress::AbstractDatagram(abstract_name) => {
-            let transport = transport_of(&spec.address);
-            let address = UnixAddr::new_abstract(abstract_name.as_bytes()).map_err(cannot)?;
-            let fd = bind_unix(&address, transport, backlog).map_err(cannot)?;
-            (fd, transport, None)
-        }
-        ListenAddress::Fd(number) => {
-            let (fd, transport) = adopt_fd(*number, &spec.text, inherited)?;
-            (fd, transport, None)
+    let (fd, transport, created_file) = if let Some(number) = stored {
+        let (fd, transport) = adopt_fd(number, &spec.text, inherited)?;
+        (fd, transport, None)
+    } else {
+        match &spec.address {
+            ListenAddress::TcpAll { port } | ListenAddress::UdpAll { port } => {
+                let transport = transport_of(&spec.address);
+                let fd = bind_ip_all(transport, *port, backlog).map_err(cannot)?;
+                (fd, transport, None)
+            }
+            ListenAddress::Tcp(address) | ListenAddress::Udp(address) => {
+                let transport = transport_of(&spec.address);
+                let fd = bind_ip(transport, *address, None, backlog).map_err(cannot)?;
+                (fd, transport, None)
+            }
+            ListenAddress::Unix(path) | ListenAddress::UnixDatagram(path) => {
+                let transport = transport_of(&spec.address);
+                let (fd, created) =
+                    bind_unix_path(path, transport, backlog, unix_permissions, &spec.text)?;
+                (fd, transport, Some(created))
+            }
+            ListenAddress::Abstract(abstract_name)
+            | ListenAddress::AbstractDatagram(abstract_name) => {
+                let transport = transport_of(&spec.address);
+                let address = UnixAddr::new_abstract(abstract_name.as_bytes()).map_err(cannot)?;
+                let fd = bind_unix(&address, transport, backlog).map_err(cannot)?;
+                (fd, transport, None)
+            }
+            ListenAddress::Fd(number) => {
+                let (fd, transport) = adopt_fd(*number, &spec.text, inherited)?;
+                (fd, transport, None)
+            }
         }
     };
     let description = match &spec.address {
+        _ if stored.is_some() => {
+            format!("{} (from the fd store)", describe(&fd, transport))
+        }
         ListenAddress::Fd(number) => {
             format!("inherited fd {number} ({})", describe(&fd, transport))
         }
@@ -915,7 +989,7 @@ mod tests {
             socket_mode: None,
             socket_owner: None,
         };
-        open_one(&spec, 0, options, &InheritedFds::default()).unwrap()
+        open_one(&spec, 0, None, options, &InheritedFds::default()).unwrap()
     }
 
     /// What a child does with its copy: shutdown(2) acts on the socket.

@@ -17,6 +17,7 @@ mod control;
 mod engine;
 mod error;
 mod event_loop;
+mod fd_store;
 mod generations;
 mod intercept;
 mod leftovers;
@@ -85,10 +86,19 @@ fn run() -> Result<i32, Error> {
         std::process::id(),
         &config.listen,
     )?;
+    // Those that systemd kept in its fd store for us take their places.
+    let activation::Sockets {
+        specs: listen,
+        stored,
+        own_from,
+    } = activation::take_back_stored(listen, config.listen.len(), |fd, address| {
+        listen::is_bound_to(fd, address, &inherited)
+    });
     // From here on, an early return drops what was made so far, and with
     // it the files it created.
-    let listeners = listen::open_all(
+    let mut listeners = listen::open_all(
         &listen,
+        &stored,
         listen::SocketOptions {
             backlog: config.backlog,
             socket_mode: config.socket_mode,
@@ -109,6 +119,7 @@ fn run() -> Result<i32, Error> {
     if config.stdin_socket && listeners.len() != 1 {
         return Err(cli::stdin_socket_count(listeners.len()));
     }
+    store_own_sockets(&listen[own_from..], &mut listeners[own_from..]);
     // Everything that may need root happens before the privilege drop:
     // binding, the control socket (owned by the user sockhold becomes, so
     // that it can still be reached) and the pid file.
@@ -132,6 +143,28 @@ fn run() -> Result<i32, Error> {
     event_loop::EventLoop::new(config, listeners)?
         .with_control(control, pid_file)?
         .run()
+}
+
+/// Under systemd with an fd store for sockhold: stores the `-l` sockets
+/// there (not `fd:N` ones, which are someone else's), so that a restarted
+/// sockhold takes them back and no connection is refused meanwhile. Their
+/// socket files then stay at exit, with the sockets in the store.
+fn store_own_sockets(specs: &[addr::ListenSpec], listeners: &mut [listen::Listener]) {
+    let own: Vec<usize> = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, spec)| !matches!(spec.address, addr::ListenAddress::Fd(_)))
+        .map(|(index, _)| index)
+        .collect();
+    let sockets: Vec<(&str, std::os::fd::BorrowedFd<'_>)> = own
+        .iter()
+        .map(|&index| (listeners[index].name.as_str(), listeners[index].fd()))
+        .collect();
+    if sd_notify::store_sockets(&sd_notify::NotifyEnv::from_environment(), &sockets) {
+        for index in own {
+            listeners[index].keep_socket_file();
+        }
+    }
 }
 
 /// `sockhold reload|status|stop --control PATH` (and the hidden

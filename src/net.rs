@@ -2,7 +2,8 @@
 //! accept4(2) with the peer address, the local side of a connection, the
 //! address family of a held socket for the compatibility variables, and
 //! O_NONBLOCK; reading a datagram with its sender's credentials and the fds
-//! passed with it (notify sockets). Every accepted or received fd is born
+//! passed with it (notify sockets), and whether two received fds are the
+//! same open file (the fd store). Every accepted or received fd is born
 //! CLOEXEC.
 
 #![allow(unsafe_code)]
@@ -350,6 +351,51 @@ pub fn socket_kind(fd: RawFd) -> SocketKind {
     SocketKind::Other
 }
 
+/// linux/kcmp.h: compare two processes' open file descriptions.
+const KCMP_FILE: libc::c_int = 0;
+
+/// Whether `a` and `b` are the same open file description (one is a dup
+/// of the other, or the same file passed twice), as systemd's `same_fd`
+/// decides it for its fd store: kcmp(2) where the kernel has it; else the
+/// same inode (devices never count, their fds may be different contexts)
+/// opened with the same access mode (which tells a pipe's two ends apart).
+pub fn same_open_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let pid = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: kcmp(2) only compares kernel objects; the fds are borrowed,
+    // so open for the whole call.
+    let compared = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_FILE,
+            a.as_raw_fd() as libc::c_ulong,
+            b.as_raw_fd() as libc::c_ulong,
+        )
+    };
+    match compared {
+        0 => return true,
+        1..=3 => return false,
+        // ENOSYS (no CONFIG_KCMP), EPERM/EACCES (forbidden by a seccomp
+        // filter or Yama): compare what fstat(2) says instead.
+        _ => {}
+    }
+    let (Ok(first), Ok(second)) = (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) else {
+        return false;
+    };
+    let kind = first.st_mode & libc::S_IFMT;
+    if (first.st_dev, first.st_ino) != (second.st_dev, second.st_ino)
+        || kind == libc::S_IFCHR
+        || kind == libc::S_IFBLK
+    {
+        return false;
+    }
+    let access = |fd| {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map(|flags| flags & libc::O_ACCMODE)
+    };
+    matches!((access(a), access(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// A listening stream socket's address, to tell connections accepted
 /// from it: an accepted connection has its listener's local address (for
 /// a listener on every address, its port on one of the host's addresses)
@@ -421,6 +467,17 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::net::{UnixListener, UnixStream};
+
+    #[test]
+    fn a_dup_is_the_same_open_file_and_a_pipe_s_other_end_is_not() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let copy = read.try_clone().unwrap();
+        assert!(same_open_file(read.as_fd(), copy.as_fd()));
+        assert!(same_open_file(read.as_fd(), read.as_fd()));
+        assert!(!same_open_file(read.as_fd(), write.as_fd()));
+        let (one, other) = UnixStream::pair().unwrap();
+        assert!(!same_open_file(one.as_fd(), other.as_fd()));
+    }
 
     #[test]
     fn a_connection_is_told_by_its_listener_s_address() {

@@ -13,6 +13,10 @@
 //! - `WATCHDOG=1` every half `WATCHDOG_USEC`, when that is set for us. The
 //!   ping time is a deadline of the event loop, so a stuck loop stops the
 //!   pings and the service manager notices.
+//! - at start, when systemd says it keeps an fd store for sockhold
+//!   (`$FDSTORE`, FileDescriptorStoreMax=), its own `-l` sockets with
+//!   `FDSTORE=1` and `FDNAME=` their names (`store_sockets`), which systemd
+//!   passes back to the next sockhold (`activation::take_back_stored`).
 //!
 //! Children never talk to the service manager: their NOTIFY_SOCKET is
 //! sockhold's per-generation socket (`readiness.rs`).
@@ -22,7 +26,7 @@
 use crate::generations::supervisor::{GenerationId, Report};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The variables that configure this client, as sockhold found them.
@@ -31,6 +35,9 @@ pub struct NotifyEnv {
     pub notify_socket: Option<String>,
     pub watchdog_usec: Option<String>,
     pub watchdog_pid: Option<String>,
+    /// `$FDSTORE` (systemd 254 and later): FileDescriptorStoreMax= of
+    /// sockhold's unit, set only when it is above 0.
+    pub fd_store: Option<String>,
 }
 
 impl NotifyEnv {
@@ -40,6 +47,7 @@ impl NotifyEnv {
             notify_socket: var("NOTIFY_SOCKET"),
             watchdog_usec: var("WATCHDOG_USEC"),
             watchdog_pid: var("WATCHDOG_PID"),
+            fd_store: var("FDSTORE"),
         }
     }
 }
@@ -168,6 +176,80 @@ impl ServiceManager {
             }
         }
     }
+}
+
+/// Stores `sockets` (name, socket) in the service manager's fd store, when
+/// it keeps one for sockhold (`$FDSTORE` above 0): for each, the fds
+/// stored by that name before are dropped (`FDSTOREREMOVE=1`, as
+/// systemd's own `notify_push_fd` does), then the socket is stored
+/// (`FDSTORE=1`); systemd keeps each open file once. Returns whether they
+/// were sent; problems are warnings, as the sockets serve either way.
+pub fn store_sockets(env: &NotifyEnv, sockets: &[(&str, BorrowedFd<'_>)]) -> bool {
+    let Some(text) = env.notify_socket.as_deref().filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    let max = match env
+        .fd_store
+        .as_deref()
+        .map(|max| max.trim().parse::<usize>())
+    {
+        Some(Ok(max)) if max > 0 => max,
+        _ => {
+            log::debug!(
+                "not storing the sockets in the service manager's fd store: FDSTORE is unset (FileDescriptorStoreMax= is 0, or systemd is older than 254)"
+            );
+            return false;
+        }
+    };
+    if sockets.is_empty() {
+        return false;
+    }
+    let target = match open_target(text) {
+        Ok(target) => target,
+        Err(reason) => {
+            log::warn!("cannot store the sockets in the fd store at '{text}': {reason}");
+            return false;
+        }
+    };
+    if max < sockets.len() {
+        log::warn!(
+            "the service manager's fd store takes {max} fds (FileDescriptorStoreMax=), fewer than the {} sockets sockhold holds: the others are bound anew after a restart (raise FileDescriptorStoreMax=)",
+            sockets.len()
+        );
+    }
+    for (name, fd) in sockets {
+        let remove = format!("FDSTOREREMOVE=1\nFDNAME={name}");
+        let store = format!("FDSTORE=1\nFDNAME={name}");
+        let fds = [fd.as_raw_fd()];
+        let sent = socket::sendto(
+            target.fd.as_raw_fd(),
+            remove.as_bytes(),
+            &target.address,
+            MsgFlags::MSG_NOSIGNAL,
+        )
+        .and_then(|_| {
+            socket::sendmsg(
+                target.fd.as_raw_fd(),
+                &[std::io::IoSlice::new(store.as_bytes())],
+                &[socket::ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                Some(&target.address),
+            )
+        });
+        if let Err(errno) = sent {
+            log::warn!(
+                "cannot store socket '{name}' in the fd store at '{text}': {}",
+                crate::error::errno_text(errno)
+            );
+            return false;
+        }
+    }
+    let names: Vec<&str> = sockets.iter().map(|(name, _)| *name).collect();
+    log::info!(
+        "stored the sockets {} in the service manager's fd store: a restarted sockhold takes them back",
+        names.join(", ")
+    );
+    true
 }
 
 fn open_target(text: &str) -> Result<Target, String> {
@@ -397,6 +479,7 @@ mod tests {
             notify_socket: Some(path.to_str().unwrap().to_string()),
             watchdog_usec: Some("200000".into()),
             watchdog_pid: None,
+            fd_store: None,
         };
         let mut manager = ServiceManager::new(&env, std::process::id(), t0);
         assert_eq!(
@@ -425,9 +508,46 @@ mod tests {
             notify_socket: Some("vsock:2:1234".into()),
             watchdog_usec: Some("1000000".into()),
             watchdog_pid: None,
+            fd_store: None,
         };
         let manager = ServiceManager::new(&env, 1, Instant::now());
         assert!(manager.target.is_none());
         assert_eq!(manager.next_deadline(), None);
+    }
+
+    #[test]
+    fn sockets_go_to_the_fd_store_by_name_only_when_systemd_keeps_one() {
+        use std::os::fd::AsFd;
+        let dir = std::env::temp_dir().join(format!("sockhold-sdn-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify");
+        let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        manager.set_nonblocking(true).unwrap();
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sockets = [("web", held.as_fd())];
+        let env = |fd_store: Option<&str>| NotifyEnv {
+            notify_socket: Some(path.to_str().unwrap().to_string()),
+            fd_store: fd_store.map(str::to_string),
+            ..NotifyEnv::default()
+        };
+        for refused in [None, Some("0"), Some("many")] {
+            assert!(!store_sockets(&env(refused), &sockets), "{refused:?}");
+        }
+        assert!(!store_sockets(&env(Some("4")), &[]));
+        let mut buffer = [0u8; 256];
+        assert!(manager.recv(&mut buffer).is_err(), "nothing sent");
+        assert!(store_sockets(&env(Some("4")), &sockets));
+        let n = manager.recv(&mut buffer).unwrap();
+        assert_eq!(&buffer[..n], b"FDSTOREREMOVE=1\nFDNAME=web");
+        let received = crate::net::receive_with_credentials(manager.as_fd(), &mut buffer)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buffer[..received.bytes], b"FDSTORE=1\nFDNAME=web");
+        assert_eq!(received.fds.len(), 1);
+        assert!(crate::net::same_open_file(
+            received.fds[0].as_fd(),
+            held.as_fd()
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

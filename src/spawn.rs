@@ -39,9 +39,11 @@ pub const FIRST_PASSED_FD: RawFd = 3;
 
 /// Environment variables addressed to sockhold itself by whoever started
 /// it. They must never reach a child: LISTEN_* would name the wrong pid and
-/// fds, and a child talking to systemd's NOTIFY_SOCKET directly can get the
-/// whole unit killed.
-pub const ENV_ADDRESSED_TO_SOCKHOLD: [&str; 6] = [
+/// fds, a child talking to systemd's NOTIFY_SOCKET directly can get the
+/// whole unit killed, and FDSTORE describes systemd's fd store, which the
+/// child cannot reach (sockhold sets its own: `fd_store.rs`).
+pub const ENV_ADDRESSED_TO_SOCKHOLD: [&str; 7] = [
+    "FDSTORE",
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",

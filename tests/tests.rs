@@ -14,6 +14,7 @@ mod datagram;
 mod docs;
 mod errors;
 mod exit_status;
+mod fd_store;
 mod hardening;
 mod intercept;
 mod leftovers;

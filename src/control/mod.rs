@@ -28,7 +28,7 @@ mod server;
 
 pub use client::{ClientTarget, run_client};
 pub use protocol::{
-    MaintenanceView, Request, STOPPING, SocketInfo, StatusView, error, nothing_to_reload,
-    status_json,
+    MaintenanceView, Request, STOPPING, SocketInfo, StatusView, StoredFdInfo, error,
+    nothing_to_reload, status_json,
 };
 pub use server::{ClientId, ControlSocket, Server};

@@ -177,6 +177,16 @@ pub struct SocketInfo<'a> {
     pub address: &'a str,
 }
 
+/// One fd of the fd store (`--fd-store-max`) as `status` shows it.
+pub struct StoredFdInfo<'a> {
+    /// Where the next child gets it: after the held sockets.
+    pub fd: usize,
+    /// Its name in LISTEN_FDNAMES (FDNAME=).
+    pub name: &'a str,
+    /// `socket`, `pipe`, `file`, `directory`, `device` or `other`.
+    pub kind: &'a str,
+}
+
 /// Everything `status` reports.
 pub struct StatusView<'a> {
     pub pid: u32,
@@ -197,6 +207,8 @@ pub struct StatusView<'a> {
     /// `--intercept-bind`: each live generation's intercepted calls
     /// (generation, what the log says), None without the option.
     pub interceptions: Option<Vec<(GenerationId, String)>>,
+    /// The fd store, in the order children get it (empty when off).
+    pub fd_store: Vec<StoredFdInfo<'a>>,
 }
 
 /// `--maintenance` as `status` shows it.
@@ -267,8 +279,20 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
             )
         })
         .collect();
+    let fd_store: Vec<String> = view
+        .fd_store
+        .iter()
+        .map(|stored| {
+            format!(
+                "{{\"fd\":{},\"name\":{},\"kind\":{}}}",
+                stored.fd,
+                json_string(stored.name),
+                json_string(stored.kind)
+            )
+        })
+        .collect();
     format!(
-        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"interceptions\":{},\"sockets\":[{}],\"generations\":[{}],\"workers\":[{}]}}",
+        "{{\"pid\":{},\"state\":{},\"started\":{:.3},\"uptime_seconds\":{:.3},\"restarts\":{},\"reload_queued\":{},\"paused_seconds\":{},\"maintenance\":{},\"interceptions\":{},\"sockets\":[{}],\"generations\":[{}],\"workers\":[{}],\"fd_store\":[{}]}}",
         view.pid,
         json_string(view.state),
         unix_time(view.started_at),
@@ -301,7 +325,8 @@ pub fn status_json(view: &StatusView, now: Instant, unix_now: SystemTime) -> Str
         ),
         sockets.join(","),
         generations.join(","),
-        workers.join(",")
+        workers.join(","),
+        fd_store.join(",")
     )
 }
 
@@ -378,6 +403,11 @@ mod tests {
                 answering: true,
                 answered: 7,
             }),
+            fd_store: vec![StoredFdInfo {
+                fd: 4,
+                name: "conn",
+                kind: "socket",
+            }],
         };
         assert_eq!(
             status_json(&view, now, unix_now),
@@ -391,7 +421,8 @@ mod tests {
                 r#""started":999998.500,"age_seconds":1.500,"#,
                 r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}],"#,
                 r#""workers":[{"slot":0,"pid":4242,"generation":2,"state":"ready","restarts":0,"#,
-                r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}]}"#
+                r#""ready_by":"accepting on fd 3 (pid 4242) after 2.98s"}],"#,
+                r#""fd_store":[{"fd":4,"name":"conn","kind":"socket"}]}"#
             )
         );
     }

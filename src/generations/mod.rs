@@ -17,6 +17,7 @@ use crate::config::{Config, ReadyMode};
 use crate::control;
 use crate::engine::{Context, Engine, Event, Origin};
 use crate::error::exit;
+use crate::fd_store::FdStore;
 use crate::intercept::Intercept;
 use crate::listen::Listener;
 use crate::net;
@@ -57,6 +58,8 @@ pub struct Generations {
     intercept: Option<Intercept>,
     /// `--maintenance`: answering connections while nobody serves.
     maintenance: Option<Maintenance>,
+    /// `--fd-store-max`: the fds children stored, passed to every later one.
+    fd_store: FdStore,
 }
 
 impl Generations {
@@ -83,6 +86,7 @@ impl Generations {
                 .maintenance
                 .as_ref()
                 .map(|settings| Maintenance::new(settings, listeners.len())),
+            fd_store: FdStore::new(config.fd_store_max),
         }
     }
 
@@ -222,6 +226,16 @@ impl Generations {
                     answered: maintenance.answered(),
                 }),
             interceptions: self.intercept.as_ref().map(Intercept::interceptions),
+            fd_store: self
+                .fd_store
+                .stored()
+                .enumerate()
+                .map(|(index, stored)| control::StoredFdInfo {
+                    fd: crate::spawn::FIRST_PASSED_FD as usize + context.listeners.len() + index,
+                    name: stored.name,
+                    kind: stored.kind.word(),
+                })
+                .collect(),
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }
@@ -282,9 +296,12 @@ impl Generations {
                 // nothing for a sender it does not trust.
                 continue;
             }
-            if message.fd_store && !message.fds.is_empty() && socket.first_fd_store() {
+            if !self.fd_store.is_off() {
+                let held: Vec<_> = context.listeners.iter().map(Listener::fd).collect();
+                self.fd_store.take(generation, &mut message, &held, context);
+            } else if message.fd_store && !message.fds.is_empty() && socket.first_fd_store() {
                 log::warn!(
-                    "generation {generation} sent FDSTORE=1 with {} fds: sockhold keeps no fd store, so they are closed (a server must not count on getting them back after a reload)",
+                    "generation {generation} sent FDSTORE=1 with {} fds: sockhold keeps no fd store without --fd-store-max, so they are closed (a server must not count on getting them back after a reload)",
                     message.fds.len()
                 );
             }
@@ -375,16 +392,28 @@ impl Generations {
         };
         let listeners = &*context.listeners;
         let mut env = self.inherited_env.clone();
-        env.push(("LISTEN_FDS".into(), listeners.len().to_string().into()));
-        let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        // The stored fds come after the held sockets (`fd_store.rs`).
+        let fds: Vec<_> = listeners
+            .iter()
+            .map(Listener::raw_fd)
+            .chain(self.fd_store.fds())
+            .collect();
+        env.push(("LISTEN_FDS".into(), fds.len().to_string().into()));
+        let names: Vec<&str> = listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .chain(self.fd_store.names())
+            .collect();
         env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
         env.push(("NOTIFY_SOCKET".into(), notify.address().into()));
+        if !self.fd_store.is_off() {
+            env.push(("FDSTORE".into(), self.fd_store.max().to_string().into()));
+        }
         env.extend(compat::generation_environment(&self.compat_env, generation));
         if self.supervisor.names_workers() {
             env.push(("SOCKHOLD_WORKER".into(), slot.to_string().into()));
             env.push(("SOCKHOLD_GENERATION".into(), generation.to_string().into()));
         }
-        let fds = listeners.iter().map(Listener::raw_fd).collect();
         let mut spec = match ChildSpec::new(&program, &self.command, &env, fds, true) {
             Ok(spec) => spec,
             Err(reason) => {
@@ -604,6 +633,11 @@ impl Generations {
             }
             Event::SourceReady { key } if Intercept::owns(key) => {
                 self.take_interceptions(key, context);
+                return None;
+            }
+            Event::SourceReady { key } if FdStore::owns(key) => {
+                let first = crate::spawn::FIRST_PASSED_FD as usize + context.listeners.len();
+                self.fd_store.take_hangups(first);
                 return None;
             }
             Event::SourceReady { key } => return self.take_notifications(key, context),

@@ -88,6 +88,8 @@ impl PerConnection {
             paused_since: None,
             maintenance: None,
             interceptions: None,
+            // No notify sockets in accept mode: nothing to store.
+            fd_store: Vec::new(),
         };
         control::status_json(&view, Instant::now(), std::time::SystemTime::now())
     }

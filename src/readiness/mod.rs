@@ -67,11 +67,18 @@ pub struct NotifyMessage {
     pub ready: bool,
     pub stopping: bool,
     pub status: Option<String>,
-    /// `FDSTORE=1`: the sender asks sockhold to keep `fds`.
+    /// `FDSTORE=1`: the sender asks sockhold to keep `fds` (`fd_store.rs`).
     pub fd_store: bool,
+    /// `FDSTOREREMOVE=1`: the sender asks sockhold to drop the stored fds
+    /// named `fd_name`.
+    pub fd_store_remove: bool,
+    /// `FDNAME=`, as sent (checked by the fd store).
+    pub fd_name: Option<String>,
+    /// False with `FDPOLL=0`: the fds stored are not dropped on POLLHUP.
+    pub fd_poll: bool,
     /// The fds that came with it (SCM_RIGHTS; CLOEXEC, so no child gets
     /// them): the write end of a pipe for `BARRIER=1`, fds to store for
-    /// `FDSTORE=1`. sockhold keeps no fd store: they are closed when the
+    /// `FDSTORE=1`. What the fd store does not take is closed when the
     /// message is dropped, after its sender was checked and what it says
     /// was acted on (which is what answers a barrier).
     pub fds: Vec<OwnedFd>,
@@ -288,6 +295,9 @@ pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
         stopping: false,
         status: None,
         fd_store: false,
+        fd_store_remove: false,
+        fd_name: None,
+        fd_poll: true,
         fds: Vec::new(),
     };
     for line in text.lines() {
@@ -295,6 +305,9 @@ pub fn parse_message(sender: Option<Pid>, text: &str) -> NotifyMessage {
             Some(("READY", "1")) => message.ready = true,
             Some(("STOPPING", "1")) => message.stopping = true,
             Some(("FDSTORE", "1")) => message.fd_store = true,
+            Some(("FDSTOREREMOVE", "1")) => message.fd_store_remove = true,
+            Some(("FDNAME", name)) => message.fd_name = Some(name.to_owned()),
+            Some(("FDPOLL", "0")) => message.fd_poll = false,
             Some(("STATUS", status)) => message.status = Some(status.to_owned()),
             _ => {}
         }
@@ -341,6 +354,19 @@ mod tests {
         assert_eq!(message.status.as_deref(), Some("serving 3 clients"));
         assert!(parse_message(None, "STOPPING=1").stopping);
         assert!(!parse_message(None, "READY=0").ready);
+    }
+
+    #[test]
+    fn parses_the_fd_store_fields() {
+        let message = parse_message(None, "FDSTORE=1\nFDNAME=conn-7\nFDPOLL=0");
+        assert!(message.fd_store && !message.fd_store_remove && !message.fd_poll);
+        assert_eq!(message.fd_name.as_deref(), Some("conn-7"));
+        let message = parse_message(None, "FDSTOREREMOVE=1\nFDNAME=");
+        assert!(message.fd_store_remove && !message.fd_store && message.fd_poll);
+        assert_eq!(message.fd_name.as_deref(), Some(""));
+        let message = parse_message(None, "FDSTORE=1");
+        assert_eq!(message.fd_name, None);
+        assert!(message.fd_poll);
     }
 
     #[test]
