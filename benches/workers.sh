@@ -11,7 +11,7 @@
 # See benches/README.md.
 # Usage: benches/workers.sh [--rounds N] [--seconds S] [--burn-ms MS]
 #                           [--reloads N] [--boot-ms MS] [--rate R] [--only PART]
-#   --rounds 3 (throughput rounds, the 4 rows in rotating order), --seconds 5
+#   --rounds 8 (throughput rounds, the 4 rows in rotating order), --seconds 2
 #   (per row and round), --burn-ms 2 (CPU per request, part 1), --reloads 3,
 #   --boot-ms 1000 (the workers' boot in part 2), --rate 200 (new connections
 #   per second in part 2), --only throughput|reload.
@@ -21,8 +21,8 @@
 #   directory to keep part 2's JSON results and every connection's record in.
 set -euo pipefail
 
-rounds=3
-seconds=5
+rounds=8
+seconds=2
 burn_ms=2
 reloads=3
 boot_ms=1000
@@ -76,6 +76,8 @@ client=$root/benches/workers_reload.py
 
 sup_pid=
 client_pid=
+instance=         # names a circus instance's files in $tmp
+running=()        # part 1's supervisors, all running at once
 # The supervisor's workers: its children (of any thread: circusd has
 # several) that run cpu_server.
 workers_of() {
@@ -111,6 +113,7 @@ cleanup() {
         wait "$client_pid" 2>/dev/null || true
     fi
     stop_supervisor
+    for sup_pid in ${running[@]+"${running[@]}"}; do stop_supervisor; done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -145,10 +148,10 @@ start_supervisor() {
         # circus takes whole seconds here: the boot time, rounded up.
         [ "$kind" = circus-warmup ] && warmup=$(( (boot_ms + 999) / 1000 ))
         port=$(free_port)
-        cat > "$tmp/circus.ini" <<INI
+        cat > "$tmp/circus$instance.ini" <<INI
 [circus]
-endpoint = ipc://$tmp/circus.ctl
-pubsub_endpoint = ipc://$tmp/circus.pub
+endpoint = ipc://$tmp/circus$instance.ctl
+pubsub_endpoint = ipc://$tmp/circus$instance.pub
 statsd = False
 
 [watcher:srv]
@@ -163,7 +166,7 @@ graceful_timeout = 10
 host = 127.0.0.1
 port = $port
 INI
-        "$venv/bin/circusd" "$tmp/circus.ini" >"$log" 2>&1 &
+        "$venv/bin/circusd" "$tmp/circus$instance.ini" >"$log" 2>&1 &
         sup_pid=$!
     fi
     local count=0
@@ -188,26 +191,33 @@ cpu_ticks() {
 }
 
 # ---------------------------------------------------------------- part 1
-# throughput_row KIND N ROUND: one wrk run; appends a line to $tmp/throughput.
-throughput_row() {
-    local kind=$1 n=$2 round=$3 log=$tmp/tp-$1-$2-$3.log
-    start_supervisor "$kind" "$n" "$log" --burn-ms "$burn_ms"
-    local pids
-    mapfile -t pids < <(workers_of "$sup_pid")
-    sleep 0.3
+# The 4 rows run at once, each on its port; wrk visits them in turn, one
+# short slice each per round, so that the rows compared in a round see
+# about the same background load. An idle row costs nothing: its workers
+# wait in ppoll(2).
+rows=("sockhold 1" "sockhold 2" "circus 1" "circus 2")
+row_sup=()
+row_port=()
+row_workers=()
+
+# throughput_slice ROW ROUND: one wrk run; appends a line to $tmp/throughput.
+throughput_slice() {
+    local row=$1 round=$2 kind n
+    read -r kind n <<< "${rows[$row]}"
+    local sup=${row_sup[$row]} port=${row_port[$row]} pids
+    read -r -a pids <<< "${row_workers[$row]}"
     local workers_before sup_before workers_after sup_after
     workers_before=$(cpu_ticks "${pids[@]}")
-    sup_before=$(cpu_ticks "$sup_pid")
+    sup_before=$(cpu_ticks "$sup")
     # wrk: one thread (its CPU is what the workers cannot have), 8
     # connections in flight (the listen queue is never empty), a new
-    # connection per request: the kernel hands each to a worker waiting in
-    # accept(2), so the load spreads over the workers as it comes.
+    # connection per request: the kernel hands each to a worker waiting for
+    # one, so the load spreads over the workers as it comes.
     local TIMEFORMAT='%U %S'
     { time wrk -t1 -c8 -d"${seconds}s" -H 'Connection: close' "http://127.0.0.1:$port/" \
         >"$tmp/wrk.out" 2>&1; } 2>"$tmp/wrk.time"
     workers_after=$(cpu_ticks "${pids[@]}")
-    sup_after=$(cpu_ticks "$sup_pid")
-    stop_supervisor
+    sup_after=$(cpu_ticks "$sup")
     local rps errors wrk_user wrk_sys
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$tmp/wrk.out")
     [ -n "$rps" ] || { echo "workers.sh: wrk failed:" >&2; cat "$tmp/wrk.out" >&2; exit 70; }
@@ -215,21 +225,37 @@ throughput_row() {
     read -r wrk_user wrk_sys < "$tmp/wrk.time"
     echo "$kind $n $round $rps $errors $((workers_after - workers_before)) $((sup_after - sup_before)) $wrk_user $wrk_sys" \
         >> "$tmp/throughput"
-    printf '  round %s: %-8s workers %s: %8.1f requests/s\n' "$round" "$kind" "$n" "$rps"
 }
 
 throughput() {
     echo "Part 1: throughput. cpu_server spends ${burn_ms} ms of CPU per request (at most"
-    echo "$(python3 -c "print(round(1000 / $burn_ms))") requests/s per worker); wrk -t1 -c8, a new connection per request,"
-    echo "$seconds s per row, $rounds rounds in rotating order. Load average before: $(load_average)"
-    local rows=("sockhold 1" "sockhold 2" "circus 1" "circus 2") round i
+    echo "$(python3 -c "print(round(1000 / $burn_ms))") requests/s per worker); wrk -t1 -c8, a new connection per request;"
+    echo "the 4 rows run at once, $rounds rounds of a ${seconds} s slice each, in rotating order."
+    echo "Load average before: $(load_average)"
+    local row round i kind n
+    for row in 0 1 2 3; do
+        read -r kind n <<< "${rows[$row]}"
+        instance=$row
+        start_supervisor "$kind" "$n" "$tmp/tp-$row.log" --burn-ms "$burn_ms"
+        running+=("$sup_pid")
+        row_sup+=("$sup_pid")
+        row_port+=("$port")
+        row_workers+=("$(workers_of "$sup_pid" | tr '\n' ' ')")
+        sup_pid=
+    done
+    sleep 0.5
     : > "$tmp/throughput"
     for round in $(seq "$rounds"); do
+        printf '  round %s:' "$round"
         for i in 0 1 2 3; do
-            # shellcheck disable=SC2086 # "KIND N"
-            throughput_row ${rows[$(( (i + round - 1) % 4 ))]} "$round"
+            row=$(( (i + round - 1) % 4 ))
+            throughput_slice "$row" "$round"
+            printf ' %s %s' "${rows[$row]}" "$(tail -1 "$tmp/throughput" | cut -d' ' -f4)"
         done
+        echo
     done
+    for sup_pid in "${running[@]}"; do stop_supervisor; done
+    running=()
     echo "Load average after: $(load_average)"
     echo
     python3 - "$tmp/throughput" "$seconds" "$(getconf CLK_TCK)" "$circus_version" <<'PY'
@@ -273,14 +299,19 @@ PY
 
 Nothing is pinned: the 2 workers, wrk, the supervisor and the kernel's
 network work share the 2 cores, as they would on a real host; pinning wrk
-to one core would only decide which worker shares with it. So 2 workers
-have 2 cores less what wrk and the kernel take (the wrk column; the
-kernel's part of each connection is in the workers' CPU), and the ratio's
-ceiling is below 2. "CPU ms / request" staying at the burn (plus the
-connection's cost) says the workers were not slowed; a ratio under it
-comes from cores they did not get (other jobs on the machine: see the
-load average).
+to one core would only choose which worker shares a core with it. So 2
+workers have 2 cores less what wrk and the kernel take (the wrk column;
+the kernel's part of each connection is in the workers' CPU): the ratio's
+ceiling is a little under 2. "CPU ms / request" at the burn (plus the
+connection's cost) says each request cost the same under every row; a
+ratio under 1.7 with "workers' CPU" well under 2 cores comes from cores
+the workers did not get, not from the supervisor: with
+sched_autogroup_enabled = 1, everything this script starts is one
+scheduling group, which gets one share of the CPU against each busy
+session on the machine, however many workers it runs (see the load
+average).
 NOTE
+    echo "sched_autogroup_enabled: $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo unknown)"
 }
 
 # ---------------------------------------------------------------- part 2
@@ -301,7 +332,7 @@ reload_row() {
         how=(--signal HUP)
     else
         start_supervisor "$kind" 4 "$log" "${server_args[@]}"
-        how=(--command "$venv/bin/circusctl --endpoint ipc://$tmp/circus.ctl reload srv $*")
+        how=(--command "$venv/bin/circusctl --endpoint ipc://$tmp/circus$instance.ctl reload srv $*")
     fi
     # Long enough for a reload that starts the new workers one at a time.
     local period
@@ -340,7 +371,8 @@ Times are from the SIGHUP (sockhold) or from the start of circusctl
 (circus: that includes circusctl's own start-up, a Python program, which
 "first new" shows: when the first new worker appears) to the first new
 worker, and to the first and the last old worker's exit, seen from outside
-(pidfds); "/ boot": last old gone over the workers' boot ($boot_ms ms).
+(pidfds); "/ boot": last old gone over the workers' boot ($boot_ms ms);
+supervisor CPU: its own (circusd, or sockhold with its readiness looks).
 Latencies are those of connections started from the first reload to 1 s
 after the last; "steady": the 2 s of load before the first.
 NOTE

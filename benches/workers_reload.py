@@ -14,7 +14,9 @@ over and at least --period seconds after it. Measured:
   steady phase and of the reload window;
 - per reload, from the signal (or the start of the command) to the first
   new worker, to the first and to the last old worker gone, and to a full
-  set of new workers.
+  set of new workers;
+- the supervisor's own CPU time (utime+stime of /proc/PID/stat, not its
+  children's) over the reloads, per reload.
 
 The workers are the supervisor's children whose comm is --comm, read from
 /proc/SUP/task/*/children (circusd has several threads); the old workers'
@@ -50,16 +52,24 @@ def workers_of(sup, comm):
         try:
             with open(f"/proc/{sup}/task/{task}/children") as f:
                 children = [int(p) for p in f.read().split()]
-        except FileNotFoundError:
+        except OSError:
             continue  # the thread has ended
         for pid in children:
             try:
                 with open(f"/proc/{pid}/comm") as f:
                     if f.read().strip() == comm:
                         pids.add(pid)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # it has just exited (ENOENT, or ESRCH while it goes)
     return pids
+
+
+def cpu_ms(pid):
+    """utime + stime of a process (all its threads, not its children), in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5); the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(sorted_values, fraction):
@@ -202,6 +212,7 @@ async def run_async(args):
     steady_start = clock()
     await asyncio.sleep(args.steady)
     window_start = clock()
+    window_cpu = cpu_ms(sup)
     reloads = []
     for i in range(args.reloads):
         if reloads:
@@ -209,6 +220,7 @@ async def run_async(args):
             if pause > 0:
                 await asyncio.sleep(pause)
         reloads.append(await one_reload(args))
+    reload_cpu = cpu_ms(sup) - window_cpu
     await asyncio.sleep(1.0)  # the new workers serve a while
     window_end = clock()
     load.stopped.set()
@@ -254,6 +266,7 @@ async def run_async(args):
         "first_new_ms": summary("first_new_ms"),
         "new_set_ms": summary("new_set_ms"),
         "command_ms": summary("command_ms"),
+        "supervisor_cpu_ms_per_reload": reload_cpu / args.reloads,
         "slowest": slowest,
     }
     with open(args.out, "w") as f:
@@ -298,6 +311,7 @@ def table(args):
         "first old gone ms",
         "last old gone ms (med/max)",
         "/ boot",
+        "supervisor CPU ms / reload",
     )]
     med = lambda s: f"{s['median']:.0f}" if s else "-"
     for r in rows:
@@ -314,6 +328,7 @@ def table(args):
             med(r["first_old_gone_ms"]),
             f"{last['median']:.0f} / {last['max']:.0f}",
             f"{last['median'] / r['boot_ms']:.2f}",
+            f"{r['supervisor_cpu_ms_per_reload']:.0f}",
         ))
     print_table(lines)
     for r in rows:
