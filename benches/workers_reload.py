@@ -157,7 +157,7 @@ async def one_reload(args):
         else:
             process = await asyncio.create_subprocess_exec(
                 *shlex.split(args.command),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
             async def finish():
                 output = await process.communicate()
@@ -175,13 +175,15 @@ async def one_reload(args):
             if all(e.done() for e in exits) and full_new_set is not None \
                     and (command is None or command.done()):
                 break
+            if command is not None and command.done() and process.returncode != 0:
+                break  # reported below
             if clock() > deadline:
                 sys.exit(f"workers_reload: reload not over after {args.reload_timeout}s: "
                          f"old {sorted(old)}, now {sorted(now)}")
             await asyncio.sleep(0.002)
         if command is not None and process.returncode != 0:
-            err = command.result()[1][1].decode(errors="replace")
-            sys.exit(f"workers_reload: '{args.command}' failed: {err}")
+            out, err = (b.decode(errors="replace") for b in command.result()[1])
+            sys.exit(f"workers_reload: '{args.command}' failed: {out}{err}")
     finally:
         for fd in pidfds:
             os.close(fd)
