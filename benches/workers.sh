@@ -352,12 +352,10 @@ reload_part() {
     echo "Part 2: reloads of 4 workers that boot for $boot_ms ms (sleep, then accept;"
     echo "no READY=1), $reloads reloads under $rate new connections/s (1 ms of CPU each)."
     echo "Load average before: $(load_average)"
-    reload_row "sockhold" sockhold
-    if "$sockhold" --help | grep -q -- '--reload-surge'; then
-        reload_row "sockhold --reload-surge 1" sockhold --reload-surge 1
-    else
-        echo "  (sockhold --help has no --reload-surge: no rolling sockhold row)"
-    fi
+    # The default is a rolling reload, one new worker at a time; a surge
+    # of 4 starts all four new workers at once.
+    reload_row "sockhold (rolling, --reload-surge 1)" sockhold
+    reload_row "sockhold --reload-surge 4" sockhold --reload-surge 4
     reload_row "circus reload" circus
     reload_row "circus reload --sequential" circus --sequential
     reload_row "circus reload --sequential, warmup_delay=boot" circus-warmup --sequential
