@@ -88,8 +88,29 @@ impl ChildHandle {
         }
     }
 
+    /// A child the sockhold this one replaced started (`upgrade/`).
+    pub fn adopted(
+        pid: Pid,
+        pidfd: Option<OwnedFd>,
+        group: bool,
+        started_at: Instant,
+    ) -> ChildHandle {
+        ChildHandle {
+            pid,
+            pidfd,
+            started_at,
+            group,
+        }
+    }
+
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Its pidfd, if any, and whether it leads a process group: what an
+    /// upgrade carries.
+    pub fn carried(&self) -> (Option<RawFd>, bool) {
+        (self.pidfd.as_ref().map(AsRawFd::as_raw_fd), self.group)
     }
 
     pub fn started_at(&self) -> Instant {
@@ -156,6 +177,10 @@ pub struct Children {
 }
 
 impl Children {
+    pub fn iter(&self) -> impl Iterator<Item = &ChildHandle> {
+        self.handles.values()
+    }
+
     pub fn insert(&mut self, handle: ChildHandle) {
         self.handles.insert(handle.pid(), handle);
     }

@@ -611,6 +611,14 @@ enum ClientCommand {
         #[command(flatten)]
         args: ControlArgs,
     },
+    /// Replace sockhold's own binary in place (same pid, children and sockets kept); exit 0 once the new binary runs, non-zero with the reason if it was refused or failed
+    Upgrade {
+        /// The binary to run instead of the one sockhold was started from (absolute path; it must answer sockhold's upgrade probe)
+        #[arg(long = "exec", value_name = "PATH", value_parser = parse_upgrade_target)]
+        exec: Option<String>,
+        #[command(flatten)]
+        args: ControlArgs,
+    },
     /// Print a shell completion script (bash, zsh or fish)
     #[command(hide = true)]
     Completions {
@@ -629,6 +637,16 @@ struct ControlArgs {
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_client_timeout,
           allow_negative_numbers = true)]
     timeout: Duration,
+}
+
+/// `upgrade --exec PATH`: one absolute path that fits the request line.
+fn parse_upgrade_target(text: &str) -> Result<String, String> {
+    match crate::control::upgrade_target_problem(text) {
+        Some(problem) => Err(format!(
+            "{problem} (give the new binary's absolute path, e.g. /usr/local/bin/sockhold)"
+        )),
+        None => Ok(text.to_string()),
+    }
 }
 
 /// `--timeout` of the client: a duration above zero.
@@ -662,6 +680,7 @@ pub fn is_client_command(first: &OsStr) -> bool {
         "pause",
         "resume",
         "scale",
+        "upgrade",
         "completions",
     ]
     .iter()
@@ -682,6 +701,7 @@ impl ClientCli {
                 },
                 args,
             ),
+            ClientCommand::Upgrade { exec, args } => (Request::Upgrade { target: exec }, args),
             ClientCommand::Completions { shell } => {
                 return ClientAction::Completions(completions(shell));
             }

@@ -78,6 +78,18 @@ pub trait Engine {
 
     /// The earliest time the engine wants a `Tick`; None: events only.
     fn next_deadline(&self, now: Instant) -> Option<Instant>;
+
+    /// What an upgrade carries of the engine (`upgrade/`), or why it cannot
+    /// upgrade now.
+    fn carry(&self) -> Result<crate::upgrade::Carried, String> {
+        Err(
+            "--accept mode is not carried over by an upgrade yet (restart sockhold instead)"
+                .to_string(),
+        )
+    }
+
+    /// Takes over what the sockhold this one replaced carried.
+    fn restore(&mut self, _carried: crate::upgrade::Restored, _context: &mut Context<'_>) {}
 }
 
 /// What an engine may use while it handles an event.

@@ -21,6 +21,7 @@ use crate::control::{self, ControlSocket, Request};
 use crate::engine::{self, Context, Engine, Event, ListenerWatch, Origin};
 use crate::error::{Error, exit};
 use crate::generations::Generations;
+use crate::generations::supervisor::{Cause, CurrentGeneration, ReadyWorker, Snapshot};
 use crate::leftovers;
 use crate::listen::Listener;
 use crate::per_connection::PerConnection;
@@ -28,6 +29,7 @@ use crate::pidfile::PidFile;
 use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
 use crate::spawn::{self, Spawner};
+use crate::upgrade;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
@@ -61,6 +63,11 @@ pub struct EventLoop {
     /// How leftover processes are stopped at exit: as a generation is.
     stop_signal: Signal,
     stop_timeout: Duration,
+    /// sockhold's own binary as resolved at start-up (a package upgrade
+    /// may replace the file later): what `upgrade` executes by default.
+    exe: Option<std::path::PathBuf>,
+    /// Taken over from an earlier binary (`upgrade`): no `Start`.
+    resumed: bool,
 }
 
 impl EventLoop {
@@ -121,7 +128,292 @@ impl EventLoop {
             started_at: Instant::now(),
             stop_signal: config.supervisor.stop_signal,
             stop_timeout: config.supervisor.stop_timeout,
+            exe: None,
+            resumed: false,
         })
+    }
+
+    /// The binary `upgrade` executes when not told another.
+    pub fn with_exe(mut self, exe: Option<std::path::PathBuf>) -> EventLoop {
+        self.exe = exe;
+        self
+    }
+
+    /// Takes over what an earlier binary of this pid handed over
+    /// (`upgrade`): the children, the control socket, the pid file, the
+    /// engine's state; then answers the client that asked.
+    pub fn resume(
+        mut self,
+        incoming: upgrade::Incoming,
+        control_path: Option<&std::path::Path>,
+        pid_path: Option<&std::path::Path>,
+    ) -> Result<EventLoop, Error> {
+        let clock = upgrade::clock();
+        let state = &incoming.state;
+        let fail = |what: String| {
+            Error::new(
+                exit::OS,
+                format!("cannot take over after the upgrade: {what}"),
+            )
+        };
+        self.started_at = clock.to_instant(state.started_at);
+        for child in &state.children {
+            let pidfd = child.pidfd.map(|fd| incoming.own(fd));
+            self.children.insert(child::ChildHandle::adopted(
+                Pid::from_raw(child.pid),
+                pidfd,
+                child.group,
+                clock.to_instant(child.started_at),
+            ));
+        }
+        let control = match (state.control, control_path) {
+            (Some((fd, device, inode)), Some(path)) => {
+                Some(ControlSocket::adopt(incoming.own(fd), path, device, inode))
+            }
+            _ => None,
+        };
+        let pid_file = match (state.pid_file, pid_path) {
+            (Some(fd), Some(path)) => {
+                Some(PidFile::adopt(path, std::fs::File::from(incoming.own(fd))).map_err(fail)?)
+            }
+            _ => None,
+        };
+        self = self.with_control(control, pid_file)?;
+        self.service_manager.set_serving(
+            state
+                .serving
+                .map(|(generation, pid)| (generation, Pid::from_raw(pid))),
+        );
+        let s = &state.supervisor;
+        let current = state.generations.first();
+        let snapshot = Snapshot {
+            next_id: s.next_id,
+            restarts: s.restarts,
+            consecutive_failures: s.consecutive_failures,
+            ever_spawned: s.ever_spawned,
+            many_workers: s.many_workers,
+            workers: s.workers,
+            paused_since: s.paused_since.map(|at| clock.to_instant(at)),
+            current: current.map(|g| CurrentGeneration {
+                id: g.id,
+                cause: Cause::from_name(&String::from_utf8_lossy(&g.cause))
+                    .unwrap_or(Cause::Launch),
+                started_at: clock.to_instant(g.started_at),
+                since: clock.to_instant(g.since),
+                ready_by: g
+                    .ready_by
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
+                workers: g
+                    .workers
+                    .iter()
+                    .map(|w| ReadyWorker {
+                        slot: w.slot,
+                        pid: Pid::from_raw(w.pid),
+                        since: clock.to_instant(w.since),
+                        failures: w.failures,
+                        restarts: w.restarts,
+                        ready_by: w
+                            .ready_by
+                            .as_ref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned()),
+                        unobservable: w
+                            .unobservable
+                            .as_ref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned()),
+                    })
+                    .collect(),
+            }),
+        };
+        let restored = incoming.take_engine_state(snapshot);
+        self.with_engine(|engine, context| engine.restore(restored, context));
+        let binary = incoming.binary();
+        self.exe = Some(binary.clone());
+        self.resumed = true;
+        let pids: Vec<String> = current
+            .map(|g| g.workers.iter().map(|w| w.pid.to_string()).collect())
+            .unwrap_or_default();
+        let generation = current.map_or_else(|| "none (paused)".to_string(), |g| g.id.to_string());
+        let reply = match &incoming.failed {
+            Some(reason) => {
+                log::error!(
+                    "upgrade failed: {reason}; pid {} runs {} again; holding {} sockets, generation {generation} (pids {})",
+                    std::process::id(),
+                    binary.display(),
+                    self.listeners.len(),
+                    pids.join(" ")
+                );
+                control::error(format_args!("{}{reason}", control::UPGRADE_FAILED))
+            }
+            None => {
+                log::info!(
+                    "upgraded: pid {} now runs {}; holding {} sockets, generation {generation} (pids {})",
+                    std::process::id(),
+                    binary.display(),
+                    self.listeners.len(),
+                    pids.join(" ")
+                );
+                control::upgraded(std::process::id(), binary.display())
+            }
+        };
+        if let Some(fd) = state.client {
+            upgrade::answer(incoming.own(fd), &reply);
+        }
+        self.service_manager.upgraded("serving");
+        Ok(self)
+    }
+
+    /// `upgrade` on the control socket: returns only if it did not
+    /// happen, having answered the client why.
+    fn upgrade(&mut self, client: control::ClientId, target: Option<String>) {
+        let reply = self.try_upgrade(client, target);
+        if let Some(control) = &mut self.control {
+            control.reply(client, &reply);
+        }
+    }
+
+    fn try_upgrade(&mut self, client: control::ClientId, target: Option<String>) -> String {
+        let refused = |reason: String| {
+            log::warn!("upgrade refused: {reason}; sockhold carries on");
+            control::error(format_args!("{}{reason}", control::UPGRADE_REFUSED))
+        };
+        let carried = match self.engine.carry() {
+            Ok(carried) => carried,
+            Err(reason) => return refused(reason),
+        };
+        let Some(target) = target
+            .map(std::path::PathBuf::from)
+            .or_else(|| self.exe.clone())
+        else {
+            return refused(
+                "sockhold's own binary could not be found at start-up (give --exec PATH)"
+                    .to_string(),
+            );
+        };
+        log::info!("upgrade: probing {}", target.display());
+        if let Err(reason) = upgrade::probe(&target) {
+            return refused(reason);
+        }
+        let state = self.upgrade_state(client, carried, &target);
+        self.service_manager.upgrading();
+        let reason = upgrade::exec(&target, &state);
+        self.service_manager.upgraded("serving (upgrade failed)");
+        log::error!("upgrade failed: {reason}; sockhold carries on");
+        control::error(format_args!("{}{reason}", control::UPGRADE_FAILED))
+    }
+
+    fn upgrade_state(
+        &self,
+        client: control::ClientId,
+        carried: upgrade::Carried,
+        target: &std::path::Path,
+    ) -> upgrade::state::State {
+        use std::os::unix::ffi::OsStrExt;
+        use upgrade::state;
+        let clock = upgrade::clock();
+        let s = &carried.supervisor;
+        let (control, client) = match &self.control {
+            Some(server) => {
+                let (fd, device, inode, connection) = server.carried(client);
+                (Some((fd, device, inode)), connection)
+            }
+            None => (None, None),
+        };
+        let text = |t: &Option<String>| t.as_ref().map(|t| t.as_bytes().to_vec());
+        state::State {
+            exe: self
+                .exe
+                .as_ref()
+                .map(|p| p.as_os_str().as_bytes().to_vec())
+                .unwrap_or_default(),
+            target: target.as_os_str().as_bytes().to_vec(),
+            started_at: clock.to_ns(self.started_at),
+            sockets: self
+                .listeners
+                .iter()
+                .map(|l| state::HeldSocket {
+                    fd: l.raw_fd(),
+                    file: l.socket_file(),
+                })
+                .collect(),
+            control,
+            client,
+            pid_file: self.pid_file.as_ref().map(PidFile::raw_fd),
+            notify: carried
+                .notify
+                .iter()
+                .map(|n| state::Notify {
+                    generation: n.generation,
+                    fd: n.fd,
+                    owner: n.owner,
+                    address: n.address.as_bytes().to_vec(),
+                    directory: n
+                        .directory
+                        .as_ref()
+                        .map(|d| d.as_os_str().as_bytes().to_vec()),
+                })
+                .collect(),
+            children: self
+                .children
+                .iter()
+                .map(|c| {
+                    let (pidfd, group) = c.carried();
+                    state::Child {
+                        pid: c.pid().as_raw(),
+                        pidfd,
+                        group,
+                        started_at: clock.to_ns(c.started_at()),
+                    }
+                })
+                .collect(),
+            stored: carried
+                .stored
+                .iter()
+                .map(|(fd, polled, name)| state::Stored {
+                    fd: *fd,
+                    polled: *polled,
+                    name: name.as_bytes().to_vec(),
+                })
+                .collect(),
+            serving: self
+                .service_manager
+                .serving()
+                .map(|(generation, pid)| (generation, pid.as_raw())),
+            nonblocking: carried.nonblocking.clone(),
+            supervisor: state::Supervisor {
+                next_id: s.next_id,
+                restarts: s.restarts,
+                consecutive_failures: s.consecutive_failures,
+                ever_spawned: s.ever_spawned,
+                many_workers: s.many_workers,
+                workers: s.workers,
+                paused_since: s.paused_since.map(|at| clock.to_ns(at)),
+            },
+            generations: s
+                .current
+                .iter()
+                .map(|g| state::Generation {
+                    id: g.id,
+                    cause: g.cause.name().as_bytes().to_vec(),
+                    started_at: clock.to_ns(g.started_at),
+                    since: clock.to_ns(g.since),
+                    ready_by: text(&g.ready_by),
+                    workers: g
+                        .workers
+                        .iter()
+                        .map(|w| state::Worker {
+                            slot: w.slot,
+                            pid: w.pid.as_raw(),
+                            since: clock.to_ns(w.since),
+                            failures: w.failures,
+                            restarts: w.restarts,
+                            ready_by: text(&w.ready_by),
+                            unobservable: text(&w.unobservable),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
     }
 
     /// Serves the control socket (if any) and removes the pid file (if
@@ -145,7 +437,27 @@ impl EventLoop {
     /// Runs until the engine says to exit; returns the exit status.
     pub fn run(mut self) -> Result<i32, Error> {
         let mut events = Events::with_capacity(64);
-        let mut status = self.dispatch(Event::Start);
+        // After an upgrade nothing starts: the children run on. Those that
+        // ended during the exec are reaped now (their SIGCHLD may have gone
+        // to the old binary's handler).
+        let mut status = if self.resumed {
+            let exits: Vec<Event> = self
+                .children
+                .reap()
+                .into_iter()
+                .map(Event::Exited)
+                .collect();
+            let mut status = None;
+            for event in exits {
+                status = self.dispatch(event);
+                if status.is_some() {
+                    break;
+                }
+            }
+            status
+        } else {
+            self.dispatch(Event::Start)
+        };
         // In --accept and --lazy mode sockhold itself waits for connections
         // at first: it is ready as soon as it does.
         if self.listener_watch.is_on() {
@@ -365,6 +677,10 @@ impl EventLoop {
                     Request::Pause => Event::Pause { client },
                     Request::Resume => Event::Resume { client },
                     Request::Scale { count } => Event::Scale { client, count },
+                    Request::Upgrade { target } => {
+                        self.upgrade(client, target);
+                        continue;
+                    }
                     Request::Stop => {
                         self.control
                             .as_mut()?

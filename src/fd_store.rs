@@ -171,6 +171,42 @@ impl FdStore {
         self.entries.iter().map(|entry| entry.name.as_str())
     }
 
+    /// Each stored fd with whether it is polled and its name, for an
+    /// upgrade (`upgrade/`).
+    pub fn carried(&self) -> impl Iterator<Item = (RawFd, bool, &str)> + '_ {
+        self.entries
+            .iter()
+            .map(|entry| (entry.fd.as_raw_fd(), entry.polled, entry.name.as_str()))
+    }
+
+    /// The store the sockhold this one replaced kept (`upgrade/`), in its
+    /// order, watched for hang-ups again.
+    pub fn restore(&mut self, fds: Vec<(OwnedFd, bool, String)>, context: &Context<'_>) {
+        let mut made_watch = false;
+        for (fd, poll, name) in fds {
+            let id = self.next_id;
+            self.next_id += 1;
+            let polled = poll && {
+                let (polled, made) = self.watch_entry(fd.as_fd(), id);
+                made_watch |= made;
+                polled
+            };
+            let kind = FdKind::of(fd.as_fd());
+            self.entries.push(Entry {
+                id,
+                name,
+                kind,
+                fd,
+                polled,
+            });
+        }
+        if made_watch {
+            if let Some(epoll) = &self.watch {
+                context.watch(epoll.0.as_raw_fd(), KEY, "the fd store");
+            }
+        }
+    }
+
     pub fn stored(&self) -> impl Iterator<Item = StoredFd<'_>> + '_ {
         self.entries.iter().map(|entry| StoredFd {
             name: &entry.name,

@@ -94,6 +94,21 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// A socket file an earlier sockhold of this pid created (`upgrade/`).
+    pub fn adopted(path: PathBuf, device: u64, inode: u64) -> SocketFile {
+        SocketFile {
+            path,
+            device,
+            inode,
+            done: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Its device and inode, for an upgrade.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.device, self.inode)
+    }
+
     /// Removes the file if it is still the one we created, so that a file
     /// another process has since bound at that path survives. After a
     /// privilege drop this may be refused by the directory's permissions:
@@ -149,6 +164,12 @@ pub struct SocketOwner {
 impl Listener {
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The socket file sockhold created and removes at exit (device,
+    /// inode), for an upgrade.
+    pub fn socket_file(&self) -> Option<(u64, u64)> {
+        self.created_file.as_ref().map(SocketFile::identity)
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -480,6 +501,55 @@ fn open_one(
         listener.name
     );
     Ok(listener)
+}
+
+/// The held sockets after an upgrade (`upgrade/`): the fd at each spec is
+/// adopted (and checked) instead of bound, and a socket file sockhold had
+/// created, known by `file` (device, inode), is still removed at exit.
+pub fn adopt_all(
+    specs: &[ListenSpec],
+    held: &[(RawFd, Option<(u64, u64)>)],
+    options: SocketOptions,
+    inherited: &InheritedFds,
+) -> Result<Vec<Listener>, Error> {
+    let backlog = match options.backlog {
+        Some(n) => Backlog::new(n.min(Backlog::MAXCONN.into())).unwrap_or(Backlog::MAXCONN),
+        None => Backlog::MAXALLOWABLE,
+    };
+    let mut listeners = Vec::new();
+    for (index, (spec, &(number, file))) in specs.iter().zip(held).enumerate() {
+        let (fd, transport) = adopt_fd(number, &spec.text, inherited)?;
+        let description = match &spec.address {
+            ListenAddress::Fd(number) => {
+                format!("inherited fd {number} ({})", describe(&fd, transport))
+            }
+            _ => describe(&fd, transport),
+        };
+        let created_file = match (&spec.address, file) {
+            (
+                ListenAddress::Unix(path) | ListenAddress::UnixDatagram(path),
+                Some((device, inode)),
+            ) => Some(SocketFile::adopted(path.clone(), device, inode)),
+            _ => None,
+        };
+        let restore = Restore {
+            address: held_address(&fd, transport),
+            backlog,
+            permissions: FilePermissions {
+                mode: options.socket_mode,
+                owner: options.socket_owner,
+            },
+        };
+        listeners.push(Listener {
+            fd,
+            name: spec.name.clone().unwrap_or_else(|| default_name(index)),
+            description,
+            transport,
+            created_file,
+            restore,
+        });
+    }
+    Ok(listeners)
 }
 
 /// Whether a held stream socket was shut down (shutdown(2) with SHUT_RD or

@@ -33,12 +33,18 @@ mod seccomp;
 mod signals;
 mod spawn;
 mod stdio;
+mod upgrade;
 
 use clap::Parser;
 use error::{Error, exit};
 use std::io::Write;
 
 fn main() {
+    // Before anything else: a new sockhold binary is asked, by the one it
+    // is to replace, which state versions it reads (`upgrade/`).
+    if upgrade::answer_probe() {
+        std::process::exit(error::exit::OK);
+    }
     let status = match run() {
         Ok(status) => status,
         Err(error) => {
@@ -52,6 +58,11 @@ fn main() {
 fn run() -> Result<i32, Error> {
     // Before anything is opened: only these fds can be adopted (`fd:N`).
     let inherited = listen::InheritedFds::at_start();
+    // An upgrade's state, taken (and its variables removed from the
+    // environment) before anything can start a child.
+    let incoming = upgrade::Incoming::take();
+    // Resolved now: a package upgrade may replace the file at the path.
+    let exe = std::env::current_exe().ok();
     stdio::ensure_standard_fds_open();
     stdio::ignore_terminal_stops();
     if std::env::args_os()
@@ -66,6 +77,16 @@ fn run() -> Result<i32, Error> {
     };
     init_logging(cli::log_level(&cli));
     let config = cli.into_config()?;
+    match incoming {
+        Some(Ok(incoming)) => return run_upgraded(config, incoming, &inherited),
+        Some(Err(reason)) => {
+            return Err(Error::new(
+                exit::OS,
+                format!("cannot take over after the upgrade: {reason}"),
+            ));
+        }
+        None => {}
+    }
     check_command(&config.command)?;
     if config.intercept_bind {
         intercept::check_support()?;
@@ -142,6 +163,67 @@ fn run() -> Result<i32, Error> {
     }
     event_loop::EventLoop::new(config, listeners)?
         .with_control(control, pid_file)?
+        .with_exe(exe)
+        .run()
+}
+
+/// The new binary of an upgrade: the same argv, parsed again into
+/// `config`; everything else adopted from the state instead of made (no
+/// bind, no new control socket or pid file, no privilege drop: done
+/// already). What this binary cannot take sends it back to the old one.
+fn run_upgraded(
+    config: config::Config,
+    incoming: upgrade::Incoming,
+    inherited: &listen::InheritedFds,
+) -> Result<i32, Error> {
+    let prepared = (|| {
+        incoming.check()?;
+        if config.accept.is_some() || config.intercept_bind {
+            return Err("--accept and --intercept-bind are not carried over".to_string());
+        }
+        let listen = activation::listen_specs(
+            &activation::PassedEnv::from_environment(),
+            std::process::id(),
+            &config.listen,
+        )
+        .map_err(|e| e.message)?;
+        if listen.len() != incoming.state.sockets.len() {
+            return Err(format!(
+                "the state holds {} sockets, the arguments name {}",
+                incoming.state.sockets.len(),
+                listen.len()
+            ));
+        }
+        let socket_owner = match &config.socket_owner {
+            Some(owner) => Some(privileges::resolve_socket_owner(owner).map_err(|e| e.message)?),
+            None => None,
+        };
+        Ok((listen, socket_owner))
+    })();
+    let (listen, socket_owner) = match prepared {
+        Ok(prepared) => prepared,
+        Err(reason) => return Err(Error::new(exit::OS, incoming.fall_back(&reason))),
+    };
+    let held: Vec<_> = incoming
+        .state
+        .sockets
+        .iter()
+        .map(|socket| (socket.fd, socket.file))
+        .collect();
+    let listeners = listen::adopt_all(
+        &listen,
+        &held,
+        listen::SocketOptions {
+            backlog: config.backlog,
+            socket_mode: config.socket_mode,
+            socket_owner,
+        },
+        inherited,
+    )?;
+    let control = config.control.clone();
+    let pid_file = config.pid_file.clone();
+    event_loop::EventLoop::new(config, listeners)?
+        .resume(incoming, control.as_deref(), pid_file.as_deref())?
         .run()
 }
 

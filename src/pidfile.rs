@@ -79,6 +79,27 @@ impl PidFile {
         })
     }
 
+    /// The pid file an earlier sockhold of this pid wrote and locked
+    /// (`upgrade/`): `file` is its open file, whose lock (flock(2) belongs
+    /// to the open file, which execve keeps) is still held; taking it
+    /// again on the same open file succeeds at once.
+    pub fn adopt(path: &Path, file: File) -> Result<PidFile, String> {
+        let locked = Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| format!("cannot lock the pid file again: {errno}"))?;
+        Ok(PidFile {
+            path: path.to_owned(),
+            pid: std::process::id(),
+            locked,
+            done: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Its locked open file, for an upgrade.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.locked.as_raw_fd()
+    }
+
     /// Removes the file if the path still names it and it still holds our
     /// pid. After a privilege drop the directory may refuse: that is
     /// logged, not fatal. Only the first call acts.

@@ -124,6 +124,30 @@ impl ServiceManager {
         }
     }
 
+    /// The generation serving now, as last told (an upgrade carries it).
+    pub fn serving(&self) -> Option<(GenerationId, Pid)> {
+        self.serving
+    }
+
+    /// After an upgrade: who serves, as the old binary knew it.
+    pub fn set_serving(&mut self, serving: Option<(GenerationId, Pid)>) {
+        self.serving = serving;
+    }
+
+    /// An upgrade begins: systemd waits for READY=1 (`upgraded`).
+    pub fn upgrading(&mut self) {
+        let message = format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=upgrading sockhold",
+            monotonic_usec()
+        );
+        self.send(&message);
+    }
+
+    /// An upgrade ended, done or not: sockhold serves as before.
+    pub fn upgraded(&mut self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={status}"));
+    }
+
     /// sockhold waits for connections itself (`--accept`, `--lazy`): it is
     /// ready before any child runs.
     pub fn waiting_for_connections(&mut self) {

@@ -43,7 +43,7 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
     let _ = stream.set_write_timeout(Some(exchange.left()));
     let _ = stream.write_all(&protocol::line(&request.text()));
     let mut reply = Vec::new();
-    let line = exchange.read_line(&mut stream, &mut reply, request)?;
+    let line = exchange.read_line(&mut stream, &mut reply, request.clone())?;
     if line.is_empty() {
         return Err(Error::new(
             exit::UNAVAILABLE,
@@ -61,6 +61,16 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
         };
         // A reload that was tried and failed is not one that was refused.
         let message = match protocol::reload_failure(reason) {
+            None if reason.starts_with(protocol::UPGRADE_FAILED) => format!(
+                "upgrade failed at '{}': {} (the old binary serves on; see sockhold's log)",
+                exchange.text,
+                &reason[protocol::UPGRADE_FAILED.len()..]
+            ),
+            None if reason.starts_with(protocol::UPGRADE_REFUSED) => format!(
+                "upgrade refused by sockhold at '{}': {} (see sockhold's log)",
+                exchange.text,
+                &reason[protocol::UPGRADE_REFUSED.len()..]
+            ),
             Some(failure) => format!(
                 "reload failed at '{}': {failure} (see sockhold's log)",
                 exchange.text
@@ -79,7 +89,11 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
             Ok(exit::OK)
         }
         (
-            Request::Reload | Request::Resume | Request::Pause | Request::Scale { .. },
+            Request::Reload
+            | Request::Resume
+            | Request::Pause
+            | Request::Scale { .. }
+            | Request::Upgrade { .. },
             Some(text),
         ) => {
             println!("{text}");
@@ -138,6 +152,7 @@ impl Exchange {
             Waiting::Reply(Request::Pause) => "the old generation may still be stopping",
             Waiting::Reply(Request::Resume) => "the new generation may still be starting",
             Waiting::Reply(Request::Scale { .. }) => "the new workers may still be starting",
+            Waiting::Reply(Request::Upgrade { .. }) => "the upgrade may still be under way",
             Waiting::Exit => "it is stopping and has not exited yet",
         };
         Error::new(

@@ -11,6 +11,7 @@
 //! | `reload` | `ok generation N pid P` or `error REASON`, once known     |
 //! | `status` | one JSON object                                           |
 //! | `stop`   | `ok stopping`; the connection then stays open until sockhold exits |
+//! | `upgrade [PATH]` | `ok upgraded: pid P runs BINARY` or `error upgrade refused|failed: REASON` |
 //!
 //! Anything else gets `error REASON`. A peer whose uid is neither
 //! sockhold's nor root's gets `error permission denied: ...` (checked with
@@ -27,8 +28,9 @@ mod protocol;
 mod server;
 
 pub use client::{ClientTarget, run_client};
+pub use protocol::line as reply_line;
 pub use protocol::{
-    MaintenanceView, Request, STOPPING, SocketInfo, StatusView, StoredFdInfo, error,
-    nothing_to_reload, status_json,
+    MaintenanceView, Request, STOPPING, SocketInfo, StatusView, StoredFdInfo, UPGRADE_FAILED,
+    UPGRADE_REFUSED, error, nothing_to_reload, status_json, upgrade_target_problem, upgraded,
 };
 pub use server::{ClientId, ControlSocket, Server};

@@ -15,7 +15,7 @@ pub const MAX_REQUEST: usize = 256;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a client may ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Reload,
     Status,
@@ -26,11 +26,16 @@ pub enum Request {
     Scale {
         count: usize,
     },
+    /// `upgrade [PATH]`: sockhold executes PATH (absolute; None: its own
+    /// binary) in its place (`upgrade/`).
+    Upgrade {
+        target: Option<String>,
+    },
 }
 
 impl Request {
     /// The request line's first word.
-    pub fn word(self) -> &'static str {
+    pub fn word(&self) -> &'static str {
         match self {
             Request::Reload => "reload",
             Request::Status => "status",
@@ -38,13 +43,17 @@ impl Request {
             Request::Pause => "pause",
             Request::Resume => "resume",
             Request::Scale { .. } => "scale",
+            Request::Upgrade { .. } => "upgrade",
         }
     }
 
     /// The request line as sent, without its newline.
-    pub fn text(self) -> String {
+    pub fn text(&self) -> String {
         match self {
             Request::Scale { count } => format!("scale {count}"),
+            Request::Upgrade {
+                target: Some(target),
+            } => format!("upgrade {target}"),
             request => request.word().to_string(),
         }
     }
@@ -57,6 +66,15 @@ impl Request {
             "stop" => Some(Request::Stop),
             "pause" => Some(Request::Pause),
             "resume" => Some(Request::Resume),
+            "upgrade" => Some(Request::Upgrade { target: None }),
+            other if other.starts_with("upgrade ") => {
+                let target = other.strip_prefix("upgrade ")?.trim();
+                upgrade_target_problem(target)
+                    .is_none()
+                    .then(|| Request::Upgrade {
+                        target: Some(target.to_string()),
+                    })
+            }
             other => {
                 let count = other.strip_prefix("scale ")?.trim().parse().ok()?;
                 (1..=MAX_WORKERS)
@@ -66,6 +84,30 @@ impl Request {
         }
     }
 }
+
+/// Why `target` cannot be an `upgrade` request's path, if it cannot: the
+/// request is one line, and sockhold's working directory is not the
+/// client's.
+pub fn upgrade_target_problem(target: &str) -> Option<&'static str> {
+    if target.contains(['\n', '\r']) {
+        Some("it contains a line break")
+    } else if !target.starts_with('/') {
+        Some("it is not an absolute path")
+    } else if "upgrade ".len() + target.len() + 1 > MAX_REQUEST {
+        Some("it is longer than a request line allows (256 bytes with 'upgrade ')")
+    } else {
+        None
+    }
+}
+
+/// The reply to an upgrade that is done: sockhold `pid` now runs `binary`.
+pub fn upgraded(pid: u32, binary: impl Display) -> String {
+    format!("{OK}upgraded: pid {pid} runs {binary}")
+}
+
+/// An upgrade that was not tried (`UPGRADE_REFUSED`) or that failed.
+pub const UPGRADE_REFUSED: &str = "upgrade refused: ";
+pub const UPGRADE_FAILED: &str = "upgrade failed: ";
 
 /// The reply to a `scale` that is done: `what` says what runs now.
 pub fn scaled(what: impl Display) -> String {
@@ -136,7 +178,7 @@ pub fn permission_denied(why: &str) -> String {
 pub fn unknown_request(line: &str) -> String {
     let shown: String = line.trim().chars().take(40).collect();
     error(format_args!(
-        "unknown request '{}' (send reload, status, stop, pause, resume or scale N, N from 1 to {MAX_WORKERS})",
+        "unknown request '{}' (send reload, status, stop, pause, resume, scale N with N from 1 to {MAX_WORKERS}, or upgrade [PATH])",
         shown.escape_debug()
     ))
 }
@@ -479,7 +521,7 @@ mod tests {
         assert_eq!(error_reason(&reloaded), None);
         assert_eq!(
             unknown_request("re\tstart\n"),
-            "error unknown request 're\\tstart' (send reload, status, stop, pause, resume or scale N, N from 1 to 1024)"
+            "error unknown request 're\\tstart' (send reload, status, stop, pause, resume, scale N with N from 1 to 1024, or upgrade [PATH])"
         );
         assert_eq!(request_too_long(), "error request longer than 256 bytes");
         assert_eq!(no_request_in_time(), "error no request within 10s");

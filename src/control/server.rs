@@ -21,7 +21,7 @@ use mio::{Interest, Registry, Token};
 use nix::sys::socket::{Backlog, getsockopt, sockopt};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,18 @@ impl ControlSocket {
             file,
             path: path.to_owned(),
         })
+    }
+}
+
+impl ControlSocket {
+    /// The control socket an earlier sockhold of this pid bound
+    /// (`upgrade/`): its fd, and its file by device and inode.
+    pub fn adopt(fd: OwnedFd, path: &Path, device: u64, inode: u64) -> ControlSocket {
+        ControlSocket {
+            fd,
+            file: SocketFile::adopted(path.to_owned(), device, inode),
+            path: path.to_owned(),
+        }
     }
 }
 
@@ -336,6 +348,14 @@ impl Server {
             Next::Reply(line) => self.reply(id, &line),
             Next::Hold => client.state = State::HeldUntilExit,
         }
+    }
+
+    /// What an upgrade carries: the listening fd, its file's device and
+    /// inode, and the connection of `client` (answered by the new binary).
+    pub fn carried(&self, client: ClientId) -> (RawFd, u64, u64, Option<RawFd>) {
+        let (device, inode) = self.file.identity();
+        let connection = self.clients.get(&client).map(|c| c.stream.as_raw_fd());
+        (self.listener.as_raw_fd(), device, inode, connection)
     }
 
     /// Sends one reply line and closes the connection once it is written.

@@ -60,6 +60,8 @@ pub struct Generations {
     maintenance: Option<Maintenance>,
     /// `--fd-store-max`: the fds children stored, passed to every later one.
     fd_store: FdStore,
+    /// As given, for a supervisor restored after an upgrade.
+    supervisor_settings: crate::config::SupervisorSettings,
 }
 
 impl Generations {
@@ -87,6 +89,7 @@ impl Generations {
                 .as_ref()
                 .map(|settings| Maintenance::new(settings, listeners.len())),
             fd_store: FdStore::new(config.fd_store_max),
+            supervisor_settings: config.supervisor.clone(),
         }
     }
 
@@ -546,7 +549,62 @@ impl Generations {
     }
 }
 
+impl Generations {
+    fn carry_state(&self) -> Result<crate::upgrade::Carried, String> {
+        if self.intercept.is_some() {
+            return Err(
+                "--intercept-bind: the children's seccomp listeners are not carried over yet (restart sockhold instead)"
+                    .to_string(),
+            );
+        }
+        if !self.on_old_sockets.is_empty() {
+            return Err(
+                "a held socket was replaced and a reload onto it is due; retry once it is serving"
+                    .to_string(),
+            );
+        }
+        let supervisor = self.supervisor.snapshot()?;
+        let notify = self
+            .notify_sockets
+            .iter()
+            .map(|(&generation, socket)| crate::upgrade::CarriedNotify {
+                generation,
+                fd: socket.fd().as_raw_fd(),
+                owner: socket.owner().as_raw(),
+                address: socket.address().to_string(),
+                directory: socket.directory().map(std::path::Path::to_path_buf),
+            })
+            .collect();
+        let stored = self
+            .fd_store
+            .carried()
+            .map(|(fd, polled, name)| (fd, polled, name.to_string()))
+            .collect();
+        Ok(crate::upgrade::Carried {
+            supervisor,
+            notify,
+            stored,
+            nonblocking: self.nonblocking.clone(),
+        })
+    }
+}
+
 impl Engine for Generations {
+    fn carry(&self) -> Result<crate::upgrade::Carried, String> {
+        self.carry_state()
+    }
+
+    fn restore(&mut self, carried: crate::upgrade::Restored, context: &mut Context<'_>) {
+        self.supervisor = Supervisor::restore(self.supervisor_settings.clone(), carried.supervisor);
+        for (generation, socket) in carried.notify {
+            let what = format!("generation {generation}'s notify socket");
+            context.watch(socket.fd().as_raw_fd(), generation, &what);
+            self.notify_sockets.insert(generation, socket);
+        }
+        self.fd_store.restore(carried.stored, context);
+        self.nonblocking = carried.nonblocking;
+    }
+
     fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {
         if let Some(status) = self.handle_event(event, context) {
             return Some(status);

@@ -2367,5 +2367,8 @@ fn policy_name(policy: RestartPolicy) -> &'static str {
     }
 }
 
+mod upgrade;
+pub use upgrade::{CurrentGeneration, ReadyWorker, Snapshot};
+
 #[cfg(test)]
 mod tests;

@@ -147,6 +147,29 @@ impl NotifySocket {
         &self.address
     }
 
+    /// The private directory, if any (an upgrade carries it).
+    pub fn directory(&self) -> Option<&std::path::Path> {
+        self.directory.as_deref()
+    }
+
+    /// A notify socket the sockhold this one replaced made (`upgrade/`):
+    /// the same socket, file and directory, removed when dropped.
+    pub fn adopt(
+        fd: OwnedFd,
+        address: String,
+        directory: Option<PathBuf>,
+        owner: Uid,
+    ) -> NotifySocket {
+        NotifySocket {
+            fd,
+            address,
+            directory,
+            owner,
+            refused: QuietLog::default(),
+            fd_store_told: false,
+        }
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

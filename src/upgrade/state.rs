@@ -1,0 +1,662 @@
+//! The upgrade state, pure (no syscalls): what one sockhold hands the
+//! binary it executes in its place (`upgrade/mod.rs`), as versioned
+//! line-based text. Every line is a keyword and its fields, separated by
+//! single spaces; a string field is escaped (`%XX` for a byte that is not
+//! printable ASCII, for a space and for `%`; `-` alone is "none", so a
+//! string that is `-` is written `%2D`; an empty one is an empty field).
+//! Instants are CLOCK_MONOTONIC
+//! nanoseconds, converted by the caller (`Clock`), so the state means the
+//! same thing on both sides of execve.
+//!
+//! A reader takes only the versions in `READS`; the probe (`upgrade
+//! --exec`) asks a binary which those are before anything is handed over.
+
+use std::time::{Duration, Instant};
+
+/// The version this sockhold writes.
+pub const VERSION: u32 = 1;
+/// The versions this sockhold reads (what it answers the probe with).
+pub const READS: &[u32] = &[1];
+/// The first line of the state.
+const MAGIC: &str = "sockhold-state";
+
+/// A held socket, in `-l` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSocket {
+    pub fd: i32,
+    /// The socket file sockhold created (device, inode), removed at exit.
+    pub file: Option<(u64, u64)>,
+}
+
+/// A generation's notify socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    pub generation: u64,
+    pub fd: i32,
+    pub owner: u32,
+    pub address: Vec<u8>,
+    pub directory: Option<Vec<u8>>,
+}
+
+/// A child sockhold started and has not reaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    pub pid: i32,
+    pub pidfd: Option<i32>,
+    pub group: bool,
+    pub started_at: u64,
+}
+
+/// One fd in the fd store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub fd: i32,
+    pub polled: bool,
+    pub name: Vec<u8>,
+}
+
+/// A worker, ready (the only state an upgrade carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub slot: usize,
+    pub pid: i32,
+    pub since: u64,
+    pub failures: u32,
+    pub restarts: u64,
+    pub ready_by: Option<Vec<u8>>,
+    pub unobservable: Option<Vec<u8>>,
+}
+
+/// The current generation (the only one an upgrade carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub id: u64,
+    /// `launch`, `reload`, `restart`, `resume`.
+    pub cause: Vec<u8>,
+    pub started_at: u64,
+    pub since: u64,
+    pub ready_by: Option<Vec<u8>>,
+    pub workers: Vec<Worker>,
+}
+
+/// What the supervisor keeps beside its generations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Supervisor {
+    pub next_id: u64,
+    pub restarts: u64,
+    pub consecutive_failures: u32,
+    pub ever_spawned: bool,
+    pub many_workers: bool,
+    /// `--workers`, as `scale` left it.
+    pub workers: usize,
+    /// Since when it is paused; None: running.
+    pub paused_since: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    /// The binary the old sockhold ran, and the one it executes.
+    pub exe: Vec<u8>,
+    pub target: Vec<u8>,
+    pub started_at: u64,
+    pub sockets: Vec<HeldSocket>,
+    /// The control socket: fd and its file's (device, inode).
+    pub control: Option<(i32, u64, u64)>,
+    /// The connection of the client that asked for the upgrade.
+    pub client: Option<i32>,
+    pub pid_file: Option<i32>,
+    pub notify: Vec<Notify>,
+    pub children: Vec<Child>,
+    pub stored: Vec<Stored>,
+    /// systemd's serving generation and pid (STATUS lines).
+    pub serving: Option<(u64, i32)>,
+    /// O_NONBLOCK of each held socket as first found (None: warned).
+    pub nonblocking: Option<Vec<bool>>,
+    pub supervisor: Supervisor,
+    pub generations: Vec<Generation>,
+}
+
+impl State {
+    /// Every fd the state names, for the exec (they must stay open).
+    pub fn fds(&self) -> Vec<i32> {
+        let mut fds: Vec<i32> = self.sockets.iter().map(|s| s.fd).collect();
+        fds.extend(self.control.map(|(fd, _, _)| fd));
+        fds.extend(self.client);
+        fds.extend(self.pid_file);
+        fds.extend(self.notify.iter().map(|n| n.fd));
+        fds.extend(self.children.iter().filter_map(|c| c.pidfd));
+        fds.extend(self.stored.iter().map(|s| s.fd));
+        fds
+    }
+}
+
+/// Converts instants to CLOCK_MONOTONIC nanoseconds and back, through one
+/// pair of readings of both clocks taken together (Rust's `Instant` is
+/// CLOCK_MONOTONIC on Linux, but has no public epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub instant: Instant,
+    pub monotonic_ns: u64,
+}
+
+impl Clock {
+    pub fn to_ns(self, at: Instant) -> u64 {
+        if at <= self.instant {
+            let ago = self.instant.duration_since(at).as_nanos() as u64;
+            self.monotonic_ns.saturating_sub(ago)
+        } else {
+            self.monotonic_ns + at.duration_since(self.instant).as_nanos() as u64
+        }
+    }
+
+    pub fn to_instant(self, ns: u64) -> Instant {
+        if ns <= self.monotonic_ns {
+            let ago = Duration::from_nanos(self.monotonic_ns - ns);
+            self.instant.checked_sub(ago).unwrap_or(self.instant)
+        } else {
+            self.instant + Duration::from_nanos(ns - self.monotonic_ns)
+        }
+    }
+}
+
+/// A string field.
+pub fn escape(bytes: &[u8]) -> String {
+    if bytes == b"-" {
+        return "%2D".to_string();
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for &byte in bytes {
+        if byte.is_ascii_graphic() && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The bytes of a string field; None for a bad escape.
+pub fn unescape(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    Some(out)
+}
+
+fn optional(value: &Option<Vec<u8>>) -> String {
+    value.as_deref().map_or_else(|| "-".to_string(), escape)
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// The state as text.
+pub fn write(state: &State) -> String {
+    let mut out = format!("{MAGIC} {VERSION}\n");
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!("exe {}", escape(&state.exe)));
+    line(format!("target {}", escape(&state.target)));
+    line(format!("started-at {}", state.started_at));
+    for socket in &state.sockets {
+        match socket.file {
+            Some((device, inode)) => line(format!("socket {} {device} {inode}", socket.fd)),
+            None => line(format!("socket {} - -", socket.fd)),
+        }
+    }
+    if let Some((fd, device, inode)) = state.control {
+        line(format!("control {fd} {device} {inode}"));
+    }
+    if let Some(fd) = state.client {
+        line(format!("client {fd}"));
+    }
+    if let Some(fd) = state.pid_file {
+        line(format!("pid-file {fd}"));
+    }
+    for n in &state.notify {
+        line(format!(
+            "notify {} {} {} {} {}",
+            n.generation,
+            n.fd,
+            n.owner,
+            escape(&n.address),
+            optional(&n.directory)
+        ));
+    }
+    for c in &state.children {
+        let pidfd = c.pidfd.map_or_else(|| "-".to_string(), |fd| fd.to_string());
+        line(format!(
+            "child {} {pidfd} {} {}",
+            c.pid,
+            flag(c.group),
+            c.started_at
+        ));
+    }
+    for s in &state.stored {
+        line(format!(
+            "stored {} {} {}",
+            s.fd,
+            flag(s.polled),
+            escape(&s.name)
+        ));
+    }
+    if let Some((generation, pid)) = state.serving {
+        line(format!("serving {generation} {pid}"));
+    }
+    if let Some(found) = &state.nonblocking {
+        let flags: Vec<&str> = found.iter().map(|&on| flag(on)).collect();
+        line(
+            format!("nonblocking {}", flags.join(" "))
+                .trim_end()
+                .to_string(),
+        );
+    }
+    let s = &state.supervisor;
+    line(format!(
+        "supervisor {} {} {} {} {} {} {}",
+        s.next_id,
+        s.restarts,
+        s.consecutive_failures,
+        flag(s.ever_spawned),
+        flag(s.many_workers),
+        s.workers,
+        s.paused_since
+            .map_or_else(|| "-".to_string(), |at| at.to_string())
+    ));
+    for g in &state.generations {
+        line(format!(
+            "generation {} {} {} {} {}",
+            g.id,
+            escape(&g.cause),
+            g.started_at,
+            g.since,
+            optional(&g.ready_by)
+        ));
+        for w in &g.workers {
+            line(format!(
+                "worker {} {} {} {} {} {} {}",
+                w.slot,
+                w.pid,
+                w.since,
+                w.failures,
+                w.restarts,
+                optional(&w.ready_by),
+                optional(&w.unobservable)
+            ));
+        }
+    }
+    line("end".to_string());
+    out
+}
+
+/// The fields of one line, read in order.
+struct Fields<'a> {
+    number: usize,
+    keyword: &'a str,
+    fields: std::str::Split<'a, char>,
+}
+
+impl<'a> Fields<'a> {
+    fn bad(&self, what: &str) -> String {
+        format!("line {} ('{}'): {what}", self.number, self.keyword)
+    }
+
+    fn text(&mut self) -> Result<&'a str, String> {
+        self.fields
+            .next()
+            .ok_or_else(|| self.bad("a field is missing"))
+    }
+
+    fn number<T: std::str::FromStr>(&mut self) -> Result<T, String> {
+        let text = self.text()?;
+        text.parse()
+            .map_err(|_| self.bad(&format!("'{text}' is not a number")))
+    }
+
+    fn optional_number<T: std::str::FromStr>(&mut self) -> Result<Option<T>, String> {
+        let text = self.text()?;
+        if text == "-" {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| self.bad(&format!("'{text}' is not a number")))
+    }
+
+    fn flag(&mut self) -> Result<bool, String> {
+        match self.text()? {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            other => Err(self.bad(&format!("'{other}' is not 0 or 1"))),
+        }
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, String> {
+        let text = self.text()?;
+        unescape(text).ok_or_else(|| self.bad(&format!("bad escape in '{text}'")))
+    }
+
+    fn optional_string(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let text = self.text()?;
+        if text == "-" {
+            return Ok(None);
+        }
+        unescape(text)
+            .map(Some)
+            .ok_or_else(|| self.bad(&format!("bad escape in '{text}'")))
+    }
+
+    fn done(mut self) -> Result<(), String> {
+        match self.fields.next() {
+            None => Ok(()),
+            Some(extra) => Err(self.bad(&format!("unexpected field '{extra}'"))),
+        }
+    }
+}
+
+/// The version a state's first line says, if it is a state at all.
+pub fn version_of(text: &str) -> Option<u32> {
+    text.lines()
+        .next()?
+        .strip_prefix(MAGIC)?
+        .strip_prefix(' ')?
+        .parse()
+        .ok()
+}
+
+/// The state from its text; the error says what is wrong where.
+pub fn read(text: &str) -> Result<State, String> {
+    match version_of(text) {
+        Some(version) if READS.contains(&version) => {}
+        Some(version) => {
+            return Err(format!(
+                "it is version {version}; this sockhold reads {}",
+                versions(READS)
+            ));
+        }
+        None => return Err(format!("it does not start with '{MAGIC} N'")),
+    }
+    let mut state = State::default();
+    let mut ended = false;
+    let mut supervisor = false;
+    for (index, line) in text.lines().enumerate().skip(1) {
+        if ended {
+            return Err(format!("line {}: after 'end'", index + 1));
+        }
+        let mut split = line.split(' ');
+        let keyword = split.next().unwrap_or("");
+        let mut f = Fields {
+            number: index + 1,
+            keyword,
+            fields: split,
+        };
+        match keyword {
+            "exe" => state.exe = f.string()?,
+            "target" => state.target = f.string()?,
+            "started-at" => state.started_at = f.number()?,
+            "socket" => {
+                let fd = f.number()?;
+                let device = f.optional_number()?;
+                let inode = f.optional_number()?;
+                let file = match (device, inode) {
+                    (Some(device), Some(inode)) => Some((device, inode)),
+                    (None, None) => None,
+                    _ => return Err(f.bad("device and inode go together")),
+                };
+                state.sockets.push(HeldSocket { fd, file });
+            }
+            "control" => state.control = Some((f.number()?, f.number()?, f.number()?)),
+            "client" => state.client = Some(f.number()?),
+            "pid-file" => state.pid_file = Some(f.number()?),
+            "notify" => state.notify.push(Notify {
+                generation: f.number()?,
+                fd: f.number()?,
+                owner: f.number()?,
+                address: f.string()?,
+                directory: f.optional_string()?,
+            }),
+            "child" => state.children.push(Child {
+                pid: f.number()?,
+                pidfd: f.optional_number()?,
+                group: f.flag()?,
+                started_at: f.number()?,
+            }),
+            "stored" => state.stored.push(Stored {
+                fd: f.number()?,
+                polled: f.flag()?,
+                name: f.string()?,
+            }),
+            "serving" => state.serving = Some((f.number()?, f.number()?)),
+            "nonblocking" => {
+                let mut found = Vec::new();
+                while f.fields.clone().next().is_some() {
+                    found.push(f.flag()?);
+                }
+                state.nonblocking = Some(found);
+            }
+            "supervisor" => {
+                supervisor = true;
+                state.supervisor = Supervisor {
+                    next_id: f.number()?,
+                    restarts: f.number()?,
+                    consecutive_failures: f.number()?,
+                    ever_spawned: f.flag()?,
+                    many_workers: f.flag()?,
+                    workers: f.number()?,
+                    paused_since: f.optional_number()?,
+                };
+            }
+            "generation" => state.generations.push(Generation {
+                id: f.number()?,
+                cause: f.string()?,
+                started_at: f.number()?,
+                since: f.number()?,
+                ready_by: f.optional_string()?,
+                workers: Vec::new(),
+            }),
+            "worker" => {
+                let worker = Worker {
+                    slot: f.number()?,
+                    pid: f.number()?,
+                    since: f.number()?,
+                    failures: f.number()?,
+                    restarts: f.number()?,
+                    ready_by: f.optional_string()?,
+                    unobservable: f.optional_string()?,
+                };
+                let Some(generation) = state.generations.last_mut() else {
+                    return Err(f.bad("a worker before any generation"));
+                };
+                generation.workers.push(worker);
+            }
+            "end" => ended = true,
+            other => return Err(format!("line {}: unknown keyword '{other}'", index + 1)),
+        }
+        f.done()?;
+    }
+    if !ended {
+        return Err("it is truncated (no 'end' line)".to_string());
+    }
+    if !supervisor {
+        return Err("it has no 'supervisor' line".to_string());
+    }
+    Ok(state)
+}
+
+/// "1" or "1, 2".
+pub fn versions(list: &[u32]) -> String {
+    let words: Vec<String> = list.iter().map(u32::to_string).collect();
+    words.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        State {
+            exe: b"/usr/bin/sockhold".to_vec(),
+            target: b"/opt/new sock%hold\n".to_vec(),
+            started_at: 12_345,
+            sockets: vec![
+                HeldSocket { fd: 3, file: None },
+                HeldSocket {
+                    fd: 4,
+                    file: Some((2049, 77)),
+                },
+            ],
+            control: Some((5, 1, 2)),
+            client: Some(9),
+            pid_file: Some(6),
+            notify: vec![Notify {
+                generation: 3,
+                fd: 7,
+                owner: 1000,
+                address: b"/run/user/1000/sockhold-x/notify".to_vec(),
+                directory: Some(b"/run/user/1000/sockhold-x".to_vec()),
+            }],
+            children: vec![Child {
+                pid: 4242,
+                pidfd: Some(8),
+                group: true,
+                started_at: 999,
+            }],
+            stored: vec![Stored {
+                fd: 10,
+                polled: false,
+                name: b"-".to_vec(),
+            }],
+            serving: Some((3, 4242)),
+            nonblocking: Some(vec![false, true]),
+            supervisor: Supervisor {
+                next_id: 4,
+                restarts: 2,
+                consecutive_failures: 0,
+                ever_spawned: true,
+                many_workers: true,
+                workers: 2,
+                paused_since: None,
+            },
+            generations: vec![Generation {
+                id: 3,
+                cause: b"reload".to_vec(),
+                started_at: 100,
+                since: 200,
+                ready_by: Some(b"accepting on fd 3 (pid 4242) after 1.2s".to_vec()),
+                workers: vec![Worker {
+                    slot: 0,
+                    pid: 4242,
+                    since: 150,
+                    failures: 1,
+                    restarts: 3,
+                    ready_by: None,
+                    unobservable: Some(b"".to_vec()),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_state_reads_back_as_written() {
+        let state = sample();
+        let text = write(&state);
+        assert!(text.starts_with("sockhold-state 1\n"));
+        assert_eq!(read(&text), Ok(state));
+        let paused = State {
+            supervisor: Supervisor {
+                paused_since: Some(5),
+                ..Supervisor::default()
+            },
+            nonblocking: Some(Vec::new()),
+            ..State::default()
+        };
+        assert_eq!(read(&write(&paused)), Ok(paused));
+    }
+
+    #[test]
+    fn strings_escape_every_byte_that_could_break_a_line() {
+        for bytes in [&b"a b"[..], b"%", b"\n", b"-", b"", b"\xff\x00", b"x-y"] {
+            let escaped = escape(bytes);
+            assert!(
+                !escaped.contains(' ') && !escaped.contains('\n'),
+                "{escaped}"
+            );
+            assert_eq!(unescape(&escaped).as_deref(), Some(bytes), "{escaped}");
+        }
+        assert_ne!(escape(b"-"), "-");
+    }
+
+    #[test]
+    fn another_version_is_refused_with_the_versions_read() {
+        let text = write(&sample()).replacen("sockhold-state 1", "sockhold-state 2", 1);
+        assert_eq!(
+            read(&text),
+            Err("it is version 2; this sockhold reads 1".to_string())
+        );
+        assert_eq!(version_of(&text), Some(2));
+        assert!(read("hello\n").unwrap_err().contains("does not start with"));
+    }
+
+    #[test]
+    fn a_truncated_state_is_refused() {
+        let text = write(&sample());
+        let cut = &text[..text.len() - "end\n".len()];
+        assert_eq!(
+            read(cut),
+            Err("it is truncated (no 'end' line)".to_string())
+        );
+        let half = &text[..text.len() / 2];
+        assert!(read(half).is_err());
+    }
+
+    #[test]
+    fn bad_escapes_and_fields_are_refused_with_their_line() {
+        let text = write(&sample());
+        let bad = text.replacen("exe /usr/bin/sockhold", "exe /usr%zzbin", 1);
+        assert_eq!(
+            read(&bad),
+            Err("line 2 ('exe'): bad escape in '/usr%zzbin'".to_string())
+        );
+        let short = text.replacen("exe /usr/bin/sockhold", "exe /usr%4", 1);
+        assert!(read(&short).unwrap_err().contains("bad escape"));
+        let extra = text.replacen("client 9", "client 9 10", 1);
+        assert_eq!(
+            read(&extra),
+            Err("line 7 ('client'): unexpected field '10'".to_string())
+        );
+        let nan = text.replacen("client 9", "client x", 1);
+        assert!(read(&nan).unwrap_err().contains("'x' is not a number"));
+        let unknown = text.replacen("client 9", "clients 9", 1);
+        assert!(read(&unknown).unwrap_err().contains("unknown keyword"));
+    }
+
+    #[test]
+    fn instants_survive_the_conversion() {
+        let now = Instant::now();
+        let clock = Clock {
+            instant: now,
+            monotonic_ns: 10_000_000_000,
+        };
+        let past = now - Duration::from_millis(1500);
+        let future = now + Duration::from_millis(250);
+        assert_eq!(clock.to_ns(past), 8_500_000_000);
+        assert_eq!(clock.to_instant(clock.to_ns(past)), past);
+        assert_eq!(clock.to_instant(clock.to_ns(future)), future);
+    }
+}
