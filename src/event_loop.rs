@@ -256,8 +256,12 @@ impl EventLoop {
                 control::upgraded(std::process::id(), binary.display())
             }
         };
-        if let Some(fd) = state.client {
-            upgrade::answer(incoming.own(fd), &reply);
+        // The memfd and the fallback binary are closed before the client
+        // hears of it: whoever counts sockhold's fds then finds them gone.
+        let connection = state.client.map(|fd| incoming.own(fd));
+        drop(incoming);
+        if let Some(connection) = connection {
+            upgrade::answer(connection, &reply);
         }
         self.service_manager.upgraded("serving");
         Ok(self)

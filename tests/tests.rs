@@ -33,4 +33,5 @@ mod stdin_socket;
 mod stopping;
 mod systemd;
 mod unix_sockets;
+mod upgrade;
 mod workers;

@@ -638,7 +638,7 @@ mod tests {
         let extra = text.replacen("client 9", "client 9 10", 1);
         assert_eq!(
             read(&extra),
-            Err("line 7 ('client'): unexpected field '10'".to_string())
+            Err("line 8 ('client'): unexpected field '10'".to_string())
         );
         let nan = text.replacen("client 9", "client x", 1);
         assert!(read(&nan).unwrap_err().contains("'x' is not a number"));
