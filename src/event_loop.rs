@@ -234,6 +234,7 @@ impl EventLoop {
             .map(|g| g.workers.iter().map(|w| w.pid.to_string()).collect())
             .unwrap_or_default();
         let generation = current.map_or_else(|| "none (paused)".to_string(), |g| g.id.to_string());
+        let incoming_failed = incoming.failed.clone();
         let reply = match &incoming.failed {
             Some(reason) => {
                 log::error!(
@@ -263,7 +264,7 @@ impl EventLoop {
         if let Some(connection) = connection {
             upgrade::answer(connection, &reply);
         }
-        self.service_manager.upgraded("serving");
+        self.service_manager.upgraded(incoming_failed.as_deref());
         Ok(self)
     }
 
@@ -301,7 +302,7 @@ impl EventLoop {
         let state = self.upgrade_state(client, carried, &target);
         self.service_manager.upgrading();
         let reason = upgrade::exec(&target, &state);
-        self.service_manager.upgraded("serving (upgrade failed)");
+        self.service_manager.upgraded(Some(&reason));
         log::error!("upgrade failed: {reason}; sockhold carries on");
         control::error(format_args!("{}{reason}", control::UPGRADE_FAILED))
     }

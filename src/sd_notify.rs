@@ -143,8 +143,14 @@ impl ServiceManager {
         self.send(&message);
     }
 
-    /// An upgrade ended, done or not: sockhold serves as before.
-    pub fn upgraded(&mut self, status: &str) {
+    /// An upgrade ended, done or not (`failed`: why not): sockhold serves
+    /// as before.
+    pub fn upgraded(&mut self, failed: Option<&str>) {
+        let serving = serving_text(self.serving);
+        let status = match failed {
+            Some(reason) => format!("upgrade failed: {}; {serving}", one_line(reason)),
+            None => serving,
+        };
         self.send(&format!("READY=1\nSTATUS={status}"));
     }
 
@@ -343,10 +349,6 @@ fn message_for(
     serving: Option<(GenerationId, Pid)>,
     monotonic_usec: u64,
 ) -> (Option<String>, Option<(GenerationId, Pid)>) {
-    let serving_text = |serving: Option<(GenerationId, Pid)>| match serving {
-        Some((generation, pid)) => format!("generation {generation} serving (pid {pid})"),
-        None => "no generation serving".to_string(),
-    };
     match report {
         Report::Ready { generation, pid } | Report::ReloadSucceeded { generation, pid } => {
             let serving = Some((*generation, *pid));
@@ -381,6 +383,14 @@ fn message_for(
             (Some(message), serving)
         }
         Report::ScaleFailed { .. } => (None, serving),
+    }
+}
+
+/// What STATUS= says of who serves.
+fn serving_text(serving: Option<(GenerationId, Pid)>) -> String {
+    match serving {
+        Some((generation, pid)) => format!("generation {generation} serving (pid {pid})"),
+        None => "no generation serving".to_string(),
     }
 }
 

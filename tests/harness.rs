@@ -902,3 +902,26 @@ pub fn worker_states(status: &str) -> Vec<String> {
         .filter_map(|rest| rest.split_once('"').map(|(state, _)| state.to_string()))
         .collect()
 }
+
+/// A Unix datagram socket standing in for systemd's notify socket.
+pub struct FakeNotify {
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl FakeNotify {
+    pub fn bind(path: &Path) -> FakeNotify {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        FakeNotify { socket }
+    }
+
+    /// The next datagram; panics after `WAIT`.
+    pub fn next(&self) -> String {
+        let mut buffer = [0u8; 4096];
+        let length = read_within(WAIT, |left| {
+            self.socket.set_read_timeout(Some(left))?;
+            self.socket.recv(&mut buffer)
+        })
+        .expect("a notify message within the wait limit");
+        String::from_utf8_lossy(&buffer[..length]).into_owned()
+    }
+}

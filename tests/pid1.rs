@@ -266,3 +266,35 @@ fn pid1_exits_with_the_child_status() {
     ]);
     assert_eq!(pid1.wait_exit(), 128 + 12, "{}", pid1.log_text());
 }
+
+#[test]
+#[ignore = "needs root"] // to create a PID namespace
+fn pid1_upgrades_in_place_and_stays_pid_1() {
+    needs_root();
+    // The control socket is in the test's directory (sockhold's working
+    // directory), reached from outside the namespace.
+    let mut pid1 = Pid1::start(&[
+        "-l",
+        "127.0.0.1:0",
+        "--control",
+        "ctl",
+        "--ready",
+        "notify",
+        "--",
+        test_child_bin(),
+        "--ready-after",
+        "0",
+    ]);
+    pid1.wait_for("generation 1 ready");
+    let control = pid1._dir.join("ctl");
+    let (code, out, err) = control_client(&["upgrade"], &control);
+    assert_eq!(code, 0, "{err}\nlog:\n{}", pid1.log_text());
+    assert_eq!(out, format!("upgraded: pid 1 runs {}", sockhold_bin()));
+    pid1.wait_for("upgraded: pid 1 now runs");
+    let (code, status, err) = control_client(&["status"], &control);
+    assert_eq!(code, 0, "{err}");
+    assert!(status.starts_with("{\"pid\":1,"), "{status}");
+    pid1.signal(Signal::SIGTERM);
+    pid1.wait_for("generation 1 exited with signal SIGTERM");
+    assert_eq!(pid1.wait_exit(), 0, "{}", pid1.log_text());
+}

@@ -5,31 +5,7 @@
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-
-/// A Unix datagram socket standing in for systemd's notify socket.
-struct FakeNotify {
-    socket: UnixDatagram,
-}
-
-impl FakeNotify {
-    fn bind(path: &Path) -> FakeNotify {
-        let socket = UnixDatagram::bind(path).unwrap();
-        FakeNotify { socket }
-    }
-
-    /// The next datagram; panics after `WAIT`.
-    fn next(&self) -> String {
-        let mut buffer = [0u8; 4096];
-        let length = read_within(WAIT, |left| {
-            self.socket.set_read_timeout(Some(left))?;
-            self.socket.recv(&mut buffer)
-        })
-        .expect("a notify message within the wait limit");
-        String::from_utf8_lossy(&buffer[..length]).into_owned()
-    }
-}
 
 fn monotonic_usec() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();

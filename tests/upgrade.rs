@@ -188,3 +188,39 @@ fn upgrade_during_a_reload_is_refused_with_the_reason() {
     );
     sockhold.wait_for("generation 2 ready");
 }
+
+#[test]
+fn under_a_service_manager_an_upgrade_is_reloading_then_ready_with_the_same_main_pid() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let notify = FakeNotify::bind(&dir.join("notify"));
+    let sockhold = Sockhold::command()
+        .env("NOTIFY_SOCKET", dir.join("notify"))
+        .args(["-l", "127.0.0.1:0", "--ready", "notify", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--ready-after", "0"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let child = sockhold.child_pids()[0];
+    let serving = format!("generation 1 serving (pid {child})");
+    assert_eq!(notify.next(), format!("READY=1\nSTATUS={serving}"));
+    let (code, out, err) = control_client(&["upgrade"], &control);
+    assert_eq!(code, 0, "{out} {err}");
+    let reloading = notify.next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC=")
+            && reloading.ends_with("\nSTATUS=upgrading sockhold"),
+        "{reloading}"
+    );
+    // The new binary says it serves: the same child, and no MAINPID= (the
+    // pid did not change).
+    assert_eq!(notify.next(), format!("READY=1\nSTATUS={serving}"));
+    // A refused upgrade says nothing to the service manager.
+    let (code, _, err) = control_client(&["upgrade", "--exec", "/bin/true"], &control);
+    assert_ne!(code, 0);
+    assert!(err.contains("did not answer the upgrade probe"), "{err}");
+    let mut sockhold = sockhold;
+    sockhold.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(notify.next(), "STOPPING=1\nSTATUS=stopping");
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+}
