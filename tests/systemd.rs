@@ -5,7 +5,6 @@
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
-use std::path::Path;
 
 fn monotonic_usec() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
