@@ -327,14 +327,8 @@ fn status_lists_every_worker_with_its_slot_pid_and_generation() {
         .args(["--", test_child_bin()])
         .start();
     sockhold.wait_for("generation 1 ready");
-    let output = std::process::Command::new(sockhold_bin())
-        .arg("status")
-        .arg("--control")
-        .arg(&control)
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "{status}");
+    let (code, status, err) = control_client(&["status"], &control);
+    assert_eq!(code, 0, "{err}");
     let pids = sockhold.child_pids();
     assert_eq!(pids.len(), 2);
     for (slot, pid) in pids.iter().enumerate() {
