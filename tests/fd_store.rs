@@ -236,6 +236,41 @@ fn stored_fds_reach_the_next_generation_by_name_after_the_held_sockets() {
 }
 
 #[test]
+fn the_store_is_carried_by_an_upgrade_to_the_next_generation() {
+    let dir = TempDir::new();
+    let control = dir.join("ctl");
+    let sockhold = start(
+        "reload",
+        &[
+            "--fd-store-max",
+            "8",
+            "--control",
+            control.to_str().unwrap(),
+        ],
+    );
+    sockhold.wait_for("generation 1 ready");
+    let first = report(&sockhold, 0);
+    let (code, out, err) = control_client(&["upgrade"], &control);
+    assert_eq!(code, 0, "{out} {err}");
+    let (_, status, _) = control_client(&["status"], &control);
+    assert!(
+        status.contains(
+            r#""fd_store":[{"fd":4,"name":"pair","kind":"socket"},{"fd":5,"name":"listen","kind":"socket"}]"#
+        ),
+        "{status}"
+    );
+    reload_to(&sockhold, 2);
+    let second = report(&sockhold, 1);
+    assert_eq!(second["names"], "http:pair:listen", "{second:?}");
+    assert_eq!(second["open"], "0,1,2,3,4,5", "no fd but these: {second:?}");
+    let got = inodes(&second);
+    let sent = stored(&sockhold);
+    assert_eq!(got[&3], inodes(&first)[&3], "the held socket at 3");
+    assert_eq!(got[&4], sent["pair"], "the stored socketpair end at 4");
+    assert_eq!(got[&5], sent["listen"], "the stored listening socket at 5");
+}
+
+#[test]
 fn a_stored_fd_is_never_passed_twice() {
     let sockhold = start("twice", &["--fd-store-max", "8"]);
     sockhold.wait_for("generation 1 ready");
