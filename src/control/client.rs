@@ -88,12 +88,18 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
             println!("{line}");
             Ok(exit::OK)
         }
+        (Request::Upgrade { .. }, Some(text)) => {
+            // The new binary closes the connection once it has answered:
+            // waiting for that, `upgrade` returns once sockhold holds no
+            // fd of the exchange any more.
+            println!("{text}");
+            if exchange.wait_for_close(&mut stream).is_err() {
+                return Err(exchange.timed_out(Waiting::Reply(Request::Upgrade { target: None })));
+            }
+            Ok(exit::OK)
+        }
         (
-            Request::Reload
-            | Request::Resume
-            | Request::Pause
-            | Request::Scale { .. }
-            | Request::Upgrade { .. },
+            Request::Reload | Request::Resume | Request::Pause | Request::Scale { .. },
             Some(text),
         ) => {
             println!("{text}");
