@@ -74,6 +74,14 @@ fn settings() -> SupervisorSettings {
     }
 }
 
+/// SIGTERM, as a stop signal from outside.
+fn term() -> Event {
+    Event::Stop {
+        signal: TERM,
+        by: StopBy::Signal,
+    }
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -373,13 +381,7 @@ fn stop_that_the_child_does_not_honour_exits_with_its_status() {
 fn stop_timeout_sends_sigkill_and_exit_reports_it() {
     let t0 = Instant::now();
     let mut sup = serving(settings(), t0);
-    sup.step(
-        Event::Stop {
-            signal: TERM,
-            by: StopBy::Signal,
-        },
-        t0,
-    );
+    sup.step(term(), t0);
     assert_eq!(sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
     assert_eq!(
         sup.step(Event::Tick, t0 + Duration::from_secs(10)),
@@ -403,13 +405,7 @@ fn stop_waits_for_every_generation() {
     let mut sup = serving(settings(), t0);
     sup.step(Event::Reload, t0);
     sup.started_as(2, 200, t0);
-    let actions = sup.step(
-        Event::Stop {
-            signal: TERM,
-            by: StopBy::Signal,
-        },
-        t0,
-    );
+    let actions = sup.step(term(), t0);
     assert_eq!(
         actions,
         vec![
@@ -806,13 +802,7 @@ fn generations_view_shows_ids_pids_states_and_causes() {
     assert_eq!(view[1].started_at, t0 + ms(10));
     assert!(sup.reload_queued());
     assert_eq!(sup.phase().to_string(), "running");
-    sup.step(
-        Event::Stop {
-            signal: TERM,
-            by: StopBy::Signal,
-        },
-        t0 + ms(30),
-    );
+    sup.step(term(), t0 + ms(30));
     assert_eq!(sup.phase().to_string(), "stopping");
     assert!(
         sup.generations()
@@ -1542,13 +1532,7 @@ fn maintenance_is_off_without_the_option_while_lazy_idle_and_when_stopping() {
     // Paused, it answers; a stop ends answering before the exit.
     let actions = sup.step(Event::Pause, t0);
     assert_eq!(actions, vec![Action::UnwatchListeners, answering("paused")]);
-    let actions = sup.step(
-        Event::Stop {
-            signal: TERM,
-            by: StopBy::Signal,
-        },
-        t0,
-    );
+    let actions = sup.step(term(), t0);
     assert_eq!(
         actions,
         vec![Action::StopMaintenance, Action::Exit { status: 0 }]

@@ -382,10 +382,7 @@ fn a_reload_during_a_rollout_waits_for_it() {
 fn stop_stops_every_worker_and_exits_once_all_are_gone() {
     let t0 = Instant::now();
     let mut sup = serving_workers(workers(RestartPolicy::OnFailure), t0);
-    let stop = Event::Stop {
-        signal: TERM,
-        by: StopBy::Signal,
-    };
+    let stop = term();
     assert_eq!(sup.step(stop, t0), stops(1));
     assert_eq!(sup.reaped(100, ChildStatus::Signaled(TERM), t0), vec![]);
     assert_eq!(sup.reaped(101, ChildStatus::Exited(0), t0), vec![]);
@@ -399,10 +396,7 @@ fn stop_stops_every_worker_and_exits_once_all_are_gone() {
 fn a_stop_one_worker_did_not_honour_exits_with_its_status() {
     let t0 = Instant::now();
     let mut sup = serving_workers(workers(RestartPolicy::OnFailure), t0);
-    let stop = Event::Stop {
-        signal: TERM,
-        by: StopBy::Signal,
-    };
+    let stop = term();
     sup.step(stop, t0);
     sup.reaped(100, ChildStatus::Signaled(TERM), t0);
     sup.reaped(101, ChildStatus::Exited(4), t0);
@@ -636,10 +630,7 @@ fn scale_while_nothing_runs_is_for_the_next_generation_and_refused_while_stoppin
             what: "2 workers from the next generation on (paused)".into()
         }]
     );
-    let stop = Event::Stop {
-        signal: TERM,
-        by: StopBy::Signal,
-    };
+    let stop = term();
     sup.step(stop, t0);
     assert_eq!(
         sup.reports(Event::Scale { count: 3 }, t0),
@@ -714,10 +705,7 @@ fn with_lazy_every_worker_starts_on_the_first_connection() {
 fn workers_that_do_not_stop_in_time_all_get_sigkill() {
     let t0 = Instant::now();
     let mut sup = serving_workers(workers(RestartPolicy::OnFailure), t0);
-    let stop = Event::Stop {
-        signal: TERM,
-        by: StopBy::Signal,
-    };
+    let stop = term();
     sup.step(stop, t0);
     sup.reaped(101, ChildStatus::Signaled(TERM), t0);
     let timeout = SupervisorSettings::default().stop_timeout;
