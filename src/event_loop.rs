@@ -332,6 +332,7 @@ impl EventLoop {
                 .map(|p| p.as_os_str().as_bytes().to_vec())
                 .unwrap_or_default(),
             target: target.as_os_str().as_bytes().to_vec(),
+            arguments: upgrade::own_arguments(),
             started_at: clock.to_ns(self.started_at),
             sockets: self
                 .listeners

@@ -504,21 +504,65 @@ fn open_one(
 }
 
 /// The held sockets after an upgrade (`upgrade/`): the fd at each spec is
-/// adopted (and checked) instead of bound, and a socket file sockhold had
-/// created, known by `file` (device, inode), is still removed at exit.
+/// taken over instead of bound, and a socket file sockhold had created,
+/// known by `file` (device, inode), is still removed at exit. Every fd is
+/// checked before any is owned, so that a refusal closes nothing and the
+/// old binary can take them all back (`Incoming::fall_back`). A socket is
+/// taken as the old binary held it: one a child shut down is still taken
+/// (and replaced later, as it would have been).
 pub fn adopt_all(
     specs: &[ListenSpec],
     held: &[(RawFd, Option<(u64, u64)>)],
     options: SocketOptions,
-    inherited: &InheritedFds,
-) -> Result<Vec<Listener>, Error> {
+) -> Result<Vec<Listener>, String> {
     let backlog = match options.backlog {
         Some(n) => Backlog::new(n.min(Backlog::MAXCONN.into())).unwrap_or(Backlog::MAXCONN),
         None => Backlog::MAXALLOWABLE,
     };
+    let mut transports = Vec::new();
+    for (spec, &(number, _)) in specs.iter().zip(held) {
+        if !is_open(number) {
+            return Err(format!(
+                "the socket of '{}' (fd {number}) is not open",
+                spec.text
+            ));
+        }
+        // SAFETY: open (checked above); borrowed for this call only.
+        let fd = unsafe { BorrowedFd::borrow_raw(number) };
+        let transport = match socket::getsockopt(&fd, sockopt::SockType) {
+            Ok(SockType::Stream) => Transport::Stream,
+            Ok(SockType::Datagram) => Transport::Datagram,
+            _ => {
+                return Err(format!(
+                    "fd {number}, held for '{}', is not a stream or datagram socket",
+                    spec.text
+                ));
+            }
+        };
+        let expected = match &spec.address {
+            ListenAddress::Fd(_) => None,
+            address => Some(transport_of(address)),
+        };
+        if expected.is_some_and(|expected| expected != transport) {
+            return Err(format!(
+                "fd {number}, held for '{}', is a {} socket",
+                spec.text,
+                if transport == Transport::Stream {
+                    "stream"
+                } else {
+                    "datagram"
+                }
+            ));
+        }
+        transports.push(transport);
+    }
     let mut listeners = Vec::new();
-    for (index, (spec, &(number, file))) in specs.iter().zip(held).enumerate() {
-        let (fd, transport) = adopt_fd(number, &spec.text, inherited)?;
+    for (index, ((spec, &(number, file)), transport)) in
+        specs.iter().zip(held).zip(transports).enumerate()
+    {
+        // SAFETY: checked open above, named once in the upgrade state, and
+        // owned by nothing else in this process.
+        let fd = unsafe { OwnedFd::from_raw_fd(number) };
         let description = match &spec.address {
             ListenAddress::Fd(number) => {
                 format!("inherited fd {number} ({})", describe(&fd, transport))

@@ -78,7 +78,7 @@ fn run() -> Result<i32, Error> {
     init_logging(cli::log_level(&cli));
     let config = cli.into_config()?;
     match incoming {
-        Some(Ok(incoming)) => return run_upgraded(config, incoming, &inherited),
+        Some(Ok(incoming)) => return run_upgraded(config, incoming),
         Some(Err(reason)) => {
             return Err(Error::new(
                 exit::OS,
@@ -171,11 +171,7 @@ fn run() -> Result<i32, Error> {
 /// `config`; everything else adopted from the state instead of made (no
 /// bind, no new control socket or pid file, no privilege drop: done
 /// already). What this binary cannot take sends it back to the old one.
-fn run_upgraded(
-    config: config::Config,
-    incoming: upgrade::Incoming,
-    inherited: &listen::InheritedFds,
-) -> Result<i32, Error> {
+fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i32, Error> {
     let prepared = (|| {
         incoming.check()?;
         if config.accept.is_some() || config.intercept_bind {
@@ -210,16 +206,15 @@ fn run_upgraded(
         .iter()
         .map(|socket| (socket.fd, socket.file))
         .collect();
-    let listeners = listen::adopt_all(
-        &listen,
-        &held,
-        listen::SocketOptions {
-            backlog: config.backlog,
-            socket_mode: config.socket_mode,
-            socket_owner,
-        },
-        inherited,
-    )?;
+    let options = listen::SocketOptions {
+        backlog: config.backlog,
+        socket_mode: config.socket_mode,
+        socket_owner,
+    };
+    let listeners = match listen::adopt_all(&listen, &held, options) {
+        Ok(listeners) => listeners,
+        Err(reason) => return Err(Error::new(exit::OS, incoming.fall_back(&reason))),
+    };
     let control = config.control.clone();
     let pid_file = config.pid_file.clone();
     event_loop::EventLoop::new(config, listeners)?

@@ -34,4 +34,5 @@ mod stopping;
 mod systemd;
 mod unix_sockets;
 mod upgrade;
+mod upgrade_fallback;
 mod workers;

@@ -85,7 +85,7 @@ fn a_target_that_is_not_sockhold_is_refused_and_the_old_one_serves_on() {
     let not_executable = dir.join("plain");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     let other_version = dir.join("v2");
-    std::fs::write(&other_version, "#!/bin/sh\necho sockhold upgrade-state 2\n").unwrap();
+    std::fs::write(&other_version, "#!/bin/sh\necho sockhold upgrade-state 3\n").unwrap();
     let mut permissions = std::fs::metadata(&other_version).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
     std::fs::set_permissions(&other_version, permissions).unwrap();
@@ -103,7 +103,7 @@ fn a_target_that_is_not_sockhold_is_refused_and_the_old_one_serves_on() {
         ),
         (
             other_version.display().to_string(),
-            "it reads state versions 2, this sockhold writes 1".to_string(),
+            "it reads state versions 3, this sockhold writes 2".to_string(),
         ),
     ] {
         let (code, _, err) = control_client(&["upgrade", "--exec", &target], &control);

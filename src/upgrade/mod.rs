@@ -263,10 +263,22 @@ fn environment(extra: &[(&str, String)]) -> Result<Vec<CString>, String> {
     Ok(env)
 }
 
-fn arguments() -> Result<Vec<CString>, String> {
-    std::env::args_os()
-        .map(|arg| c_string(arg.as_bytes()))
-        .collect()
+/// The argv of this process.
+pub fn own_arguments() -> Vec<Vec<u8>> {
+    std::env::args_os().map(OsString::into_vec).collect()
+}
+
+/// `arguments` as execve(2) takes them; this process's own when the state
+/// has none (a version 1 state).
+fn arguments(arguments: &[Vec<u8>]) -> Result<Vec<CString>, String> {
+    if arguments.is_empty() {
+        return arguments_of(&own_arguments());
+    }
+    arguments_of(arguments)
+}
+
+fn arguments_of(arguments: &[Vec<u8>]) -> Result<Vec<CString>, String> {
+    arguments.iter().map(|arg| c_string(arg)).collect()
 }
 
 /// Executes `target` with `state`; returns only if that failed, with the
@@ -290,7 +302,7 @@ pub fn exec(target: &Path, state: &State) -> String {
     let mut fds = state.fds();
     fds.push(memfd.as_raw_fd());
     fds.push(fallback.as_raw_fd());
-    let prepared = arguments().and_then(|argv| {
+    let prepared = arguments(&state.arguments).and_then(|argv| {
         let env = environment(&[
             (STATE_VAR, memfd.as_raw_fd().to_string()),
             (FALLBACK_VAR, fallback.as_raw_fd().to_string()),
@@ -485,7 +497,7 @@ impl Incoming {
         let mut fds = self.state.fds();
         fds.push(self.memfd.as_raw_fd());
         fds.push(self.fallback.as_raw_fd());
-        let prepared = arguments().and_then(|argv| {
+        let prepared = arguments(&self.state.arguments).and_then(|argv| {
             let env = environment(&[
                 (STATE_VAR, self.memfd.as_raw_fd().to_string()),
                 (FALLBACK_VAR, self.fallback.as_raw_fd().to_string()),

@@ -14,9 +14,9 @@
 use std::time::{Duration, Instant};
 
 /// The version this sockhold writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The versions this sockhold reads (what it answers the probe with).
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 /// The first line of the state.
 const MAGIC: &str = "sockhold-state";
 
@@ -98,6 +98,9 @@ pub struct State {
     /// The binary the old sockhold ran, and the one it executes.
     pub exe: Vec<u8>,
     pub target: Vec<u8>,
+    /// The old binary's argv (since version 2): what a fallback executes it
+    /// with again, whatever argv the new binary was given.
+    pub arguments: Vec<Vec<u8>>,
     pub started_at: u64,
     pub sockets: Vec<HeldSocket>,
     /// The control socket: fd and its file's (device, inode).
@@ -213,6 +216,9 @@ pub fn write(state: &State) -> String {
     };
     line(format!("exe {}", escape(&state.exe)));
     line(format!("target {}", escape(&state.target)));
+    for argument in &state.arguments {
+        line(format!("arg {}", escape(argument)));
+    }
     line(format!("started-at {}", state.started_at));
     for socket in &state.sockets {
         match socket.file {
@@ -409,6 +415,7 @@ pub fn read(text: &str) -> Result<State, String> {
         match keyword {
             "exe" => state.exe = f.string()?,
             "target" => state.target = f.string()?,
+            "arg" => state.arguments.push(f.string()?),
             "started-at" => state.started_at = f.number()?,
             "socket" => {
                 let fd = f.number()?;
@@ -513,6 +520,12 @@ mod tests {
         State {
             exe: b"/usr/bin/sockhold".to_vec(),
             target: b"/opt/new sock%hold\n".to_vec(),
+            arguments: vec![
+                b"sockhold".to_vec(),
+                b"-l".to_vec(),
+                b"".to_vec(),
+                b"-".to_vec(),
+            ],
             started_at: 12_345,
             sockets: vec![
                 HeldSocket { fd: 3, file: None },
@@ -576,7 +589,7 @@ mod tests {
     fn a_state_reads_back_as_written() {
         let state = sample();
         let text = write(&state);
-        assert!(text.starts_with("sockhold-state 1\n"));
+        assert!(text.starts_with("sockhold-state 2\n"));
         assert_eq!(read(&text), Ok(state));
         let paused = State {
             supervisor: Supervisor {
@@ -587,6 +600,16 @@ mod tests {
             ..State::default()
         };
         assert_eq!(read(&write(&paused)), Ok(paused));
+    }
+
+    #[test]
+    fn a_version_1_state_is_read_without_arguments() {
+        let state = State {
+            arguments: Vec::new(),
+            ..sample()
+        };
+        let text = write(&state).replacen("sockhold-state 2", "sockhold-state 1", 1);
+        assert_eq!(read(&text), Ok(state));
     }
 
     #[test]
@@ -604,12 +627,12 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_with_the_versions_read() {
-        let text = write(&sample()).replacen("sockhold-state 1", "sockhold-state 2", 1);
+        let text = write(&sample()).replacen("sockhold-state 2", "sockhold-state 3", 1);
         assert_eq!(
             read(&text),
-            Err("it is version 2; this sockhold reads 1".to_string())
+            Err("it is version 3; this sockhold reads 1, 2".to_string())
         );
-        assert_eq!(version_of(&text), Some(2));
+        assert_eq!(version_of(&text), Some(3));
         assert!(read("hello\n").unwrap_err().contains("does not start with"));
     }
 
@@ -638,7 +661,7 @@ mod tests {
         let extra = text.replacen("client 9", "client 9 10", 1);
         assert_eq!(
             read(&extra),
-            Err("line 8 ('client'): unexpected field '10'".to_string())
+            Err("line 12 ('client'): unexpected field '10'".to_string())
         );
         let nan = text.replacen("client 9", "client x", 1);
         assert!(read(&nan).unwrap_err().contains("'x' is not a number"));

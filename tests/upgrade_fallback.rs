@@ -1,0 +1,92 @@
+//! `sockhold upgrade` to a binary that takes the state but cannot take it
+//! over: it executes the old binary again (from the fd the old one left
+//! it), which carries on with everything, and the client hears why.
+
+use crate::harness::*;
+use nix::unistd::Pid;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn status_pid(status: &str) -> i32 {
+    let rest = status.split_once("{\"pid\":").expect("a pid").1;
+    rest.split(',').next().unwrap().parse().unwrap()
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A stand-in for a newer sockhold that reads the arguments differently:
+/// it answers the probe as sockhold does, but when executed with the
+/// state it runs sockhold with one `-l` more than the state holds.
+fn wrapper_naming_one_socket_more(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.join("sockhold-next");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/usr/bin/python3\n\
+             import os, sys\n\
+             sockhold = {:?}\n\
+             args = sys.argv[1:]\n\
+             if 'SOCKHOLD_UPGRADE_STATE' in os.environ:\n\
+             \x20   args = ['-l', '127.0.0.1:0'] + args\n\
+             os.execv(sockhold, [sockhold] + args)\n",
+            sockhold_bin()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    path
+}
+
+#[test]
+fn a_new_binary_that_cannot_take_over_goes_back_to_the_old_one_and_nothing_is_lost() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--graceful"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let (_, before, _) = control_client(&["status"], &control);
+    let pid = status_pid(&before);
+    let fds = fd_count(pid);
+    let children = sockhold.child_pids();
+    let address = sockhold.tcp_address(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    let next = wrapper_naming_one_socket_more(&dir);
+    let (code, out, err) = control_client(&["upgrade", "--exec", next.to_str().unwrap()], &control);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("the state holds 1 sockets, the arguments name 2 (the old binary serves on"),
+        "{err}"
+    );
+    sockhold.wait_for("going back to the old binary");
+    sockhold.wait_for(&format!("pid {pid} runs {} again", sockhold_bin()));
+    stop_hammer(&stop, client);
+    for child in &children {
+        assert_eq!(parent_of(*child), Some(Pid::from_raw(pid)), "{child}");
+    }
+    assert_eq!(sockhold.child_pids(), children, "nothing was started again");
+    let (code, after, err) = control_client(&["status"], &control);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status_pid(&after), pid);
+    assert!(after.contains("\"generation\":1"), "{after}");
+    // Neither the state nor the fallback binary's fd is left open.
+    assert_eq!(fd_count(pid), fds);
+    // The old binary upgrades as before, and reloads.
+    let (code, out, err) = control_client(&["upgrade"], &control);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("upgraded: pid {pid} runs {}", sockhold_bin()));
+    let (code, _, err) = control_client(&["reload"], &control);
+    assert_eq!(code, 0, "{err}");
+    let mut sockhold = sockhold;
+    sockhold.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+}
