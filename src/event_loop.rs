@@ -194,6 +194,7 @@ impl EventLoop {
             many_workers: s.many_workers,
             workers: s.workers,
             paused_since: s.paused_since.map(|at| clock.to_instant(at)),
+            maintenance: s.maintenance,
             current: current.map(|g| CurrentGeneration {
                 id: g.id,
                 cause: Cause::from_name(&String::from_utf8_lossy(&g.cause))
@@ -394,6 +395,7 @@ impl EventLoop {
                 many_workers: s.many_workers,
                 workers: s.workers,
                 paused_since: s.paused_since.map(|at| clock.to_ns(at)),
+                maintenance: s.maintenance,
             },
             generations: s
                 .current
@@ -419,6 +421,10 @@ impl EventLoop {
                         .collect(),
                 })
                 .collect(),
+            maintenance: carried
+                .maintenance
+                .as_ref()
+                .map(|m| upgrade::maintenance::to_state(m, clock)),
         }
     }
 

@@ -35,4 +35,5 @@ mod systemd;
 mod unix_sockets;
 mod upgrade;
 mod upgrade_fallback;
+mod upgrade_maintenance;
 mod workers;

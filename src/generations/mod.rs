@@ -585,6 +585,7 @@ impl Generations {
             notify,
             stored,
             nonblocking: self.nonblocking.clone(),
+            maintenance: self.maintenance.as_ref().map(Maintenance::carry),
         })
     }
 }
@@ -603,6 +604,9 @@ impl Engine for Generations {
         }
         self.fd_store.restore(carried.stored, context);
         self.nonblocking = carried.nonblocking;
+        if let (Some(maintenance), Some(answering)) = (&mut self.maintenance, carried.maintenance) {
+            maintenance.restore(answering, context);
+        }
     }
 
     fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {

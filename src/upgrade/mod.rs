@@ -17,6 +17,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod maintenance;
 pub mod state;
 
 use crate::fd_store;
@@ -49,6 +50,7 @@ pub struct Carried {
     pub notify: Vec<CarriedNotify>,
     pub stored: Vec<(RawFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
+    pub maintenance: Option<crate::generations::maintenance::Carried<RawFd>>,
 }
 
 pub struct CarriedNotify {
@@ -65,6 +67,7 @@ pub struct Restored {
     pub notify: Vec<(GenerationId, NotifySocket)>,
     pub stored: Vec<(OwnedFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
+    pub maintenance: Option<crate::generations::maintenance::Carried<OwnedFd>>,
 }
 
 /// At the very top of `main`: a probe (`SOCKHOLD_UPGRADE_PROBE=1`) is
@@ -469,6 +472,12 @@ impl Incoming {
             fcntl_getfd(stored.fd)
                 .map_err(|_| format!("a stored fd (fd {}) is not open", stored.fd))?;
         }
+        if let Some(answering) = &state.maintenance {
+            maintenance::check(answering)?;
+            for connection in &answering.connections {
+                socket(connection.fd, "a maintenance connection")?;
+            }
+        }
         for fd in state.fds() {
             let _ = set_cloexec(fd, true);
         }
@@ -552,11 +561,17 @@ impl Incoming {
                 (own(s.fd), s.polled, name)
             })
             .collect();
+        let maintenance = self
+            .state
+            .maintenance
+            .as_ref()
+            .map(|m| maintenance::from_state(m, clock(), own));
         Restored {
             supervisor: snapshot,
             notify,
             stored,
             nonblocking: self.state.nonblocking.clone(),
+            maintenance,
         }
     }
 

@@ -91,6 +91,41 @@ pub struct Supervisor {
     pub workers: usize,
     /// Since when it is paused; None: running.
     pub paused_since: Option<u64>,
+    /// Whether the driver was told to answer (`--maintenance`; since
+    /// version 2, a line of its own).
+    pub maintenance: bool,
+}
+
+/// `--maintenance` answering (since version 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Maintenance {
+    pub wanted: Option<Vec<u8>>,
+    pub answering: bool,
+    pub answering_since: Option<u64>,
+    pub answered_this_time: u64,
+    pub answered: u64,
+    pub retry_at: Option<u64>,
+    pub answers: Vec<Vec<u8>>,
+    pub connections: Vec<MaintenanceConnection>,
+}
+
+/// A connection being answered: its slot, fd, source (`ip:ADDRESS`,
+/// `uid:N`, `unknown`), conversation phase (`reading`, `writing`,
+/// `draining`, `closed`) with its byte count and quiet time, and the index
+/// of its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConnection {
+    pub slot: usize,
+    pub fd: i32,
+    pub source: Vec<u8>,
+    pub phase: Vec<u8>,
+    pub bytes: u64,
+    pub quiet_at: Option<u64>,
+    pub answer_len: u64,
+    pub read_until: u64,
+    pub give_up_at: u64,
+    pub answered: bool,
+    pub answer: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,6 +152,7 @@ pub struct State {
     pub nonblocking: Option<Vec<bool>>,
     pub supervisor: Supervisor,
     pub generations: Vec<Generation>,
+    pub maintenance: Option<Maintenance>,
 }
 
 impl State {
@@ -129,6 +165,9 @@ impl State {
         fds.extend(self.notify.iter().map(|n| n.fd));
         fds.extend(self.children.iter().filter_map(|c| c.pidfd));
         fds.extend(self.stored.iter().map(|s| s.fd));
+        if let Some(maintenance) = &self.maintenance {
+            fds.extend(maintenance.connections.iter().map(|c| c.fd));
+        }
         fds
     }
 }
@@ -285,6 +324,9 @@ pub fn write(state: &State) -> String {
         s.paused_since
             .map_or_else(|| "-".to_string(), |at| at.to_string())
     ));
+    if s.maintenance {
+        line("supervisor-maintenance 1".to_string());
+    }
     for g in &state.generations {
         line(format!(
             "generation {} {} {} {} {}",
@@ -304,6 +346,37 @@ pub fn write(state: &State) -> String {
                 w.restarts,
                 optional(&w.ready_by),
                 optional(&w.unobservable)
+            ));
+        }
+    }
+    if let Some(m) = &state.maintenance {
+        let at = |t: Option<u64>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
+        line(format!(
+            "maintenance {} {} {} {} {} {}",
+            flag(m.answering),
+            optional(&m.wanted),
+            at(m.answering_since),
+            m.answered_this_time,
+            m.answered,
+            at(m.retry_at)
+        ));
+        for answer in &m.answers {
+            line(format!("maintenance-answer {}", escape(answer)));
+        }
+        for c in &m.connections {
+            line(format!(
+                "maintenance-connection {} {} {} {} {} {} {} {} {} {} {}",
+                c.slot,
+                c.fd,
+                escape(&c.source),
+                escape(&c.phase),
+                c.bytes,
+                at(c.quiet_at),
+                c.answer_len,
+                c.read_until,
+                c.give_up_at,
+                flag(c.answered),
+                c.answer
             ));
         }
     }
@@ -467,8 +540,10 @@ pub fn read(text: &str) -> Result<State, String> {
                     many_workers: f.flag()?,
                     workers: f.number()?,
                     paused_since: f.optional_number()?,
+                    maintenance: false,
                 };
             }
+            "supervisor-maintenance" => state.supervisor.maintenance = f.flag()?,
             "generation" => state.generations.push(Generation {
                 id: f.number()?,
                 cause: f.string()?,
@@ -491,6 +566,42 @@ pub fn read(text: &str) -> Result<State, String> {
                     return Err(f.bad("a worker before any generation"));
                 };
                 generation.workers.push(worker);
+            }
+            "maintenance" => {
+                state.maintenance = Some(Maintenance {
+                    answering: f.flag()?,
+                    wanted: f.optional_string()?,
+                    answering_since: f.optional_number()?,
+                    answered_this_time: f.number()?,
+                    answered: f.number()?,
+                    retry_at: f.optional_number()?,
+                    ..Maintenance::default()
+                });
+            }
+            "maintenance-answer" | "maintenance-connection" => {
+                let answer = keyword == "maintenance-answer";
+                let bytes = if answer { Some(f.string()?) } else { None };
+                let connection = match bytes {
+                    Some(_) => None,
+                    None => Some(MaintenanceConnection {
+                        slot: f.number()?,
+                        fd: f.number()?,
+                        source: f.string()?,
+                        phase: f.string()?,
+                        bytes: f.number()?,
+                        quiet_at: f.optional_number()?,
+                        answer_len: f.number()?,
+                        read_until: f.number()?,
+                        give_up_at: f.number()?,
+                        answered: f.flag()?,
+                        answer: f.number()?,
+                    }),
+                };
+                let Some(maintenance) = state.maintenance.as_mut() else {
+                    return Err(f.bad("before any 'maintenance' line"));
+                };
+                maintenance.answers.extend(bytes);
+                maintenance.connections.extend(connection);
             }
             "end" => ended = true,
             other => return Err(format!("line {}: unknown keyword '{other}'", index + 1)),
@@ -565,7 +676,9 @@ mod tests {
                 many_workers: true,
                 workers: 2,
                 paused_since: None,
+                maintenance: false,
             },
+            maintenance: None,
             generations: vec![Generation {
                 id: 3,
                 cause: b"reload".to_vec(),
@@ -594,12 +707,50 @@ mod tests {
         let paused = State {
             supervisor: Supervisor {
                 paused_since: Some(5),
+                maintenance: true,
                 ..Supervisor::default()
             },
             nonblocking: Some(Vec::new()),
             ..State::default()
         };
         assert_eq!(read(&write(&paused)), Ok(paused));
+    }
+
+    #[test]
+    fn maintenance_answering_reads_back_as_written() {
+        let state = State {
+            maintenance: Some(Maintenance {
+                wanted: Some(b"paused".to_vec()),
+                answering: true,
+                answering_since: Some(77),
+                answered_this_time: 3,
+                answered: 9,
+                retry_at: None,
+                answers: vec![b"HTTP/1.0 503 x\r\n\r\ndown".to_vec(), Vec::new()],
+                connections: vec![MaintenanceConnection {
+                    slot: 4,
+                    fd: 12,
+                    source: b"ip:::1".to_vec(),
+                    phase: b"reading".to_vec(),
+                    bytes: 17,
+                    quiet_at: Some(90),
+                    answer_len: 22,
+                    read_until: 100,
+                    give_up_at: 300,
+                    answered: false,
+                    answer: 1,
+                }],
+            }),
+            ..sample()
+        };
+        assert_eq!(read(&write(&state)), Ok(state.clone()));
+        assert!(state.fds().contains(&12));
+        let orphan = write(&sample()).replacen("end\n", "maintenance-answer x\nend\n", 1);
+        assert!(
+            read(&orphan)
+                .unwrap_err()
+                .contains("before any 'maintenance' line")
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub enum Received {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub enum Phase {
     Reading { read: usize, quiet_at: Instant },
     Writing { written: usize },
     Draining { drained: usize },
@@ -69,7 +69,37 @@ pub struct Conversation {
     answered: bool,
 }
 
+/// A conversation as an upgrade carries it (`upgrade/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub phase: Phase,
+    pub answer_len: usize,
+    pub read_until: Instant,
+    pub give_up_at: Instant,
+    pub answered: bool,
+}
+
 impl Conversation {
+    pub fn parts(&self) -> Parts {
+        Parts {
+            phase: self.phase,
+            answer_len: self.answer_len,
+            read_until: self.read_until,
+            give_up_at: self.give_up_at,
+            answered: self.answered,
+        }
+    }
+
+    pub fn from_parts(parts: Parts) -> Conversation {
+        Conversation {
+            phase: parts.phase,
+            answer_len: parts.answer_len,
+            read_until: parts.read_until,
+            give_up_at: parts.give_up_at,
+            answered: parts.answered,
+        }
+    }
+
     /// A connection accepted at `now`, to be answered with `answer_len`
     /// bytes.
     pub fn new(answer_len: usize, now: Instant) -> Conversation {

@@ -18,7 +18,7 @@
 //! - Watched edge-triggered: each wakeup reads or writes until EAGAIN, and
 //!   a state change goes on at once with the next step.
 
-mod conversation;
+pub mod conversation;
 
 use crate::addr::Transport;
 use crate::config::{DEFAULT_MAX_CONNECTIONS, MaintenanceSettings, format_duration};
@@ -82,6 +82,29 @@ struct Connection {
     source: Source,
 }
 
+/// What an upgrade carries of the answering (`upgrade/`): the counters,
+/// and every connection being answered, with the answer it is given.
+pub struct Carried<Fd> {
+    pub wanted: Option<String>,
+    pub answering: bool,
+    pub answering_since: Option<Instant>,
+    pub answered_this_time: u64,
+    pub answered: u64,
+    pub retry_at: Option<Instant>,
+    /// The answers the connections are given (FILE may have been read
+    /// again between two accepts); each connection names one by index.
+    pub answers: Vec<Vec<u8>>,
+    pub connections: Vec<CarriedConnection<Fd>>,
+}
+
+pub struct CarriedConnection<Fd> {
+    pub slot: usize,
+    pub fd: Fd,
+    pub source: Source,
+    pub conversation: conversation::Parts,
+    pub answer: usize,
+}
+
 pub struct Maintenance {
     file: PathBuf,
     answer: Rc<[u8]>,
@@ -122,6 +145,81 @@ impl Maintenance {
             buffer: vec![0; 16 * 1024].into_boxed_slice(),
             accept_failures: QuietLog::default(),
             refused: QuietLog::default(),
+        }
+    }
+
+    /// The answering as it is, for an upgrade.
+    pub fn carry(&self) -> Carried<std::os::fd::RawFd> {
+        let mut answers: Vec<Rc<[u8]>> = Vec::new();
+        let mut connections = Vec::new();
+        for (slot, connection) in self.slots.iter().enumerate() {
+            let Some(connection) = connection else {
+                continue;
+            };
+            let answer = match answers
+                .iter()
+                .position(|a| Rc::ptr_eq(a, &connection.answer))
+            {
+                Some(index) => index,
+                None => {
+                    answers.push(Rc::clone(&connection.answer));
+                    answers.len() - 1
+                }
+            };
+            connections.push(CarriedConnection {
+                slot,
+                fd: connection.fd.as_raw_fd(),
+                source: connection.source,
+                conversation: connection.conversation.parts(),
+                answer,
+            });
+        }
+        Carried {
+            wanted: self.wanted.clone(),
+            answering: self.answering,
+            answering_since: self.answering_since,
+            answered_this_time: self.answered_this_time,
+            answered: self.answered,
+            retry_at: self.retry_at,
+            answers: answers.iter().map(|a| a.to_vec()).collect(),
+            connections,
+        }
+    }
+
+    /// Takes over what the old binary was answering: the connections are
+    /// watched again under their slots' keys, and the listeners too while
+    /// answering (epoll then reports what queued meanwhile).
+    pub fn restore(&mut self, carried: Carried<OwnedFd>, context: &mut Context<'_>) {
+        self.wanted = carried.wanted;
+        self.answering = carried.answering;
+        self.answering_since = carried.answering_since;
+        self.answered_this_time = carried.answered_this_time;
+        self.answered = carried.answered;
+        self.retry_at = carried.retry_at;
+        let answers: Vec<Rc<[u8]>> = carried.answers.into_iter().map(Rc::from).collect();
+        for connection in carried.connections {
+            let slot = connection.slot;
+            let (Some(answer), true) = (
+                answers.get(connection.answer),
+                slot < self.slots.len() && self.slots[slot].is_none(),
+            ) else {
+                // Not from a sockhold: closed (dropped) rather than kept
+                // unanswered.
+                log::warn!("maintenance: a carried connection in slot {slot} is not valid; closed");
+                continue;
+            };
+            *self.per_source.entry(connection.source).or_insert(0) += 1;
+            let raw = connection.fd.as_raw_fd();
+            self.slots[slot] = Some(Connection {
+                fd: connection.fd,
+                conversation: Conversation::from_parts(connection.conversation),
+                answer: Rc::clone(answer),
+                source: connection.source,
+            });
+            context.watch_read_write(raw, KEY_BASE + slot as u64, "a maintenance connection");
+        }
+        if self.answering {
+            context.watch_listeners(true);
         }
     }
 

@@ -21,6 +21,8 @@ pub struct Snapshot {
     /// Paused since then (no generation); None: one generation serves.
     pub paused_since: Option<Instant>,
     pub current: Option<CurrentGeneration>,
+    /// Whether the driver was told to answer (`--maintenance`).
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +60,6 @@ const RETRY: &str = "retry once it is serving (see sockhold status)";
 impl Supervisor {
     /// The state to carry, or why now is not the time.
     pub fn snapshot(&self) -> Result<Snapshot, String> {
-        if self.maintenance {
-            return Err(
-                "--maintenance is answering connections; retry once a generation serves"
-                    .to_string(),
-            );
-        }
         if self.reload_queued {
             return Err(format!("a reload is queued; {RETRY}"));
         }
@@ -122,6 +118,7 @@ impl Supervisor {
             workers: self.settings.workers,
             paused_since,
             current,
+            maintenance: self.maintenance,
         })
     }
 
@@ -134,6 +131,7 @@ impl Supervisor {
         supervisor.consecutive_failures = snapshot.consecutive_failures;
         supervisor.ever_spawned = snapshot.ever_spawned;
         supervisor.many_workers = snapshot.many_workers;
+        supervisor.maintenance = snapshot.maintenance;
         if let Some(since) = snapshot.paused_since {
             supervisor.phase = Phase::Paused { since };
             supervisor.unserved_since = Some(since);
