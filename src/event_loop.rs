@@ -30,13 +30,17 @@ use crate::sd_notify::{NotifyEnv, ServiceManager};
 use crate::signals;
 use crate::spawn::{self, Spawner};
 use crate::upgrade;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use signal_hook_mio::v1_0::Signals;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
+/// The stdout of an upgrade's probe (`upgrade::probe`).
+const PROBE: Token = Token(1);
 /// The control socket's listener, then its connections (`+ 1 + client`):
 /// the last quarter of the tokens (see `engine::TOKEN_QUARTER`).
 const CONTROL_BASE: usize = 3 * engine::TOKEN_QUARTER;
@@ -68,6 +72,14 @@ pub struct EventLoop {
     exe: Option<std::path::PathBuf>,
     /// Taken over from an earlier binary (`upgrade`): no `Start`.
     resumed: bool,
+    /// An upgrade waiting for its probe's answer.
+    probing: Option<Probing>,
+}
+
+/// An `upgrade` request whose target is being probed.
+struct Probing {
+    client: control::ClientId,
+    probe: upgrade::probe::Probe,
 }
 
 impl EventLoop {
@@ -130,6 +142,7 @@ impl EventLoop {
             stop_timeout: config.supervisor.stop_timeout,
             exe: None,
             resumed: false,
+            probing: None,
         })
     }
 
@@ -269,40 +282,87 @@ impl EventLoop {
         Ok(self)
     }
 
-    /// `upgrade` on the control socket: returns only if it did not
-    /// happen, having answered the client why.
+    /// `upgrade` on the control socket: the target is probed first
+    /// (`follow_probe` goes on once it has answered); refused at once when
+    /// it cannot be carried now.
     fn upgrade(&mut self, client: control::ClientId, target: Option<String>) {
-        let reply = self.try_upgrade(client, target);
-        if let Some(control) = &mut self.control {
-            control.reply(client, &reply);
+        if let Err(reply) = self.start_probe(client, target) {
+            if let Some(control) = &mut self.control {
+                control.reply(client, &reply);
+            }
         }
     }
 
-    fn try_upgrade(&mut self, client: control::ClientId, target: Option<String>) -> String {
-        let refused = |reason: String| {
-            log::warn!("upgrade refused: {reason}; sockhold carries on");
-            control::error(format_args!("{}{reason}", control::UPGRADE_REFUSED))
-        };
-        let carried = match self.engine.carry() {
-            Ok(carried) => carried,
-            Err(reason) => return refused(reason),
-        };
-        let Some(target) = target
+    fn start_probe(
+        &mut self,
+        client: control::ClientId,
+        target: Option<String>,
+    ) -> Result<(), String> {
+        if let Some(probing) = &self.probing {
+            return Err(upgrade_refused(format!(
+                "an upgrade to {} is being tried; retry once it is done",
+                probing.probe.target().display()
+            )));
+        }
+        self.engine.carry().map_err(upgrade_refused)?;
+        let target = target
             .map(std::path::PathBuf::from)
             .or_else(|| self.exe.clone())
-        else {
-            return refused(
-                "sockhold's own binary could not be found at start-up (give --exec PATH)"
-                    .to_string(),
-            );
-        };
+            .ok_or_else(|| {
+                upgrade_refused(
+                    "sockhold's own binary could not be found at start-up (give --exec PATH)"
+                        .to_string(),
+                )
+            })?;
         log::info!("upgrade: probing {}", target.display());
-        if let Err(reason) = upgrade::probe(&target) {
-            return refused(reason);
+        let probe =
+            upgrade::probe::Probe::start(&target, Instant::now()).map_err(upgrade_refused)?;
+        let raw = probe.stdout().as_raw_fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&raw), PROBE, Interest::READABLE)
+            .map_err(|e| upgrade_refused(format!("cannot watch the probe: {e}")))?;
+        self.probing = Some(Probing { client, probe });
+        Ok(())
+    }
+
+    /// After every wakeup: once the probe has answered, the upgrade goes on
+    /// (or is refused with the probe's verdict). Returns only if the exec
+    /// did not happen.
+    fn follow_probe(&mut self) {
+        let Some(probing) = &mut self.probing else {
+            return;
+        };
+        let Some(verdict) = probing.probe.outcome(Instant::now()) else {
+            return;
+        };
+        let Some(probing) = self.probing.take() else {
+            return;
+        };
+        let raw = probing.probe.stdout().as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        let target = probing.probe.target().to_path_buf();
+        drop(probing.probe);
+        let reply = match verdict {
+            Ok(()) => self.exec_upgrade(probing.client, &target),
+            Err(reason) => upgrade_refused(reason),
+        };
+        if let Some(control) = &mut self.control {
+            control.reply(probing.client, &reply);
         }
-        let state = self.upgrade_state(client, carried, &target);
+    }
+
+    /// Writes the state and executes `target`; returns only if that did
+    /// not happen, with the reply.
+    fn exec_upgrade(&mut self, client: control::ClientId, target: &std::path::Path) -> String {
+        // Asked again: things may have moved on while the probe ran.
+        let carried = match self.engine.carry() {
+            Ok(carried) => carried,
+            Err(reason) => return upgrade_refused(reason),
+        };
+        let state = self.upgrade_state(client, carried, target);
         self.service_manager.upgrading();
-        let reason = upgrade::exec(&target, &state);
+        let reason = upgrade::exec(target, &state);
         self.service_manager.upgraded(Some(&reason));
         log::error!("upgrade failed: {reason}; sockhold carries on");
         control::error(format_args!("{}{reason}", control::UPGRADE_FAILED))
@@ -481,10 +541,12 @@ impl EventLoop {
                 .control
                 .as_ref()
                 .and_then(control::Server::next_deadline);
+            let probe_deadline = self.probing.as_ref().and_then(|p| p.probe.deadline());
             let timeout = [
                 self.engine.next_deadline(now),
                 control_deadline,
                 self.service_manager.next_deadline(),
+                probe_deadline,
             ]
             .into_iter()
             .flatten()
@@ -503,6 +565,14 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.take_signals(&mut exits, &mut incoming),
+                    PROBE => {
+                        if let Some(probing) = &mut self.probing {
+                            if probing.probe.readable() {
+                                let raw = probing.probe.stdout().as_raw_fd();
+                                let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+                            }
+                        }
+                    }
                     Token(token) if token >= CONTROL_BASE => {
                         if let Some(control) = &mut self.control {
                             control.handle_event(Token(token), event, Instant::now());
@@ -532,6 +602,9 @@ impl EventLoop {
             }
             if status.is_none() {
                 status = self.serve_control();
+            }
+            if status.is_none() {
+                self.follow_probe();
             }
         }
         self.stop_leftovers();
@@ -726,7 +799,14 @@ impl EventLoop {
             };
             match signal {
                 Signal::SIGCHLD => {
-                    exits.extend(self.children.reap().into_iter().map(Event::Exited))
+                    for reaped in self.children.reap() {
+                        match &mut self.probing {
+                            Some(probing) if probing.probe.pid() == reaped.pid => {
+                                probing.probe.exited(reaped.status);
+                            }
+                            _ => exits.push(Event::Exited(reaped)),
+                        }
+                    }
                 }
                 Signal::SIGHUP => incoming.push(Event::Reload { by: Origin::Signal }),
                 Signal::SIGTERM | Signal::SIGINT => incoming.push(Event::Stop {
@@ -749,6 +829,12 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// The reply to an upgrade that was not tried, logged.
+fn upgrade_refused(reason: String) -> String {
+    log::warn!("upgrade refused: {reason}; sockhold carries on");
+    control::error(format_args!("{}{reason}", control::UPGRADE_REFUSED))
 }
 
 fn io_error(what: &str, error: std::io::Error) -> Error {

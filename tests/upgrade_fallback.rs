@@ -90,3 +90,112 @@ fn a_new_binary_that_cannot_take_over_goes_back_to_the_old_one_and_nothing_is_lo
     sockhold.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(sockhold.wait_exit().code(), Some(0));
 }
+
+/// A target that, as the probe, waits for a line on `fifo` (or forever)
+/// before it answers as sockhold.
+fn slow_to_answer(dir: &TempDir, fifo: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("sockhold-slow");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$SOCKHOLD_UPGRADE_PROBE\" = 1 ]; then read line < '{}'; fi\n\
+             exec '{}' \"$@\"\n",
+            fifo.display(),
+            sockhold_bin()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    path
+}
+
+#[test]
+fn sockhold_serves_on_while_the_target_is_probed() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let fifo = dir.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let target = slow_to_answer(&dir, &fifo);
+    let upgrading = std::process::Command::new(sockhold_bin())
+        .args([
+            "upgrade",
+            "--timeout",
+            "20s",
+            "--exec",
+            target.to_str().unwrap(),
+            "--control",
+        ])
+        .arg(&control)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = Process::of_child(&upgrading);
+    sockhold.wait_for("upgrade: probing");
+    // The probe blocks on the fifo; sockhold answers meanwhile.
+    let (code, status, err) = control_client(&["status"], &control);
+    assert_eq!(code, 0, "{err}");
+    assert!(status.contains("\"generation\":1"), "{status}");
+    request_tcp(sockhold.tcp_address(0)).expect("the child serves");
+    let (code, _, err) = control_client(&["upgrade"], &control);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is being tried; retry once it is done"),
+        "{err}"
+    );
+    std::fs::write(&fifo, "go\n").unwrap();
+    sockhold.wait_for("upgraded: pid");
+    let output = upgrading.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("upgraded: pid {} runs {}", sockhold.pid, target.display())
+    );
+}
+
+#[test]
+fn a_probe_that_does_not_answer_is_killed_at_its_deadline_and_refused() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    // Nobody writes to the fifo: the probe waits until it is killed.
+    let fifo = dir.join("never");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let target = slow_to_answer(&dir, &fifo);
+    let (code, _, err) = control_client(&["upgrade", "--exec", target.to_str().unwrap()], &control);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("did not answer the upgrade probe within 5s: is it sockhold?"),
+        "{err}"
+    );
+    // The probe is gone (killed and reaped), nothing else is.
+    let children: Vec<_> = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        sockhold.pid, sockhold.pid
+    ))
+    .unwrap()
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(children, vec![sockhold.child_pids()[0].to_string()]);
+}

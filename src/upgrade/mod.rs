@@ -10,14 +10,16 @@
 //! executes the old binary again from `SOCKHOLD_UPGRADE_FALLBACK` with the
 //! reason in `SOCKHOLD_UPGRADE_FAILED`.
 //!
-//! Before any of that, the target is probed (`probe`): run with
-//! `SOCKHOLD_UPGRADE_PROBE=1`, a sockhold answers with the state versions
-//! it reads and exits, so that a binary that is not sockhold (or exits at
-//! once) is refused while the old one still runs.
+//! Before any of that, the target is probed (`probe.rs`, driven by the
+//! event loop): run with `SOCKHOLD_UPGRADE_PROBE=1`, a sockhold answers
+//! with the state versions it reads and exits, so that a binary that is
+//! not sockhold (or exits at once) is refused while the old one still
+//! runs.
 
 #![allow(unsafe_code)]
 
 pub mod maintenance;
+pub mod probe;
 pub mod state;
 
 use crate::fd_store;
@@ -41,8 +43,6 @@ pub const FALLBACK_VAR: &str = "SOCKHOLD_UPGRADE_FALLBACK";
 pub const FAILED_VAR: &str = "SOCKHOLD_UPGRADE_FAILED";
 /// What a sockhold answers the probe with, before the versions it reads.
 const PROBE_ANSWER: &str = "sockhold upgrade-state";
-/// How long the probe may take before it is killed.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the engine carries (`Engine::carry`).
 pub struct Carried {
@@ -92,114 +92,6 @@ pub fn clock() -> Clock {
     Clock {
         instant: now,
         monotonic_ns: monotonic,
-    }
-}
-
-/// Runs `target` as the probe and checks its answer. A short synchronous
-/// wait inside the event loop (at most `PROBE_TIMEOUT`): an upgrade is
-/// rare and asked for, and the sockets queue connections meanwhile.
-pub fn probe(target: &Path) -> Result<(), String> {
-    use std::process::{Command, Stdio};
-    let shown = target.display();
-    let mut child = Command::new(target)
-        .env(PROBE_VAR, "1")
-        .env_remove(STATE_VAR)
-        .env_remove(FALLBACK_VAR)
-        .env_remove(FAILED_VAR)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot execute {shown}: {}", io_reason(&e)))?;
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    let mut answer = Vec::new();
-    let mut timed_out = false;
-    if let Some(stdout) = child.stdout.take() {
-        let _ = nix::fcntl::fcntl(&stdout, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        let mut stdout = std::fs::File::from(OwnedFd::from(stdout));
-        let mut chunk = [0u8; 256];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                timed_out = true;
-                break;
-            }
-            let mut fds = [nix::poll::PollFd::new(
-                stdout.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-            match nix::poll::poll(&mut fds, ms) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-            match stdout.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) if answer.len() < 4096 => answer.extend_from_slice(&chunk[..n]),
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-    }
-    if timed_out {
-        // Killed by its own handle's pid, which is not reaped before the
-        // wait below.
-        let _ = child.kill();
-    }
-    let status = wait_bounded(&mut child, deadline);
-    if timed_out {
-        return Err(format!(
-            "{shown} did not answer the upgrade probe within {}s: is it sockhold?",
-            PROBE_TIMEOUT.as_secs()
-        ));
-    }
-    let text = String::from_utf8_lossy(&answer);
-    let line = text.lines().next().unwrap_or("").trim();
-    let Some(versions) = line
-        .strip_prefix(PROBE_ANSWER)
-        .filter(|rest| rest.starts_with(' '))
-    else {
-        return Err(format!(
-            "{shown} did not answer the upgrade probe: is it sockhold?"
-        ));
-    };
-    if status != Some(0) {
-        return Err(format!(
-            "{shown} answered the upgrade probe but did not exit 0: is it sockhold?"
-        ));
-    }
-    let read: Vec<u32> = versions
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    if !read.contains(&state::VERSION) {
-        return Err(format!(
-            "it reads state versions {}, this sockhold writes {}",
-            versions.split_whitespace().collect::<Vec<_>>().join(", "),
-            state::VERSION
-        ));
-    }
-    Ok(())
-}
-
-/// The probe's exit code; SIGKILL at the deadline if it still runs.
-fn wait_bounded(child: &mut std::process::Child, deadline: Instant) -> Option<i32> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.code(),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                return child.wait().ok().and_then(|s| s.code());
-            }
-            // Its stdout is closed: it is exiting. A short pause between
-            // looks, bounded by the deadline.
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => return None,
-        }
     }
 }
 
