@@ -614,7 +614,8 @@ enum ClientCommand {
     /// Replace sockhold's own binary in place (same pid, children and sockets kept); exit 0 once the new binary runs, non-zero with the reason if it was refused or failed
     Upgrade {
         /// The binary to run instead of the one sockhold was started from (absolute path; it must answer sockhold's upgrade probe)
-        #[arg(long = "exec", value_name = "PATH", value_parser = parse_upgrade_target)]
+        #[arg(long = "exec", value_name = "PATH",
+              value_parser = clap::builder::TypedValueParser::try_map(clap::builder::OsStringValueParser::new(), parse_upgrade_target))]
         exec: Option<String>,
         #[command(flatten)]
         args: ControlArgs,
@@ -639,8 +640,15 @@ struct ControlArgs {
     timeout: Duration,
 }
 
-/// `upgrade --exec PATH`: one absolute path that fits the request line.
-fn parse_upgrade_target(text: &str) -> Result<String, String> {
+/// `upgrade --exec PATH`: one absolute path that fits the request line
+/// (which is text: a path that is not UTF-8 cannot be sent).
+fn parse_upgrade_target(path: std::ffi::OsString) -> Result<String, String> {
+    let Some(text) = path.to_str() else {
+        return Err(
+            "it is not UTF-8, which the control protocol needs (link the binary at a UTF-8 path and give that)"
+                .to_string(),
+        );
+    };
     match crate::control::upgrade_target_problem(text) {
         Some(problem) => Err(format!(
             "{problem} (give the new binary's absolute path, e.g. /usr/local/bin/sockhold)"

@@ -34,6 +34,6 @@ mod stopping;
 mod systemd;
 mod unix_sockets;
 mod upgrade;
-mod upgrade_fallback;
 mod upgrade_maintenance;
+mod upgrade_target;
 mod workers;

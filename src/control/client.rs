@@ -53,6 +53,13 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
             ),
         ));
     }
+    // sockhold closes the connection once it has replied (after `stop`:
+    // once it exits, waited for below). Waiting for that, the client
+    // returns once sockhold holds no fd of the exchange any more.
+    let closed = match request {
+        Request::Stop => Ok(()),
+        _ => exchange.wait_for_close(&mut stream),
+    };
     if let Some(reason) = protocol::error_reason(&line) {
         let status = if protocol::is_permission_denied(reason) {
             exit::PERMISSION
@@ -89,11 +96,9 @@ pub fn run_client(target: &ClientTarget, request: Request) -> Result<i32, Error>
             Ok(exit::OK)
         }
         (Request::Upgrade { .. }, Some(text)) => {
-            // The new binary closes the connection once it has answered:
-            // waiting for that, `upgrade` returns once sockhold holds no
-            // fd of the exchange any more.
+            // The new binary closes the connection once it has answered.
             println!("{text}");
-            if exchange.wait_for_close(&mut stream).is_err() {
+            if closed.is_err() {
                 return Err(exchange.timed_out(Waiting::Reply(Request::Upgrade { target: None })));
             }
             Ok(exit::OK)

@@ -91,6 +91,8 @@ impl Request {
 pub fn upgrade_target_problem(target: &str) -> Option<&'static str> {
     if target.contains(['\n', '\r']) {
         Some("it contains a line break")
+    } else if target.trim() != target {
+        Some("it begins or ends with a blank, which the request line drops")
     } else if !target.starts_with('/') {
         Some("it is not an absolute path")
     } else if "upgrade ".len() + target.len() + 1 > MAX_REQUEST {

@@ -1,6 +1,8 @@
-//! `sockhold upgrade` to a binary that takes the state but cannot take it
-//! over: it executes the old binary again (from the fd the old one left
-//! it), which carries on with everything, and the client hears why.
+//! The target of `sockhold upgrade`: probed while sockhold serves on (and
+//! killed if it does not answer); one that takes the state but cannot
+//! take it over executes the old binary again (from the fd the old one
+//! left it), which carries on with everything, and the client hears why;
+//! a path the request line cannot carry is a usage error.
 
 use crate::harness::*;
 use nix::unistd::Pid;
@@ -198,4 +200,32 @@ fn a_probe_that_does_not_answer_is_killed_at_its_deadline_and_refused() {
     .map(str::to_string)
     .collect();
     assert_eq!(children, vec![sockhold.child_pids()[0].to_string()]);
+}
+
+#[test]
+fn an_exec_path_the_request_line_cannot_carry_is_a_usage_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    for (path, reason) in [
+        (
+            &b"/opt/sockhold-\xff"[..],
+            "it is not UTF-8, which the control protocol needs",
+        ),
+        (b"/opt/sockhold ", "it begins or ends with a blank"),
+        (b"sockhold", "it is not an absolute path"),
+    ] {
+        let output = std::process::Command::new(sockhold_bin())
+            .arg("upgrade")
+            .arg("--exec")
+            .arg(std::ffi::OsStr::from_bytes(path))
+            .arg("--control")
+            .arg(&control)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }
