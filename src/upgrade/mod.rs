@@ -51,6 +51,8 @@ pub struct Carried {
     pub stored: Vec<(RawFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
     pub maintenance: Option<crate::generations::maintenance::Carried<RawFd>>,
+    /// `--intercept-bind`: the interceptor, its listeners by fd number.
+    pub intercept: Option<state::Intercept>,
 }
 
 pub struct CarriedNotify {
@@ -68,6 +70,9 @@ pub struct Restored {
     pub stored: Vec<(OwnedFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
     pub maintenance: Option<crate::generations::maintenance::Carried<OwnedFd>>,
+    /// `--intercept-bind`: the interceptor, and its listeners in the
+    /// order of `listeners` (owned now; their numbers are the old ones).
+    pub intercept: Option<(state::Intercept, Vec<OwnedFd>)>,
 }
 
 /// At the very top of `main`: a probe (`SOCKHOLD_UPGRADE_PROBE=1`) is
@@ -370,6 +375,9 @@ impl Incoming {
                 socket(connection.fd, "a maintenance connection")?;
             }
         }
+        for listener in state.intercept.iter().flat_map(|i| &i.listeners) {
+            check_seccomp_listener(listener)?;
+        }
         for fd in state.fds() {
             let _ = set_cloexec(fd, true);
         }
@@ -458,12 +466,17 @@ impl Incoming {
             .maintenance
             .as_ref()
             .map(|m| maintenance::from_state(m, clock(), own));
+        let intercept = self.state.intercept.as_ref().map(|intercept| {
+            let listeners = intercept.listeners.iter().map(|l| own(l.fd)).collect();
+            (intercept.clone(), listeners)
+        });
         Restored {
             supervisor: snapshot,
             notify,
             stored,
             nonblocking: self.state.nonblocking.clone(),
             maintenance,
+            intercept,
         }
     }
 
@@ -472,6 +485,26 @@ impl Incoming {
         // SAFETY: checked open by `check`, named once in the state, and
         // taken over exactly once by the caller.
         unsafe { OwnedFd::from_raw_fd(number) }
+    }
+}
+
+/// A child's seccomp listener must be one: open, and the anonymous inode
+/// the kernel names `seccomp notify` (an fd that is something else would
+/// be read with SECCOMP_IOCTL_NOTIF_RECV).
+fn check_seccomp_listener(listener: &state::InterceptListener) -> Result<(), String> {
+    let fd = listener.fd;
+    let what = format!(
+        "generation {}'s seccomp listener (fd {fd})",
+        listener.generation
+    );
+    fcntl_getfd(fd).map_err(|_| format!("{what} is not open"))?;
+    match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+        Ok(link) if link.as_os_str() == "anon_inode:seccomp notify" => Ok(()),
+        Ok(link) => Err(format!(
+            "{what} is not a seccomp listener but {}",
+            link.display()
+        )),
+        Err(error) => Err(format!("{what} cannot be looked at: {}", io_reason(&error))),
     }
 }
 
