@@ -35,5 +35,6 @@ mod systemd;
 mod unix_sockets;
 mod upgrade;
 mod upgrade_fallback;
+mod upgrade_intercept;
 mod upgrade_maintenance;
 mod workers;

@@ -1,0 +1,134 @@
+//! `sockhold upgrade` with `--intercept-bind`: the children's seccomp
+//! listeners and what the interceptor knows of each generation are
+//! carried, so the new binary answers a child's bind as the old one did:
+//! a child that binds again after the upgrade, and the child a reload
+//! starts, get the held socket; no connection is refused meanwhile.
+
+use crate::harness::*;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn status_pid(status: &str) -> i32 {
+    let rest = status.split_once("{\"pid\":").expect("a pid").1;
+    rest.split(',').next().unwrap().parse().unwrap()
+}
+
+/// How many seccomp listeners `pid` holds.
+fn seccomp_listeners(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|link| link.as_os_str() == "anon_inode:seccomp notify")
+        .count()
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// binds_itself.py on sockhold's TCP port (learnt from --compat-env
+/// server-starter), binding again on SIGUSR1.
+fn start(control: &Path) -> Sockhold {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/servers/binds_itself.py");
+    Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(control)
+        .args([
+            "--intercept-bind",
+            "--compat-env",
+            "server-starter",
+            "--ready-timeout",
+            "30s",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "p=${{SERVER_STARTER_PORT%%=*}}; exec python3 {} --port \"${{p##*:}}\" --rebind-on-usr1",
+            script.display()
+        ))
+        .start()
+}
+
+fn status(control: &Path) -> String {
+    let (code, status, err) = control_client(&["status"], control);
+    assert_eq!(code, 0, "{err}");
+    status
+}
+
+fn upgrade(control: &Path, pid: i32) {
+    let (code, out, err) = control_client(&["upgrade"], control);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("upgraded: pid {pid} runs {}", sockhold_bin()));
+}
+
+#[test]
+fn upgrade_with_intercept_bind_keeps_the_children_and_the_new_binary_answers_their_binds() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = start(&control);
+    let first_bind = sockhold.wait_for("generation 1: pid ");
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let child = sockhold.child_pids()[0];
+    assert!(
+        first_bind.contains(&format!("pid {child} bind {address} -> held fd 3")),
+        "{first_bind}"
+    );
+    let pid = status_pid(&status(&control));
+    assert_eq!(seccomp_listeners(pid), 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    upgrade(&control, pid);
+    sockhold.wait_for("upgraded: pid");
+    assert_eq!(parent_of(child), Some(Pid::from_raw(pid)));
+    assert_eq!(seccomp_listeners(pid), 1);
+    let fds = fd_count(pid);
+
+    // The child binds again: only the new binary can answer (the bind
+    // would fail with EADDRINUSE if it ran, and the server would exit).
+    let process = Process::child_of(child, Pid::from_raw(pid)).expect("the child");
+    process.signal(Signal::SIGUSR1).unwrap();
+    process.let_go();
+    sockhold.wait_for(&format!("rebound pid={child} "));
+    request_tcp(address).unwrap();
+    // What status shows was carried, and the new binary added to it.
+    let shown = format!(r#"{{"generation":1,"what":"pid {child} bind {address} -> held fd 3"}}"#);
+    let after = status(&control);
+    assert_eq!(status_pid(&after), pid);
+    assert_eq!(after.matches(&shown).count(), 2, "{after}");
+
+    // A second upgrade carries the same; nothing accumulates.
+    upgrade(&control, pid);
+    assert_eq!(fd_count(pid), fds);
+    assert_eq!(seccomp_listeners(pid), 1);
+
+    // A reload: the new generation's bind is intercepted by the new
+    // binary and gets the same held socket.
+    let (code, _, err) = control_client(&["reload"], &control);
+    assert_eq!(code, 0, "{err}");
+    let bind = sockhold.wait_for("generation 2: pid ");
+    assert!(
+        bind.contains(&format!(" bind {address} -> held fd 3")),
+        "{bind}"
+    );
+    sockhold.wait_for("generation 1 exited");
+    let pids = stop_hammer(&stop, client);
+    let second = *sockhold.child_pids().last().unwrap();
+    assert_ne!(second, child);
+    assert!(pids.contains(&child.as_raw()), "{pids:?}");
+    let answer = request_tcp(address).unwrap();
+    assert_eq!(answer_pid(&answer), second.as_raw(), "{answer}");
+    assert!(!status(&control).contains(&format!("pid {child} ")));
+
+    let mut sockhold = sockhold;
+    sockhold.signal(Signal::SIGTERM);
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+}
