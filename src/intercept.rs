@@ -396,8 +396,7 @@ impl Intercept {
         fds: Vec<OwnedFd>,
         context: &Context<'_>,
     ) {
-        self.next_key = carried.next_key;
-        self.no_addfd = carried.no_addfd;
+        self.restore_tables(&carried);
         for (listener, fd) in carried.listeners.into_iter().zip(fds) {
             let generation = listener.generation;
             context.watch(
@@ -413,7 +412,13 @@ impl Intercept {
                 },
             );
         }
-        for generation in carried.generations {
+    }
+
+    /// The tables of `carried` (all but its listeners).
+    fn restore_tables(&mut self, carried: &crate::upgrade::state::Intercept) {
+        self.next_key = carried.next_key;
+        self.no_addfd = carried.no_addfd;
+        for generation in &carried.generations {
             let id = generation.id;
             if generation.announced {
                 self.announced.insert(id);
@@ -421,8 +426,8 @@ impl Intercept {
             if generation.warned_unheld {
                 self.warned_unheld.insert(id);
             }
-            if let Some(bound) = generation.bound {
-                self.bound.insert(id, bound);
+            if let Some(bound) = &generation.bound {
+                self.bound.insert(id, bound.clone());
             }
             if !generation.shown.is_empty() {
                 let shown = generation
@@ -1132,6 +1137,46 @@ mod tests {
         );
         let autobind = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
         assert_eq!(parse_sockaddr(&autobind, libc::AF_UNIX), None);
+    }
+
+    #[test]
+    fn what_an_upgrade_carries_is_what_the_next_interceptor_keeps() {
+        use crate::upgrade::state;
+        let carried = state::Intercept {
+            next_key: 7,
+            no_addfd: true,
+            listeners: Vec::new(),
+            generations: vec![
+                state::InterceptGeneration {
+                    id: 2,
+                    announced: true,
+                    warned_unheld: true,
+                    bound: Some(vec![1, 0]),
+                    shown: vec![b"pid 9 bind 127.0.0.1:80 -> held fd 4".to_vec()],
+                },
+                state::InterceptGeneration {
+                    id: 5,
+                    announced: false,
+                    warned_unheld: true,
+                    bound: None,
+                    shown: Vec::new(),
+                },
+            ],
+        };
+        let mut intercept = Intercept::new(&[]);
+        intercept.restore_tables(&carried);
+        assert_eq!(intercept.carried(), carried);
+        assert_eq!(intercept.bound_by(2), Some(&[1, 0][..]));
+        assert_eq!(intercept.bound_by(5), None);
+        assert_eq!(
+            intercept.interceptions(),
+            vec![(2, "pid 9 bind 127.0.0.1:80 -> held fd 4".to_string())]
+        );
+        // A generation forgotten before the upgrade is not carried.
+        intercept.forget(2);
+        assert_eq!(intercept.carried().generations.len(), 1);
+        // The next listener's key follows the carried ones.
+        assert_eq!(intercept.next_key, 7);
     }
 
     #[test]

@@ -132,3 +132,62 @@ fn upgrade_with_intercept_bind_keeps_the_children_and_the_new_binary_answers_the
     sockhold.signal(Signal::SIGTERM);
     assert_eq!(sockhold.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn a_bind_waiting_while_sockhold_upgrades_is_answered_by_the_new_binary() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = start(&control);
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let child = sockhold.child_pids()[0];
+    let pid = status_pid(&status(&control));
+    let bind_nr = if cfg!(target_arch = "aarch64") {
+        200
+    } else {
+        49
+    };
+    // The target, when probed, has the child bind again and answers only
+    // once that bind waits in its seccomp listener; sockhold, busy with
+    // the probe, has not read it, so it is still waiting when sockhold
+    // executes the target.
+    let target = dir.join("next-sockhold");
+    std::fs::write(
+        &target,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$SOCKHOLD_UPGRADE_PROBE\" = 1 ]; then\n\
+             kill -USR1 {child} || exit 1\n\
+             i=0\n\
+             until [ \"$(cut -d' ' -f1 /proc/{child}/syscall)\" = {bind_nr} ]; do\n\
+             i=$((i + 1)); [ $i -gt 1000 ] && exit 1\n\
+             sleep 0.01\n\
+             done\n\
+             fi\n\
+             exec {} \"$@\"\n",
+            sockhold_bin()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&target).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&target, permissions).unwrap();
+    let target = target.to_str().unwrap().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    let (code, out, err) = control_client(&["upgrade", "--exec", &target], &control);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("upgraded: pid {pid} runs {target}"));
+    // Answered after the new binary took over (its poll loop runs only
+    // after this line). Had the listener been lost, the bind would have
+    // failed (ENOSYS) and the server exited.
+    sockhold.wait_for("upgraded: pid");
+    sockhold.wait_for(&format!("rebound pid={child} "));
+    stop_hammer(&stop, client);
+    assert_eq!(parent_of(child), Some(Pid::from_raw(pid)));
+    let shown = format!(r#"{{"generation":1,"what":"pid {child} bind {address} -> held fd 3"}}"#);
+    let after = status(&control);
+    assert_eq!(after.matches(&shown).count(), 2, "{after}");
+    assert_eq!(answer_pid(&request_tcp(address).unwrap()), child.as_raw());
+}
