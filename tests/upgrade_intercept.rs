@@ -34,9 +34,14 @@ fn fd_count(pid: i32) -> usize {
 /// binds_itself.py on sockhold's TCP port (learnt from --compat-env
 /// server-starter), binding again on SIGUSR1.
 fn start(control: &Path) -> Sockhold {
+    start_with(control, &[])
+}
+
+fn start_with(control: &Path, options: &[&str]) -> Sockhold {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/servers/binds_itself.py");
     Sockhold::command()
+        .args(options)
         .args(["-l", "127.0.0.1:0", "--control"])
         .arg(control)
         .args([
@@ -190,4 +195,46 @@ fn a_bind_waiting_while_sockhold_upgrades_is_answered_by_the_new_binary() {
     let after = status(&control);
     assert_eq!(after.matches(&shown).count(), 2, "{after}");
     assert_eq!(answer_pid(&request_tcp(address).unwrap()), child.as_raw());
+}
+
+#[test]
+fn with_two_workers_both_listeners_are_carried_and_a_reload_after_the_upgrade_is_intercepted() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = start_with(&control, &["--workers", "2"]);
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let workers = sockhold.child_pids();
+    assert_eq!(workers.len(), 2);
+    let pid = status_pid(&status(&control));
+    assert_eq!(seccomp_listeners(pid), 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    upgrade(&control, pid);
+    assert_eq!(seccomp_listeners(pid), 2);
+    // Each worker binds again, each through its own carried listener.
+    for &worker in &workers {
+        let process = Process::child_of(worker, Pid::from_raw(pid)).expect("a worker");
+        process.signal(Signal::SIGUSR1).unwrap();
+        process.let_go();
+        sockhold.wait_for(&format!("rebound pid={worker} "));
+    }
+    let (code, _, err) = control_client(&["reload"], &control);
+    assert_eq!(code, 0, "{err}");
+    sockhold.wait_for("generation 1 worker 1 exited");
+    stop_hammer(&stop, client);
+    let after = status(&control);
+    let ours = |pid: Pid| format!(r#""what":"pid {pid} bind {address} -> held fd 3"}}"#);
+    let started: Vec<Pid> = sockhold
+        .child_pids()
+        .into_iter()
+        .filter(|p| !workers.contains(p))
+        .collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    for worker in started {
+        assert!(
+            after.contains(&format!(r#"{{"generation":2,{}"#, ours(worker))),
+            "{worker}: {after}"
+        );
+    }
 }
