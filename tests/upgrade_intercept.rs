@@ -238,3 +238,59 @@ fn with_two_workers_both_listeners_are_carried_and_a_reload_after_the_upgrade_is
         );
     }
 }
+
+#[test]
+fn a_new_binary_that_cannot_take_the_interceptor_goes_back_and_the_old_one_answers_binds() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = start(&control);
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let child = sockhold.child_pids()[0];
+    let pid = status_pid(&status(&control));
+    let fds = fd_count(pid);
+    // A stand-in for a sockhold that reads the arguments differently: run
+    // with the state, it leaves --intercept-bind out.
+    let next = dir.join("sockhold-next");
+    std::fs::write(
+        &next,
+        format!(
+            "#!/usr/bin/python3\n\
+             import os, sys\n\
+             sockhold = {:?}\n\
+             args = sys.argv[1:]\n\
+             if 'SOCKHOLD_UPGRADE_STATE' in os.environ:\n\
+             \x20   args.remove('--intercept-bind')\n\
+             os.execv(sockhold, [sockhold] + args)\n",
+            sockhold_bin()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&next).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&next, permissions).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    let (code, out, err) = control_client(&["upgrade", "--exec", next.to_str().unwrap()], &control);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("the state carries --intercept-bind's interceptor, the arguments do not have --intercept-bind"),
+        "{err}"
+    );
+    sockhold.wait_for(&format!("pid {pid} runs {} again", sockhold_bin()));
+    // The old binary took its listeners back: it answers the child's bind.
+    let process = Process::child_of(child, Pid::from_raw(pid)).expect("the child");
+    process.signal(Signal::SIGUSR1).unwrap();
+    process.let_go();
+    sockhold.wait_for(&format!("rebound pid={child} "));
+    stop_hammer(&stop, client);
+    assert_eq!(seccomp_listeners(pid), 1);
+    assert_eq!(fd_count(pid), fds);
+    let (code, _, err) = control_client(&["reload"], &control);
+    assert_eq!(code, 0, "{err}");
+    let bind = sockhold.wait_for("generation 2: pid ");
+    assert!(
+        bind.contains(&format!(" bind {address} -> held fd 3")),
+        "{bind}"
+    );
+}
