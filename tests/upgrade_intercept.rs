@@ -152,25 +152,28 @@ fn a_bind_waiting_while_sockhold_upgrades_is_answered_by_the_new_binary() {
     } else {
         49
     };
-    // The target, when probed, has the child bind again and answers only
-    // once that bind waits in its seccomp listener; sockhold, busy with
-    // the probe, has not read it, so it is still waiting when sockhold
-    // executes the target.
+    // The target, executed with the state (in sockhold's pid, after the
+    // old binary is gone and before the new one runs), has the child bind
+    // again and goes on only once that bind waits in its seccomp
+    // listener: nobody reads the listener meanwhile, so the notification
+    // is still queued when the new binary starts. No fork: nothing here
+    // may reap one of sockhold's children.
     let target = dir.join("next-sockhold");
     std::fs::write(
         &target,
         format!(
-            "#!/bin/sh\n\
-             if [ \"$SOCKHOLD_UPGRADE_PROBE\" = 1 ]; then\n\
-             kill -USR1 {child} || exit 1\n\
-             i=0\n\
-             until [ \"$(cut -d' ' -f1 /proc/{child}/syscall)\" = {bind_nr} ]; do\n\
-             i=$((i + 1)); [ $i -gt 1000 ] && exit 1\n\
-             sleep 0.01\n\
-             done\n\
-             fi\n\
-             exec {} \"$@\"\n",
-            sockhold_bin()
+            "#!/usr/bin/python3\n\
+             import os, signal, sys, time\n\
+             sockhold = {sockhold:?}\n\
+             if 'SOCKHOLD_UPGRADE_STATE' in os.environ:\n\
+             \x20   os.kill({child}, signal.SIGUSR1)\n\
+             \x20   deadline = time.monotonic() + 10\n\
+             \x20   while open('/proc/{child}/syscall').read().split()[0] != '{bind_nr}':\n\
+             \x20       if time.monotonic() > deadline:\n\
+             \x20           sys.exit('the child did not bind')\n\
+             \x20       time.sleep(0.01)\n\
+             os.execv(sockhold, [sockhold] + sys.argv[1:])\n",
+            sockhold = sockhold_bin()
         ),
     )
     .unwrap();
