@@ -447,6 +447,7 @@ impl EventLoop {
                 .serving()
                 .map(|(generation, pid)| (generation, pid.as_raw())),
             nonblocking: carried.nonblocking.clone(),
+            intercept: carried.intercept.clone(),
             supervisor: state::Supervisor {
                 next_id: s.next_id,
                 restarts: s.restarts,

@@ -337,6 +337,109 @@ impl Intercept {
         changes
     }
 
+    /// What an upgrade carries (`upgrade::state::Intercept`): every
+    /// listener with its poll key, and per generation what its binds got
+    /// and what was logged. `handle` answers each notification it reads
+    /// before it returns, so none is half-answered here; those not read
+    /// yet stay queued in their listener, which the next binary watches.
+    pub fn carried(&self) -> crate::upgrade::state::Intercept {
+        use crate::upgrade::state;
+        let mut listeners: Vec<state::InterceptListener> = self
+            .watched
+            .iter()
+            .map(|(&key, watched)| state::InterceptListener {
+                key,
+                generation: watched.generation,
+                fd: watched.listener.as_raw_fd(),
+            })
+            .collect();
+        listeners.sort_by_key(|l| l.key);
+        let mut ids: Vec<u64> = self
+            .announced
+            .iter()
+            .chain(self.bound.keys())
+            .chain(self.warned_unheld.iter())
+            .chain(self.shown.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let generations = ids
+            .into_iter()
+            .map(|id| state::InterceptGeneration {
+                id,
+                announced: self.announced.contains(&id),
+                warned_unheld: self.warned_unheld.contains(&id),
+                bound: self.bound.get(&id).cloned(),
+                shown: self
+                    .shown
+                    .get(&id)
+                    .map(|shown| shown.iter().map(|t| t.as_bytes().to_vec()).collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        state::Intercept {
+            next_key: self.next_key,
+            no_addfd: self.no_addfd,
+            listeners,
+            generations,
+        }
+    }
+
+    /// Takes over what the sockhold before an upgrade kept (`carried`):
+    /// each listener (`fds`, in the order of `carried.listeners`) is
+    /// watched again under its own key, so that a notification queued
+    /// meanwhile is reported at once.
+    pub fn restore(
+        &mut self,
+        carried: crate::upgrade::state::Intercept,
+        fds: Vec<OwnedFd>,
+        context: &Context<'_>,
+    ) {
+        self.restore_tables(&carried);
+        for (listener, fd) in carried.listeners.into_iter().zip(fds) {
+            let generation = listener.generation;
+            context.watch(
+                fd.as_raw_fd(),
+                listener.key,
+                &format!("generation {generation}'s seccomp listener"),
+            );
+            self.watched.insert(
+                listener.key,
+                Watched {
+                    generation,
+                    listener: fd,
+                },
+            );
+        }
+    }
+
+    /// The tables of `carried` (all but its listeners).
+    fn restore_tables(&mut self, carried: &crate::upgrade::state::Intercept) {
+        self.next_key = carried.next_key;
+        self.no_addfd = carried.no_addfd;
+        for generation in &carried.generations {
+            let id = generation.id;
+            if generation.announced {
+                self.announced.insert(id);
+            }
+            if generation.warned_unheld {
+                self.warned_unheld.insert(id);
+            }
+            if let Some(bound) = &generation.bound {
+                self.bound.insert(id, bound.clone());
+            }
+            if !generation.shown.is_empty() {
+                let shown = generation
+                    .shown
+                    .iter()
+                    .map(|text| String::from_utf8_lossy(text).into_owned())
+                    .collect();
+                self.shown.insert(id, shown);
+            }
+        }
+    }
+
     /// Logs one interception: the first of a generation at info.
     fn announce(&mut self, generation: u64, text: std::fmt::Arguments<'_>) {
         let shown = self.shown.entry(generation).or_default();
@@ -1034,6 +1137,46 @@ mod tests {
         );
         let autobind = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
         assert_eq!(parse_sockaddr(&autobind, libc::AF_UNIX), None);
+    }
+
+    #[test]
+    fn what_an_upgrade_carries_is_what_the_next_interceptor_keeps() {
+        use crate::upgrade::state;
+        let carried = state::Intercept {
+            next_key: 7,
+            no_addfd: true,
+            listeners: Vec::new(),
+            generations: vec![
+                state::InterceptGeneration {
+                    id: 2,
+                    announced: true,
+                    warned_unheld: true,
+                    bound: Some(vec![1, 0]),
+                    shown: vec![b"pid 9 bind 127.0.0.1:80 -> held fd 4".to_vec()],
+                },
+                state::InterceptGeneration {
+                    id: 5,
+                    announced: false,
+                    warned_unheld: true,
+                    bound: None,
+                    shown: Vec::new(),
+                },
+            ],
+        };
+        let mut intercept = Intercept::new(&[]);
+        intercept.restore_tables(&carried);
+        assert_eq!(intercept.carried(), carried);
+        assert_eq!(intercept.bound_by(2), Some(&[1, 0][..]));
+        assert_eq!(intercept.bound_by(5), None);
+        assert_eq!(
+            intercept.interceptions(),
+            vec![(2, "pid 9 bind 127.0.0.1:80 -> held fd 4".to_string())]
+        );
+        // A generation forgotten before the upgrade is not carried.
+        intercept.forget(2);
+        assert_eq!(intercept.carried().generations.len(), 1);
+        // The next listener's key follows the carried ones.
+        assert_eq!(intercept.next_key, 7);
     }
 
     #[test]

@@ -174,8 +174,17 @@ fn run() -> Result<i32, Error> {
 fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i32, Error> {
     let prepared = (|| {
         incoming.check()?;
-        if config.accept.is_some() || config.intercept_bind {
-            return Err("--accept and --intercept-bind are not carried over".to_string());
+        if config.accept.is_some() {
+            return Err("--accept is not carried over".to_string());
+        }
+        // The same argv on both sides; a state that disagrees is not ours.
+        if config.intercept_bind != incoming.state.intercept.is_some() {
+            return Err(if config.intercept_bind {
+                "the arguments have --intercept-bind, the state carries no interceptor"
+            } else {
+                "the state carries --intercept-bind's interceptor, the arguments do not have --intercept-bind"
+            }
+            .to_string());
         }
         let listen = activation::listen_specs(
             &activation::PassedEnv::from_environment(),

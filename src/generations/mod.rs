@@ -551,12 +551,6 @@ impl Generations {
 
 impl Generations {
     fn carry_state(&self) -> Result<crate::upgrade::Carried, String> {
-        if self.intercept.is_some() {
-            return Err(
-                "--intercept-bind: the children's seccomp listeners are not carried over yet (restart sockhold instead)"
-                    .to_string(),
-            );
-        }
         if !self.on_old_sockets.is_empty() {
             return Err(
                 "a held socket was replaced and a reload onto it is due; retry once it is serving"
@@ -586,6 +580,7 @@ impl Generations {
             stored,
             nonblocking: self.nonblocking.clone(),
             maintenance: self.maintenance.as_ref().map(Maintenance::carry),
+            intercept: self.intercept.as_ref().map(Intercept::carried),
         })
     }
 }
@@ -606,6 +601,11 @@ impl Engine for Generations {
         self.nonblocking = carried.nonblocking;
         if let (Some(maintenance), Some(answering)) = (&mut self.maintenance, carried.maintenance) {
             maintenance.restore(answering, context);
+        }
+        if let (Some(intercept), Some((state, listeners))) =
+            (&mut self.intercept, carried.intercept)
+        {
+            intercept.restore(state, listeners, context);
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Carried {
     pub stored: Vec<(RawFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
     pub maintenance: Option<crate::generations::maintenance::Carried<RawFd>>,
+    /// `--intercept-bind`: the interceptor, its listeners by fd number.
+    pub intercept: Option<state::Intercept>,
 }
 
 pub struct CarriedNotify {
@@ -68,6 +70,9 @@ pub struct Restored {
     pub stored: Vec<(OwnedFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
     pub maintenance: Option<crate::generations::maintenance::Carried<OwnedFd>>,
+    /// `--intercept-bind`: the interceptor, and its listeners in the
+    /// order of `listeners` (owned now; their numbers are the old ones).
+    pub intercept: Option<(state::Intercept, Vec<OwnedFd>)>,
 }
 
 /// At the very top of `main`: a probe (`SOCKHOLD_UPGRADE_PROBE=1`) is
@@ -370,6 +375,9 @@ impl Incoming {
                 socket(connection.fd, "a maintenance connection")?;
             }
         }
+        for listener in state.intercept.iter().flat_map(|i| &i.listeners) {
+            check_seccomp_listener(listener)?;
+        }
         for fd in state.fds() {
             let _ = set_cloexec(fd, true);
         }
@@ -458,12 +466,17 @@ impl Incoming {
             .maintenance
             .as_ref()
             .map(|m| maintenance::from_state(m, clock(), own));
+        let intercept = self.state.intercept.as_ref().map(|intercept| {
+            let listeners = intercept.listeners.iter().map(|l| own(l.fd)).collect();
+            (intercept.clone(), listeners)
+        });
         Restored {
             supervisor: snapshot,
             notify,
             stored,
             nonblocking: self.state.nonblocking.clone(),
             maintenance,
+            intercept,
         }
     }
 
@@ -475,6 +488,28 @@ impl Incoming {
     }
 }
 
+/// A child's seccomp listener must be one: open, and the anonymous inode
+/// the kernel names `seccomp notify` (an fd that is something else would
+/// be read with SECCOMP_IOCTL_NOTIF_RECV).
+fn check_seccomp_listener(listener: &state::InterceptListener) -> Result<(), String> {
+    let fd = listener.fd;
+    let what = format!(
+        "generation {}'s seccomp listener (fd {fd})",
+        listener.generation
+    );
+    fcntl_getfd(fd).map_err(|_| format!("{what} is not open"))?;
+    match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+        Ok(link) if link.as_os_str() == "anon_inode:seccomp notify" => Ok(()),
+        Ok(link) => Err(format!(
+            "{what} is not a seccomp listener but {}",
+            link.display()
+        )),
+        // No /proc (a bare container): open is all that can be checked.
+        Err(_) if !Path::new("/proc/self/fd").exists() => Ok(()),
+        Err(error) => Err(format!("{what} cannot be looked at: {}", io_reason(&error))),
+    }
+}
+
 /// Answers the client that asked for the upgrade on its inherited
 /// connection, blocking (one short line), then closes it.
 pub fn answer(connection: OwnedFd, line: &str) {
@@ -482,4 +517,38 @@ pub fn answer(connection: OwnedFd, line: &str) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(&crate::control::reply_line(line));
+}
+
+#[cfg(test)]
+mod intercept_tests {
+    use super::*;
+
+    fn listener(fd: RawFd) -> state::InterceptListener {
+        state::InterceptListener {
+            key: 1 << 29,
+            generation: 4,
+            fd,
+        }
+    }
+
+    #[test]
+    fn an_fd_that_is_not_a_seccomp_listener_is_refused_with_what_it_is() {
+        let (read, _write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let fd = read.as_raw_fd();
+        let refused = check_seccomp_listener(&listener(fd)).unwrap_err();
+        assert!(
+            refused.starts_with(&format!(
+                "generation 4's seccomp listener (fd {fd}) is not a seccomp listener but pipe:["
+            )),
+            "{refused}"
+        );
+        // A number no fd has (other tests open and close fds meanwhile).
+        let none = 999_999;
+        assert_eq!(
+            check_seccomp_listener(&listener(none)),
+            Err(format!(
+                "generation 4's seccomp listener (fd {none}) is not open"
+            ))
+        );
+    }
 }

@@ -153,6 +153,8 @@ pub struct State {
     pub supervisor: Supervisor,
     pub generations: Vec<Generation>,
     pub maintenance: Option<Maintenance>,
+    /// `--intercept-bind`: what the interceptor keeps.
+    pub intercept: Option<Intercept>,
 }
 
 impl State {
@@ -167,6 +169,9 @@ impl State {
         fds.extend(self.stored.iter().map(|s| s.fd));
         if let Some(maintenance) = &self.maintenance {
             fds.extend(maintenance.connections.iter().map(|c| c.fd));
+        }
+        if let Some(intercept) = &self.intercept {
+            fds.extend(intercept.listeners.iter().map(|l| l.fd));
         }
         fds
     }
@@ -379,6 +384,9 @@ pub fn write(state: &State) -> String {
                 c.answer
             ));
         }
+    }
+    if let Some(intercept) = &state.intercept {
+        write_intercept(intercept, &mut line);
     }
     line("end".to_string());
     out
@@ -603,6 +611,9 @@ pub fn read(text: &str) -> Result<State, String> {
                 maintenance.answers.extend(bytes);
                 maintenance.connections.extend(connection);
             }
+            "intercept" | "intercept-listener" | "intercept-generation" | "intercept-shown" => {
+                read_intercept(&mut f, &mut state)?
+            }
             "end" => ended = true,
             other => return Err(format!("line {}: unknown keyword '{other}'", index + 1)),
         }
@@ -622,6 +633,251 @@ pub fn versions(list: &[u32]) -> String {
     let words: Vec<String> = list.iter().map(u32::to_string).collect();
     words.join(", ")
 }
+
+// --- `--intercept-bind` (keywords `intercept`, `intercept-listener`,
+// `intercept-generation`, `intercept-shown`) ---
+
+/// What the interceptor keeps: the seccomp listener of each child it
+/// watches and, per generation, what its binds were given and what was
+/// logged of them. No notification is ever held between two events (each
+/// is answered as it is read), so none is carried: those not read yet
+/// wait in their listener, which is carried.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Intercept {
+    /// The poll key the next listener gets.
+    pub next_key: u64,
+    /// The kernel refused ADDFD once (logged once).
+    pub no_addfd: bool,
+    pub listeners: Vec<InterceptListener>,
+    pub generations: Vec<InterceptGeneration>,
+}
+
+/// One child's seccomp listener, with its poll key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterceptListener {
+    pub key: u64,
+    pub generation: u64,
+    pub fd: i32,
+}
+
+/// One generation's interceptions so far.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InterceptGeneration {
+    pub id: u64,
+    /// Its first interception was logged (at info).
+    pub announced: bool,
+    /// It was told that a bind of its was not of a held address.
+    pub warned_unheld: bool,
+    /// The held sockets (indexes) its binds got; None before the first.
+    pub bound: Option<Vec<usize>>,
+    /// Its interceptions as logged (for `status`).
+    pub shown: Vec<Vec<u8>>,
+}
+
+/// `-`: none; an empty field: none yet; else `0,2`.
+fn indexes(list: &Option<Vec<usize>>) -> String {
+    match list {
+        None => "-".to_string(),
+        Some(list) => {
+            let words: Vec<String> = list.iter().map(usize::to_string).collect();
+            words.join(",")
+        }
+    }
+}
+
+fn write_intercept(intercept: &Intercept, line: &mut impl FnMut(String)) {
+    line(format!(
+        "intercept {} {}",
+        intercept.next_key,
+        flag(intercept.no_addfd)
+    ));
+    for l in &intercept.listeners {
+        line(format!(
+            "intercept-listener {} {} {}",
+            l.key, l.generation, l.fd
+        ));
+    }
+    for g in &intercept.generations {
+        line(format!(
+            "intercept-generation {} {} {} {}",
+            g.id,
+            flag(g.announced),
+            flag(g.warned_unheld),
+            indexes(&g.bound)
+        ));
+        for shown in &g.shown {
+            line(format!("intercept-shown {}", escape(shown)));
+        }
+    }
+}
+
+fn read_intercept(f: &mut Fields<'_>, state: &mut State) -> Result<(), String> {
+    if f.keyword == "intercept" {
+        if state.intercept.is_some() {
+            return Err(f.bad("a second 'intercept' line"));
+        }
+        state.intercept = Some(Intercept {
+            next_key: f.number()?,
+            no_addfd: f.flag()?,
+            ..Intercept::default()
+        });
+        return Ok(());
+    }
+    let Some(intercept) = state.intercept.as_mut() else {
+        return Err(f.bad("before the 'intercept' line"));
+    };
+    match f.keyword {
+        "intercept-listener" => intercept.listeners.push(InterceptListener {
+            key: f.number()?,
+            generation: f.number()?,
+            fd: f.number()?,
+        }),
+        "intercept-generation" => {
+            let id = f.number()?;
+            let announced = f.flag()?;
+            let warned_unheld = f.flag()?;
+            let text = f.text()?;
+            let bound = match text {
+                "-" => None,
+                "" => Some(Vec::new()),
+                list => Some(
+                    list.split(',')
+                        .map(|index| index.parse())
+                        .collect::<Result<Vec<usize>, _>>()
+                        .map_err(|_| f.bad(&format!("'{list}' is not a list of numbers")))?,
+                ),
+            };
+            intercept.generations.push(InterceptGeneration {
+                id,
+                announced,
+                warned_unheld,
+                bound,
+                shown: Vec::new(),
+            });
+        }
+        _ => {
+            let shown = f.string()?;
+            let Some(generation) = intercept.generations.last_mut() else {
+                return Err(f.bad("before any 'intercept-generation' line"));
+            };
+            generation.shown.push(shown);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod intercept_tests {
+    use super::*;
+
+    fn with_intercept() -> State {
+        State {
+            supervisor: Supervisor::default(),
+            intercept: Some(Intercept {
+                next_key: 3,
+                no_addfd: true,
+                listeners: vec![
+                    InterceptListener {
+                        key: (1 << 29) | 1,
+                        generation: 2,
+                        fd: 11,
+                    },
+                    InterceptListener {
+                        key: (1 << 29) | 2,
+                        generation: 3,
+                        fd: 12,
+                    },
+                ],
+                generations: vec![
+                    InterceptGeneration {
+                        id: 2,
+                        announced: true,
+                        warned_unheld: false,
+                        bound: Some(vec![0, 2]),
+                        shown: vec![
+                            b"pid 42 bind 127.0.0.1:8080 -> held fd 3".to_vec(),
+                            b"pid 42 unlink /run/a b: kept".to_vec(),
+                        ],
+                    },
+                    InterceptGeneration {
+                        id: 3,
+                        announced: false,
+                        warned_unheld: true,
+                        bound: None,
+                        shown: Vec::new(),
+                    },
+                    InterceptGeneration {
+                        id: 4,
+                        bound: Some(Vec::new()),
+                        ..InterceptGeneration::default()
+                    },
+                ],
+            }),
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn the_interceptor_reads_back_as_written_and_names_its_listeners() {
+        let state = with_intercept();
+        let text = write(&state);
+        assert!(text.contains("\nintercept 3 1\n"), "{text}");
+        assert!(
+            text.contains("\nintercept-generation 2 1 0 0,2\n"),
+            "{text}"
+        );
+        assert_eq!(read(&text), Ok(state.clone()));
+        assert_eq!(state.fds(), vec![11, 12]);
+        // No interceptor: no line, and None again.
+        let none = State::default();
+        assert!(!write(&none).contains("intercept"));
+        assert_eq!(read(&write(&none)), Ok(none));
+        // An interceptor with nothing yet.
+        let empty = State {
+            intercept: Some(Intercept::default()),
+            ..State::default()
+        };
+        assert_eq!(read(&write(&empty)), Ok(empty));
+    }
+
+    #[test]
+    fn interceptor_lines_out_of_place_are_refused_with_their_line() {
+        let text = write(&with_intercept());
+        let orphan = text.replacen("intercept 3 1\n", "", 1);
+        assert!(
+            read(&orphan)
+                .unwrap_err()
+                .contains("('intercept-listener'): before the 'intercept' line"),
+            "{orphan}"
+        );
+        let twice = text.replacen("intercept 3 1\n", "intercept 3 1\nintercept 3 1\n", 1);
+        assert!(
+            read(&twice)
+                .unwrap_err()
+                .contains("a second 'intercept' line")
+        );
+        let bad = text.replacen(" 0,2\n", " 0,x\n", 1);
+        assert!(
+            read(&bad)
+                .unwrap_err()
+                .contains("'0,x' is not a list of numbers")
+        );
+        let shown_first = text.replacen("intercept 3 1\n", "intercept 3 1\nintercept-shown x\n", 1);
+        assert!(
+            read(&shown_first)
+                .unwrap_err()
+                .contains("before any 'intercept-generation' line")
+        );
+        let short = text.replacen(
+            "intercept-listener 536870913 2 11",
+            "intercept-listener 1 2",
+            1,
+        );
+        assert!(read(&short).unwrap_err().contains("a field is missing"));
+    }
+}
+
+// --- end of `--intercept-bind` ---
 
 #[cfg(test)]
 mod tests {
@@ -695,6 +951,7 @@ mod tests {
                     unobservable: Some(b"".to_vec()),
                 }],
             }],
+            intercept: None,
         }
     }
 

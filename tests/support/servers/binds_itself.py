@@ -2,7 +2,7 @@
 most servers do (for sockhold --intercept-bind).
 
   binds_itself.py --port P [--host H] [--reuseaddr] [--nonblocking]
-                  [--prefork N] [--also-any-port FILE]
+                  [--prefork N] [--also-any-port FILE] [--rebind-on-usr1]
   binds_itself.py --unix PATH [--prefork N]
 
 Answers every connection with "pid=PID\n" and closes it. --reuseaddr sets
@@ -11,7 +11,9 @@ before bind; TCP sockets get TCP_NODELAY before bind too. --unix removes
 PATH before binding and again at exit, as many Unix socket servers do.
 --prefork N binds in the parent and accepts in N forked children.
 --also-any-port FILE also binds 127.0.0.1:0 (a port sockhold does not hold),
-serves it too, and writes its port to FILE. On SIGTERM every process stops
+serves it too, and writes its port to FILE. --rebind-on-usr1: on SIGUSR1
+a new socket binds the same address again (the old one is closed once the
+new one listens), and "rebound pid=PID fd=FD" goes to stderr. On SIGTERM every process stops
 accepting and exits once the connection it is answering is answered.
 """
 
@@ -30,6 +32,7 @@ parser.add_argument("--reuseaddr", action="store_true")
 parser.add_argument("--nonblocking", action="store_true")
 parser.add_argument("--prefork", type=int, default=0)
 parser.add_argument("--also-any-port")
+parser.add_argument("--rebind-on-usr1", action="store_true")
 args = parser.parse_args()
 
 stopping = False
@@ -49,27 +52,43 @@ def wake_on_signals():
     return r
 
 
-signal.signal(signal.SIGTERM, on_term)
+rebind = False
 
-if args.unix:
-    try:
-        os.unlink(args.unix)
-    except FileNotFoundError:
-        pass
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    if args.nonblocking:
-        server.setblocking(False)
-    server.bind(args.unix)
-else:
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    server = socket.socket(family, socket.SOCK_STREAM)
-    if args.reuseaddr:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if args.nonblocking:
-        server.setblocking(False)
-    server.bind((args.host, args.port))
-server.listen(5)
+
+def on_usr1(*_):
+    global rebind
+    rebind = True
+
+
+signal.signal(signal.SIGTERM, on_term)
+if args.rebind_on_usr1:
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+
+def bound_server():
+    if args.unix:
+        try:
+            os.unlink(args.unix)
+        except FileNotFoundError:
+            pass
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if args.nonblocking:
+            server.setblocking(False)
+        server.bind(args.unix)
+    else:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        server = socket.socket(family, socket.SOCK_STREAM)
+        if args.reuseaddr:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if args.nonblocking:
+            server.setblocking(False)
+        server.bind((args.host, args.port))
+    server.listen(5)
+    return server
+
+
+server = bound_server()
 sockets = [server]
 if args.also_any_port:
     extra = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -85,9 +104,20 @@ for s in sockets:
 
 
 def serve():
+    global rebind
     wake = wake_on_signals()
     while not stopping:
         readable = select.select(sockets + [wake], [], [])[0]
+        if wake in readable:
+            os.read(wake, 4096)
+        if rebind:
+            rebind = False
+            again = bound_server()
+            again.setblocking(False)
+            sockets[0].close()
+            sockets[0] = again
+            print(f"rebound pid={os.getpid()} fd={again.fileno()}", file=sys.stderr, flush=True)
+            continue
         for s in readable:
             if s is wake or stopping:
                 continue
