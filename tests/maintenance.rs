@@ -7,7 +7,6 @@
 use crate::harness::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 12\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nmaintenance\n";
@@ -21,21 +20,6 @@ fn exchange(address: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     Ok(answer)
-}
-
-fn client(request: &str, control: &std::path::Path) -> (i32, String, String) {
-    let output = Command::new(sockhold_bin())
-        .arg(request)
-        .arg("--control")
-        .arg(control)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the client");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        String::from_utf8_lossy(&output.stderr).trim().to_string(),
-    )
 }
 
 #[test]
@@ -59,14 +43,14 @@ fn while_paused_every_request_gets_the_file_s_bytes_and_no_reset() {
         .start();
     sockhold.wait_for("generation 1 ready");
     let address = sockhold.tcp_address(0);
-    let (code, status, _) = client("status", &control);
+    let (code, status, _) = control_client(&["status"], &control);
     assert_eq!(code, 0);
     assert!(
         status.contains(r#""maintenance":{"answering":false,"answered":0}"#),
         "{status}"
     );
 
-    let (code, _, stderr) = client("pause", &control);
+    let (code, _, stderr) = control_client(&["pause"], &control);
     assert_eq!(code, 0, "{stderr}");
     sockhold.wait_for("generation 1 exited");
     sockhold.wait_for("maintenance answering started (paused)");
@@ -84,11 +68,11 @@ fn while_paused_every_request_gets_the_file_s_bytes_and_no_reset() {
             .unwrap_or_else(|error| panic!("request {n}: {error} (a reset?)"));
         assert_eq!(answer, ANSWER, "request {n}");
     }
-    let (code, status, _) = client("status", &control);
+    let (code, status, _) = control_client(&["status"], &control);
     assert_eq!(code, 0);
     assert!(status.contains(r#""answering":true"#), "{status}");
 
-    let (code, stdout, stderr) = client("resume", &control);
+    let (code, stdout, stderr) = control_client(&["resume"], &control);
     assert_eq!(code, 0, "{stderr}");
     let line = sockhold.wait_for("maintenance answering stopped");
     assert!(line.contains(": 20 connections answered"), "{line}");
@@ -98,7 +82,7 @@ fn while_paused_every_request_gets_the_file_s_bytes_and_no_reset() {
         .unwrap_or_else(|| panic!("unexpected answer {stdout:?}"));
     let answer = request_tcp(address).expect("the server answers again");
     assert_eq!(answer_pid(&answer), resumed);
-    let (code, status, _) = client("status", &control);
+    let (code, status, _) = control_client(&["status"], &control);
     assert_eq!(code, 0);
     assert!(
         status.contains(r#""maintenance":{"answering":false,"answered":20}"#),

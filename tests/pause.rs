@@ -3,25 +3,8 @@
 //! the generation that resume starts.
 
 use crate::harness::*;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// The client's exit code, stdout and stderr.
-fn client(request: &str, control: &std::path::Path) -> (i32, String, String) {
-    let output = Command::new(sockhold_bin())
-        .arg(request)
-        .arg("--control")
-        .arg(control)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the client");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        String::from_utf8_lossy(&output.stderr).trim().to_string(),
-    )
-}
 
 /// sockhold on a loopback port with its control socket at `control`,
 /// test_child as the command (graceful: at the pause it finishes the
@@ -45,11 +28,11 @@ fn connections_made_while_paused_are_answered_after_resume() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(stop.clone(), move || request_tcp(address));
 
-    let (code, stdout, stderr) = client("pause", &control);
+    let (code, stdout, stderr) = control_client(&["pause"], &control);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "paused: generation 1 stopping");
     sockhold.wait_for("generation 1 exited");
-    let (code, status, _) = client("status", &control);
+    let (code, status, _) = control_client(&["status"], &control);
     assert_eq!(code, 0);
     assert!(status.contains(r#""state":"paused""#), "{status}");
     assert!(!status.contains(r#""paused_seconds":null"#), "{status}");
@@ -66,7 +49,7 @@ fn connections_made_while_paused_are_answered_after_resume() {
     // The pause lasts 3 s: the scenario (a short swap), not a wait for
     // an event.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let (code, _, stderr) = client("reload", &control);
+    let (code, _, stderr) = control_client(&["reload"], &control);
     assert_ne!(code, 0);
     assert!(
         stderr.contains("sockhold is paused: resume it"),
@@ -77,7 +60,7 @@ fn connections_made_while_paused_are_answered_after_resume() {
         "a pause restarts nothing"
     );
 
-    let (code, stdout, stderr) = client("resume", &control);
+    let (code, stdout, stderr) = control_client(&["resume"], &control);
     assert_eq!(code, 0, "{stderr}");
     let resumed: i32 = stdout
         .strip_prefix("generation 2 pid ")
@@ -96,7 +79,7 @@ fn connections_made_while_paused_are_answered_after_resume() {
     assert!(failures.is_empty(), "{failures:?}");
     assert!(answered > 0);
     assert!(pids.contains(&resumed), "{pids:?}");
-    let (code, status, _) = client("status", &control);
+    let (code, status, _) = control_client(&["status"], &control);
     assert_eq!(code, 0);
     assert!(status.contains(r#""state":"running""#), "{status}");
     assert!(status.contains(r#""cause":"resume""#), "{status}");
@@ -107,7 +90,7 @@ fn resume_when_not_paused_is_refused_and_pause_in_accept_mode_too() {
     let dir = TempDir::new();
     let control = dir.join("ctl");
     let sockhold = serving(&control);
-    let (code, _, stderr) = client("resume", &control);
+    let (code, _, stderr) = control_client(&["resume"], &control);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("not paused"), "{stderr}");
     drop(sockhold);
@@ -119,7 +102,7 @@ fn resume_when_not_paused_is_refused_and_pause_in_accept_mode_too() {
         .args(["--", test_child_bin()])
         .start();
     sockhold.wait_for("accepting connections");
-    let (code, _, stderr) = client("pause", &control);
+    let (code, _, stderr) = control_client(&["pause"], &control);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("--accept has none"), "{stderr}");
 }
