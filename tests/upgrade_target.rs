@@ -229,3 +229,68 @@ fn an_exec_path_the_request_line_cannot_carry_is_a_usage_error() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+/// A target that, in sockhold's place, first kills the pid written in
+/// `victim` and waits until it is a zombie (ended, not reaped: its exit
+/// falls into the exec), then runs sockhold.
+fn killing_during_the_exec(dir: &TempDir, victim: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("sockhold-killing");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/usr/bin/python3\n\
+             import os, signal, sys, time\n\
+             sockhold = {:?}\n\
+             if 'SOCKHOLD_UPGRADE_STATE' in os.environ:\n\
+             \x20   pid = int(open({:?}).read())\n\
+             \x20   os.kill(pid, signal.SIGKILL)\n\
+             \x20   deadline = time.monotonic() + 10\n\
+             \x20   while open(f'/proc/{{pid}}/stat').read().rsplit(') ', 1)[1][0] != 'Z':\n\
+             \x20       if time.monotonic() > deadline:\n\
+             \x20           sys.exit('pid %d is not a zombie' % pid)\n\
+             \x20       time.sleep(0.005)\n\
+             os.execv(sockhold, [sockhold] + sys.argv[1:])\n",
+            sockhold_bin(),
+            victim.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    path
+}
+
+#[test]
+fn a_child_that_ends_during_the_exec_is_reaped_and_counted_by_the_new_binary() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let children = sockhold.child_pids();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, children[1].to_string()).unwrap();
+    let target = killing_during_the_exec(&dir, &victim);
+    let (code, out, err) =
+        control_client(&["upgrade", "--exec", target.to_str().unwrap()], &control);
+    assert_eq!(code, 0, "{out} {err}");
+    // Reaped after the exec: its status is the one it died with, its slot
+    // is restarted, and the restart is counted.
+    let upgraded = sockhold.wait_for("upgraded: pid");
+    assert!(
+        upgraded.contains(&format!("(pids {} {})", children[0], children[1])),
+        "{upgraded}"
+    );
+    sockhold.wait_for("generation 1 worker 1 exited on its own with signal SIGKILL; restarting it");
+    sockhold.wait_for("generation 1 worker 1 ready");
+    assert_eq!(parent_of(children[0]), Some(sockhold.pid));
+    let (code, status, err) = control_client(&["status"], &control);
+    assert_eq!(code, 0, "{err}");
+    assert!(status.contains("\"restarts\":1"), "{status}");
+    let workers = worker_states(&status);
+    assert_eq!(workers, ["ready", "ready"], "{status}");
+}
