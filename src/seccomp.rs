@@ -281,18 +281,7 @@ pub fn receive(listener: BorrowedFd<'_>) -> Result<Notification, Errno> {
     // SAFETY: all zeroes is a valid seccomp_notif, and the kernel wants
     // it zeroed (seccomp_unotify(2)).
     let mut raw: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    // SAFETY: the ioctl writes one seccomp_notif into `raw`, which lives
-    // on this frame.
-    let result = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_RECV,
-            &mut raw as *mut libc::seccomp_notif,
-        )
-    };
-    if result < 0 {
-        return Err(Errno::last());
-    }
+    notify_ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut raw)?;
     Ok(Notification {
         id: raw.id,
         thread: Pid::from_raw(raw.pid as i32),
@@ -306,28 +295,28 @@ pub fn receive(listener: BorrowedFd<'_>) -> Result<Notification, Errno> {
 /// SECCOMP_IOCTL_NOTIF_ID_VALID: the caller is still waiting in this very
 /// call (so its pid and memory were really its own when read).
 pub fn still_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
-    // SAFETY: the ioctl reads one u64 from `id`, which lives on this frame.
-    let result = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &id as *const u64,
-        )
-    };
-    result == 0
+    let mut id = id;
+    notify_ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id).is_ok()
 }
 
 fn send(listener: BorrowedFd<'_>, response: libc::seccomp_notif_resp) -> Result<(), Errno> {
     let mut response = response;
-    // SAFETY: the ioctl reads one seccomp_notif_resp from `response`,
-    // which lives on this frame.
-    let result = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &mut response as *mut libc::seccomp_notif_resp,
-        )
-    };
+    notify_ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut response)
+}
+
+/// One of the listener's ioctls (seccomp_unotify(2)), whose argument is a
+/// pointer to one `T`: each caller passes the type its request reads or
+/// writes (`seccomp_notif` for RECV, `u64` for ID_VALID,
+/// `seccomp_notif_resp` for SEND, `seccomp_notif_addfd` for ADDFD).
+fn notify_ioctl<T>(
+    listener: BorrowedFd<'_>,
+    request: libc::Ioctl,
+    argument: &mut T,
+) -> Result<(), Errno> {
+    // SAFETY: `argument` is one valid `T`, borrowed exclusively for the
+    // call, of the type `request` reads or writes (see above); the kernel
+    // touches nothing else of this process.
+    let result = unsafe { libc::ioctl(listener.as_raw_fd(), request, argument as *mut T) };
     if result < 0 {
         Err(Errno::last())
     } else {
@@ -384,20 +373,8 @@ pub fn install_fd(
         newfd: target as u32,
         newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
     };
-    // SAFETY: the ioctl reads one seccomp_notif_addfd from `addfd`, which
-    // lives on this frame; `source` is an fd sockhold keeps open.
-    let result = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ADDFD,
-            &mut addfd as *mut libc::seccomp_notif_addfd,
-        )
-    };
-    if result < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+    // `source` is an fd sockhold keeps open: the kernel dups it.
+    notify_ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &mut addfd)
 }
 
 /// Reads up to `buffer.len()` bytes at `address` in `thread`'s memory
