@@ -81,15 +81,10 @@ pub trait Engine {
 
     /// What an upgrade carries of the engine (`upgrade/`), or why it cannot
     /// upgrade now.
-    fn carry(&self) -> Result<crate::upgrade::Carried, String> {
-        Err(
-            "--accept mode is not carried over by an upgrade yet (restart sockhold instead)"
-                .to_string(),
-        )
-    }
+    fn carry(&self) -> Result<crate::upgrade::Carried, String>;
 
     /// Takes over what the sockhold this one replaced carried.
-    fn restore(&mut self, _carried: crate::upgrade::Restored, _context: &mut Context<'_>) {}
+    fn restore(&mut self, carried: crate::upgrade::Restored, context: &mut Context<'_>);
 }
 
 /// What an engine may use while it handles an event.

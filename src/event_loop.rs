@@ -244,29 +244,45 @@ impl EventLoop {
         let binary = incoming.binary();
         self.exe = Some(binary.clone());
         self.resumed = true;
-        let pids: Vec<String> = current
-            .map(|g| g.workers.iter().map(|w| w.pid.to_string()).collect())
-            .unwrap_or_default();
-        let generation = current.map_or_else(|| "none (paused)".to_string(), |g| g.id.to_string());
+        let serving = match &state.per_connection {
+            Some(accepting) => {
+                let pids: Vec<String> = accepting
+                    .connections
+                    .iter()
+                    .map(|c| c.pid.to_string())
+                    .collect();
+                format!(
+                    "{} connection children (pids {})",
+                    pids.len(),
+                    pids.join(" ")
+                )
+            }
+            None => {
+                let pids: Vec<String> = current
+                    .map(|g| g.workers.iter().map(|w| w.pid.to_string()).collect())
+                    .unwrap_or_default();
+                let generation =
+                    current.map_or_else(|| "none (paused)".to_string(), |g| g.id.to_string());
+                format!("generation {generation} (pids {})", pids.join(" "))
+            }
+        };
         let incoming_failed = incoming.failed.clone();
         let reply = match &incoming.failed {
             Some(reason) => {
                 log::error!(
-                    "upgrade failed: {reason}; pid {} runs {} again; holding {} sockets, generation {generation} (pids {})",
+                    "upgrade failed: {reason}; pid {} runs {} again; holding {} sockets, {serving}",
                     std::process::id(),
                     binary.display(),
                     self.listeners.len(),
-                    pids.join(" ")
                 );
                 control::error(format_args!("{}{reason}", control::UPGRADE_FAILED))
             }
             None => {
                 log::info!(
-                    "upgraded: pid {} now runs {}; holding {} sockets, generation {generation} (pids {})",
+                    "upgraded: pid {} now runs {}; holding {} sockets, {serving}",
                     std::process::id(),
                     binary.display(),
                     self.listeners.len(),
-                    pids.join(" ")
                 );
                 control::upgraded(std::process::id(), binary.display())
             }
@@ -486,6 +502,7 @@ impl EventLoop {
                 .maintenance
                 .as_ref()
                 .map(|m| upgrade::maintenance::to_state(m, clock)),
+            per_connection: carried.per_connection.clone(),
         }
     }
 
@@ -532,8 +549,9 @@ impl EventLoop {
             self.dispatch(Event::Start)
         };
         // In --accept and --lazy mode sockhold itself waits for connections
-        // at first: it is ready as soon as it does.
-        if self.listener_watch.is_on() {
+        // at first: it is ready as soon as it does. (After an upgrade,
+        // `resume` has said READY=1 already.)
+        if self.listener_watch.is_on() && !self.resumed {
             self.service_manager.waiting_for_connections();
         }
         while status.is_none() {

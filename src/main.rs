@@ -174,9 +174,6 @@ fn run() -> Result<i32, Error> {
 fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i32, Error> {
     let prepared = (|| {
         incoming.check()?;
-        if config.accept.is_some() {
-            return Err("--accept is not carried over".to_string());
-        }
         // The same argv on both sides; a state that disagrees is not ours.
         if config.intercept_bind != incoming.state.intercept.is_some() {
             return Err(if config.intercept_bind {
@@ -185,6 +182,21 @@ fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i
                 "the state carries --intercept-bind's interceptor, the arguments do not have --intercept-bind"
             }
             .to_string());
+        }
+        match (
+            config.accept.is_some(),
+            incoming.state.per_connection.is_some(),
+        ) {
+            (true, false) => {
+                return Err("the arguments say --accept, the state is of generations".to_string());
+            }
+            (false, true) => {
+                return Err("the state is of --accept mode, the arguments are not".to_string());
+            }
+            // The per-connection engine resolves the command as it starts
+            // (the old binary checked it just before the exec).
+            (true, true) => check_command(&config.command).map_err(|e| e.message)?,
+            (false, false) => {}
         }
         let listen = activation::listen_specs(
             &activation::PassedEnv::from_environment(),

@@ -57,6 +57,18 @@ impl QuietLog {
     pub fn take_silenced(&mut self) -> u64 {
         std::mem::take(&mut self.silenced)
     }
+    /// When it last logged and how many it silenced since: what an
+    /// upgrade carries (`upgrade/`), so that a summary due is not lost.
+    pub fn carried(&self) -> (Option<Instant>, u64) {
+        (self.last_logged, self.silenced)
+    }
+
+    pub fn restored(last_logged: Option<Instant>, silenced: u64) -> QuietLog {
+        QuietLog {
+            last_logged,
+            silenced,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +107,21 @@ mod tests {
         assert_eq!(log.take_silenced(), 2);
         assert_eq!(log.summary_due(), None, "nothing left to summarise");
         assert_eq!(log.take_silenced(), 0);
+    }
+
+    #[test]
+    fn a_restored_log_still_owes_its_summary() {
+        let t0 = Instant::now();
+        let mut log = QuietLog::default();
+        assert!(log.should_log(t0));
+        assert!(!log.should_log(t0 + ms(1)));
+        let (last, silenced) = log.carried();
+        let mut restored = QuietLog::restored(last, silenced);
+        assert_eq!(restored.summary_due(), Some(t0 + LOG_INTERVAL));
+        assert!(
+            !restored.should_log(t0 + ms(2)),
+            "still within the interval"
+        );
+        assert_eq!(restored.take_summary(t0 + LOG_INTERVAL), Some(2));
     }
 }

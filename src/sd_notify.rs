@@ -58,6 +58,9 @@ pub struct ServiceManager {
     watchdog: Option<Watchdog>,
     /// The generation serving now, for STATUS lines.
     serving: Option<(GenerationId, Pid)>,
+    /// sockhold accepts connections itself (`--accept`, `--lazy`): what
+    /// STATUS says while no generation serves.
+    waits_for_connections: bool,
 }
 
 struct Target {
@@ -83,6 +86,7 @@ impl ServiceManager {
             target: None,
             watchdog: None,
             serving: None,
+            waits_for_connections: false,
         };
         let Some(text) = env.notify_socket.as_deref().filter(|t| !t.is_empty()) else {
             return manager;
@@ -146,7 +150,10 @@ impl ServiceManager {
     /// An upgrade ended, done or not (`failed`: why not): sockhold serves
     /// as before.
     pub fn upgraded(&mut self, failed: Option<&str>) {
-        let serving = serving_text(self.serving);
+        let serving = match self.serving {
+            None if self.waits_for_connections => "waiting for connections".to_string(),
+            serving => serving_text(serving),
+        };
         let status = match failed {
             Some(reason) => format!("upgrade failed: {}; {serving}", one_line(reason)),
             None => serving,
@@ -157,7 +164,14 @@ impl ServiceManager {
     /// sockhold waits for connections itself (`--accept`, `--lazy`): it is
     /// ready before any child runs.
     pub fn waiting_for_connections(&mut self) {
+        self.waits_for_connections = true;
         self.send("READY=1\nSTATUS=waiting for connections");
+    }
+
+    /// As `waiting_for_connections`, without a message: after an upgrade,
+    /// which says READY=1 itself (`upgraded`).
+    pub fn set_waiting_for_connections(&mut self) {
+        self.waits_for_connections = true;
     }
 
     /// When the next watchdog ping is due; None: no watchdog.

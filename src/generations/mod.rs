@@ -581,6 +581,7 @@ impl Generations {
             nonblocking: self.nonblocking.clone(),
             maintenance: self.maintenance.as_ref().map(Maintenance::carry),
             intercept: self.intercept.as_ref().map(Intercept::carried),
+            per_connection: None,
         })
     }
 }

@@ -154,6 +154,20 @@ impl fmt::Display for Phase {
     }
 }
 
+/// What an upgrade carries of the bookkeeping (`upgrade/`): everything
+/// but the limits, which the new binary reads from the same arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    /// Every running child and where its connection came from.
+    pub running: Vec<(Pid, Source)>,
+    /// `--max-rate`: the theoretical time of the next start.
+    pub rate_next: Option<Instant>,
+    pub paused_until: Option<Instant>,
+    pub over_source_limit: (Option<Instant>, u64),
+    pub at_limit: (Option<Instant>, u64),
+    pub started_total: u64,
+}
+
 /// The bookkeeping of per-connection mode. No system calls.
 #[derive(Debug)]
 pub struct Connections {
@@ -187,6 +201,55 @@ impl Connections {
             at_limit: QuietLog::default(),
             started_total: 0,
         }
+    }
+
+    /// What an upgrade carries, or why now is not the time: a stop in
+    /// progress is not carried (its deadline and the client that asked
+    /// for it would not be).
+    pub fn carry(&self) -> Result<Carried, String> {
+        if self.phase != Phase::Serving {
+            return Err(format!(
+                "sockhold is stopping ({} connection children left); it exits once they have",
+                self.running.len()
+            ));
+        }
+        let mut running: Vec<(Pid, Source)> = self
+            .running
+            .iter()
+            .map(|(&pid, &source)| (pid, source))
+            .collect();
+        running.sort_by_key(|(pid, _)| pid.as_raw());
+        Ok(Carried {
+            running,
+            rate_next: self.rate.as_ref().and_then(|rate| rate.next),
+            paused_until: self.paused_until,
+            over_source_limit: self.over_source_limit.carried(),
+            at_limit: self.at_limit.carried(),
+            started_total: self.started_total,
+        })
+    }
+
+    /// The bookkeeping as the binary before an upgrade left it, under the
+    /// same limits: the per-source counts are those of the running
+    /// children.
+    pub fn restore(limits: Limits, carried: Carried) -> Connections {
+        let mut connections = Connections::new(limits);
+        for (pid, source) in carried.running {
+            connections.running.insert(pid, source);
+            if connections.limits.max_per_source.is_some() {
+                *connections.per_source.entry(source).or_insert(0) += 1;
+            }
+        }
+        if let Some(rate) = &mut connections.rate {
+            rate.next = carried.rate_next;
+        }
+        connections.paused_until = carried.paused_until;
+        let (last, silenced) = carried.over_source_limit;
+        connections.over_source_limit = QuietLog::restored(last, silenced);
+        let (last, silenced) = carried.at_limit;
+        connections.at_limit = QuietLog::restored(last, silenced);
+        connections.started_total = carried.started_total;
+        connections
     }
 
     #[cfg(test)]
@@ -628,6 +691,102 @@ mod tests {
             connections.exited(pid(1), ChildStatus::Exited(0)),
             vec![Action::Exit { status: 0 }],
             "nothing was killed"
+        );
+    }
+
+    /// Carried and restored, as an upgrade does.
+    fn upgraded(connections: &Connections) -> Connections {
+        let carried = connections.carry().expect("carried");
+        Connections::restore(connections.limits().clone(), carried)
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_connection_limit_counted() {
+        let t0 = Instant::now();
+        let mut connections = Connections::new(limits(2));
+        connections.started(pid(1), ip("10.0.0.1"), t0);
+        connections.started(pid(2), ip("10.0.0.2"), t0);
+        let mut after = upgraded(&connections);
+        assert_eq!(after.room(t0), Room::Full);
+        assert_eq!(after.started_total, 2);
+        assert!(after.exited(pid(99), ChildStatus::Exited(0)).is_empty());
+        assert_eq!(after.room(t0), Room::Full, "an orphan frees nothing");
+        after.exited(pid(2), ChildStatus::Exited(0));
+        assert_eq!(after.room(t0), Room::Open);
+        assert_eq!(after.running(), 1);
+        // Stopping after the upgrade stops the child the old binary started.
+        assert_eq!(
+            after.stop(TERM, StopBy::Signal, t0),
+            vec![Action::Stop {
+                pid: pid(1),
+                signal: TERM
+            }]
+        );
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_per_source_counts() {
+        let t0 = Instant::now();
+        let mut l = limits(10);
+        l.max_per_source = Some(1);
+        let mut connections = Connections::new(l);
+        let a = ip("10.0.0.1");
+        connections.started(pid(1), a, t0);
+        connections.started(pid(2), Source::Uid(1000), t0);
+        connections.started(pid(3), Source::Unknown, t0);
+        let mut after = upgraded(&connections);
+        assert!(!after.admit(a, t0));
+        assert!(!after.admit(Source::Uid(1000), t0));
+        assert!(!after.admit(Source::Unknown, t0));
+        assert!(after.admit(ip("10.0.0.2"), t0));
+        after.exited(pid(1), ChildStatus::Exited(0));
+        assert!(after.admit(a, t0), "the exit freed its source");
+        after.exited(pid(2), ChildStatus::Exited(0));
+        after.exited(pid(3), ChildStatus::Exited(0));
+        assert!(after.per_source.is_empty(), "no entry left behind");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_pause_the_rate_and_the_summaries_due() {
+        let t0 = Instant::now();
+        let mut l = limits(10);
+        l.max_rate = Some(2);
+        l.max_per_source = Some(1);
+        let mut connections = Connections::new(l);
+        connections.started(pid(1), ip("10.0.0.1"), t0);
+        connections.started(pid(2), ip("10.0.0.2"), t0);
+        assert!(!connections.admit(ip("10.0.0.1"), t0));
+        assert!(!connections.admit(ip("10.0.0.1"), t0), "silenced");
+        connections.pause(t0);
+        let after = upgraded(&connections);
+        assert_eq!(after.room(t0), Room::WaitUntil(t0 + ms(500)), "the rate");
+        assert_eq!(after.paused_until, Some(t0 + RESOURCE_PAUSE));
+        assert_eq!(
+            after.over_source_limit.summary_due(),
+            Some(t0 + LOG_INTERVAL)
+        );
+        assert_eq!(after.next_deadline(t0), Some(t0 + ms(500)));
+        // Only the pause: it alone holds accepting back, until its end.
+        let mut paused = Connections::new(limits(10));
+        paused.pause(t0);
+        let mut after = upgraded(&paused);
+        assert_eq!(after.room(t0), Room::WaitUntil(t0 + RESOURCE_PAUSE));
+        after.tick(t0 + RESOURCE_PAUSE);
+        assert_eq!(after.room(t0 + RESOURCE_PAUSE), Room::Open);
+    }
+
+    #[test]
+    fn an_upgrade_while_stopping_is_refused() {
+        let t0 = Instant::now();
+        let mut connections = Connections::new(limits(10));
+        connections.started(pid(1), ip("10.0.0.1"), t0);
+        connections.stop(TERM, StopBy::Control, t0);
+        assert_eq!(
+            connections.carry(),
+            Err(
+                "sockhold is stopping (1 connection children left); it exits once they have"
+                    .to_string()
+            )
         );
     }
 

@@ -17,12 +17,17 @@ use crate::error::Error;
 use crate::generations::Report;
 use crate::listen::Listener;
 use crate::signals::StopBy;
-use limits::Action;
+use crate::upgrade::state::{self, ConnectionSource, QuietLogState};
+use limits::{Action, Source};
+use nix::unistd::Pid;
 use server::AcceptServer;
+use std::ffi::OsString;
 use std::time::Instant;
 
 pub struct PerConnection {
     server: AcceptServer,
+    /// The command as given, resolved again before an upgrade.
+    command: OsString,
 }
 
 impl PerConnection {
@@ -50,7 +55,10 @@ impl PerConnection {
             &inherited_env,
             listeners,
         )?;
-        Ok(PerConnection { server })
+        Ok(PerConnection {
+            server,
+            command: config.command[0].clone(),
+        })
     }
 
     fn carry_out(&mut self, actions: Vec<Action>, context: &mut Context<'_>) -> Option<i32> {
@@ -95,7 +103,109 @@ impl PerConnection {
     }
 }
 
+/// The bookkeeping as the state writes it: instants as CLOCK_MONOTONIC ns.
+fn to_state(carried: server::Carried, clock: state::Clock) -> state::PerConnection {
+    let ns = |at: Option<Instant>| at.map(|at| clock.to_ns(at));
+    let log = |(last, silenced): (Option<Instant>, u64)| QuietLogState {
+        last_logged: ns(last),
+        silenced,
+    };
+    let connections = carried.connections;
+    state::PerConnection {
+        started_total: connections.started_total,
+        rate_next: ns(connections.rate_next),
+        paused_until: ns(connections.paused_until),
+        over_source_limit: log(connections.over_source_limit),
+        at_limit: log(connections.at_limit),
+        spawn_failures: log(carried.spawn_failures),
+        accept_failures: log(carried.accept_failures),
+        connections: connections
+            .running
+            .iter()
+            .map(|&(pid, source)| state::Connection {
+                pid: pid.as_raw(),
+                source: match source {
+                    Source::Ip(ip) => ConnectionSource::Ip(ip),
+                    Source::Uid(uid) => ConnectionSource::Uid(uid),
+                    Source::Unknown => ConnectionSource::Unknown,
+                },
+            })
+            .collect(),
+    }
+}
+
+fn from_state(written: state::PerConnection, clock: state::Clock) -> server::Carried {
+    let at = |ns: Option<u64>| ns.map(|ns| clock.to_instant(ns));
+    let log = |log: QuietLogState| (at(log.last_logged), log.silenced);
+    server::Carried {
+        connections: limits::Carried {
+            running: written
+                .connections
+                .iter()
+                .map(|c| {
+                    let source = match c.source {
+                        ConnectionSource::Ip(ip) => Source::Ip(ip),
+                        ConnectionSource::Uid(uid) => Source::Uid(uid),
+                        ConnectionSource::Unknown => Source::Unknown,
+                    };
+                    (Pid::from_raw(c.pid), source)
+                })
+                .collect(),
+            rate_next: at(written.rate_next),
+            paused_until: at(written.paused_until),
+            over_source_limit: log(written.over_source_limit),
+            at_limit: log(written.at_limit),
+            started_total: written.started_total,
+        },
+        spawn_failures: log(written.spawn_failures),
+        accept_failures: log(written.accept_failures),
+    }
+}
+
 impl Engine for PerConnection {
+    /// Every running connection child (its pidfd goes with the driver's
+    /// children), where it came from, and the limits' state: the rate,
+    /// a pause after running out of resources, the summaries due.
+    fn carry(&self) -> Result<crate::upgrade::Carried, String> {
+        // The new binary resolves the command again, and could not start
+        // without it: refused while this one still serves.
+        let path = std::env::var_os("PATH");
+        crate::spawn::resolve_command(&self.command, path.as_deref()).map_err(|e| e.message)?;
+        let carried = self.server.carry()?;
+        Ok(crate::upgrade::Carried {
+            supervisor: Default::default(),
+            notify: Vec::new(),
+            stored: Vec::new(),
+            nonblocking: None,
+            maintenance: None,
+            intercept: None,
+            per_connection: Some(to_state(carried, crate::upgrade::clock())),
+        })
+    }
+
+    /// Takes over the bookkeeping, then watches the listeners if there is
+    /// room (registered afresh: epoll reports the connections that queued
+    /// during the exec); a pause or the rate limit holds that back until
+    /// its deadline, as before the upgrade.
+    fn restore(&mut self, carried: crate::upgrade::Restored, context: &mut Context<'_>) {
+        context.service_manager.set_waiting_for_connections();
+        match carried.per_connection {
+            Some(written) => {
+                let carried = from_state(written, crate::upgrade::clock());
+                for (pid, _) in &carried.connections.running {
+                    if !context.children.iter().any(|child| child.pid() == *pid) {
+                        log::debug!("connection child pid {pid} came without a pidfd");
+                    }
+                }
+                self.server.restore(carried);
+            }
+            None => log::warn!(
+                "the upgrade carried no per-connection state: the connection children started before it are not counted"
+            ),
+        }
+        self.watch_if_room(context);
+    }
+
     fn handle(&mut self, event: Event, context: &mut Context<'_>) -> Option<i32> {
         let now = Instant::now();
         let connections = &mut self.server.connections;

@@ -9,7 +9,7 @@
 //! - Accepted sockets are born CLOEXEC (`accept4`) and closed in sockhold
 //!   right after the spawn: the child's dup2'd copy is the only one left.
 
-use super::limits::{Action, Connections, Limits, RESOURCE_PAUSE, Room, Source};
+use super::limits::{self, Action, Connections, Limits, RESOURCE_PAUSE, Room, Source};
 use crate::child::{ChildHandle, Children};
 use crate::config::{AcceptSettings, format_duration};
 use crate::error::{Error, exit};
@@ -270,4 +270,30 @@ impl AcceptServer {
     pub fn wants_listeners(&self, now: Instant) -> bool {
         self.connections.room(now) == Room::Open
     }
+    /// What an upgrade carries: the bookkeeping and the quiet logs' state.
+    /// (Which listeners were still to be drained is not: the new binary
+    /// registers them afresh, and epoll reports what is queued then.)
+    pub fn carry(&self) -> Result<Carried, String> {
+        Ok(Carried {
+            connections: self.connections.carry()?,
+            spawn_failures: self.spawn_failures.carried(),
+            accept_failures: self.accept_failures.carried(),
+        })
+    }
+
+    pub fn restore(&mut self, carried: Carried) {
+        let limits = self.connections.limits().clone();
+        self.connections = Connections::restore(limits, carried.connections);
+        let (last, silenced) = carried.spawn_failures;
+        self.spawn_failures = QuietLog::restored(last, silenced);
+        let (last, silenced) = carried.accept_failures;
+        self.accept_failures = QuietLog::restored(last, silenced);
+    }
+}
+
+/// What an upgrade carries of `AcceptServer`.
+pub struct Carried {
+    pub connections: limits::Carried,
+    pub spawn_failures: (Option<Instant>, u64),
+    pub accept_failures: (Option<Instant>, u64),
 }

@@ -53,6 +53,8 @@ pub struct Carried {
     pub maintenance: Option<crate::generations::maintenance::Carried<RawFd>>,
     /// `--intercept-bind`: the interceptor, its listeners by fd number.
     pub intercept: Option<state::Intercept>,
+    /// `--accept`: the per-connection engine's bookkeeping, as written.
+    pub per_connection: Option<state::PerConnection>,
 }
 
 pub struct CarriedNotify {
@@ -73,6 +75,7 @@ pub struct Restored {
     /// `--intercept-bind`: the interceptor, and its listeners in the
     /// order of `listeners` (owned now; their numbers are the old ones).
     pub intercept: Option<(state::Intercept, Vec<OwnedFd>)>,
+    pub per_connection: Option<state::PerConnection>,
 }
 
 /// At the very top of `main`: a probe (`SOCKHOLD_UPGRADE_PROBE=1`) is
@@ -477,6 +480,7 @@ impl Incoming {
             nonblocking: self.state.nonblocking.clone(),
             maintenance,
             intercept,
+            per_connection: self.state.per_connection.clone(),
         }
     }
 

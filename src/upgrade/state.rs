@@ -155,6 +155,8 @@ pub struct State {
     pub maintenance: Option<Maintenance>,
     /// `--intercept-bind`: what the interceptor keeps.
     pub intercept: Option<Intercept>,
+    /// `--accept`: the per-connection engine's bookkeeping.
+    pub per_connection: Option<PerConnection>,
 }
 
 impl State {
@@ -388,6 +390,9 @@ pub fn write(state: &State) -> String {
     if let Some(intercept) = &state.intercept {
         write_intercept(intercept, &mut line);
     }
+    if let Some(per_connection) = &state.per_connection {
+        write_per_connection(per_connection, &mut line);
+    }
     line("end".to_string());
     out
 }
@@ -614,6 +619,9 @@ pub fn read(text: &str) -> Result<State, String> {
             "intercept" | "intercept-listener" | "intercept-generation" | "intercept-shown" => {
                 read_intercept(&mut f, &mut state)?
             }
+            "accepting" | "accept-log" | "connection" => {
+                read_per_connection(&mut f, &mut state.per_connection)?
+            }
             "end" => ended = true,
             other => return Err(format!("line {}: unknown keyword '{other}'", index + 1)),
         }
@@ -626,6 +634,159 @@ pub fn read(text: &str) -> Result<State, String> {
         return Err("it has no 'supervisor' line".to_string());
     }
     Ok(state)
+}
+
+// Per-connection mode (`--accept`): the bookkeeping of `per_connection/`
+// beside the children's `child` lines (their pidfds). One `accepting` line,
+// then one `accept-log` line per quiet log and one `connection` line per
+// running connection child:
+//   accepting STARTED-TOTAL RATE-NEXT|- PAUSED-UNTIL|-
+//   accept-log NAME LAST-LOGGED|- SILENCED
+//   connection PID ip ADDRESS | uid UID | unknown -
+
+/// Where a connection came from, as `--max-per-source` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionSource {
+    Ip(std::net::IpAddr),
+    Uid(u32),
+    Unknown,
+}
+
+/// A running connection child and where its connection came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub pid: i32,
+    pub source: ConnectionSource,
+}
+
+/// A quiet log (`quiet_log.rs`): when it last logged, and how many it
+/// silenced since (a summary still due).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuietLogState {
+    pub last_logged: Option<u64>,
+    pub silenced: u64,
+}
+
+/// The per-connection engine's bookkeeping; instants in CLOCK_MONOTONIC ns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PerConnection {
+    pub started_total: u64,
+    /// `--max-rate`: the theoretical time of the next start.
+    pub rate_next: Option<u64>,
+    /// Accepting pauses until then (the system ran out of fds, memory...).
+    pub paused_until: Option<u64>,
+    pub over_source_limit: QuietLogState,
+    pub at_limit: QuietLogState,
+    pub spawn_failures: QuietLogState,
+    pub accept_failures: QuietLogState,
+    pub connections: Vec<Connection>,
+}
+
+impl PerConnection {
+    const LOGS: [&'static str; 4] = [
+        "over-source-limit",
+        "at-limit",
+        "spawn-failures",
+        "accept-failures",
+    ];
+
+    fn log_mut(&mut self, name: &str) -> Option<&mut QuietLogState> {
+        match name {
+            "over-source-limit" => Some(&mut self.over_source_limit),
+            "at-limit" => Some(&mut self.at_limit),
+            "spawn-failures" => Some(&mut self.spawn_failures),
+            "accept-failures" => Some(&mut self.accept_failures),
+            _ => None,
+        }
+    }
+
+    fn log(&self, name: &str) -> QuietLogState {
+        match name {
+            "over-source-limit" => self.over_source_limit,
+            "at-limit" => self.at_limit,
+            "spawn-failures" => self.spawn_failures,
+            _ => self.accept_failures,
+        }
+    }
+}
+
+fn optional_ns(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_string(), |ns| ns.to_string())
+}
+
+fn write_per_connection(p: &PerConnection, line: &mut impl FnMut(String)) {
+    line(format!(
+        "accepting {} {} {}",
+        p.started_total,
+        optional_ns(p.rate_next),
+        optional_ns(p.paused_until)
+    ));
+    for name in PerConnection::LOGS {
+        let log = p.log(name);
+        line(format!(
+            "accept-log {name} {} {}",
+            optional_ns(log.last_logged),
+            log.silenced
+        ));
+    }
+    for c in &p.connections {
+        let source = match c.source {
+            ConnectionSource::Ip(ip) => format!("ip {ip}"),
+            ConnectionSource::Uid(uid) => format!("uid {uid}"),
+            ConnectionSource::Unknown => "unknown -".to_string(),
+        };
+        line(format!("connection {} {source}", c.pid));
+    }
+}
+
+fn read_per_connection(f: &mut Fields<'_>, into: &mut Option<PerConnection>) -> Result<(), String> {
+    if f.keyword == "accepting" {
+        if into.is_some() {
+            return Err(f.bad("a second 'accepting' line"));
+        }
+        *into = Some(PerConnection {
+            started_total: f.number()?,
+            rate_next: f.optional_number()?,
+            paused_until: f.optional_number()?,
+            ..PerConnection::default()
+        });
+        return Ok(());
+    }
+    let Some(p) = into.as_mut() else {
+        return Err(f.bad("before the 'accepting' line"));
+    };
+    if f.keyword == "accept-log" {
+        let name = f.text()?;
+        let state = QuietLogState {
+            last_logged: f.optional_number()?,
+            silenced: f.number()?,
+        };
+        let Some(log) = p.log_mut(name) else {
+            return Err(f.bad(&format!("unknown log '{name}'")));
+        };
+        *log = state;
+        return Ok(());
+    }
+    let pid = f.number()?;
+    let source = match (f.text()?, f.text()?) {
+        ("ip", address) => ConnectionSource::Ip(
+            address
+                .parse()
+                .map_err(|_| f.bad(&format!("'{address}' is not an IP address")))?,
+        ),
+        ("uid", uid) => ConnectionSource::Uid(
+            uid.parse()
+                .map_err(|_| f.bad(&format!("'{uid}' is not a number")))?,
+        ),
+        ("unknown", "-") => ConnectionSource::Unknown,
+        (kind, value) => {
+            return Err(f.bad(&format!(
+                "'{kind} {value}' is not a source (ip, uid, unknown)"
+            )));
+        }
+    };
+    p.connections.push(Connection { pid, source });
+    Ok(())
 }
 
 /// "1" or "1, 2".
@@ -952,6 +1113,7 @@ mod tests {
                 }],
             }],
             intercept: None,
+            per_connection: None,
         }
     }
 
@@ -1075,6 +1237,131 @@ mod tests {
         assert!(read(&nan).unwrap_err().contains("'x' is not a number"));
         let unknown = text.replacen("client 9", "clients 9", 1);
         assert!(read(&unknown).unwrap_err().contains("unknown keyword"));
+    }
+
+    fn accepting() -> PerConnection {
+        PerConnection {
+            started_total: 17,
+            rate_next: Some(5_000),
+            paused_until: None,
+            over_source_limit: QuietLogState {
+                last_logged: Some(4_000),
+                silenced: 300,
+            },
+            at_limit: QuietLogState {
+                last_logged: Some(4_500),
+                silenced: 0,
+            },
+            spawn_failures: QuietLogState::default(),
+            accept_failures: QuietLogState {
+                last_logged: None,
+                silenced: 2,
+            },
+            connections: vec![
+                Connection {
+                    pid: 100,
+                    source: ConnectionSource::Ip("127.0.0.1".parse().unwrap()),
+                },
+                Connection {
+                    pid: 101,
+                    source: ConnectionSource::Ip("::1".parse().unwrap()),
+                },
+                Connection {
+                    pid: 102,
+                    source: ConnectionSource::Uid(1000),
+                },
+                Connection {
+                    pid: 103,
+                    source: ConnectionSource::Unknown,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn per_connection_bookkeeping_reads_back_as_written() {
+        let state = State {
+            per_connection: Some(accepting()),
+            ..State::default()
+        };
+        let text = write(&state);
+        assert!(text.contains("\naccepting 17 5000 -\n"), "{text}");
+        assert!(
+            text.contains("\naccept-log over-source-limit 4000 300\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nconnection 101 ip ::1\n"), "{text}");
+        assert!(text.contains("\nconnection 103 unknown -\n"), "{text}");
+        assert_eq!(read(&text), Ok(state));
+        let idle = State {
+            per_connection: Some(PerConnection {
+                paused_until: Some(9),
+                ..PerConnection::default()
+            }),
+            ..State::default()
+        };
+        assert_eq!(read(&write(&idle)), Ok(idle));
+        // Generations mode writes none of it.
+        assert!(!write(&sample()).contains("\naccepting "));
+        assert_eq!(read(&write(&sample())).unwrap().per_connection, None);
+    }
+
+    #[test]
+    fn bad_per_connection_lines_are_refused_with_their_line() {
+        let text = write(&State {
+            per_connection: Some(accepting()),
+            ..State::default()
+        });
+        let early = text.replacen("accepting 17 5000 -\n", "", 1);
+        assert!(
+            read(&early)
+                .unwrap_err()
+                .contains("('accept-log'): before the 'accepting' line"),
+            "{:?}",
+            read(&early)
+        );
+        let twice = text.replacen(
+            "accepting 17 5000 -\n",
+            "accepting 17 5000 -\naccepting 1 - -\n",
+            1,
+        );
+        assert!(
+            read(&twice)
+                .unwrap_err()
+                .contains("a second 'accepting' line")
+        );
+        for (from, to, why) in [
+            (
+                "connection 100 ip 127.0.0.1",
+                "connection 100 ip 127.0.0",
+                "'127.0.0' is not an IP address",
+            ),
+            (
+                "connection 102 uid 1000",
+                "connection 102 gid 1000",
+                "'gid 1000' is not a source",
+            ),
+            (
+                "connection 103 unknown -",
+                "connection 103 unknown x",
+                "'unknown x' is not a source",
+            ),
+            (
+                "connection 103 unknown -",
+                "connection 103 unknown",
+                "a field is missing",
+            ),
+            (
+                "accept-log at-limit",
+                "accept-log at-limits",
+                "unknown log 'at-limits'",
+            ),
+            ("accepting 17", "accepting x", "'x' is not a number"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            let error = read(&bad).unwrap_err();
+            assert!(error.contains(why), "{to}: {error}");
+        }
     }
 
     #[test]

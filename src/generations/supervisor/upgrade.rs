@@ -8,8 +8,9 @@ use crate::config::SupervisorSettings;
 use nix::unistd::Pid;
 use std::time::Instant;
 
-/// The supervisor in its steady state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The supervisor in its steady state. (The default is the one
+/// per-connection mode carries: no supervisor at all.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
     pub next_id: u64,
     pub restarts: u64,
