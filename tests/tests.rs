@@ -34,6 +34,7 @@ mod stopping;
 mod systemd;
 mod unix_sockets;
 mod upgrade;
+mod upgrade_accept;
 mod upgrade_intercept;
 mod upgrade_maintenance;
 mod upgrade_target;
