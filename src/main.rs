@@ -193,10 +193,7 @@ fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i
             (false, true) => {
                 return Err("the state is of --accept mode, the arguments are not".to_string());
             }
-            // The per-connection engine resolves the command as it starts
-            // (the old binary checked it just before the exec).
-            (true, true) => check_command(&config.command).map_err(|e| e.message)?,
-            (false, false) => {}
+            (true, true) | (false, false) => {}
         }
         let listen = activation::listen_specs(
             &activation::PassedEnv::from_environment(),

@@ -309,16 +309,70 @@ fn max_per_source_counts_the_connections_held_across_an_upgrade() {
     again.echo("again");
 }
 
+/// A Unix connection whose child has said its pid.
+fn open_unix(path: &Path) -> (std::os::unix::net::UnixStream, Pid) {
+    let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    let pid = line.trim().strip_prefix("pid=").expect("a pid line");
+    (stream, Pid::from_raw(pid.parse().unwrap()))
+}
+
+#[test]
+fn max_per_source_counts_a_unix_peer_by_uid_across_an_upgrade() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let path = dir.join("echo.sock");
+    let sockhold = Sockhold::command()
+        .args(["-v", "--accept", "--inetd", "--max-per-source", "1", "-l"])
+        .arg(&path)
+        .arg("--control")
+        .arg(&control)
+        .arg("--")
+        .args(PROGRAM)
+        .start();
+    sockhold.wait_for("accepting connections");
+    let (first, pid) = open_unix(&path);
+    upgrade(&sockhold, &control, None);
+    let uid = nix::unistd::getuid();
+    let mut second = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    second.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = Vec::new();
+    let _ = second.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "answered: {answer:?}");
+    sockhold.wait_for(&format!(
+        "connection from uid {uid} closed: 1 already running from there (--max-per-source 1)"
+    ));
+    drop(first);
+    sockhold.wait_for(&format!("connection child pid {pid} from uid {uid} exited"));
+    let (_again, again) = open_unix(&path);
+    assert_eq!(parent_of(again), Some(sockhold.pid));
+}
+
 /// A stand-in for a new sockhold binary: executes sockhold, but first
-/// (not for the probe) ends the connection child whose pid is in
-/// `victim` with SIGTERM and waits until it is a zombie: it ends while no
-/// sockhold runs in this pid, between the two binaries.
-fn write_wrapper(path: &Path, victim: &Path) {
+/// (not for the probe) runs `before` (Perl), while no sockhold runs in
+/// this pid, between the two binaries.
+fn write_wrapper(path: &Path, before: &str) {
     let script = format!(
         r#"#!/usr/bin/perl
 my $bin = "{bin}";
 if (!$ENV{{SOCKHOLD_UPGRADE_PROBE}}) {{
-    open(my $f, '<', "{victim}") or die "{victim}: $!";
+{before}
+}}
+exec {{ $bin }} $bin, @ARGV or die "exec $bin: $!";
+"#,
+        bin = sockhold_bin(),
+    );
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Perl: ends the process whose pid is in the file `victim` with SIGTERM
+/// and waits until it is a zombie, not reaped.
+fn end_victim(victim: &Path) -> String {
+    format!(
+        r#"    open(my $f, '<', "{victim}") or die "{victim}: $!";
     my $pid = <$f>;
     chomp $pid;
     close($f);
@@ -329,15 +383,9 @@ if (!$ENV{{SOCKHOLD_UPGRADE_PROBE}}) {{
         close($s);
         last if $stat =~ /\) Z /;
         select(undef, undef, undef, 0.005);
-    }}
-}}
-exec {{ $bin }} $bin, @ARGV or die "exec $bin: $!";
-"#,
-        bin = sockhold_bin(),
-        victim = victim.display(),
-    );
-    std::fs::write(path, script).unwrap();
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }}"#,
+        victim = victim.display()
+    )
 }
 
 #[test]
@@ -346,7 +394,7 @@ fn a_connection_child_that_ends_during_the_upgrade_is_reaped_logged_and_makes_ro
     let control = dir.join("c.sock");
     let victim_file = dir.join("victim");
     let wrapper = dir.join("sockhold-wrapper");
-    write_wrapper(&wrapper, &victim_file);
+    write_wrapper(&wrapper, &end_victim(&victim_file));
     let sockhold = start(&["--max-connections", "2"], &control);
     let address = sockhold.tcp_address(0);
     let victim = Held::open(address, None);
@@ -445,6 +493,57 @@ fn an_upgrade_while_accept_mode_stops_or_without_its_command_is_refused() {
     held.echo("still served while stopping");
     drop(held);
     sockhold.exits_with(0);
+}
+
+#[test]
+fn a_command_that_vanishes_during_the_upgrade_closes_connections_until_it_is_back() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let program = dir.join("echo-server");
+    std::fs::write(&program, "#!/bin/sh\necho pid=$$\nexec cat\n").unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let hidden = dir.join("echo-server.hidden");
+    let wrapper = dir.join("sockhold-wrapper");
+    write_wrapper(
+        &wrapper,
+        &format!(
+            r#"    rename("{}", "{}") or die "rename: $!";"#,
+            program.display(),
+            hidden.display()
+        ),
+    );
+    let sockhold = Sockhold::command()
+        .args([
+            "-v",
+            "--accept",
+            "--inetd",
+            "-l",
+            "127.0.0.1:0",
+            "--control",
+        ])
+        .arg(&control)
+        .arg("--")
+        .arg(&program)
+        .start();
+    sockhold.wait_for("accepting connections");
+    let address = sockhold.tcp_address(0);
+    let mut held = Held::open(address, None);
+    upgrade(&sockhold, &control, Some(&wrapper));
+    sockhold.wait_for(&format!(
+        "error: cannot run '{}': command not found (check the name, or give a path); each connection is closed until it can be run",
+        program.display()
+    ));
+    held.echo("carried all the same");
+    assert_eq!(parent_of(held.pid), Some(sockhold.pid));
+    assert_closed_without_answer(TcpStream::connect(address).unwrap());
+    sockhold.wait_for("connection from 127.0.0.1 closed: cannot execute");
+    std::fs::rename(&hidden, &program).unwrap();
+    let mut again = Held::open(address, None);
+    again.echo("the command is back");
 }
 
 #[test]

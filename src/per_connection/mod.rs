@@ -45,7 +45,20 @@ impl PerConnection {
             .iter()
             .find(|(key, _)| key == "PATH")
             .map(|(_, value)| value.as_os_str());
-        let program = crate::spawn::resolve_command(&config.command[0], path_var)?;
+        let program = match crate::spawn::resolve_command(&config.command[0], path_var) {
+            Ok(program) => program,
+            // Only after an upgrade (a start checks the command first, and
+            // the old binary just before the exec): the children it hands
+            // over must not be dropped for it. Each connection is closed
+            // with the reason until the command can be run again.
+            Err(error) => {
+                log::error!(
+                    "{}; each connection is closed until it can be run",
+                    error.message
+                );
+                std::path::PathBuf::from(&config.command[0])
+            }
+        };
         // --compat-env is refused with --accept: its variables describe
         // listening sockets, which a per-connection child does not get.
         let server = AcceptServer::new(
