@@ -426,6 +426,41 @@ fn a_connection_child_that_ends_during_the_upgrade_is_reaped_logged_and_makes_ro
 }
 
 #[test]
+fn a_new_binary_that_cannot_take_over_gives_the_connections_back_to_the_old_one() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    // A newer sockhold that reads the arguments differently: one socket more.
+    let wrapper = dir.join("sockhold-next");
+    write_wrapper(&wrapper, "    unshift @ARGV, '-l', '127.0.0.1:0';");
+    let sockhold = start(&["--max-connections", "2"], &control);
+    let address = sockhold.tcp_address(0);
+    let mut held: Vec<Held> = (0..2).map(|_| Held::open(address, None)).collect();
+    let (code, out, err) =
+        control_client(&["upgrade", "--exec", wrapper.to_str().unwrap()], &control);
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(
+        err.contains("the state holds 1 sockets, the arguments name 2"),
+        "{err}"
+    );
+    sockhold.wait_for(&format!(
+        "runs {} again; holding 1 sockets, 2 connection children",
+        sockhold_bin()
+    ));
+    for connection in &mut held {
+        connection.echo("back with the old binary");
+        assert_eq!(parent_of(connection.pid), Some(sockhold.pid));
+    }
+    // Still counted: the third waits until one of the two ends.
+    let mut third = TcpStream::connect(address).unwrap();
+    assert_waits(&mut third);
+    drop(held.pop());
+    let mut line = String::new();
+    third.set_read_timeout(Some(WAIT)).unwrap();
+    BufReader::new(&third).read_line(&mut line).unwrap();
+    assert!(line.starts_with("pid="), "{line:?}");
+}
+
+#[test]
 fn twenty_upgrades_in_accept_mode_leak_no_fd() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
