@@ -73,10 +73,26 @@ fn run() -> Result<i32, Error> {
     }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => return Ok(report_usage_error(&error)),
+        // A new binary of an upgrade that reads the old arguments
+        // differently goes back to the old binary, which reads them.
+        Err(error) => match incoming {
+            Some(Ok(incoming)) => {
+                let reason = format!("the arguments do not parse: {}", usage_message(&error));
+                return Err(Error::new(exit::OS, incoming.fall_back(&reason)));
+            }
+            _ => return Ok(report_usage_error(&error)),
+        },
     };
     init_logging(cli::log_level(&cli));
-    let config = cli.into_config()?;
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(error) => match incoming {
+            Some(Ok(incoming)) => {
+                return Err(Error::new(exit::OS, incoming.fall_back(&error.message)));
+            }
+            _ => return Err(error),
+        },
+    };
     match incoming {
         Some(Ok(incoming)) => return run_upgraded(config, incoming),
         Some(Err(reason)) => {
@@ -183,17 +199,13 @@ fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i
             }
             .to_string());
         }
-        match (
-            config.accept.is_some(),
-            incoming.state.per_connection.is_some(),
-        ) {
-            (true, false) => {
-                return Err("the arguments say --accept, the state is of generations".to_string());
+        if config.accept.is_some() != incoming.state.per_connection.is_some() {
+            return Err(if config.accept.is_some() {
+                "the arguments have --accept, the state carries no connection children"
+            } else {
+                "the state carries --accept's connection children, the arguments do not have --accept"
             }
-            (false, true) => {
-                return Err("the state is of --accept mode, the arguments are not".to_string());
-            }
-            (true, true) | (false, false) => {}
+            .to_string());
         }
         let listen = activation::listen_specs(
             &activation::PassedEnv::from_environment(),
@@ -294,20 +306,11 @@ fn report_usage_error(error: &clap::Error) -> i32 {
             exit::OK
         }
         _ => {
-            // clap's message runs until the first blank line (a missing
-            // argument is named on the line after the sentence); fold it
-            // into one line. Its tips come after that blank line: the
+            // clap's tips come after its message's blank line: the
             // suggestions are taken from the error's context instead, and
             // the "use -- VALUE" tip is dropped (after `--` comes the
             // command, not a value).
-            let rendered = error.to_string();
-            let message: Vec<&str> = rendered
-                .lines()
-                .take_while(|line| !line.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let message = message.join(" ");
-            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            let message = usage_message(error);
             let suggested: Vec<String> = [
                 ContextKind::SuggestedArg,
                 ContextKind::SuggestedValue,
@@ -330,6 +333,22 @@ fn report_usage_error(error: &clap::Error) -> i32 {
             exit::USAGE
         }
     }
+}
+
+/// clap's message folded into one line: it runs until the first blank
+/// line (a missing argument is named on the line after the sentence).
+fn usage_message(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_string()
 }
 
 /// Refuses at once a command that cannot run, with the shell's statuses.

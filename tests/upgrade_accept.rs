@@ -429,23 +429,44 @@ fn a_connection_child_that_ends_during_the_upgrade_is_reaped_logged_and_makes_ro
 fn a_new_binary_that_cannot_take_over_gives_the_connections_back_to_the_old_one() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    // A newer sockhold that reads the arguments differently: one socket more.
-    let wrapper = dir.join("sockhold-next");
-    write_wrapper(&wrapper, "    unshift @ARGV, '-l', '127.0.0.1:0';");
+    // Newer sockholds that read the arguments differently: one finds
+    // --max-connections without --accept (a usage error), the other
+    // finds no --accept mode at all.
+    let unparsed = dir.join("sockhold-unparsed");
+    write_wrapper(
+        &unparsed,
+        "    @ARGV = grep { $_ ne '--accept' && $_ ne '--inetd' } @ARGV;",
+    );
+    let other_mode = dir.join("sockhold-other-mode");
+    write_wrapper(
+        &other_mode,
+        "    @ARGV = grep { !/^(--accept|--inetd|--max-connections|2)$/ } @ARGV;",
+    );
     let sockhold = start(&["--max-connections", "2"], &control);
     let address = sockhold.tcp_address(0);
     let mut held: Vec<Held> = (0..2).map(|_| Held::open(address, None)).collect();
-    let (code, out, err) =
-        control_client(&["upgrade", "--exec", wrapper.to_str().unwrap()], &control);
-    assert_eq!(code, 1, "{out} {err}");
-    assert!(
-        err.contains("the state holds 1 sockets, the arguments name 2"),
-        "{err}"
-    );
-    sockhold.wait_for(&format!(
-        "runs {} again; holding 1 sockets, 2 connection children",
-        sockhold_bin()
-    ));
+    for (wrapper, reason) in [
+        (
+            &unparsed,
+            "the arguments do not parse: the following required arguments were not provided: --accept",
+        ),
+        (
+            &other_mode,
+            "the state carries --accept's connection children, the arguments do not have --accept",
+        ),
+    ] {
+        let (code, out, err) =
+            control_client(&["upgrade", "--exec", wrapper.to_str().unwrap()], &control);
+        assert_eq!(code, 1, "{out} {err}");
+        assert!(
+            err.contains(&format!("{reason} (the old binary serves on")),
+            "{err}"
+        );
+        sockhold.wait_for(&format!(
+            "runs {} again; holding 1 sockets, 2 connection children",
+            sockhold_bin()
+        ));
+    }
     for connection in &mut held {
         connection.echo("back with the old binary");
         assert_eq!(parent_of(connection.pid), Some(sockhold.pid));
