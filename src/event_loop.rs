@@ -21,7 +21,7 @@ use crate::control::{self, ControlSocket, Request};
 use crate::engine::{self, Context, Engine, Event, ListenerWatch, Origin};
 use crate::error::{Error, exit};
 use crate::generations::Generations;
-use crate::generations::supervisor::{Cause, CurrentGeneration, ReadyWorker, Snapshot};
+use crate::generations::supervisor::Supervisor;
 use crate::leftovers;
 use crate::listen::Listener;
 use crate::per_connection::PerConnection;
@@ -158,6 +158,7 @@ impl EventLoop {
     pub fn resume(
         mut self,
         incoming: upgrade::Incoming,
+        supervisor: Supervisor,
         control_path: Option<&std::path::Path>,
         pid_path: Option<&std::path::Path>,
     ) -> Result<EventLoop, Error> {
@@ -197,50 +198,14 @@ impl EventLoop {
                 .serving
                 .map(|(generation, pid)| (generation, Pid::from_raw(pid))),
         );
-        let s = &state.supervisor;
-        let current = state.generations.first();
-        let snapshot = Snapshot {
-            next_id: s.next_id,
-            restarts: s.restarts,
-            consecutive_failures: s.consecutive_failures,
-            ever_spawned: s.ever_spawned,
-            many_workers: s.many_workers,
-            workers: s.workers,
-            paused_since: s.paused_since.map(|at| clock.to_instant(at)),
-            maintenance: s.maintenance,
-            current: current.map(|g| CurrentGeneration {
-                id: g.id,
-                cause: Cause::from_name(&String::from_utf8_lossy(&g.cause))
-                    .unwrap_or(Cause::Launch),
-                started_at: clock.to_instant(g.started_at),
-                since: clock.to_instant(g.since),
-                ready_by: g
-                    .ready_by
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned()),
-                workers: g
-                    .workers
-                    .iter()
-                    .map(|w| ReadyWorker {
-                        slot: w.slot,
-                        pid: Pid::from_raw(w.pid),
-                        since: clock.to_instant(w.since),
-                        failures: w.failures,
-                        restarts: w.restarts,
-                        ready_by: w
-                            .ready_by
-                            .as_ref()
-                            .map(|b| String::from_utf8_lossy(b).into_owned()),
-                        unobservable: w
-                            .unobservable
-                            .as_ref()
-                            .map(|b| String::from_utf8_lossy(b).into_owned()),
-                    })
-                    .collect(),
-            }),
-        };
-        let restored = incoming.take_engine_state(snapshot);
+        let restored = incoming.take_engine_state(supervisor);
         self.with_engine(|engine, context| engine.restore(restored, context));
+        for waiter in &state.waiters {
+            let connection = incoming.own(waiter.fd);
+            if let Some(control) = &mut self.control {
+                control.adopt_waiter(connection, waiter.waits);
+            }
+        }
         let binary = incoming.binary();
         self.exe = Some(binary.clone());
         self.resumed = true;
@@ -258,11 +223,13 @@ impl EventLoop {
                 )
             }
             None => {
-                let pids: Vec<String> = current
-                    .map(|g| g.workers.iter().map(|w| w.pid.to_string()).collect())
-                    .unwrap_or_default();
-                let generation =
-                    current.map_or_else(|| "none (paused)".to_string(), |g| g.id.to_string());
+                let pids: Vec<String> = state.children.iter().map(|c| c.pid.to_string()).collect();
+                let generation = state
+                    .supervisor
+                    .generations
+                    .iter()
+                    .find(|g| matches!(g.role, upgrade::state::Role::Current { .. }))
+                    .map_or_else(|| "none".to_string(), |g| g.id.to_string());
                 format!("generation {generation} (pids {})", pids.join(" "))
             }
         };
@@ -393,15 +360,13 @@ impl EventLoop {
         use std::os::unix::ffi::OsStrExt;
         use upgrade::state;
         let clock = upgrade::clock();
-        let s = &carried.supervisor;
-        let (control, client) = match &self.control {
+        let (control, client, waiters) = match &self.control {
             Some(server) => {
                 let (fd, device, inode, connection) = server.carried(client);
-                (Some((fd, device, inode)), connection)
+                (Some((fd, device, inode)), connection, server.waiters())
             }
-            None => (None, None),
+            None => (None, None, Vec::new()),
         };
-        let text = |t: &Option<String>| t.as_ref().map(|t| t.as_bytes().to_vec());
         state::State {
             exe: self
                 .exe
@@ -464,45 +429,13 @@ impl EventLoop {
                 .map(|(generation, pid)| (generation, pid.as_raw())),
             nonblocking: carried.nonblocking.clone(),
             intercept: carried.intercept.clone(),
-            supervisor: state::Supervisor {
-                next_id: s.next_id,
-                restarts: s.restarts,
-                consecutive_failures: s.consecutive_failures,
-                ever_spawned: s.ever_spawned,
-                many_workers: s.many_workers,
-                workers: s.workers,
-                paused_since: s.paused_since.map(|at| clock.to_ns(at)),
-                maintenance: s.maintenance,
-            },
-            generations: s
-                .current
-                .iter()
-                .map(|g| state::Generation {
-                    id: g.id,
-                    cause: g.cause.name().as_bytes().to_vec(),
-                    started_at: clock.to_ns(g.started_at),
-                    since: clock.to_ns(g.since),
-                    ready_by: text(&g.ready_by),
-                    workers: g
-                        .workers
-                        .iter()
-                        .map(|w| state::Worker {
-                            slot: w.slot,
-                            pid: w.pid.as_raw(),
-                            since: clock.to_ns(w.since),
-                            failures: w.failures,
-                            restarts: w.restarts,
-                            ready_by: text(&w.ready_by),
-                            unobservable: text(&w.unobservable),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            supervisor: carried.supervisor,
             maintenance: carried
                 .maintenance
                 .as_ref()
                 .map(|m| upgrade::maintenance::to_state(m, clock)),
             per_connection: carried.per_connection.clone(),
+            waiters,
         }
     }
 

@@ -224,9 +224,15 @@ fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i
             Some(owner) => Some(privileges::resolve_socket_owner(owner).map_err(|e| e.message)?),
             None => None,
         };
-        Ok((listen, socket_owner))
+        let supervisor = generations::supervisor::Supervisor::restore(
+            config.supervisor.clone(),
+            &incoming.state.supervisor,
+            upgrade::clock(),
+        )
+        .map_err(|e| format!("cannot take the supervisor's state: {e}"))?;
+        Ok((listen, socket_owner, supervisor))
     })();
-    let (listen, socket_owner) = match prepared {
+    let (listen, socket_owner, supervisor) = match prepared {
         Ok(prepared) => prepared,
         Err(reason) => return Err(Error::new(exit::OS, incoming.fall_back(&reason))),
     };
@@ -248,7 +254,12 @@ fn run_upgraded(config: config::Config, incoming: upgrade::Incoming) -> Result<i
     let control = config.control.clone();
     let pid_file = config.pid_file.clone();
     event_loop::EventLoop::new(config, listeners)?
-        .resume(incoming, control.as_deref(), pid_file.as_deref())?
+        .resume(
+            incoming,
+            supervisor,
+            control.as_deref(),
+            pid_file.as_deref(),
+        )?
         .run()
 }
 

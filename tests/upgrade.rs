@@ -1,6 +1,7 @@
 //! `sockhold upgrade`: sockhold executes its binary again in its own place
 //! (same pid, the same children, the same sockets), refuses a target that
-//! does not answer the probe or a moment when something is in flight, and
+//! does not answer the probe, carries what is in flight (reloads, backoffs,
+//! `--lazy` idling, generations stopping, waiting control clients), and
 //! leaks nothing over many upgrades.
 
 use crate::harness::*;
@@ -168,25 +169,160 @@ fn twenty_upgrades_leak_no_fd_and_no_memory() {
     assert!(rss_kib(pid) < rss + 2048, "{} KiB, was {rss}", rss_kib(pid));
 }
 
+/// A `reload` client started before the upgrade, waiting for its answer.
+fn reload_client(control: &std::path::Path) -> std::thread::JoinHandle<(i32, String, String)> {
+    let control = control.to_path_buf();
+    std::thread::spawn(move || control_client(&["reload"], &control))
+}
+
+fn upgrade(sockhold: &Sockhold, control: &std::path::Path) {
+    let (code, out, err) = control_client(&["upgrade"], control);
+    assert_eq!(code, 0, "{out} {err}\nlog:\n{}", sockhold.log_text());
+    sockhold.wait_for("upgraded: pid");
+}
+
+/// A reload in flight goes on in the new binary: its generation becomes
+/// ready after the upgrade, the old one stops then, the `reload` client
+/// that waited gets its answer, and no connection fails meanwhile.
+fn upgrade_during_a_reload(workers: &str, boot: &str) {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--workers", workers, "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--graceful", "--boot", boot])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let address = sockhold.tcp_address(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = hammer(Arc::clone(&stop), move || request_tcp(address));
+    let waiting = reload_client(&control);
+    let started = if workers == "1" {
+        "generation 2 started"
+    } else {
+        "generation 2 worker 0 started"
+    };
+    sockhold.wait_for(started);
+    upgrade(&sockhold, &control);
+    // Taken after "upgraded": it happened in the new binary.
+    let ready = sockhold.wait_for("generation 2 ready");
+    if workers != "1" {
+        assert!(
+            ready.contains(&format!("all {workers} workers ready")),
+            "{ready}"
+        );
+    }
+    sockhold.wait_for(if workers == "1" {
+        "generation 1 exited"
+    } else {
+        "generation 1 worker 2 exited"
+    });
+    let (code, out, err) = waiting.join().unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("generation 2 pid"), "{out}");
+    let pids = stop_hammer(&stop, client);
+    assert!(!pids.is_empty());
+    let (_, status, _) = control_client(&["status"], &control);
+    let states = worker_states(&status);
+    assert_eq!(states.len(), workers.parse::<usize>().unwrap(), "{status}");
+    assert!(states.iter().all(|s| s == "ready"), "{status}");
+    let mut sockhold = sockhold;
+    sockhold.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+}
+
 #[test]
-fn upgrade_during_a_reload_is_refused_with_the_reason() {
+fn upgrade_during_a_reload_carries_it_and_answers_the_waiting_client() {
+    upgrade_during_a_reload("1", "1500");
+}
+
+#[test]
+fn upgrade_during_a_rolling_reload_of_three_workers_carries_it() {
+    upgrade_during_a_reload("3", "700");
+}
+
+/// A crashed child waiting for its restart backoff is restarted by the
+/// new binary, at the time the old one set.
+#[test]
+fn upgrade_during_a_restart_backoff_restarts_at_the_same_time() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
     let sockhold = Sockhold::command()
         .args(["-l", "127.0.0.1:0", "--control"])
         .arg(&control)
-        .args(["--", test_child_bin(), "--boot", "2000"])
+        .args(["--", test_child_bin(), "--exit-at-start", "1"])
+        .start();
+    // 100ms, 200ms, 400ms, 800ms, then 1.6s.
+    sockhold.wait_for("restarting in 1.6s (restart 5)");
+    let seen = std::time::Instant::now();
+    upgrade(&sockhold, &control);
+    let (_, status, _) = control_client(&["status"], &control);
+    assert!(
+        status.contains("\"state\":\"waiting to restart\""),
+        "{status}"
+    );
+    sockhold.wait_for("generation 6 started");
+    let waited = seen.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1400)
+            && waited < std::time::Duration::from_millis(3000),
+        "restarted after {waited:?}, not 1.6s\nlog:\n{}",
+        sockhold.log_text()
+    );
+    sockhold.wait_for("restarting in 3.2s (restart 6)");
+}
+
+/// `--lazy` with nobody running: the new binary watches the listeners,
+/// and the first connection starts the child and is answered.
+#[test]
+fn upgrade_while_lazy_and_idle_then_a_connection_starts_the_child() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["--lazy", "-l", "127.0.0.1:0", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("waiting for a connection to start generation 1 (--lazy)");
+    upgrade(&sockhold, &control);
+    let answer = request_tcp(sockhold.tcp_address(0)).expect("answered after the upgrade");
+    sockhold.wait_for("connection waiting: starting generation 1");
+    let child = sockhold.child_pids()[0];
+    assert_eq!(answer_pid(&answer), child.as_raw());
+    let mut sockhold = sockhold;
+    sockhold.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(sockhold.wait_exit().code(), Some(0));
+}
+
+/// An old generation that ignores SIGTERM is still stopping at the
+/// upgrade: the new binary SIGKILLs it at the deadline the old one set.
+#[test]
+fn upgrade_while_an_old_generation_stops_kills_it_at_its_deadline() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--stop-timeout", "2s", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--ignore-term"])
         .start();
     sockhold.wait_for("generation 1 ready");
+    let old = sockhold.child_pids()[0];
     sockhold.signal(nix::sys::signal::Signal::SIGHUP);
-    sockhold.wait_for("generation 2 started");
-    let (code, _, err) = control_client(&["upgrade"], &control);
-    assert_eq!(code, 1, "{err}");
+    sockhold.wait_for(&format!("generation 1 stopping: SIGTERM to pid {old}"));
+    let asked = std::time::Instant::now();
+    upgrade(&sockhold, &control);
+    let (_, status, _) = control_client(&["status"], &control);
+    assert!(status.contains("\"state\":\"stopping\""), "{status}");
+    sockhold.wait_for(&format!("did not stop within 2s: SIGKILL to pid {old}"));
+    let waited = asked.elapsed();
     assert!(
-        err.contains("a reload is in flight (generation 2 is starting)"),
-        "{err}"
+        waited >= std::time::Duration::from_millis(1800)
+            && waited < std::time::Duration::from_millis(3500),
+        "SIGKILL after {waited:?}, not 2s\nlog:\n{}",
+        sockhold.log_text()
     );
-    sockhold.wait_for("generation 2 ready");
+    sockhold.wait_for("generation 1 exited with signal SIGKILL");
+    request_tcp(sockhold.tcp_address(0)).expect("generation 2 serves");
 }
 
 #[test]

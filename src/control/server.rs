@@ -16,6 +16,7 @@ use crate::error::{Error, errno_text, exit};
 use crate::generations::supervisor::{GenerationId, Report};
 use crate::listen::{self, FilePermissions, SocketFile, SocketOwner};
 use crate::quiet_log::{LOG_INTERVAL, QuietLog};
+use crate::upgrade::state::{Waiter, Waits};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{Backlog, getsockopt, sockopt};
@@ -356,6 +357,61 @@ impl Server {
         let (device, inode) = self.file.identity();
         let connection = self.clients.get(&client).map(|c| c.stream.as_raw_fd());
         (self.listener.as_raw_fd(), device, inode, connection)
+    }
+
+    /// What an upgrade carries besides: the connections of the clients
+    /// waiting for an outcome, and what each waits for, so that the new
+    /// binary answers them.
+    pub fn waiters(&self) -> Vec<Waiter> {
+        self.clients
+            .values()
+            .filter_map(|client| {
+                let waits = match client.state {
+                    State::AwaitingReload { generation } => Waits::Reload { generation },
+                    State::AwaitingPause => Waits::Pause,
+                    State::AwaitingScale => Waits::Scale,
+                    _ => return None,
+                };
+                Some(Waiter {
+                    fd: client.stream.as_raw_fd(),
+                    waits,
+                })
+            })
+            .collect()
+    }
+
+    /// A client that waited for an outcome when the earlier binary of
+    /// this pid executed this one: it waits on here.
+    pub fn adopt_waiter(&mut self, connection: OwnedFd, waits: Waits) {
+        let std_stream = std::os::unix::net::UnixStream::from(connection);
+        if let Err(error) = std_stream.set_nonblocking(true) {
+            log::warn!("control socket: cannot take over a waiting client: {error}");
+            return;
+        }
+        let mut stream = UnixStream::from_std(std_stream);
+        let id = self.take_client_id();
+        let token = Token(self.base + 1 + id);
+        if let Err(error) =
+            self.registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            log::warn!("control socket: cannot watch a waiting client: {error}");
+            return;
+        }
+        let state = match waits {
+            Waits::Reload { generation } => State::AwaitingReload { generation },
+            Waits::Pause => State::AwaitingPause,
+            Waits::Scale => State::AwaitingScale,
+        };
+        log::debug!("control socket: client {id} waits on after the upgrade");
+        self.clients.insert(
+            id,
+            Client {
+                stream,
+                state,
+                refusal: None,
+            },
+        );
     }
 
     /// Sends one reply line and closes the connection once it is written.

@@ -60,8 +60,6 @@ pub struct Generations {
     maintenance: Option<Maintenance>,
     /// `--fd-store-max`: the fds children stored, passed to every later one.
     fd_store: FdStore,
-    /// As given, for a supervisor restored after an upgrade.
-    supervisor_settings: crate::config::SupervisorSettings,
 }
 
 impl Generations {
@@ -89,7 +87,6 @@ impl Generations {
                 .as_ref()
                 .map(|settings| Maintenance::new(settings, listeners.len())),
             fd_store: FdStore::new(config.fd_store_max),
-            supervisor_settings: config.supervisor.clone(),
         }
     }
 
@@ -557,7 +554,7 @@ impl Generations {
                     .to_string(),
             );
         }
-        let supervisor = self.supervisor.snapshot()?;
+        let supervisor = self.supervisor.snapshot(crate::upgrade::clock())?;
         let notify = self
             .notify_sockets
             .iter()
@@ -592,7 +589,13 @@ impl Engine for Generations {
     }
 
     fn restore(&mut self, carried: crate::upgrade::Restored, context: &mut Context<'_>) {
-        self.supervisor = Supervisor::restore(self.supervisor_settings.clone(), carried.supervisor);
+        self.supervisor = carried.supervisor;
+        // `--lazy` with nobody running: the new binary watches the
+        // listeners as the old one did (a backoff still running re-arms
+        // them at its deadline, as before).
+        if self.supervisor.phase() == (supervisor::Phase::Idle { watch_at: None }) {
+            context.watch_listeners(true);
+        }
         for (generation, socket) in carried.notify {
             let what = format!("generation {generation}'s notify socket");
             context.watch(socket.fd().as_raw_fd(), generation, &what);

@@ -2368,7 +2368,6 @@ fn policy_name(policy: RestartPolicy) -> &'static str {
 }
 
 mod upgrade;
-pub use upgrade::{CurrentGeneration, ReadyWorker, Snapshot};
 
 #[cfg(test)]
 mod tests;

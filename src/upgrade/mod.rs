@@ -23,7 +23,7 @@ pub mod probe;
 pub mod state;
 
 use crate::fd_store;
-use crate::generations::supervisor::{GenerationId, Snapshot};
+use crate::generations::supervisor::{GenerationId, Supervisor};
 use crate::readiness::NotifySocket;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -46,7 +46,7 @@ const PROBE_ANSWER: &str = "sockhold upgrade-state";
 
 /// What the engine carries (`Engine::carry`).
 pub struct Carried {
-    pub supervisor: Snapshot,
+    pub supervisor: state::Supervisor,
     pub notify: Vec<CarriedNotify>,
     pub stored: Vec<(RawFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
@@ -67,7 +67,7 @@ pub struct CarriedNotify {
 
 /// What the engine takes over (`Engine::restore`).
 pub struct Restored {
-    pub supervisor: Snapshot,
+    pub supervisor: Supervisor,
     pub notify: Vec<(GenerationId, NotifySocket)>,
     pub stored: Vec<(OwnedFd, bool, String)>,
     pub nonblocking: Option<Vec<bool>>,
@@ -381,6 +381,9 @@ impl Incoming {
         for listener in state.intercept.iter().flat_map(|i| &i.listeners) {
             check_seccomp_listener(listener)?;
         }
+        for waiter in &state.waiters {
+            socket(waiter.fd, "a waiting control client's connection")?;
+        }
         for fd in state.fds() {
             let _ = set_cloexec(fd, true);
         }
@@ -428,7 +431,7 @@ impl Incoming {
     }
 
     /// The fds an engine takes over.
-    pub fn take_engine_state(&self, snapshot: Snapshot) -> Restored {
+    pub fn take_engine_state(&self, supervisor: Supervisor) -> Restored {
         let own = |fd: RawFd| {
             // SAFETY: checked open by `check`, named once in the state,
             // and taken over here exactly once.
@@ -474,7 +477,7 @@ impl Incoming {
             (intercept.clone(), listeners)
         });
         Restored {
-            supervisor: snapshot,
+            supervisor,
             notify,
             stored,
             nonblocking: self.state.nonblocking.clone(),

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 /// The version this sockhold writes.
 pub const VERSION: u32 = 2;
 /// The versions this sockhold reads (what it answers the probe with).
+/// Version 1 carried only the steady state: ready workers of one current
+/// generation, or none while paused.
 pub const READS: &[u32] = &[1, 2];
 /// The first line of the state.
 const MAGIC: &str = "sockhold-state";
@@ -55,31 +57,104 @@ pub struct Stored {
     pub name: Vec<u8>,
 }
 
-/// A worker, ready (the only state an upgrade carries).
+/// How a child ended: `exited:N` or `signaled:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// A starting worker's deadlines (the supervisor's `Awaiting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaiting {
+    pub ready_at: Option<u64>,
+    pub give_up_at: u64,
+    pub observe_at: Option<u64>,
+    pub notified_at: Option<u64>,
+}
+
+/// What one slot is doing (the supervisor's `WorkerState`; `Spawning`
+/// never lasts beyond an event, so it is never carried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Queued,
+    Starting {
+        pid: i32,
+        since: u64,
+        awaiting: Awaiting,
+    },
+    Ready {
+        pid: i32,
+        since: u64,
+    },
+    WaitingToRestart {
+        at: u64,
+    },
+    HandedOver,
+    Ended,
+}
+
+/// A worker of a generation, in its slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
     pub slot: usize,
-    pub pid: i32,
-    pub since: u64,
+    pub state: WorkerState,
     pub failures: u32,
     pub restarts: u64,
     pub ready_by: Option<Vec<u8>>,
     pub unobservable: Option<Vec<u8>>,
 }
 
-/// The current generation (the only one an upgrade carries).
+/// A generation's role; `Recovering`: stopping, and its end applies the
+/// restart policy (`exited`: the status that ended its start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Starting,
+    Current { since: u64 },
+    Stopping,
+    Recovering { exited: Option<Status> },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
     pub id: u64,
     /// `launch`, `reload`, `restart`, `resume`.
     pub cause: Vec<u8>,
     pub started_at: u64,
-    pub since: u64,
+    pub role: Role,
+    pub first_failure: Option<Status>,
     pub ready_by: Option<Vec<u8>>,
     pub workers: Vec<Worker>,
 }
 
-/// What the supervisor keeps beside its generations.
+/// A process told to stop, until reaped; SIGKILL at `kill_at` (None: sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaving {
+    pub generation: u64,
+    pub slot: usize,
+    pub pid: i32,
+    pub kill_at: Option<u64>,
+    pub restarts: u64,
+}
+
+/// What sockhold as a whole is doing (the supervisor's `Phase`, but for
+/// stopping, which is never carried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Running,
+    WaitingToRestart {
+        at: u64,
+    },
+    Idle {
+        watch_at: Option<u64>,
+    },
+    Paused {
+        since: u64,
+    },
+}
+
+/// The whole supervisor but its settings (which come from the arguments).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Supervisor {
     pub next_id: u64,
@@ -89,11 +164,15 @@ pub struct Supervisor {
     pub many_workers: bool,
     /// `--workers`, as `scale` left it.
     pub workers: usize,
-    /// Since when it is paused; None: running.
-    pub paused_since: Option<u64>,
-    /// Whether the driver was told to answer (`--maintenance`; since
-    /// version 2, a line of its own).
+    pub phase: Phase,
+    pub reload_queued: bool,
+    /// Whether the driver was told to answer (`--maintenance`; a line of
+    /// its own).
     pub maintenance: bool,
+    pub unserved_since: Option<u64>,
+    pub scale_awaited: Option<usize>,
+    pub generations: Vec<Generation>,
+    pub leaving: Vec<Leaving>,
 }
 
 /// `--maintenance` answering (since version 2).
@@ -128,6 +207,22 @@ pub struct MaintenanceConnection {
     pub answer: usize,
 }
 
+/// What a control client waits for (`reload`'s generation: None until
+/// the reload it joined has started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waits {
+    Reload { generation: Option<u64> },
+    Pause,
+    Scale,
+}
+
+/// A control client waiting for an answer, on its connection `fd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    pub fd: i32,
+    pub waits: Waits,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct State {
     /// The binary the old sockhold ran, and the one it executes.
@@ -151,12 +246,13 @@ pub struct State {
     /// O_NONBLOCK of each held socket as first found (None: warned).
     pub nonblocking: Option<Vec<bool>>,
     pub supervisor: Supervisor,
-    pub generations: Vec<Generation>,
     pub maintenance: Option<Maintenance>,
     /// `--intercept-bind`: what the interceptor keeps.
     pub intercept: Option<Intercept>,
     /// `--accept`: the per-connection engine's bookkeeping.
     pub per_connection: Option<PerConnection>,
+    /// Control clients waiting for an outcome (a reload, a scale).
+    pub waiters: Vec<Waiter>,
 }
 
 impl State {
@@ -175,6 +271,7 @@ impl State {
         if let Some(intercept) = &self.intercept {
             fds.extend(intercept.listeners.iter().map(|l| l.fd));
         }
+        fds.extend(self.waiters.iter().map(|w| w.fd));
         fds
     }
 }
@@ -249,6 +346,18 @@ fn optional(value: &Option<Vec<u8>>) -> String {
     value.as_deref().map_or_else(|| "-".to_string(), escape)
 }
 
+fn optional_number<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn optional_status(status: Option<Status>) -> String {
+    match status {
+        None => "-".to_string(),
+        Some(Status::Exited(code)) => format!("exited:{code}"),
+        Some(Status::Signaled(signal)) => format!("signaled:{signal}"),
+    }
+}
+
 fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
 }
@@ -321,40 +430,79 @@ pub fn write(state: &State) -> String {
     }
     let s = &state.supervisor;
     line(format!(
-        "supervisor {} {} {} {} {} {} {}",
+        "supervisor {} {} {} {} {} {} {} {} {}",
         s.next_id,
         s.restarts,
         s.consecutive_failures,
         flag(s.ever_spawned),
         flag(s.many_workers),
         s.workers,
-        s.paused_since
-            .map_or_else(|| "-".to_string(), |at| at.to_string())
+        flag(s.reload_queued),
+        optional_number(s.unserved_since),
+        optional_number(s.scale_awaited),
     ));
     if s.maintenance {
         line("supervisor-maintenance 1".to_string());
     }
-    for g in &state.generations {
+    line(match s.phase {
+        Phase::Running => "phase running".to_string(),
+        Phase::WaitingToRestart { at } => format!("phase waiting-to-restart {at}"),
+        Phase::Idle { watch_at } => format!("phase idle {}", optional_number(watch_at)),
+        Phase::Paused { since } => format!("phase paused {since}"),
+    });
+    for g in &s.generations {
+        let role = match g.role {
+            Role::Starting => "starting".to_string(),
+            Role::Current { since } => format!("current {since}"),
+            Role::Stopping => "stopping".to_string(),
+            Role::Recovering { exited } => format!("recovering {}", optional_status(exited)),
+        };
         line(format!(
-            "generation {} {} {} {} {}",
+            "generation {} {} {} {} {} {role}",
             g.id,
             escape(&g.cause),
             g.started_at,
-            g.since,
-            optional(&g.ready_by)
+            optional(&g.ready_by),
+            optional_status(g.first_failure),
         ));
         for w in &g.workers {
+            let state = match w.state {
+                WorkerState::Queued => "queued".to_string(),
+                WorkerState::Starting {
+                    pid,
+                    since,
+                    awaiting: a,
+                } => format!(
+                    "starting {pid} {since} {} {} {} {}",
+                    optional_number(a.ready_at),
+                    a.give_up_at,
+                    optional_number(a.observe_at),
+                    optional_number(a.notified_at),
+                ),
+                WorkerState::Ready { pid, since } => format!("ready {pid} {since}"),
+                WorkerState::WaitingToRestart { at } => format!("waiting-to-restart {at}"),
+                WorkerState::HandedOver => "handed-over".to_string(),
+                WorkerState::Ended => "ended".to_string(),
+            };
             line(format!(
-                "worker {} {} {} {} {} {} {}",
+                "worker {} {} {} {} {} {state}",
                 w.slot,
-                w.pid,
-                w.since,
                 w.failures,
                 w.restarts,
                 optional(&w.ready_by),
-                optional(&w.unobservable)
+                optional(&w.unobservable),
             ));
         }
+    }
+    for l in &s.leaving {
+        line(format!(
+            "leaving {} {} {} {} {}",
+            l.generation,
+            l.slot,
+            l.pid,
+            optional_number(l.kill_at),
+            l.restarts
+        ));
     }
     if let Some(m) = &state.maintenance {
         let at = |t: Option<u64>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
@@ -392,6 +540,15 @@ pub fn write(state: &State) -> String {
     }
     if let Some(per_connection) = &state.per_connection {
         write_per_connection(per_connection, &mut line);
+    }
+    for w in &state.waiters {
+        line(match w.waits {
+            Waits::Reload { generation } => {
+                format!("waiter {} reload {}", w.fd, optional_number(generation))
+            }
+            Waits::Pause => format!("waiter {} pause", w.fd),
+            Waits::Scale => format!("waiter {} scale", w.fd),
+        });
     }
     line("end".to_string());
     out
@@ -454,6 +611,21 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.bad(&format!("bad escape in '{text}'")))
     }
 
+    fn optional_status(&mut self) -> Result<Option<Status>, String> {
+        let text = self.text()?;
+        if text == "-" {
+            return Ok(None);
+        }
+        let parsed = match text.split_once(':') {
+            Some(("exited", code)) => code.parse().ok().map(Status::Exited),
+            Some(("signaled", signal)) => signal.parse().ok().map(Status::Signaled),
+            _ => None,
+        };
+        parsed
+            .map(Some)
+            .ok_or_else(|| self.bad(&format!("'{text}' is not a status")))
+    }
+
     fn done(mut self) -> Result<(), String> {
         match self.fields.next() {
             None => Ok(()),
@@ -474,8 +646,8 @@ pub fn version_of(text: &str) -> Option<u32> {
 
 /// The state from its text; the error says what is wrong where.
 pub fn read(text: &str) -> Result<State, String> {
-    match version_of(text) {
-        Some(version) if READS.contains(&version) => {}
+    let version = match version_of(text) {
+        Some(version) if READS.contains(&version) => version,
         Some(version) => {
             return Err(format!(
                 "it is version {version}; this sockhold reads {}",
@@ -483,7 +655,7 @@ pub fn read(text: &str) -> Result<State, String> {
             ));
         }
         None => return Err(format!("it does not start with '{MAGIC} N'")),
-    }
+    };
     let mut state = State::default();
     let mut ended = false;
     let mut supervisor = false;
@@ -545,41 +717,139 @@ pub fn read(text: &str) -> Result<State, String> {
             }
             "supervisor" => {
                 supervisor = true;
-                state.supervisor = Supervisor {
-                    next_id: f.number()?,
-                    restarts: f.number()?,
-                    consecutive_failures: f.number()?,
-                    ever_spawned: f.flag()?,
-                    many_workers: f.flag()?,
-                    workers: f.number()?,
-                    paused_since: f.optional_number()?,
-                    maintenance: false,
-                };
+                let s = &mut state.supervisor;
+                s.next_id = f.number()?;
+                s.restarts = f.number()?;
+                s.consecutive_failures = f.number()?;
+                s.ever_spawned = f.flag()?;
+                s.many_workers = f.flag()?;
+                s.workers = f.number()?;
+                if version == 1 {
+                    // Paused since then, or running with one current
+                    // generation.
+                    if let Some(since) = f.optional_number()? {
+                        s.phase = Phase::Paused { since };
+                        s.unserved_since = Some(since);
+                    }
+                } else {
+                    s.reload_queued = f.flag()?;
+                    s.unserved_since = f.optional_number()?;
+                    s.scale_awaited = f.optional_number()?;
+                }
             }
             "supervisor-maintenance" => state.supervisor.maintenance = f.flag()?,
-            "generation" => state.generations.push(Generation {
-                id: f.number()?,
-                cause: f.string()?,
-                started_at: f.number()?,
-                since: f.number()?,
-                ready_by: f.optional_string()?,
-                workers: Vec::new(),
-            }),
-            "worker" => {
-                let worker = Worker {
-                    slot: f.number()?,
-                    pid: f.number()?,
-                    since: f.number()?,
-                    failures: f.number()?,
-                    restarts: f.number()?,
+            "phase" if version >= 2 => {
+                state.supervisor.phase = match f.text()? {
+                    "running" => Phase::Running,
+                    "waiting-to-restart" => Phase::WaitingToRestart { at: f.number()? },
+                    "idle" => Phase::Idle {
+                        watch_at: f.optional_number()?,
+                    },
+                    "paused" => Phase::Paused { since: f.number()? },
+                    other => return Err(f.bad(&format!("unknown phase '{other}'"))),
+                }
+            }
+            "generation" if version == 1 => {
+                let id = f.number()?;
+                let cause = f.string()?;
+                let started_at = f.number()?;
+                let since = f.number()?;
+                state.supervisor.generations.push(Generation {
+                    id,
+                    cause,
+                    started_at,
+                    role: Role::Current { since },
+                    first_failure: None,
                     ready_by: f.optional_string()?,
-                    unobservable: f.optional_string()?,
+                    workers: Vec::new(),
+                });
+            }
+            "generation" => {
+                let id = f.number()?;
+                let cause = f.string()?;
+                let started_at = f.number()?;
+                let ready_by = f.optional_string()?;
+                let first_failure = f.optional_status()?;
+                let role = match f.text()? {
+                    "starting" => Role::Starting,
+                    "current" => Role::Current { since: f.number()? },
+                    "stopping" => Role::Stopping,
+                    "recovering" => Role::Recovering {
+                        exited: f.optional_status()?,
+                    },
+                    other => return Err(f.bad(&format!("unknown role '{other}'"))),
                 };
-                let Some(generation) = state.generations.last_mut() else {
+                state.supervisor.generations.push(Generation {
+                    id,
+                    cause,
+                    started_at,
+                    role,
+                    first_failure,
+                    ready_by,
+                    workers: Vec::new(),
+                });
+            }
+            "worker" => {
+                let worker = if version == 1 {
+                    let slot = f.number()?;
+                    let pid = f.number()?;
+                    let since = f.number()?;
+                    Worker {
+                        slot,
+                        state: WorkerState::Ready { pid, since },
+                        failures: f.number()?,
+                        restarts: f.number()?,
+                        ready_by: f.optional_string()?,
+                        unobservable: f.optional_string()?,
+                    }
+                } else {
+                    let slot = f.number()?;
+                    let failures = f.number()?;
+                    let restarts = f.number()?;
+                    let ready_by = f.optional_string()?;
+                    let unobservable = f.optional_string()?;
+                    let state = match f.text()? {
+                        "queued" => WorkerState::Queued,
+                        "starting" => WorkerState::Starting {
+                            pid: f.number()?,
+                            since: f.number()?,
+                            awaiting: Awaiting {
+                                ready_at: f.optional_number()?,
+                                give_up_at: f.number()?,
+                                observe_at: f.optional_number()?,
+                                notified_at: f.optional_number()?,
+                            },
+                        },
+                        "ready" => WorkerState::Ready {
+                            pid: f.number()?,
+                            since: f.number()?,
+                        },
+                        "waiting-to-restart" => WorkerState::WaitingToRestart { at: f.number()? },
+                        "handed-over" => WorkerState::HandedOver,
+                        "ended" => WorkerState::Ended,
+                        other => return Err(f.bad(&format!("unknown worker state '{other}'"))),
+                    };
+                    Worker {
+                        slot,
+                        state,
+                        failures,
+                        restarts,
+                        ready_by,
+                        unobservable,
+                    }
+                };
+                let Some(generation) = state.supervisor.generations.last_mut() else {
                     return Err(f.bad("a worker before any generation"));
                 };
                 generation.workers.push(worker);
             }
+            "leaving" if version >= 2 => state.supervisor.leaving.push(Leaving {
+                generation: f.number()?,
+                slot: f.number()?,
+                pid: f.number()?,
+                kill_at: f.optional_number()?,
+                restarts: f.number()?,
+            }),
             "maintenance" => {
                 state.maintenance = Some(Maintenance {
                     answering: f.flag()?,
@@ -621,6 +891,18 @@ pub fn read(text: &str) -> Result<State, String> {
             }
             "accepting" | "accept-log" | "connection" => {
                 read_per_connection(&mut f, &mut state.per_connection)?
+            }
+            "waiter" if version >= 2 => {
+                let fd = f.number()?;
+                let waits = match f.text()? {
+                    "reload" => Waits::Reload {
+                        generation: f.optional_number()?,
+                    },
+                    "pause" => Waits::Pause,
+                    "scale" => Waits::Scale,
+                    other => return Err(f.bad(&format!("unknown wait '{other}'"))),
+                };
+                state.waiters.push(Waiter { fd, waits });
             }
             "end" => ended = true,
             other => return Err(format!("line {}: unknown keyword '{other}'", index + 1)),
@@ -1092,28 +1374,163 @@ mod tests {
                 ever_spawned: true,
                 many_workers: true,
                 workers: 2,
-                paused_since: None,
+                phase: Phase::Running,
+                reload_queued: true,
                 maintenance: false,
+                unserved_since: None,
+                scale_awaited: Some(3),
+                generations: vec![
+                    Generation {
+                        id: 2,
+                        cause: b"launch".to_vec(),
+                        started_at: 50,
+                        role: Role::Current { since: 60 },
+                        first_failure: Some(Status::Signaled(9)),
+                        ready_by: None,
+                        workers: vec![
+                            Worker {
+                                slot: 0,
+                                state: WorkerState::HandedOver,
+                                failures: 0,
+                                restarts: 0,
+                                ready_by: None,
+                                unobservable: None,
+                            },
+                            Worker {
+                                slot: 1,
+                                state: WorkerState::WaitingToRestart { at: 700 },
+                                failures: 2,
+                                restarts: 1,
+                                ready_by: None,
+                                unobservable: None,
+                            },
+                        ],
+                    },
+                    Generation {
+                        id: 3,
+                        cause: b"reload".to_vec(),
+                        started_at: 100,
+                        role: Role::Starting,
+                        first_failure: None,
+                        ready_by: Some(b"accepting on fd 3 (pid 4242) after 1.2s".to_vec()),
+                        workers: vec![
+                            Worker {
+                                slot: 0,
+                                state: WorkerState::Ready {
+                                    pid: 4242,
+                                    since: 150,
+                                },
+                                failures: 1,
+                                restarts: 3,
+                                ready_by: None,
+                                unobservable: Some(b"".to_vec()),
+                            },
+                            Worker {
+                                slot: 1,
+                                state: WorkerState::Starting {
+                                    pid: 4243,
+                                    since: 160,
+                                    awaiting: Awaiting {
+                                        ready_at: None,
+                                        give_up_at: 900,
+                                        observe_at: Some(170),
+                                        notified_at: Some(165),
+                                    },
+                                },
+                                failures: 0,
+                                restarts: 0,
+                                ready_by: None,
+                                unobservable: None,
+                            },
+                        ],
+                    },
+                    Generation {
+                        id: 1,
+                        cause: b"restart".to_vec(),
+                        started_at: 10,
+                        role: Role::Recovering {
+                            exited: Some(Status::Exited(1)),
+                        },
+                        first_failure: Some(Status::Exited(3)),
+                        ready_by: None,
+                        workers: vec![
+                            Worker {
+                                slot: 0,
+                                state: WorkerState::Ended,
+                                failures: 0,
+                                restarts: 0,
+                                ready_by: None,
+                                unobservable: None,
+                            },
+                            Worker {
+                                slot: 1,
+                                state: WorkerState::Queued,
+                                failures: 0,
+                                restarts: 0,
+                                ready_by: None,
+                                unobservable: None,
+                            },
+                        ],
+                    },
+                    Generation {
+                        id: 0,
+                        cause: b"launch".to_vec(),
+                        started_at: 5,
+                        role: Role::Recovering { exited: None },
+                        first_failure: None,
+                        ready_by: None,
+                        workers: Vec::new(),
+                    },
+                    Generation {
+                        id: 5,
+                        cause: b"resume".to_vec(),
+                        started_at: 5,
+                        role: Role::Stopping,
+                        first_failure: None,
+                        ready_by: None,
+                        workers: Vec::new(),
+                    },
+                ],
+                leaving: vec![
+                    Leaving {
+                        generation: 2,
+                        slot: 0,
+                        pid: 4100,
+                        kill_at: Some(5000),
+                        restarts: 4,
+                    },
+                    Leaving {
+                        generation: 1,
+                        slot: 1,
+                        pid: 4101,
+                        kill_at: None,
+                        restarts: 0,
+                    },
+                ],
             },
             maintenance: None,
-            generations: vec![Generation {
-                id: 3,
-                cause: b"reload".to_vec(),
-                started_at: 100,
-                since: 200,
-                ready_by: Some(b"accepting on fd 3 (pid 4242) after 1.2s".to_vec()),
-                workers: vec![Worker {
-                    slot: 0,
-                    pid: 4242,
-                    since: 150,
-                    failures: 1,
-                    restarts: 3,
-                    ready_by: None,
-                    unobservable: Some(b"".to_vec()),
-                }],
-            }],
             intercept: None,
             per_connection: None,
+            waiters: vec![
+                Waiter {
+                    fd: 11,
+                    waits: Waits::Reload {
+                        generation: Some(3),
+                    },
+                },
+                Waiter {
+                    fd: 12,
+                    waits: Waits::Reload { generation: None },
+                },
+                Waiter {
+                    fd: 13,
+                    waits: Waits::Scale,
+                },
+                Waiter {
+                    fd: 14,
+                    waits: Waits::Pause,
+                },
+            ],
         }
     }
 
@@ -1123,16 +1540,99 @@ mod tests {
         let text = write(&state);
         assert!(text.starts_with("sockhold-state 2\n"));
         assert_eq!(read(&text), Ok(state));
-        let paused = State {
-            supervisor: Supervisor {
-                paused_since: Some(5),
-                maintenance: true,
-                ..Supervisor::default()
-            },
-            nonblocking: Some(Vec::new()),
-            ..State::default()
-        };
-        assert_eq!(read(&write(&paused)), Ok(paused));
+        for phase in [
+            Phase::Paused { since: 5 },
+            Phase::WaitingToRestart { at: 6 },
+            Phase::Idle { watch_at: None },
+            Phase::Idle { watch_at: Some(7) },
+        ] {
+            let other = State {
+                supervisor: Supervisor {
+                    phase,
+                    maintenance: true,
+                    unserved_since: Some(4),
+                    ..Supervisor::default()
+                },
+                nonblocking: Some(Vec::new()),
+                ..State::default()
+            };
+            assert_eq!(read(&write(&other)), Ok(other));
+        }
+        assert_eq!(sample().fds(), [3, 4, 5, 9, 6, 7, 8, 10, 11, 12, 13, 14]);
+    }
+
+    /// What the previous sockhold (version 1) wrote: ready workers of one
+    /// current generation, or none while paused.
+    #[test]
+    fn a_version_1_state_is_still_read() {
+        let text = "sockhold-state 1\nexe /usr/bin/sockhold\ntarget /usr/bin/sockhold\nstarted-at 12345\nsocket 3 - -\ncontrol 5 1 2\nclient 9\nchild 4242 8 0 999\nserving 3 4242\nnonblocking 0\nsupervisor 4 2 0 1 1 2 -\ngeneration 3 reload 100 200 accepting%20on%20fd%203\nworker 0 4242 150 1 3 - -\nend\n";
+        let state = read(text).unwrap();
+        assert_eq!(state.client, Some(9));
+        let s = &state.supervisor;
+        assert_eq!(
+            (s.next_id, s.restarts, s.workers, s.phase, s.reload_queued),
+            (4, 2, 2, Phase::Running, false)
+        );
+        assert_eq!(s.unserved_since, None);
+        assert_eq!(
+            s.generations,
+            [Generation {
+                id: 3,
+                cause: b"reload".to_vec(),
+                started_at: 100,
+                role: Role::Current { since: 200 },
+                first_failure: None,
+                ready_by: Some(b"accepting on fd 3".to_vec()),
+                workers: vec![Worker {
+                    slot: 0,
+                    state: WorkerState::Ready {
+                        pid: 4242,
+                        since: 150
+                    },
+                    failures: 1,
+                    restarts: 3,
+                    ready_by: None,
+                    unobservable: None,
+                }],
+            }]
+        );
+        assert!(s.leaving.is_empty() && state.waiters.is_empty());
+        assert!(state.arguments.is_empty() && !s.maintenance);
+        let paused = "sockhold-state 1\nsupervisor 4 2 0 1 0 1 77\nend\n";
+        let s = read(paused).unwrap().supervisor;
+        assert_eq!(
+            (s.phase, s.unserved_since),
+            (Phase::Paused { since: 77 }, Some(77))
+        );
+        assert!(s.generations.is_empty());
+        // What version 1 never had is not taken from it.
+        let phase = "sockhold-state 1\nsupervisor 4 2 0 1 0 1 -\nphase idle -\nend\n";
+        assert!(read(phase).unwrap_err().contains("unknown keyword 'phase'"));
+    }
+
+    #[test]
+    fn unknown_words_in_the_new_lines_are_refused_with_their_line() {
+        let text = write(&sample());
+        let role = text.replacen(" starting\n", " booting\n", 1);
+        assert!(read(&role).unwrap_err().contains("unknown role 'booting'"));
+        let worker = text.replacen(" queued\n", " sleeping\n", 1);
+        assert!(
+            read(&worker)
+                .unwrap_err()
+                .contains("unknown worker state 'sleeping'")
+        );
+        let status = text.replacen("exited:1", "exited:x", 1);
+        assert!(
+            read(&status)
+                .unwrap_err()
+                .contains("'exited:x' is not a status")
+        );
+        let phase = text.replacen("phase running", "phase jogging", 1);
+        assert!(
+            read(&phase)
+                .unwrap_err()
+                .contains("unknown phase 'jogging'")
+        );
     }
 
     #[test]
@@ -1170,16 +1670,6 @@ mod tests {
                 .unwrap_err()
                 .contains("before any 'maintenance' line")
         );
-    }
-
-    #[test]
-    fn a_version_1_state_is_read_without_arguments() {
-        let state = State {
-            arguments: Vec::new(),
-            ..sample()
-        };
-        let text = write(&state).replacen("sockhold-state 2", "sockhold-state 1", 1);
-        assert_eq!(read(&text), Ok(state));
     }
 
     #[test]

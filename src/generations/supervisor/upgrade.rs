@@ -1,51 +1,21 @@
 //! What of the supervisor an upgrade carries to the new binary
-//! (`upgrade/`): the steady state only, where nothing is in flight and no
-//! deadline is pending, so that nothing can be lost between the two
-//! binaries. Anything else is refused with the reason and what to do.
+//! (`upgrade/`): all of it but its settings (which come from the
+//! arguments), as the pure state types of `upgrade/state.rs`, with every
+//! instant as CLOCK_MONOTONIC nanoseconds. The new binary goes on exactly
+//! where the old one was: generations starting, current and stopping,
+//! processes leaving with their SIGKILL deadlines, backoffs, `--lazy`
+//! idling, a queued reload, a waiting `scale`, whether `--maintenance`
+//! answers. Only a sockhold that is stopping is not carried. This is the one place that knows the
+//! supervisor's fields for an upgrade.
 
-use super::{Cause, Generation, Phase, Role, Slot, Supervisor, Worker, WorkerState};
+use super::{
+    AfterStop, Awaiting, Cause, Generation, Leaving, Phase, Role, Supervisor, Worker, WorkerState,
+};
+use crate::child::ChildStatus;
 use crate::config::SupervisorSettings;
+use crate::upgrade::state::{self, Clock};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::time::Instant;
-
-/// The supervisor in its steady state. (The default is the one
-/// per-connection mode carries: no supervisor at all.)
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Snapshot {
-    pub next_id: u64,
-    pub restarts: u64,
-    pub consecutive_failures: u32,
-    pub ever_spawned: bool,
-    pub many_workers: bool,
-    /// `--workers`, as `scale` left it.
-    pub workers: usize,
-    /// Paused since then (no generation); None: one generation serves.
-    pub paused_since: Option<Instant>,
-    pub current: Option<CurrentGeneration>,
-    /// Whether the driver was told to answer (`--maintenance`).
-    pub maintenance: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CurrentGeneration {
-    pub id: u64,
-    pub cause: Cause,
-    pub started_at: Instant,
-    pub since: Instant,
-    pub ready_by: Option<String>,
-    pub workers: Vec<ReadyWorker>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadyWorker {
-    pub slot: Slot,
-    pub pid: Pid,
-    pub since: Instant,
-    pub failures: u32,
-    pub restarts: u64,
-    pub ready_by: Option<String>,
-    pub unobservable: Option<String>,
-}
 
 impl Cause {
     pub fn from_name(name: &str) -> Option<Cause> {
@@ -55,156 +25,262 @@ impl Cause {
     }
 }
 
-/// Retrying once the generation serves is what to do for anything in flight.
-const RETRY: &str = "retry once it is serving (see sockhold status)";
-
 impl Supervisor {
     /// The state to carry, or why now is not the time.
-    pub fn snapshot(&self) -> Result<Snapshot, String> {
-        if self.reload_queued {
-            return Err(format!("a reload is queued; {RETRY}"));
-        }
-        if self.scale_awaited.is_some() {
-            return Err(format!("a scale is in flight; {RETRY}"));
-        }
-        if let Some(leaving) = self.leaving.first() {
-            return Err(format!(
-                "pid {} of generation {} is stopping; {RETRY}",
-                leaving.pid, leaving.generation
-            ));
-        }
-        let paused_since = match self.phase {
-            Phase::Running => None,
-            Phase::Paused { since } => Some(since),
-            Phase::WaitingToRestart { .. } => {
-                return Err(format!(
-                    "nobody serves and a restart is waiting for its backoff; {RETRY}"
-                ));
-            }
-            Phase::Idle { .. } => {
-                return Err(
-                    "--lazy with no child running is not carried over yet; retry once a connection has started one"
-                        .to_string(),
-                );
-            }
+    pub fn snapshot(&self, clock: Clock) -> Result<state::Supervisor, String> {
+        let ns = |at| clock.to_ns(at);
+        let phase = match self.phase {
+            Phase::Running => state::Phase::Running,
+            Phase::WaitingToRestart { at } => state::Phase::WaitingToRestart { at: ns(at) },
+            Phase::Idle { watch_at } => state::Phase::Idle {
+                watch_at: watch_at.map(ns),
+            },
+            Phase::Paused { since } => state::Phase::Paused { since: ns(since) },
             Phase::ShuttingDown { .. } | Phase::Exited => {
                 return Err("sockhold is stopping".to_string());
             }
         };
-        let current = match (paused_since, self.generations.as_slice()) {
-            (Some(_), []) => None,
-            (None, [generation]) => Some(current_generation(generation)?),
-            (_, generations) => {
-                let starting = generations
-                    .iter()
-                    .find(|g| !matches!(g.role, Role::Current { .. }));
-                return Err(match starting {
-                    Some(g) if g.role == Role::Starting => {
-                        format!(
-                            "a reload is in flight (generation {} is starting); {RETRY}",
-                            g.id
-                        )
+        let mut generations = Vec::new();
+        for g in &self.generations {
+            let mut workers = Vec::new();
+            for w in &g.workers {
+                let state = match w.state {
+                    WorkerState::Queued => state::WorkerState::Queued,
+                    // Spawning is synchronous: it ends within the event
+                    // that began it.
+                    WorkerState::Spawning => {
+                        return Err(format!(
+                            "internal error: worker {} of generation {} is being spawned between events; retry",
+                            w.slot, g.id
+                        ));
                     }
-                    Some(g) => format!("generation {} is stopping; {RETRY}", g.id),
-                    None => format!("no generation serves; {RETRY}"),
+                    WorkerState::Starting {
+                        pid,
+                        since,
+                        awaiting,
+                    } => state::WorkerState::Starting {
+                        pid: pid.as_raw(),
+                        since: ns(since),
+                        awaiting: state::Awaiting {
+                            ready_at: awaiting.ready_at.map(ns),
+                            give_up_at: ns(awaiting.give_up_at),
+                            observe_at: awaiting.observe_at.map(ns),
+                            notified_at: awaiting.notified_at.map(ns),
+                        },
+                    },
+                    WorkerState::Ready { pid, since } => state::WorkerState::Ready {
+                        pid: pid.as_raw(),
+                        since: ns(since),
+                    },
+                    WorkerState::WaitingToRestart { at } => {
+                        state::WorkerState::WaitingToRestart { at: ns(at) }
+                    }
+                    WorkerState::HandedOver => state::WorkerState::HandedOver,
+                    WorkerState::Ended => state::WorkerState::Ended,
+                };
+                workers.push(state::Worker {
+                    slot: w.slot,
+                    state,
+                    failures: w.failures,
+                    restarts: w.restarts,
+                    ready_by: text(&w.ready_by),
+                    unobservable: text(&w.unobservable),
                 });
             }
-        };
-        Ok(Snapshot {
+            generations.push(state::Generation {
+                id: g.id,
+                cause: g.cause.name().as_bytes().to_vec(),
+                started_at: ns(g.started_at),
+                role: match g.role {
+                    Role::Starting => state::Role::Starting,
+                    Role::Current { since } => state::Role::Current { since: ns(since) },
+                    Role::Stopping {
+                        after: AfterStop::Nothing,
+                    } => state::Role::Stopping,
+                    Role::Stopping {
+                        after: AfterStop::ApplyRestartPolicy { exited },
+                    } => state::Role::Recovering {
+                        exited: exited.map(status_out),
+                    },
+                },
+                first_failure: g.first_failure.map(status_out),
+                ready_by: text(&g.ready_by),
+                workers,
+            });
+        }
+        Ok(state::Supervisor {
             next_id: self.next_id,
             restarts: self.restarts,
             consecutive_failures: self.consecutive_failures,
             ever_spawned: self.ever_spawned,
             many_workers: self.many_workers,
             workers: self.settings.workers,
-            paused_since,
-            current,
+            phase,
+            reload_queued: self.reload_queued,
             maintenance: self.maintenance,
+            unserved_since: self.unserved_since.map(ns),
+            scale_awaited: self.scale_awaited,
+            generations,
+            leaving: self
+                .leaving
+                .iter()
+                .map(|l| state::Leaving {
+                    generation: l.generation,
+                    slot: l.slot,
+                    pid: l.pid.as_raw(),
+                    kill_at: l.kill_at.map(ns),
+                    restarts: l.restarts,
+                })
+                .collect(),
         })
     }
 
-    /// The supervisor as the old binary left it.
-    pub fn restore(mut settings: SupervisorSettings, snapshot: Snapshot) -> Supervisor {
-        settings.workers = snapshot.workers;
+    /// The supervisor as the old binary left it; the error names what in
+    /// the state makes no sense.
+    pub fn restore(
+        mut settings: SupervisorSettings,
+        carried: &state::Supervisor,
+        clock: Clock,
+    ) -> Result<Supervisor, String> {
+        let at = |ns| clock.to_instant(ns);
+        settings.workers = carried.workers;
         let mut supervisor = Supervisor::new(settings);
-        supervisor.next_id = snapshot.next_id;
-        supervisor.restarts = snapshot.restarts;
-        supervisor.consecutive_failures = snapshot.consecutive_failures;
-        supervisor.ever_spawned = snapshot.ever_spawned;
-        supervisor.many_workers = snapshot.many_workers;
-        supervisor.maintenance = snapshot.maintenance;
-        if let Some(since) = snapshot.paused_since {
-            supervisor.phase = Phase::Paused { since };
-            supervisor.unserved_since = Some(since);
-        }
-        if let Some(current) = snapshot.current {
-            supervisor.generations.push(Generation {
-                id: current.id,
-                workers: current
-                    .workers
-                    .into_iter()
-                    .map(|w| Worker {
-                        slot: w.slot,
-                        state: WorkerState::Ready {
-                            pid: w.pid,
-                            since: w.since,
+        supervisor.next_id = carried.next_id;
+        supervisor.restarts = carried.restarts;
+        supervisor.consecutive_failures = carried.consecutive_failures;
+        supervisor.ever_spawned = carried.ever_spawned;
+        supervisor.many_workers = carried.many_workers;
+        supervisor.phase = match carried.phase {
+            state::Phase::Running => Phase::Running,
+            state::Phase::WaitingToRestart { at: ns } => Phase::WaitingToRestart { at: at(ns) },
+            state::Phase::Idle { watch_at } => Phase::Idle {
+                watch_at: watch_at.map(at),
+            },
+            state::Phase::Paused { since } => Phase::Paused { since: at(since) },
+        };
+        supervisor.reload_queued = carried.reload_queued;
+        supervisor.maintenance = carried.maintenance;
+        supervisor.unserved_since = carried.unserved_since.map(at);
+        supervisor.scale_awaited = carried.scale_awaited;
+        for g in &carried.generations {
+            let cause = String::from_utf8_lossy(&g.cause);
+            let cause = Cause::from_name(&cause)
+                .ok_or_else(|| format!("generation {}: unknown cause '{cause}'", g.id))?;
+            let mut workers = Vec::new();
+            for (index, w) in g.workers.iter().enumerate() {
+                if w.slot != index {
+                    return Err(format!(
+                        "generation {}: worker {} is in slot {index}",
+                        g.id, w.slot
+                    ));
+                }
+                let state = match w.state {
+                    state::WorkerState::Queued => WorkerState::Queued,
+                    state::WorkerState::Starting {
+                        pid,
+                        since,
+                        awaiting,
+                    } => WorkerState::Starting {
+                        pid: pid_in(pid)?,
+                        since: at(since),
+                        awaiting: Awaiting {
+                            ready_at: awaiting.ready_at.map(at),
+                            give_up_at: at(awaiting.give_up_at),
+                            observe_at: awaiting.observe_at.map(at),
+                            notified_at: awaiting.notified_at.map(at),
                         },
-                        failures: w.failures,
-                        restarts: w.restarts,
-                        unobservable: w.unobservable,
-                        ready_by: w.ready_by,
-                    })
-                    .collect(),
-                first_failure: None,
-                role: Role::Current {
-                    since: current.since,
+                    },
+                    state::WorkerState::Ready { pid, since } => WorkerState::Ready {
+                        pid: pid_in(pid)?,
+                        since: at(since),
+                    },
+                    state::WorkerState::WaitingToRestart { at: ns } => {
+                        WorkerState::WaitingToRestart { at: at(ns) }
+                    }
+                    state::WorkerState::HandedOver => WorkerState::HandedOver,
+                    state::WorkerState::Ended => WorkerState::Ended,
+                };
+                workers.push(Worker {
+                    slot: w.slot,
+                    state,
+                    failures: w.failures,
+                    restarts: w.restarts,
+                    unobservable: string(&w.unobservable),
+                    ready_by: string(&w.ready_by),
+                });
+            }
+            supervisor.generations.push(Generation {
+                id: g.id,
+                workers,
+                first_failure: g.first_failure.map(status_in).transpose()?,
+                role: match g.role {
+                    state::Role::Starting => Role::Starting,
+                    state::Role::Current { since } => Role::Current { since: at(since) },
+                    state::Role::Stopping => Role::Stopping {
+                        after: AfterStop::Nothing,
+                    },
+                    state::Role::Recovering { exited } => Role::Stopping {
+                        after: AfterStop::ApplyRestartPolicy {
+                            exited: exited.map(status_in).transpose()?,
+                        },
+                    },
                 },
-                started_at: current.started_at,
-                cause: current.cause,
-                ready_by: current.ready_by,
+                started_at: at(g.started_at),
+                cause,
+                ready_by: string(&g.ready_by),
             });
         }
-        supervisor
+        let current = supervisor
+            .generations
+            .iter()
+            .filter(|g| matches!(g.role, Role::Current { .. }))
+            .count();
+        if current > 1 {
+            return Err(format!("{current} generations are current"));
+        }
+        for l in &carried.leaving {
+            supervisor.leaving.push(Leaving {
+                generation: l.generation,
+                slot: l.slot,
+                pid: pid_in(l.pid)?,
+                kill_at: l.kill_at.map(at),
+                restarts: l.restarts,
+            });
+        }
+        Ok(supervisor)
     }
 }
 
-fn current_generation(generation: &Generation) -> Result<CurrentGeneration, String> {
-    let Role::Current { since } = generation.role else {
-        return Err(format!(
-            "generation {} is not serving yet; {RETRY}",
-            generation.id
-        ));
-    };
-    if generation.first_failure.is_some() {
-        return Err(format!(
-            "a worker of generation {} ended and was not restarted; {RETRY}",
-            generation.id
-        ));
+fn text(value: &Option<String>) -> Option<Vec<u8>> {
+    value.as_ref().map(|t| t.as_bytes().to_vec())
+}
+
+fn string(value: &Option<Vec<u8>>) -> Option<String> {
+    value
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn pid_in(pid: i32) -> Result<Pid, String> {
+    if pid > 0 {
+        Ok(Pid::from_raw(pid))
+    } else {
+        Err(format!("'{pid}' is not a pid"))
     }
-    let mut workers = Vec::new();
-    for worker in &generation.workers {
-        let WorkerState::Ready { pid, since } = worker.state else {
-            return Err(format!(
-                "worker {} of generation {} is not ready (restarting or starting); {RETRY}",
-                worker.slot, generation.id
-            ));
-        };
-        workers.push(ReadyWorker {
-            slot: worker.slot,
-            pid,
-            since,
-            failures: worker.failures,
-            restarts: worker.restarts,
-            ready_by: worker.ready_by.clone(),
-            unobservable: worker.unobservable.clone(),
-        });
+}
+
+fn status_out(status: ChildStatus) -> state::Status {
+    match status {
+        ChildStatus::Exited(code) => state::Status::Exited(code),
+        ChildStatus::Signaled(signal) => state::Status::Signaled(signal as i32),
     }
-    Ok(CurrentGeneration {
-        id: generation.id,
-        cause: generation.cause,
-        started_at: generation.started_at,
-        since,
-        ready_by: generation.ready_by.clone(),
-        workers,
-    })
+}
+
+fn status_in(status: state::Status) -> Result<ChildStatus, String> {
+    match status {
+        state::Status::Exited(code) => Ok(ChildStatus::Exited(code)),
+        state::Status::Signaled(number) => Signal::try_from(number)
+            .map(ChildStatus::Signaled)
+            .map_err(|_| format!("'{number}' is not a signal")),
+    }
 }
