@@ -1539,4 +1539,5 @@ fn maintenance_is_off_without_the_option_while_lazy_idle_and_when_stopping() {
     );
 }
 
+mod upgrade;
 mod workers;
