@@ -8,6 +8,7 @@ use crate::harness::*;
 use nix::unistd::Pid;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 fn status_pid(status: &str) -> i32 {
     let rest = status.split_once("{\"pid\":").expect("a pid").1;
@@ -241,8 +242,33 @@ fn upgrade_during_a_rolling_reload_of_three_workers_carries_it() {
     upgrade_during_a_reload("3", "700");
 }
 
+/// A `scale` waiting for its new workers to be ready when the upgrade
+/// comes is answered by the new binary once they are.
+#[test]
+fn upgrade_while_a_scale_waits_answers_it_from_the_new_binary() {
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin(), "--boot", "1000"])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let waiting = {
+        let control = control.clone();
+        std::thread::spawn(move || control_client(&["scale", "2"], &control))
+    };
+    sockhold.wait_for("generation 1 worker 1 started");
+    upgrade(&sockhold, &control);
+    sockhold.wait_for("scaled: generation 1 has 2 ready workers");
+    let (code, out, err) = waiting.join().unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out, "scaled: generation 1 has 2 ready workers");
+}
+
 /// A crashed child waiting for its restart backoff is restarted by the
-/// new binary, at the time the old one set.
+/// new binary, at the time the old one set (not a backoff counted again
+/// from the upgrade).
 #[test]
 fn upgrade_during_a_restart_backoff_restarts_at_the_same_time() {
     let dir = TempDir::new();
@@ -252,24 +278,25 @@ fn upgrade_during_a_restart_backoff_restarts_at_the_same_time() {
         .arg(&control)
         .args(["--", test_child_bin(), "--exit-at-start", "1"])
         .start();
-    // 100ms, 200ms, 400ms, 800ms, then 1.6s.
-    sockhold.wait_for("restarting in 1.6s (restart 5)");
-    let seen = std::time::Instant::now();
+    // 100ms, 200ms, 400ms, 800ms, 1.6s, then 3.2s.
+    sockhold.wait_for("restarting in 3.2s (restart 6)");
+    let seen = Instant::now();
+    // Halfway through the backoff (no event to wait for: only time), so
+    // that a backoff counted again from the upgrade would show.
+    std::thread::sleep(Duration::from_millis(1500));
     upgrade(&sockhold, &control);
     let (_, status, _) = control_client(&["status"], &control);
     assert!(
         status.contains("\"state\":\"waiting to restart\""),
         "{status}"
     );
-    sockhold.wait_for("generation 6 started");
+    sockhold.wait_for("generation 7 started");
     let waited = seen.elapsed();
     assert!(
-        waited >= std::time::Duration::from_millis(1400)
-            && waited < std::time::Duration::from_millis(3000),
-        "restarted after {waited:?}, not 1.6s\nlog:\n{}",
+        waited >= Duration::from_millis(2700) && waited < Duration::from_millis(4400),
+        "restarted after {waited:?}, not 3.2s\nlog:\n{}",
         sockhold.log_text()
     );
-    sockhold.wait_for("restarting in 3.2s (restart 6)");
 }
 
 /// `--lazy` with nobody running: the new binary watches the listeners,
@@ -301,7 +328,7 @@ fn upgrade_while_an_old_generation_stops_kills_it_at_its_deadline() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
     let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--stop-timeout", "2s", "--control"])
+        .args(["-l", "127.0.0.1:0", "--stop-timeout", "3s", "--control"])
         .arg(&control)
         .args(["--", test_child_bin(), "--ignore-term"])
         .start();
@@ -309,16 +336,18 @@ fn upgrade_while_an_old_generation_stops_kills_it_at_its_deadline() {
     let old = sockhold.child_pids()[0];
     sockhold.signal(nix::sys::signal::Signal::SIGHUP);
     sockhold.wait_for(&format!("generation 1 stopping: SIGTERM to pid {old}"));
-    let asked = std::time::Instant::now();
+    let asked = Instant::now();
+    // Halfway to the SIGKILL (only time to wait for), so that a stop
+    // timeout counted again from the upgrade would show.
+    std::thread::sleep(Duration::from_millis(1500));
     upgrade(&sockhold, &control);
     let (_, status, _) = control_client(&["status"], &control);
     assert!(status.contains("\"state\":\"stopping\""), "{status}");
-    sockhold.wait_for(&format!("did not stop within 2s: SIGKILL to pid {old}"));
+    sockhold.wait_for(&format!("did not stop within 3s: SIGKILL to pid {old}"));
     let waited = asked.elapsed();
     assert!(
-        waited >= std::time::Duration::from_millis(1800)
-            && waited < std::time::Duration::from_millis(3500),
-        "SIGKILL after {waited:?}, not 2s\nlog:\n{}",
+        waited >= Duration::from_millis(2500) && waited < Duration::from_millis(4200),
+        "SIGKILL after {waited:?}, not 3s\nlog:\n{}",
         sockhold.log_text()
     );
     sockhold.wait_for("generation 1 exited with signal SIGKILL");
