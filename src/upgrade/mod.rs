@@ -381,6 +381,15 @@ impl Incoming {
         for listener in state.intercept.iter().flat_map(|i| &i.listeners) {
             check_seccomp_listener(listener)?;
         }
+        // A process the supervisor waits for must be one whose exit this
+        // binary will reap.
+        for pid in state.supervisor.pids() {
+            if !state.children.iter().any(|c| c.pid == pid) {
+                return Err(format!(
+                    "pid {pid} of the supervisor is not a carried child"
+                ));
+            }
+        }
         for waiter in &state.waiters {
             socket(waiter.fd, "a waiting control client's connection")?;
         }

@@ -175,6 +175,22 @@ pub struct Supervisor {
     pub leaving: Vec<Leaving>,
 }
 
+impl Supervisor {
+    /// Every process the supervisor follows: running workers, and those
+    /// told to stop.
+    pub fn pids(&self) -> Vec<i32> {
+        let workers = self
+            .generations
+            .iter()
+            .flat_map(|g| &g.workers)
+            .filter_map(|w| match w.state {
+                WorkerState::Starting { pid, .. } | WorkerState::Ready { pid, .. } => Some(pid),
+                _ => None,
+            });
+        workers.chain(self.leaving.iter().map(|l| l.pid)).collect()
+    }
+}
+
 /// `--maintenance` answering (since version 2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Maintenance {
@@ -1559,6 +1575,7 @@ mod tests {
             assert_eq!(read(&write(&other)), Ok(other));
         }
         assert_eq!(sample().fds(), [3, 4, 5, 9, 6, 7, 8, 10, 11, 12, 13, 14]);
+        assert_eq!(sample().supervisor.pids(), [4242, 4243, 4100, 4101]);
     }
 
     /// What the previous sockhold (version 1) wrote: ready workers of one
