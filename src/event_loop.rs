@@ -223,13 +223,33 @@ impl EventLoop {
                 )
             }
             None => {
-                let pids: Vec<String> = state.children.iter().map(|c| c.pid.to_string()).collect();
+                let pids: Vec<String> = state
+                    .supervisor
+                    .pids()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 let generation = state
                     .supervisor
                     .generations
                     .iter()
                     .find(|g| matches!(g.role, upgrade::state::Role::Current { .. }))
-                    .map_or_else(|| "none".to_string(), |g| g.id.to_string());
+                    .map_or_else(
+                        || {
+                            match state.supervisor.phase {
+                                upgrade::state::Phase::Paused { .. } => "none (paused)",
+                                upgrade::state::Phase::WaitingToRestart { .. } => {
+                                    "none (waiting to restart)"
+                                }
+                                upgrade::state::Phase::Idle { .. } => {
+                                    "none (waiting for a connection)"
+                                }
+                                upgrade::state::Phase::Running => "none (starting)",
+                            }
+                            .to_string()
+                        },
+                        |g| g.id.to_string(),
+                    );
                 format!("generation {generation} (pids {})", pids.join(" "))
             }
         };

@@ -283,18 +283,21 @@ fn upgrade_during_a_restart_backoff_restarts_at_the_same_time() {
     let seen = Instant::now();
     // Halfway through the backoff (no event to wait for: only time), so
     // that a backoff counted again from the upgrade would show.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
     upgrade(&sockhold, &control);
+    let upgraded = Instant::now();
     let (_, status, _) = control_client(&["status"], &control);
     assert!(
         status.contains("\"state\":\"waiting to restart\""),
         "{status}"
     );
     sockhold.wait_for("generation 7 started");
-    let waited = seen.elapsed();
+    // Not early, and not 3.2s after the upgrade either (however long
+    // the upgrade took).
+    let (waited, after) = (seen.elapsed(), upgraded.elapsed());
     assert!(
-        waited >= Duration::from_millis(2700) && waited < Duration::from_millis(4400),
-        "restarted after {waited:?}, not 3.2s\nlog:\n{}",
+        waited >= Duration::from_millis(2700) && after < Duration::from_millis(2700),
+        "restarted {waited:?} after the crash, {after:?} after the upgrade: not 3.2s after the crash\nlog:\n{}",
         sockhold.log_text()
     );
 }
@@ -314,6 +317,7 @@ fn upgrade_while_lazy_and_idle_then_a_connection_starts_the_child() {
     upgrade(&sockhold, &control);
     let answer = request_tcp(sockhold.tcp_address(0)).expect("answered after the upgrade");
     sockhold.wait_for("connection waiting: starting generation 1");
+    sockhold.wait_for("generation 1 started");
     let child = sockhold.child_pids()[0];
     assert_eq!(answer_pid(&answer), child.as_raw());
     let mut sockhold = sockhold;
@@ -328,7 +332,7 @@ fn upgrade_while_an_old_generation_stops_kills_it_at_its_deadline() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
     let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--stop-timeout", "3s", "--control"])
+        .args(["-l", "127.0.0.1:0", "--stop-timeout", "4s", "--control"])
         .arg(&control)
         .args(["--", test_child_bin(), "--ignore-term"])
         .start();
@@ -339,15 +343,18 @@ fn upgrade_while_an_old_generation_stops_kills_it_at_its_deadline() {
     let asked = Instant::now();
     // Halfway to the SIGKILL (only time to wait for), so that a stop
     // timeout counted again from the upgrade would show.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
     upgrade(&sockhold, &control);
+    let upgraded = Instant::now();
     let (_, status, _) = control_client(&["status"], &control);
     assert!(status.contains("\"state\":\"stopping\""), "{status}");
-    sockhold.wait_for(&format!("did not stop within 3s: SIGKILL to pid {old}"));
-    let waited = asked.elapsed();
+    sockhold.wait_for(&format!("did not stop within 4s: SIGKILL to pid {old}"));
+    // Not early, and not 4s after the upgrade either (however long the
+    // upgrade took).
+    let (waited, after) = (asked.elapsed(), upgraded.elapsed());
     assert!(
-        waited >= Duration::from_millis(2500) && waited < Duration::from_millis(4200),
-        "SIGKILL after {waited:?}, not 3s\nlog:\n{}",
+        waited >= Duration::from_millis(3500) && after < Duration::from_millis(3500),
+        "SIGKILL {waited:?} after SIGTERM, {after:?} after the upgrade: not 4s after SIGTERM\nlog:\n{}",
         sockhold.log_text()
     );
     sockhold.wait_for("generation 1 exited with signal SIGKILL");
