@@ -725,7 +725,6 @@ impl EventLoop {
             if requests.is_empty() {
                 return None;
             }
-            let mut upgrades = Vec::new();
             for (client, request) in requests {
                 let event = match request {
                     Request::Reload => Event::Reload {
@@ -736,7 +735,7 @@ impl EventLoop {
                     Request::Resume => Event::Resume { client },
                     Request::Scale { count } => Event::Scale { client, count },
                     Request::Upgrade { target } => {
-                        upgrades.push((client, target));
+                        self.upgrade(client, target);
                         continue;
                     }
                     Request::Stop => {
@@ -752,21 +751,6 @@ impl EventLoop {
                 if let Some(status) = self.dispatch(event) {
                     return Some(status);
                 }
-            }
-            // Last, so that the requests read with it are under way (and
-            // carried) rather than closed unanswered by the exec.
-            let mut upgrades = upgrades.into_iter();
-            if let Some((client, target)) = upgrades.next() {
-                for (other, _) in upgrades {
-                    self.control.as_mut()?.reply(
-                        other,
-                        &control::error(format_args!(
-                            "{}another upgrade is under way; retry once it is done",
-                            control::UPGRADE_REFUSED
-                        )),
-                    );
-                }
-                self.upgrade(client, target);
             }
         }
     }
