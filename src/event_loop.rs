@@ -1,8 +1,9 @@
 //! The driver: one mio `Poll`, the only place sockhold waits. Signals come
 //! in through signal-hook-mio, child exits are reaped with
 //! `waitpid(-1, WNOHANG)` until none is left, and the poll timeout is the
-//! earliest deadline of the engine, the control server and the service
-//! manager's watchdog (none while idle: zero wakeups).
+//! earliest deadline of the engine, the control server, the service
+//! manager's watchdog and an upgrade's probe (none while idle: zero
+//! wakeups).
 //!
 //! The driver knows no mode: it turns what happens into `engine::Event`s
 //! for the engine that runs (generations or per-connection), in this order
@@ -13,7 +14,8 @@
 //! Where each thing is handled: signals in `take_signals` here (which
 //! signals are caught, passed on or left alone: `signals.rs`); child exits
 //! in `child.rs` (reaping) and the engine's `Event::Exited`; connections in
-//! `per_connection/`; generations, reloads and readiness in `generations/`.
+//! `per_connection/`; generations, reloads and readiness in `generations/`;
+//! `upgrade` in `event_loop/upgrading.rs` (the loop's part) and `upgrade/`.
 
 use crate::child::{self, Children};
 use crate::config::Config;
