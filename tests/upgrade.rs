@@ -396,3 +396,39 @@ fn under_a_service_manager_an_upgrade_is_reloading_then_ready_with_the_same_main
     assert_eq!(notify.next(), "STOPPING=1\nSTATUS=stopping");
     assert_eq!(sockhold.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn a_control_client_halfway_through_its_request_is_answered_by_the_new_binary() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new();
+    let control = dir.join("c.sock");
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0", "--control"])
+        .arg(&control)
+        .args(["--", test_child_bin()])
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    let connect = || {
+        let stream = std::os::unix::net::UnixStream::connect(&control).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+    };
+    // One has sent half its request, one nothing yet.
+    let mut half = connect();
+    half.write_all(b"sta").unwrap();
+    let mut silent = connect();
+    // Both are in sockhold's hands (accepted, read) once a later client
+    // has been answered: connections are served in order.
+    let (code, _, err) = control_client(&["status"], &control);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = control_client(&["upgrade"], &control);
+    assert_eq!(code, 0, "{out} {err}");
+    half.write_all(b"tus\n").unwrap();
+    silent.write_all(b"status\n").unwrap();
+    for (name, stream) in [("half", &mut half), ("silent", &mut silent)] {
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("{\"pid\":"), "{name}: {reply:?}");
+        assert_eq!(status_pid(&reply), sockhold.pid.as_raw(), "{name}");
+    }
+}

@@ -361,15 +361,22 @@ impl Server {
 
     /// What an upgrade carries besides: the connections of the clients
     /// waiting for an outcome, and what each waits for, so that the new
-    /// binary answers them.
-    pub fn waiters(&self) -> Vec<Waiter> {
+    /// binary answers them; and those whose request is not read whole
+    /// yet, with what was read, so that the new binary reads on.
+    pub fn waiters(&self, clock: crate::upgrade::state::Clock) -> Vec<Waiter> {
         self.clients
             .values()
             .filter_map(|client| {
-                let waits = match client.state {
-                    State::AwaitingReload { generation } => Waits::Reload { generation },
+                let waits = match &client.state {
+                    State::AwaitingReload { generation } => Waits::Reload {
+                        generation: *generation,
+                    },
                     State::AwaitingPause => Waits::Pause,
                     State::AwaitingScale => Waits::Scale,
+                    State::Reading { buffer, deadline } => Waits::Request {
+                        read: buffer.clone(),
+                        deadline: clock.to_ns(*deadline),
+                    },
                     _ => return None,
                 };
                 Some(Waiter {
@@ -380,9 +387,15 @@ impl Server {
             .collect()
     }
 
-    /// A client that waited for an outcome when the earlier binary of
-    /// this pid executed this one: it waits on here.
-    pub fn adopt_waiter(&mut self, connection: OwnedFd, waits: Waits) {
+    /// A client that waited for an outcome (or was sending its request)
+    /// when the earlier binary of this pid executed this one: it waits on
+    /// here. Its peer is checked again, as at the accept.
+    pub fn adopt_waiter(
+        &mut self,
+        connection: OwnedFd,
+        waits: Waits,
+        clock: crate::upgrade::state::Clock,
+    ) {
         let std_stream = std::os::unix::net::UnixStream::from(connection);
         if let Err(error) = std_stream.set_nonblocking(true) {
             log::warn!("control socket: cannot take over a waiting client: {error}");
@@ -398,10 +411,20 @@ impl Server {
             log::warn!("control socket: cannot watch a waiting client: {error}");
             return;
         }
+        let reading = matches!(waits, Waits::Request { .. });
         let state = match waits {
             Waits::Reload { generation } => State::AwaitingReload { generation },
             Waits::Pause => State::AwaitingPause,
             Waits::Scale => State::AwaitingScale,
+            Waits::Request { read, deadline } => State::Reading {
+                buffer: read,
+                deadline: clock.to_instant(deadline),
+            },
+        };
+        let refusal = if reading {
+            check_peer(&stream).err()
+        } else {
+            None
         };
         log::debug!("control socket: client {id} waits on after the upgrade");
         self.clients.insert(
@@ -409,9 +432,14 @@ impl Server {
             Client {
                 stream,
                 state,
-                refusal: None,
+                refusal,
             },
         );
+        if reading {
+            // What came during the exec is read now (registered, epoll
+            // reports it too, but the request may be whole already).
+            self.drive(id);
+        }
     }
 
     /// Sends one reply line and closes the connection once it is written.

@@ -73,7 +73,7 @@ impl EventLoop {
         for waiter in &state.waiters {
             let connection = incoming.own(waiter.fd);
             if let Some(control) = &mut self.control {
-                control.adopt_waiter(connection, waiter.waits);
+                control.adopt_waiter(connection, waiter.waits.clone(), clock);
             }
         }
         let binary = incoming.binary();
@@ -253,7 +253,7 @@ impl EventLoop {
         let (control, client, waiters) = match &self.control {
             Some(server) => {
                 let (fd, device, inode, connection) = server.carried(client);
-                (Some((fd, device, inode)), connection, server.waiters())
+                (Some((fd, device, inode)), connection, server.waiters(clock))
             }
             None => (None, None, Vec::new()),
         };

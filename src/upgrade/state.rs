@@ -225,15 +225,24 @@ pub struct MaintenanceConnection {
 
 /// What a control client waits for (`reload`'s generation: None until
 /// the reload it joined has started).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Waits {
-    Reload { generation: Option<u64> },
+    Reload {
+        generation: Option<u64>,
+    },
     Pause,
     Scale,
+    /// Its request line is not read whole yet: what was read, and when
+    /// the rest must have come (CLOCK_MONOTONIC ns).
+    Request {
+        read: Vec<u8>,
+        deadline: u64,
+    },
 }
 
-/// A control client waiting for an answer, on its connection `fd`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A control client waiting for an answer (or still sending its
+/// request), on its connection `fd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiter {
     pub fd: i32,
     pub waits: Waits,
@@ -558,12 +567,15 @@ pub fn write(state: &State) -> String {
         write_per_connection(per_connection, &mut line);
     }
     for w in &state.waiters {
-        line(match w.waits {
+        line(match &w.waits {
             Waits::Reload { generation } => {
-                format!("waiter {} reload {}", w.fd, optional_number(generation))
+                format!("waiter {} reload {}", w.fd, optional_number(*generation))
             }
             Waits::Pause => format!("waiter {} pause", w.fd),
             Waits::Scale => format!("waiter {} scale", w.fd),
+            Waits::Request { read, deadline } => {
+                format!("waiter {} request {deadline} {}", w.fd, escape(read))
+            }
         });
     }
     line("end".to_string());
@@ -916,6 +928,10 @@ pub fn read(text: &str) -> Result<State, String> {
                     },
                     "pause" => Waits::Pause,
                     "scale" => Waits::Scale,
+                    "request" => Waits::Request {
+                        deadline: f.number()?,
+                        read: f.string()?,
+                    },
                     other => return Err(f.bad(&format!("unknown wait '{other}'"))),
                 };
                 state.waiters.push(Waiter { fd, waits });
@@ -1546,6 +1562,20 @@ mod tests {
                     fd: 14,
                     waits: Waits::Pause,
                 },
+                Waiter {
+                    fd: 15,
+                    waits: Waits::Request {
+                        read: b"sta".to_vec(),
+                        deadline: 8000,
+                    },
+                },
+                Waiter {
+                    fd: 16,
+                    waits: Waits::Request {
+                        read: Vec::new(),
+                        deadline: 8001,
+                    },
+                },
             ],
         }
     }
@@ -1574,7 +1604,7 @@ mod tests {
             };
             assert_eq!(read(&write(&other)), Ok(other));
         }
-        assert_eq!(sample().fds(), [3, 4, 5, 9, 6, 7, 8, 10, 11, 12, 13, 14]);
+        assert_eq!(sample().fds(), [3, 4, 5, 9, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]);
         assert_eq!(sample().supervisor.pids(), [4242, 4243, 4100, 4101]);
     }
 
