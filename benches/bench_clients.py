@@ -84,6 +84,11 @@ def print_table(lines):
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
+def median_max(summary):
+    """A table cell for a {"median", "max"} summary of ms: "med / max"."""
+    return f"{summary['median']:.0f} / {summary['max']:.0f}"
+
+
 def print_failures(rows, name):
     """One line per row that had failed connections: name(row), then how
     many of each error."""

@@ -23,18 +23,11 @@ stop_script_processes() {
     if [ -f "$tmp/php.pid" ]; then kill -TERM "$(cat "$tmp/php.pid")" 2>/dev/null || true; fi
 }
 
-mkdir "$tmp/www"
+port=$(free_port)
+write_lighttpd_conf "$port" 'server.modules = ("mod_fastcgi")' \
+    "fastcgi.server = (\".php\" => ((\"socket\" => \"$tmp/php.sock\", \"check-local\" => \"disable\")))"
 # shellcheck disable=SC2028 # the \n is PHP's
 echo '<?php echo "pid=" . getmypid() . "\n";' > "$tmp/www/index.php"
-port=$(free_port)
-cat > "$tmp/lighttpd.conf" <<CONF
-server.document-root = "$tmp/www"
-server.bind = "127.0.0.1"
-server.port = $port
-server.errorlog = "$tmp/lighttpd.log"
-server.modules = ("mod_fastcgi")
-fastcgi.server = (".php" => (("socket" => "$tmp/php.sock", "check-local" => "disable")))
-CONF
 
 # The load: $workers threads of new connections GET /index.php until told
 # to stop (SIGTERM); prints requests, failed and max latency (ms).

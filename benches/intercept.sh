@@ -15,15 +15,9 @@ parse_options seconds rounds -- "$@"
 build_release sockhold
 require_programs "lighttpd wrk python3" lighttpd wrk python3
 make_temp_dir intercept
-mkdir "$tmp/www"
-echo hello > "$tmp/www/index.html"
 port=$(free_port)
-cat > "$tmp/lighttpd.conf" <<CONF
-server.document-root = "$tmp/www"
-server.bind = "127.0.0.1"
-server.port = $port
-server.errorlog = "$tmp/lighttpd.log"
-CONF
+write_lighttpd_conf "$port"
+echo hello > "$tmp/www/index.html"
 measure() {
     wrk -t2 -c32 -d"${seconds}s" "http://127.0.0.1:$port/index.html" | awk '/Requests\/sec/ {print $2}'
 }

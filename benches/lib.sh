@@ -63,18 +63,20 @@ parse_options() {
 }
 
 # build_release BINARY...: builds this tree's release binaries when cargo
-# is here, so that a benchmark never measures a stale sockhold (test_child
-# needs the test-child feature: Cargo.toml); without cargo it uses what is
-# in $target. Then checks that each BINARY (sockhold, test_child) is there.
+# is here, so that a benchmark never measures a stale sockhold; without
+# cargo it uses what is in $target. Then checks that each BINARY (sockhold,
+# test_child) is there. Always with the test-child feature, which only adds
+# the test_child bin (Cargo.toml): one build serves every script, where a
+# build without it would be a second LTO build of sockhold (minutes on a
+# busy 2-core machine).
 build_release() {
-    local features=() binary
-    case " $* " in *" test_child "*) features=(--features test-child) ;; esac
+    local build=(cargo build --release --bins --features test-child)
     if command -v cargo >/dev/null; then
-        (cd "$root" && cargo build --release --bins ${features[@]+"${features[@]}"} --quiet)
+        (cd "$root" && "${build[@]}" --quiet)
     fi
+    local binary
     for binary in "$@"; do
-        [ -x "$target/release/$binary" ] \
-            || die 69 "$target/release/$binary is missing (cargo build --release --bins ${features[*]})"
+        [ -x "$target/release/$binary" ] || die 69 "$target/release/$binary is missing (${build[*]})"
     done
 }
 
@@ -147,6 +149,22 @@ wait_until_port_answers() {
         sleep 0.05
     done
     die 70 "nothing answers on port $port"
+}
+
+# write_lighttpd_conf PORT [LINE...]: $tmp/lighttpd.conf, for lighttpd -D
+# -f: serve the files of $tmp/www (made here) on 127.0.0.1:PORT, errors to
+# $tmp/lighttpd.log, and the LINEs after that (fastcgi.sh's backend).
+write_lighttpd_conf() {
+    local port=$1
+    shift
+    mkdir -p "$tmp/www"
+    {
+        echo "server.document-root = \"$tmp/www\""
+        echo 'server.bind = "127.0.0.1"'
+        echo "server.port = $port"
+        echo "server.errorlog = \"$tmp/lighttpd.log\""
+        if [ $# -gt 0 ]; then printf '%s\n' "$@"; fi
+    } > "$tmp/lighttpd.conf"
 }
 
 # children_of PID: the pids of PID's children, of every thread (circusd

@@ -38,7 +38,7 @@ import time
 
 from bench_clients import (
     ANSWER_TIMEOUT, add_run_arguments, count_errors, cpu_ms, largest, load_results,
-    ok_latencies_ms, percentile, print_failures, print_slowest, print_table,
+    median_max, ok_latencies_ms, percentile, print_failures, print_slowest, print_table,
     slowest_connections, write_result)
 
 
@@ -273,8 +273,8 @@ def table(args):
                 f"{lat['p50']:.2f}",
                 f"{lat['p99']:.2f}",
                 f"{lat['max']:.1f}",
-                f"{old['median']:.0f} / {old['max']:.0f}",
-                f"{new['median']:.0f} / {new['max']:.0f}",
+                median_max(old),
+                median_max(new),
             )
         )
     print_table(lines)
@@ -317,8 +317,8 @@ def readiness_table(rows, slowest):
             f"{lat['p99']:.2f}",
             f"{lat['max']:.1f}",
             f"{lat['max'] / steady['p99']:.0f}",
-            f"{old['median']:.0f} / {old['max']:.0f}",
-            f"{new['median']:.0f} / {new['max']:.0f}",
+            median_max(old),
+            median_max(new),
             f"{cpu['steady']:.0f} / {cpu['reloads']:.0f}",
         ))
     print_table(lines)

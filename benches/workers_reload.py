@@ -38,7 +38,7 @@ import time
 
 from bench_clients import (
     ANSWER_TIMEOUT, add_run_arguments, count_errors, cpu_ms, largest, load_results,
-    ok_latencies_ms, percentile, print_failures, print_slowest, print_table,
+    median_max, ok_latencies_ms, percentile, print_failures, print_slowest, print_table,
     slowest_connections, write_result)
 
 clock = time.monotonic
@@ -300,7 +300,7 @@ def table(args):
             f"{w['max']:.1f}",
             med(r["first_new_ms"]),
             med(r["first_old_gone_ms"]),
-            f"{last['median']:.0f} / {last['max']:.0f}",
+            median_max(last),
             f"{last['median'] / r['boot_ms']:.2f}",
             f"{r['supervisor_cpu_ms_per_reload']:.0f}",
         ))
