@@ -20,8 +20,11 @@ require_programs "tini dumb-init util-linux" tini dumb-init unshare
 
 make_temp_dir pid1
 ns_pid=
+cutter=
 # unshare runs with --kill-child: SIGKILL to it ends the whole namespace.
+# The cutter (see stubborn below) goes first, so that it cannot fire.
 stop_script_processes() {
+    if [ -n "$cutter" ]; then kill "$cutter" 2>/dev/null || true; wait "$cutter" 2>/dev/null || true; fi
     if [ -n "$ns_pid" ]; then kill -KILL "$ns_pid" 2>/dev/null || true; fi
 }
 
@@ -102,6 +105,7 @@ for supervisor in sockhold tini dumb-init; do
     finish "$t0"
     stubborn_status=$status stubborn_time=$took
     kill "$cutter" 2>/dev/null || true; wait "$cutter" 2>/dev/null || true
+    cutter=
     [ "$stubborn_status" = 137 ] && [ "${stubborn_time%.*}" -ge 15 ] && stubborn_status="cut"
 
     # left: the worker writes a mark when it gets TERM
