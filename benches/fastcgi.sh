@@ -7,56 +7,27 @@
 # See benches/README.md.
 # Usage: benches/fastcgi.sh [--restarts N] [--workers N] [--period SECONDS]
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 restarts=5
 workers=4
 period=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --restarts) restarts="$2"; shift 2 ;;
-        --workers) workers="$2"; shift 2 ;;
-        --period) period="$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) echo "fastcgi.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
-    esac
-done
+parse_options restarts workers period -- "$@"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-sockhold=$target/release/sockhold
-if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bin sockhold --quiet)
-fi
-for program in lighttpd php-cgi spawn-fcgi python3; do
-    command -v "$program" >/dev/null || {
-        echo "fastcgi.sh: $program is missing (apt-get install lighttpd php-cgi spawn-fcgi python3)" >&2
-        exit 69
-    }
-done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-fastcgi.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [ -f "$tmp/php.pid" ] && kill -TERM "$(cat "$tmp/php.pid")" 2>/dev/null || true
-    rm -rf "$tmp"
+build_release sockhold
+require_programs "lighttpd php-cgi spawn-fcgi python3" lighttpd php-cgi spawn-fcgi python3
+make_temp_dir fastcgi
+# spawn-fcgi's php-cgi is not our child: it is known by its pid file.
+stop_script_processes() {
+    if [ -f "$tmp/php.pid" ]; then kill -TERM "$(cat "$tmp/php.pid")" 2>/dev/null || true; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-mkdir "$tmp/www"
+port=$(free_port)
+write_lighttpd_conf "$port" 'server.modules = ("mod_fastcgi")' \
+    "fastcgi.server = (\".php\" => ((\"socket\" => \"$tmp/php.sock\", \"check-local\" => \"disable\")))"
+# shellcheck disable=SC2028 # the \n is PHP's
 echo '<?php echo "pid=" . getmypid() . "\n";' > "$tmp/www/index.php"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$tmp/lighttpd.conf" <<CONF
-server.document-root = "$tmp/www"
-server.bind = "127.0.0.1"
-server.port = $port
-server.errorlog = "$tmp/lighttpd.log"
-server.modules = ("mod_fastcgi")
-fastcgi.server = (".php" => (("socket" => "$tmp/php.sock", "check-local" => "disable")))
-CONF
 
 # The load: $workers threads of new connections GET /index.php until told
 # to stop (SIGTERM); prints requests, failed and max latency (ms).
@@ -103,7 +74,7 @@ run_row() {
         sockhold)
             PHP_FCGI_MAX_REQUESTS=0 "$sockhold" -q -l "$tmp/php.sock" --stdin-socket -- php-cgi &
             backend_pid=$!
-            pids+=("$backend_pid")
+            background_pids+=("$backend_pid")
             ;;
         spawn-fcgi)
             PHP_FCGI_MAX_REQUESTS=0 spawn-fcgi -s "$tmp/php.sock" -P "$tmp/php.pid" -- "$(command -v php-cgi)" >/dev/null
@@ -112,13 +83,10 @@ run_row() {
     for _ in $(seq 100); do [ -S "$tmp/php.sock" ] && break; sleep 0.05; done
     lighttpd -D -f "$tmp/lighttpd.conf" &
     local lighttpd_pid=$!
-    pids+=("$lighttpd_pid")
-    for _ in $(seq 100); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
-        sleep 0.05
-    done
+    background_pids+=("$lighttpd_pid")
+    wait_until_port_answers "$port"
     python3 "$tmp/load.py" "$port" "$workers" > "$tmp/$label.out" &
-    local load_pid=$!
+    client_pid=$!
     sleep "$period"
     for _ in $(seq "$restarts"); do
         case "$label" in
@@ -134,8 +102,9 @@ run_row() {
         esac
         sleep "$period"
     done
-    kill -TERM "$load_pid"
-    wait "$load_pid"
+    kill -TERM "$client_pid"
+    wait "$client_pid"
+    client_pid=
     kill -TERM "$lighttpd_pid"; wait "$lighttpd_pid" 2>/dev/null || true
     case "$label" in
         sockhold) kill -TERM "$backend_pid"; wait "$backend_pid" 2>/dev/null || true ;;

@@ -8,59 +8,19 @@
 # SECONDS of idleness, from /proc/PID/status. Release build.
 # Usage: benches/footprint.sh [--seconds N]
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 seconds=10
 # Time every supervisor gets to finish starting before it is measured
 # (sockhold's default readiness delay is 1 s).
 settle=2
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --seconds) seconds="$2"; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-        *) echo "footprint.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
-    esac
-done
+parse_options seconds -- "$@"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-sockhold=$target/release/sockhold
-
-if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bins --quiet)
-fi
-[ -x "$sockhold" ] || { echo "footprint.sh: $sockhold is missing (cargo build --release)" >&2; exit 69; }
-for tool in tini dumb-init start_server systemd-socket-activate; do
-    command -v "$tool" >/dev/null || {
-        echo "footprint.sh: $tool is missing (apt-get install tini dumb-init libserver-starter-perl systemd)" >&2
-        exit 69
-    }
-done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-footprint.XXXXXX")
-sup_pid=
-
-# Stop the supervisor we started, by pid; SIGKILL it and its children if it
-# does not go.
-stop_supervisor() {
-    [ -n "$sup_pid" ] || return 0
-    local kids=""
-    kids=$(cat /proc/"$sup_pid"/task/*/children 2>/dev/null || true)
-    kill -TERM "$sup_pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$sup_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$sup_pid" 2>/dev/null; then
-        kill -KILL "$sup_pid" $kids 2>/dev/null || true
-    fi
-    wait "$sup_pid" 2>/dev/null || true
-    sup_pid=
-}
-cleanup() {
-    stop_supervisor
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+build_release sockhold
+require_programs "tini dumb-init libserver-starter-perl systemd" \
+    tini dumb-init start_server systemd-socket-activate
+make_temp_dir footprint
 
 # Sum of one field of /proc/PID/task/*/status over every thread.
 field_sum() {

@@ -26,6 +26,9 @@
 # Settings (environment): ROUNDS=7 DURATION=3 CLIENTS=4 FLOOD=200 HOLD_MS=300 LIMIT=16
 
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+parse_options -- "$@"
 
 ROUNDS=${ROUNDS:-7}
 DURATION=${DURATION:-3}
@@ -34,57 +37,20 @@ FLOOD=${FLOOD:-200}
 HOLD_MS=${HOLD_MS:-300}
 LIMIT=${LIMIT:-16}
 
-cd "$(dirname "$0")/.."
-for tool in cc python3 tcpserver xinetd systemd-socket-activate; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "inetd.sh: '$tool' not found (apt-get install -y ucspi-tcp xinetd systemd gcc python3)" >&2
-        exit 69
-    fi
-done
-
-cargo build --release --quiet
-SOCKHOLD=${CARGO_TARGET_DIR:-$PWD/target}/release/sockhold
+build_release sockhold
+require_programs "ucspi-tcp xinetd systemd gcc python3" cc python3 tcpserver xinetd systemd-socket-activate
 CAT=$(command -v cat)
 
-work=$(mktemp -d /tmp/sockhold-bench.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-cc -O2 -Wall -o "$work/accept_loop" benches/accept_loop.c
-cc -O2 -Wall -pthread -o "$work/connect_load" benches/connect_load.c
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until something accepts on the port (the probe is served and closed).
-wait_listening() {
-    local port=$1
-    for _ in $(seq 100); do
-        if python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "inetd.sh: nothing listens on port $port" >&2
-    exit 70
-}
+make_temp_dir bench
+cc -O2 -Wall -o "$tmp/accept_loop" "$root/benches/accept_loop.c"
+cc -O2 -Wall -pthread -o "$tmp/connect_load" "$root/benches/connect_load.c"
 
 # start NAME PORT LIMIT: starts one server in the background ("" = no limit).
 start() {
     local name=$1 port=$2 limit=$3
     case $name in
     sockhold)
-        "$SOCKHOLD" -q --accept --inetd --max-connections "${limit:-100000}" \
+        "$sockhold" -q --accept --inetd --max-connections "${limit:-100000}" \
             -l "127.0.0.1:$port" -- "$CAT" &
         ;;
     tcpserver)
@@ -95,7 +61,7 @@ start() {
         systemd-socket-activate --accept --inetd -l "127.0.0.1:$port" "$CAT" 2>/dev/null &
         ;;
     xinetd)
-        cat >"$work/xinetd-$port.conf" <<EOF
+        cat >"$tmp/xinetd-$port.conf" <<EOF
 service bench-$port
 {
     type        = UNLISTED
@@ -112,24 +78,14 @@ service bench-$port
     log_type    = FILE /dev/null
 }
 EOF
-        xinetd -dontfork -f "$work/xinetd-$port.conf" -pidfile "$work/xinetd-$port.pid" &
+        xinetd -dontfork -f "$tmp/xinetd-$port.conf" -pidfile "$tmp/xinetd-$port.pid" &
         ;;
     accept_loop)
-        "$work/accept_loop" "$port" "$CAT" &
+        "$tmp/accept_loop" "$port" "$CAT" &
         ;;
     esac
-    pids+=($!)
-    wait_listening "$port"
-}
-
-stop_all() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    pids=()
+    background_pids+=($!)
+    wait_until_port_answers "$port"
 }
 
 servers=(sockhold tcpserver systemd-socket-activate xinetd accept_loop)
@@ -140,35 +96,35 @@ for name in "${servers[@]}"; do
     port[$name]=$(free_port)
     start "$name" "${port[$name]}" ""
     # Warm-up: page cache, first-connection costs.
-    "$work/connect_load" -c "$CLIENTS" -d 1 127.0.0.1 "${port[$name]}" >/dev/null
+    "$tmp/connect_load" -c "$CLIENTS" -d 1 127.0.0.1 "${port[$name]}" >/dev/null
 done
 
-: >"$work/rates"
+: >"$tmp/rates"
 for round in $(seq "$ROUNDS"); do
     # Rotate the order so that no server always runs first or last.
     order=("${servers[@]:round % ${#servers[@]}}" "${servers[@]:0:round % ${#servers[@]}}")
     for name in "${order[@]}"; do
-        line=$("$work/connect_load" -c "$CLIENTS" -d "$DURATION" 127.0.0.1 "${port[$name]}")
+        line=$("$tmp/connect_load" -c "$CLIENTS" -d "$DURATION" 127.0.0.1 "${port[$name]}")
         echo "round $round  $name  $line"
-        echo "$round $name $line" >>"$work/rates"
+        echo "$round $name $line" >>"$tmp/rates"
     done
 done
-stop_all
+stop_background
 
 echo
 echo "== concurrency limit under a flood: $FLOOD clients at once, each holding ${HOLD_MS}ms, limit $LIMIT"
-: >"$work/flood"
+: >"$tmp/flood"
 for name in "${servers[@]}"; do
     p=$(free_port)
     start "$name" "$p" "$LIMIT"
-    line=$("$work/connect_load" -c "$FLOOD" -n "$FLOOD" -h "$HOLD_MS" -d 120 127.0.0.1 "$p")
+    line=$("$tmp/connect_load" -c "$FLOOD" -n "$FLOOD" -h "$HOLD_MS" -d 120 127.0.0.1 "$p")
     echo "$name  $line"
-    echo "$name $line" >>"$work/flood"
-    stop_all
+    echo "$name $line" >>"$tmp/flood"
+    stop_background
 done
 
 echo
-python3 - "$work/rates" "$work/flood" "$LIMIT" <<'EOF'
+python3 - "$tmp/rates" "$tmp/flood" "$LIMIT" <<'EOF'
 import re, statistics, sys
 from collections import defaultdict
 

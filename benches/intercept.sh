@@ -7,64 +7,27 @@
 # Prints requests/s per row and the ratio. See benches/README.md.
 # Usage: benches/intercept.sh [--seconds N] [--rounds N]
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 seconds=5
 rounds=3
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --seconds) seconds="$2"; shift 2 ;;
-        --rounds) rounds="$2"; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-        *) echo "intercept.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
-    esac
-done
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-sockhold=$target/release/sockhold
-if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bin sockhold --quiet)
-fi
-for program in lighttpd wrk python3; do
-    command -v "$program" >/dev/null || {
-        echo "intercept.sh: $program is missing (apt-get install lighttpd wrk python3)" >&2
-        exit 69
-    }
-done
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-intercept.XXXXXX")
-pid=
-stop() {
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
-}
-trap 'stop; rm -rf "$tmp"' EXIT
-mkdir "$tmp/www"
+parse_options seconds rounds -- "$@"
+build_release sockhold
+require_programs "lighttpd wrk python3" lighttpd wrk python3
+make_temp_dir intercept
+port=$(free_port)
+write_lighttpd_conf "$port"
 echo hello > "$tmp/www/index.html"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$tmp/lighttpd.conf" <<CONF
-server.document-root = "$tmp/www"
-server.bind = "127.0.0.1"
-server.port = $port
-server.errorlog = "$tmp/lighttpd.log"
-CONF
-wait_port() {
-    for _ in $(seq 200); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "intercept.sh: nothing answers on port $port" >&2
-    exit 70
-}
 measure() {
     wrk -t2 -c32 -d"${seconds}s" "http://127.0.0.1:$port/index.html" | awk '/Requests\/sec/ {print $2}'
 }
 direct=()
 intercepted=()
 for _ in $(seq "$rounds"); do
-    lighttpd -D -f "$tmp/lighttpd.conf" & pid=$!
-    wait_port; direct+=("$(measure)"); stop
-    "$sockhold" -q -l "127.0.0.1:$port" --intercept-bind -- lighttpd -D -f "$tmp/lighttpd.conf" & pid=$!
-    wait_port; intercepted+=("$(measure)"); stop
+    lighttpd -D -f "$tmp/lighttpd.conf" & background_pids+=($!)
+    wait_until_port_answers "$port"; direct+=("$(measure)"); stop_background
+    "$sockhold" -q -l "127.0.0.1:$port" --intercept-bind -- lighttpd -D -f "$tmp/lighttpd.conf" & background_pids+=($!)
+    wait_until_port_answers "$port"; intercepted+=("$(measure)"); stop_background
 done
 # One bind: a Python loop of socket() + bind() + close(), run directly
 # (port 0) and under sockhold --intercept-bind (the held port: answered by

@@ -6,31 +6,16 @@
 # EOF. See benches/README.md.
 # Usage: benches/maintenance.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-sockhold=$target/release/sockhold
-child=$target/release/test_child
-if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bins --features test-child --quiet)
-fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-maintenance.XXXXXX")
-sup_pid=
-cleanup() {
-    if [ -n "$sup_pid" ]; then kill -TERM "$sup_pid" 2>/dev/null || true; wait "$sup_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+parse_options -- "$@"
+build_release sockhold test_child
+make_temp_dir maintenance
 printf 'HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nContent-Length: 12\r\nConnection: close\r\n\r\nmaintenance\n' > "$tmp/503.http"
-"$sockhold" -l 127.0.0.1:0 --control "$tmp/ctl" --maintenance "$tmp/503.http" -- "$child" --graceful 2>"$tmp/log" &
-sup_pid=$!
-port=
-for _ in $(seq 200); do
-    port=$(sed -n 's/^sockhold: listening on tcp 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$tmp/log")
-    [ -n "$port" ] && grep -q "generation 1 ready" "$tmp/log" && break
-    sleep 0.05
-done
+start_sockhold "$tmp/log" --control "$tmp/ctl" --maintenance "$tmp/503.http" -- "$test_child" --graceful
+wait_for_log "$tmp/log" "generation 1 ready"
 "$sockhold" pause --control "$tmp/ctl" >/dev/null
-for _ in $(seq 200); do grep -q "maintenance answering started" "$tmp/log" && break; sleep 0.05; done
+wait_for_log "$tmp/log" "maintenance answering started"
 python3 - "$port" "$tmp/503.http" <<'PY'
 import socket, sys, time
 port, want = int(sys.argv[1]), open(sys.argv[2], "rb").read()

@@ -11,27 +11,22 @@
 # Needs root. Usage: benches/pid1.sh
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-sockhold=$target/release/sockhold
-if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bins --quiet)
-fi
-[ "$(id -u)" = 0 ] || { echo "pid1.sh: needs root (unshare --pid)" >&2; exit 77; }
-for tool in tini dumb-init unshare; do
-    command -v "$tool" >/dev/null || {
-        echo "pid1.sh: $tool is missing (apt-get install tini dumb-init util-linux)" >&2
-        exit 69
-    }
-done
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
+parse_options -- "$@"
+build_release sockhold
+[ "$(id -u)" = 0 ] || die 77 "needs root (unshare --pid)"
+require_programs "tini dumb-init util-linux" tini dumb-init unshare
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-pid1.XXXXXX")
+make_temp_dir pid1
 ns_pid=
-cleanup() {
-    [ -n "$ns_pid" ] && kill -KILL "$ns_pid" 2>/dev/null || true
-    rm -rf "$tmp"
+cutter=
+# unshare runs with --kill-child: SIGKILL to it ends the whole namespace.
+# The cutter (see stubborn below) goes first, so that it cannot fire.
+stop_script_processes() {
+    if [ -n "$cutter" ]; then kill "$cutter" 2>/dev/null || true; wait "$cutter" 2>/dev/null || true; fi
+    if [ -n "$ns_pid" ]; then kill -KILL "$ns_pid" 2>/dev/null || true; fi
 }
-trap cleanup EXIT
 
 # The supervisor's command line before the child's.
 supervisor_args() {
@@ -45,14 +40,16 @@ supervisor_args() {
 # Starts `unshare ... SUPERVISOR CHILD...` in the background; sets ns_pid
 # (unshare's pid) and init_pid (the supervisor, PID 1 inside).
 start() {
-    local supervisor=$1; shift
-    # shellcheck disable=SC2046
-    unshare --pid --fork --mount-proc --kill-child -- $(supervisor_args "$supervisor") "$@" \
+    local supervisor=$1 supervisor_command; shift
+    # Split here, not in the background job: a $(...) there is a child of
+    # the job that the loop below could take for the supervisor.
+    read -r -a supervisor_command <<< "$(supervisor_args "$supervisor")"
+    unshare --pid --fork --mount-proc --kill-child -- "${supervisor_command[@]}" "$@" \
         2>"$tmp/stderr" &
     ns_pid=$!
     init_pid=
     for _ in $(seq 100); do
-        init_pid=$(cat "/proc/$ns_pid/task/$ns_pid/children" 2>/dev/null | awk '{print $1}')
+        init_pid=$(children_of "$ns_pid" | awk '{print $1}')
         [ -n "$init_pid" ] && break
         sleep 0.02
     done
@@ -69,7 +66,7 @@ finish() {
 
 zombies_under() {
     local count=0 pid
-    for pid in $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+    for pid in $(children_of "$1"); do
         [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && count=$((count + 1))
     done
     echo "$count"
@@ -81,6 +78,7 @@ printf '|%s|%s|%s|%s|%s|\n' ------------ ---------------- ------------- \
     ------------------------ ----------------------------
 for supervisor in sockhold tini dumb-init; do
     # orphans
+    # shellcheck disable=SC2016 # the $(...) is the child shell's
     start "$supervisor" sh -c 'for i in $(seq 20); do (sleep 0.1 &); done; exec sleep 1000'
     sleep 1
     zombies=$(zombies_under "$init_pid")
@@ -98,11 +96,16 @@ for supervisor in sockhold tini dumb-init; do
     sleep 0.5
     t0=$(date +%s.%N)
     kill -TERM "$init_pid"
-    ( sleep 15; kill -KILL "$ns_pid" 2>/dev/null ) &
+    # The cutter's sleep is its own child: TERM to the cutter must end it
+    # too, or it would outlive the script.
+    ( trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+      sleep 15 & sleeper=$!
+      wait "$sleeper" && kill -KILL "$ns_pid" 2>/dev/null ) &
     cutter=$!
     finish "$t0"
     stubborn_status=$status stubborn_time=$took
     kill "$cutter" 2>/dev/null || true; wait "$cutter" 2>/dev/null || true
+    cutter=
     [ "$stubborn_status" = 137 ] && [ "${stubborn_time%.*}" -ge 15 ] && stubborn_status="cut"
 
     # left: the worker writes a mark when it gets TERM

@@ -28,7 +28,6 @@ figures is written to --out.
 """
 
 import argparse
-import json
 import os
 import select
 import signal
@@ -37,7 +36,10 @@ import sys
 import threading
 import time
 
-ANSWER_TIMEOUT = 10.0  # seconds; a connection slower than this counts as failed
+from bench_clients import (
+    ANSWER_TIMEOUT, add_run_arguments, count_errors, cpu_ms, largest, load_results,
+    median_max, ok_latencies_ms, percentile, print_failures, print_slowest, print_table,
+    slowest_connections, write_result)
 
 
 def children(pid):
@@ -139,22 +141,6 @@ def one_reload(sup, host, port, timeout):
     return hup, (old_gone - hup) * 1000, new
 
 
-def cpu_ms(pid):
-    """utime + stime of a process (all its threads, not its children), in ms."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 of proc(5); the split starts at field 3.
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(sorted_values, fraction):
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * fraction // 1))
-    return sorted_values[int(rank) - 1]
-
-
 def run(args):
     host, port, sup = args.host, args.port, args.supervisor_pid
     # The first child may boot slowly: wait until one answers.
@@ -202,23 +188,16 @@ def run(args):
     to_old_exit = [old_ms for _, old_ms, _ in reloads]
     to_new_serving = [(first_answer[new] - hup) * 1000 for hup, _, new in reloads]
     window = [r for r in records if window_start <= r[0] <= window_end]
-    latencies = sorted(r[1] * 1000 for r in window if r[2])
-    steady = sorted(r[1] * 1000 for r in records if steady_start <= r[0] < window_start and r[2])
+    latencies = ok_latencies_ms(window)
+    steady = ok_latencies_ms(r for r in records if steady_start <= r[0] < window_start)
     # The slowest connections, each with how long after the last SIGHUP it
     # started: tells a stall caused by a reload from scheduling noise.
     hups = [hup for hup, _, _ in reloads]
-    slowest = []
-    for start, latency, ok, what in sorted(window, key=lambda r: -r[1])[:5]:
-        since = max((h for h in hups if h <= start), default=window_start)
-        slowest.append({
-            "ms": round(latency * 1000, 1),
-            "ms_after_hup": round((start - since) * 1000, 1),
-            "answer": what,
-        })
-    errors = {}
-    for r in records:
-        if not r[2]:
-            errors[r[3]] = errors.get(r[3], 0) + 1
+    slowest = [
+        {"ms": round(latency * 1000, 1), "ms_after_hup": round(after * 1000, 1), "answer": what}
+        for latency, after, what in slowest_connections(window, hups, window_start)
+    ]
+    errors = count_errors(records)
     result = {
         "label": args.label,
         "scenario": args.scenario,
@@ -236,7 +215,7 @@ def run(args):
         "latency_ms": {
             "p50": percentile(latencies, 0.50),
             "p99": percentile(latencies, 0.99),
-            "max": latencies[-1] if latencies else float("nan"),
+            "max": largest(latencies),
         },
         "slowest": slowest,
         "hup_to_old_exit_ms": summary(to_old_exit),
@@ -245,12 +224,11 @@ def run(args):
         "steady_latency_ms": {
             "p50": percentile(steady, 0.50),
             "p99": percentile(steady, 0.99),
-            "max": steady[-1] if steady else float("nan"),
+            "max": largest(steady),
         },
         "supervisor_cpu_ms": {"steady": window_cpu - steady_cpu, "reloads": reload_cpu},
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(args.out, result)
     print(
         f"{args.scenario} {args.label}: {len(window)} connections in the window, "
         f"{result['failed_total']} failed, p50/p99/max "
@@ -267,10 +245,7 @@ def summary(values):
 
 
 def table(args):
-    rows = []
-    for path in args.results:
-        with open(path) as f:
-            rows.append(json.load(f))
+    rows = load_results(args.results)
     if args.readiness:
         return readiness_table(rows, args.slowest)
     header = (
@@ -298,31 +273,21 @@ def table(args):
                 f"{lat['p50']:.2f}",
                 f"{lat['p99']:.2f}",
                 f"{lat['max']:.1f}",
-                f"{old['median']:.0f} / {old['max']:.0f}",
-                f"{new['median']:.0f} / {new['max']:.0f}",
+                median_max(old),
+                median_max(new),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for n, line in enumerate(lines):
-        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        if r["errors"]:
-            print(f"{r['scenario']} {r['label']} failures: {r['errors']}")
-    if args.slowest:
-        print("\nslowest connections (ms, started ms after the last SIGHUP):")
-        for r in rows:
-            shown = ", ".join(f"{s['ms']} (+{s['ms_after_hup']:.0f})" for s in r["slowest"])
-            print(f"  {r['scenario']} {r['label']}: {shown}")
+    print_table(lines)
+    print_failures_and_slowest(rows, args.slowest, lambda r: f"{r['scenario']} {r['label']}")
 
 
-def print_table(lines):
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for n, line in enumerate(lines):
-        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+def print_failures_and_slowest(rows, slowest, name):
+    """What follows both tables: the failures, and with --slowest the
+    slowest connections, each row named name(row)."""
+    print_failures(rows, name)
+    if slowest:
+        print_slowest("slowest connections (ms, started ms after the last SIGHUP):", rows, name,
+                      lambda s: f"{s['ms']} (+{s['ms_after_hup']:.0f})")
 
 
 def readiness_table(rows, slowest):
@@ -352,36 +317,23 @@ def readiness_table(rows, slowest):
             f"{lat['p99']:.2f}",
             f"{lat['max']:.1f}",
             f"{lat['max'] / steady['p99']:.0f}",
-            f"{old['median']:.0f} / {old['max']:.0f}",
-            f"{new['median']:.0f} / {new['max']:.0f}",
+            median_max(old),
+            median_max(new),
             f"{cpu['steady']:.0f} / {cpu['reloads']:.0f}",
         ))
     print_table(lines)
-    for r in rows:
-        if r["errors"]:
-            print(f"{r['label']} failures: {r['errors']}")
-    if slowest:
-        print("\nslowest connections (ms, started ms after the last SIGHUP):")
-        for r in rows:
-            shown = ", ".join(f"{s['ms']} (+{s['ms_after_hup']:.0f})" for s in r["slowest"])
-            print(f"  {r['label']}: {shown}")
+    print_failures_and_slowest(rows, slowest, lambda r: r["label"])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="load + reloads against one running supervisor")
-    p.add_argument("--supervisor-pid", type=int, required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    add_run_arguments(p)
     p.add_argument("--reloads", type=int, default=20)
-    p.add_argument("--workers", type=int, default=4)
     p.add_argument("--period", type=float, default=2.0, help="seconds from one SIGHUP to the next, at least")
-    p.add_argument("--reload-timeout", type=float, default=30.0)
     p.add_argument("--steady", type=float, default=0.5, help="seconds of load before the first SIGHUP")
-    p.add_argument("--label", required=True)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--out", required=True)
     t = sub.add_parser("table", help="print result files as a table")
     t.add_argument("--slowest", action="store_true", help="also list the slowest connections")
     t.add_argument("--readiness", action="store_true", help="the columns of benches/readiness.sh")

@@ -20,6 +20,8 @@
 #   [${XDG_CACHE_HOME:-~/.cache}/sockhold-bench/circus-venv]; KEEP_RESULTS, a
 #   directory to keep part 2's JSON results and every connection's record in.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 rounds=8
 seconds=2
@@ -28,102 +30,44 @@ reloads=3
 boot_ms=1000
 rate=200
 only=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --rounds) rounds="$2"; shift 2 ;;
-        --seconds) seconds="$2"; shift 2 ;;
-        --burn-ms) burn_ms="$2"; shift 2 ;;
-        --reloads) reloads="$2"; shift 2 ;;
-        --boot-ms) boot_ms="$2"; shift 2 ;;
-        --rate) rate="$2"; shift 2 ;;
-        --only) only="$2"; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-        *) echo "workers.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
-    esac
-done
+parse_options rounds seconds burn_ms reloads boot_ms rate only -- "$@"
 read -r -a sockhold_opts <<< "${SOCKHOLD_OPTS:-}"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-sockhold=$target/release/sockhold
-if command -v cargo >/dev/null; then
-    (cd "$root" && cargo build --release --bin sockhold --quiet)
-fi
-[ -x "$sockhold" ] || { echo "workers.sh: $sockhold is missing (cargo build --release)" >&2; exit 69; }
-for tool in cc python3 wrk; do
-    command -v "$tool" >/dev/null || {
-        echo "workers.sh: '$tool' not found (apt-get install -y gcc python3 wrk)" >&2
-        exit 69
-    }
-done
+build_release sockhold
+require_programs "gcc python3 wrk" cc python3 wrk
 
 # circus: from PyPI, into a virtual environment kept in a cache directory.
 venv=${CIRCUS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sockhold-bench/circus-venv}
 if [ ! -x "$venv/bin/circusd" ] || [ ! -x "$venv/bin/circusctl" ]; then
     echo "workers.sh: circus is not in $venv: installing it from PyPI there (pip install circus)"
     mkdir -p "$(dirname "$venv")"
-    python3 -m venv "$venv" \
-        || { echo "workers.sh: python3 -m venv failed (apt-get install -y python3-venv)" >&2; exit 69; }
-    "$venv/bin/pip" install --quiet circus \
-        || { echo "workers.sh: pip install circus failed" >&2; exit 69; }
+    python3 -m venv "$venv" || die 69 "python3 -m venv failed (apt-get install -y python3-venv)"
+    "$venv/bin/pip" install --quiet circus || die 69 "pip install circus failed"
 fi
 circus_version=$("$venv/bin/python" -c 'import circus; print(circus.__version__)')
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockhold-workers.XXXXXX")
+make_temp_dir workers
 cc -O2 -Wall -o "$tmp/cpu_server" "$root/benches/cpu_server.c"
 server=$tmp/cpu_server
 client=$root/benches/workers_reload.py
 
-sup_pid=
-client_pid=
 instance=         # names a circus instance's files in $tmp
 running=()        # part 1's supervisors, all running at once
 # The supervisor's workers: its children (of any thread: circusd has
 # several) that run cpu_server.
 workers_of() {
-    local task pid
-    for task in /proc/"$1"/task/*/children; do
-        for pid in $(cat "$task" 2>/dev/null); do
-            [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = cpu_server ] && echo "$pid"
-        done
+    local pid
+    for pid in $(children_of "$1"); do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = cpu_server ] && echo "$pid"
     done
     return 0
 }
-# Stop the supervisor we started (and, if it does not go, its workers), by pid.
-stop_supervisor() {
-    [ -n "$sup_pid" ] || return 0
-    local kids
-    kids=$(workers_of "$sup_pid")
-    kill -TERM "$sup_pid" 2>/dev/null || true
-    for _ in $(seq 200); do
-        kill -0 "$sup_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$sup_pid" 2>/dev/null; then
-        echo "workers.sh: supervisor $sup_pid ignored TERM for 10s; killing it" >&2
-        # shellcheck disable=SC2086 # a list of pids
-        kill -KILL "$sup_pid" $kids 2>/dev/null || true
-    fi
-    wait "$sup_pid" 2>/dev/null || true
-    sup_pid=
-}
-cleanup() {
-    if [ -n "$client_pid" ]; then
-        kill -TERM "$client_pid" 2>/dev/null || true
-        wait "$client_pid" 2>/dev/null || true
-    fi
-    stop_supervisor
+# circus may take its graceful_timeout (10 s) to stop its workers.
+supervisor_grace_seconds=10
+# The exit trap stops these besides sup_pid.
+stop_script_processes() {
     for sup_pid in ${running[@]+"${running[@]}"}; do stop_supervisor; done
-    rm -rf "$tmp"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-load_average() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # start_supervisor KIND N LOG [SERVER ARG...]: KIND is sockhold, circus or
 # circus-warmup (a warmup_delay of the boot time, for the sequential
@@ -132,17 +76,7 @@ start_supervisor() {
     local kind=$1 n=$2 log=$3
     shift 3
     if [ "$kind" = sockhold ]; then
-        "$sockhold" -l 127.0.0.1:0 --workers "$n" ${sockhold_opts[@]+"${sockhold_opts[@]}"} \
-            -- "$server" "$@" 2>"$log" &
-        sup_pid=$!
-        port=
-        for _ in $(seq 200); do
-            port=$(sed -n 's/^sockhold: listening on tcp 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$log")
-            [ -n "$port" ] && break
-            kill -0 "$sup_pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        [ -n "$port" ] || { echo "workers.sh: sockhold did not start:" >&2; cat "$log" >&2; exit 70; }
+        start_sockhold "$log" --workers "$n" ${sockhold_opts[@]+"${sockhold_opts[@]}"} -- "$server" "$@"
     else
         local warmup=0
         # circus takes whole seconds here: the boot time, rounded up.
@@ -258,8 +192,9 @@ throughput() {
     running=()
     echo "Load average after: $(load_average)"
     echo
-    python3 - "$tmp/throughput" "$seconds" "$(getconf CLK_TCK)" "$circus_version" <<'PY'
+    PYTHONPATH="$root/benches" python3 - "$tmp/throughput" "$seconds" "$(getconf CLK_TCK)" "$circus_version" <<'PY'
 import statistics, sys
+from bench_clients import print_table
 path, seconds, tck, circus_version = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rows = {}
 for line in open(path):
@@ -279,11 +214,7 @@ for (kind, n), rs in rows.items():
                   str(sum(r["errors"] for r in rs)), f"{med('workers_cores', rs):.2f}",
                   f"{statistics.median(r['workers_cores'] * 1000 / r['rps'] for r in rs):.2f}",
                   f"{med('wrk_cores', rs):.2f}", f"{med('sup_ms_per_s', rs):.0f}"))
-widths = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
-for k, l in enumerate(lines):
-    print("| " + " | ".join(c.ljust(w) for c, w in zip(l, widths)) + " |")
-    if k == 0:
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+print_table(lines)
 print()
 for kind in ("sockhold", "circus"):
     one = {r["round"]: r["rps"] for r in rows[(kind, 1)]}
@@ -337,13 +268,11 @@ reload_row() {
     # Long enough for a reload that starts the new workers one at a time.
     local period
     period=$(python3 -c "print(max(6, 4 * $boot_ms / 1000 + 2))")
-    python3 "$client" run --supervisor-pid "$sup_pid" --port "$port" --workers 4 \
+    run_client python3 "$client" run --supervisor-pid "$sup_pid" --port "$port" --workers 4 \
         --boot-ms "$boot_ms" "${how[@]}" --reloads "$reloads" --period "$period" \
         --rate "$rate" --label "$label" --out "$out" \
-        ${KEEP_RESULTS:+--records "$KEEP_RESULTS/reload-$key.records"} &
-    client_pid=$!
-    wait "$client_pid" || { echo "workers.sh: $label failed; its log:" >&2; cat "$log" >&2; exit 70; }
-    client_pid=
+        ${KEEP_RESULTS:+--records "$KEEP_RESULTS/reload-$key.records"} \
+        || { echo "workers.sh: $label failed; its log:" >&2; cat "$log" >&2; exit 70; }
     reload_results+=("$out")
     stop_supervisor
 }

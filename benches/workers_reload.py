@@ -30,14 +30,17 @@ JSON object with the figures is written to --out.
 
 import argparse
 import asyncio
-import json
 import os
 import shlex
 import signal
 import sys
 import time
 
-ANSWER_TIMEOUT = 10.0  # seconds; a connection slower than this counts as failed
+from bench_clients import (
+    ANSWER_TIMEOUT, add_run_arguments, count_errors, cpu_ms, largest, load_results,
+    median_max, ok_latencies_ms, percentile, print_failures, print_slowest, print_table,
+    slowest_connections, write_result)
+
 clock = time.monotonic
 
 
@@ -62,22 +65,6 @@ def workers_of(sup, comm):
             except OSError:
                 pass  # it has just exited (ENOENT, or ESRCH while it goes)
     return pids
-
-
-def cpu_ms(pid):
-    """utime + stime of a process (all its threads, not its children), in ms."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 of proc(5); the split starts at field 3.
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(sorted_values, fraction):
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * fraction // 1))
-    return sorted_values[int(rank) - 1]
 
 
 class Load:
@@ -228,18 +215,15 @@ async def run_async(args):
     load.stopped.set()
     await load_task
 
-    steady = sorted(r[1] * 1000 for r in load.records if steady_start <= r[0] < window_start and r[2])
+    steady = ok_latencies_ms(r for r in load.records if steady_start <= r[0] < window_start)
     window = [r for r in load.records if window_start <= r[0] <= window_end]
-    latencies = sorted(r[1] * 1000 for r in window if r[2])
-    errors = {}
-    for r in load.records:
-        if not r[2]:
-            errors[r[3]] = errors.get(r[3], 0) + 1
+    latencies = ok_latencies_ms(window)
+    errors = count_errors(load.records)
     starts = [r["began"] for r in reloads]
-    slowest = []
-    for start, latency, ok, what in sorted(window, key=lambda r: -r[1])[:5]:
-        since = max((s for s in starts if s <= start), default=window_start)
-        slowest.append({"ms": round(latency * 1000, 1), "ms_after_reload": round((start - since) * 1000)})
+    slowest = [
+        {"ms": round(latency * 1000, 1), "ms_after_reload": round(after * 1000)}
+        for latency, after, _ in slowest_connections(window, starts, window_start)
+    ]
 
     def summary(key):
         values = sorted(r[key] for r in reloads if r[key] is not None)
@@ -257,10 +241,10 @@ async def run_async(args):
         "connections_in_window": len(window),
         "failed": sum(errors.values()),
         "errors": errors,
-        "steady_ms": {"p99": percentile(steady, 0.99), "max": steady[-1] if steady else float("nan")},
+        "steady_ms": {"p99": percentile(steady, 0.99), "max": largest(steady)},
         "window_ms": {
             "p99": percentile(latencies, 0.99),
-            "max": latencies[-1] if latencies else float("nan"),
+            "max": largest(latencies),
             "over_100": sum(1 for v in latencies if v > 100),
         },
         "first_old_gone_ms": summary("first_old_gone_ms"),
@@ -271,8 +255,7 @@ async def run_async(args):
         "supervisor_cpu_ms_per_reload": reload_cpu / args.reloads,
         "slowest": slowest,
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(args.out, result)
     if args.records:
         # Every connection and reload, in s from the first reload's start.
         with open(args.records, "w") as f:
@@ -288,19 +271,8 @@ async def run_async(args):
     )
 
 
-def print_table(lines):
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for n, line in enumerate(lines):
-        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-
-
 def table(args):
-    rows = []
-    for path in args.results:
-        with open(path) as f:
-            rows.append(json.load(f))
+    rows = load_results(args.results)
     lines = [(
         "supervisor",
         "conns",
@@ -328,18 +300,14 @@ def table(args):
             f"{w['max']:.1f}",
             med(r["first_new_ms"]),
             med(r["first_old_gone_ms"]),
-            f"{last['median']:.0f} / {last['max']:.0f}",
+            median_max(last),
             f"{last['median'] / r['boot_ms']:.2f}",
             f"{r['supervisor_cpu_ms_per_reload']:.0f}",
         ))
     print_table(lines)
-    for r in rows:
-        if r["errors"]:
-            print(f"{r['label']} failures: {r['errors']}")
-    print("\nslowest connections (ms, started ms after the last reload's start):")
-    for r in rows:
-        shown = ", ".join(f"{s['ms']} (+{s['ms_after_reload']})" for s in r["slowest"])
-        print(f"  {r['label']}: {shown}")
+    print_failures(rows, lambda r: r["label"])
+    print_slowest("slowest connections (ms, started ms after the last reload's start):", rows,
+                  lambda r: r["label"], lambda s: f"{s['ms']} (+{s['ms_after_reload']})")
     commands = [r for r in rows if r["command_ms"]]
     if commands:
         print("\nthe reload command returned after (ms, median):")
@@ -351,10 +319,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command_name", required=True)
     p = sub.add_parser("run", help="load + reloads against one running supervisor")
-    p.add_argument("--supervisor-pid", type=int, required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--workers", type=int, default=4)
+    add_run_arguments(p)
     p.add_argument("--comm", default="cpu_server", help="the workers' process name")
     p.add_argument("--boot-ms", type=float, required=True, help="the workers' boot time")
     how = p.add_mutually_exclusive_group(required=True)
@@ -364,9 +329,6 @@ def main():
     p.add_argument("--period", type=float, default=6.0, help="seconds from one reload's start to the next, at least")
     p.add_argument("--rate", type=float, default=200, help="new connections per second")
     p.add_argument("--steady", type=float, default=2.0, help="seconds of load before the first reload")
-    p.add_argument("--reload-timeout", type=float, default=30.0)
-    p.add_argument("--label", required=True)
-    p.add_argument("--out", required=True)
     p.add_argument("--records", help="also write every connection's start, latency and outcome here")
     t = sub.add_parser("table", help="print result files as a table")
     t.add_argument("results", nargs="+")
