@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Idle footprint: sockhold side by side with tini, dumb-init, start_server
-# and systemd-socket-activate, each supervising the same idle child
-# (`sleep infinity`). For each supervisor process: resident memory (VmRSS)
+# and systemd-socket-activate, each supervising an idle child (`sleep
+# infinity`; for sockhold an idle server, test_child blocked in accept(2),
+# which `--ready auto` sees ready: a child that never takes from the socket
+# is looked at until --ready-timeout, as a server still booting would be).
+# For each supervisor process: resident memory (VmRSS)
 # (VmRSS; RssAnon is the part that is the process's own, the rest being
 # file pages such as libc's, shared with every process that maps them) and
 # wakeups (voluntary + involuntary context switches, all threads) over
@@ -13,7 +16,7 @@ set -euo pipefail
 
 seconds=10
 # Time every supervisor gets to finish starting before it is measured
-# (sockhold's default readiness delay is 1 s).
+# (sockhold's child is ready within milliseconds).
 settle=2
 parse_options seconds -- "$@"
 
@@ -59,14 +62,14 @@ measure() {
     stop_supervisor
 }
 
-echo "Idle supervisors, each with one idle child (sleep infinity); wakeups over ${seconds}s."
+echo "Idle supervisors, each with one idle child (sleep infinity; sockhold: an idle server); wakeups over ${seconds}s."
 echo
 printf '| %-24s | %9s | %10s | %7s | %11s | %s |\n' \
     supervisor "VmRSS kB" "RssAnon kB" threads wakeups notes
 printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------" "-----------" \
     "------------" "---------" "-------------" "-------"
-measure sockhold "holds one TCP socket" \
-    "$sockhold" -l 127.0.0.1:0 -- sleep infinity
+measure sockhold "holds one TCP socket; the child serves it" \
+    "$sockhold" -l 127.0.0.1:0 -- "$test_child"
 measure tini "-s (subreaper, not PID 1)" \
     tini -s -- sleep infinity
 measure dumb-init "" \
