@@ -499,12 +499,7 @@ fn children_that_ignore_the_stop_signal_are_killed_after_the_stop_timeout() {
 fn hup_in_accept_mode_reloads_nothing_and_each_connection_runs_the_command_afresh() {
     let dir = TempDir::new();
     let handler = dir.join("handler");
-    std::fs::write(&handler, "#!/bin/sh\necho one\n").unwrap();
-    std::fs::set_permissions(
-        &handler,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(&handler, "#!/bin/sh\necho one\n");
     let sockhold = Sockhold::command()
         .args(["--accept", "--inetd", "-l", "127.0.0.1:0", "--"])
         .arg(&handler)
@@ -514,12 +509,7 @@ fn hup_in_accept_mode_reloads_nothing_and_each_connection_runs_the_command_afres
     assert_eq!(request_tcp(address).unwrap(), "one\n");
     // A new version of the program: the next connection runs it.
     let replacement = dir.join("handler.new");
-    std::fs::write(&replacement, "#!/bin/sh\necho two\n").unwrap();
-    std::fs::set_permissions(
-        &replacement,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(&replacement, "#!/bin/sh\necho two\n");
     std::fs::rename(&replacement, &handler).unwrap();
     assert_eq!(request_tcp(address).unwrap(), "two\n");
     sockhold.signal(nix::sys::signal::Signal::SIGHUP);
@@ -529,12 +519,7 @@ fn hup_in_accept_mode_reloads_nothing_and_each_connection_runs_the_command_afres
     std::fs::remove_file(&handler).unwrap();
     assert_closed_without_answer(TcpStream::connect(address).unwrap());
     sockhold.wait_for("connection from 127.0.0.1 closed: cannot execute");
-    std::fs::write(&handler, "#!/bin/sh\necho three\n").unwrap();
-    std::fs::set_permissions(
-        &handler,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(&handler, "#!/bin/sh\necho three\n");
     assert_eq!(request_tcp(address).unwrap(), "three\n");
 }
 

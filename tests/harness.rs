@@ -925,3 +925,22 @@ impl FakeNotify {
         String::from_utf8_lossy(&buffer[..length]).into_owned()
     }
 }
+
+/// The `pid` field of a `status` reply.
+pub fn status_pid(status: &str) -> i32 {
+    let rest = status.split_once("{\"pid\":").expect("a pid").1;
+    rest.split(',').next().unwrap().parse().unwrap()
+}
+
+/// How many fds process `pid` has open.
+pub fn fd_count(pid: impl std::fmt::Display) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// `text` written at `path`, executable (mode 0755): a script to run.
+pub fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}

@@ -10,17 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-fn status_pid(status: &str) -> i32 {
-    let rest = status.split_once("{\"pid\":").expect("a pid").1;
-    rest.split(',').next().unwrap().parse().unwrap()
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -87,10 +76,7 @@ fn a_target_that_is_not_sockhold_is_refused_and_the_old_one_serves_on() {
     let not_executable = dir.join("plain");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     let other_version = dir.join("v2");
-    std::fs::write(&other_version, "#!/bin/sh\necho sockhold upgrade-state 3\n").unwrap();
-    let mut permissions = std::fs::metadata(&other_version).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&other_version, permissions).unwrap();
+    write_executable(&other_version, "#!/bin/sh\necho sockhold upgrade-state 3\n");
     for (target, reason) in [
         (
             "/bin/true".to_string(),

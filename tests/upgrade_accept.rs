@@ -117,12 +117,6 @@ fn upgrade(sockhold: &Sockhold, control: &Path, exec: Option<&Path>) {
     assert_eq!(out, format!("upgraded: pid {} runs {binary}", sockhold.pid));
 }
 
-fn fd_count(pid: Pid) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// Waits (bounded) until `count` reaches `at_least`.
 fn wait_for_count(count: &AtomicUsize, at_least: usize) {
     let deadline = Instant::now() + WAIT;
@@ -364,8 +358,7 @@ exec {{ $bin }} $bin, @ARGV or die "exec $bin: $!";
 "#,
         bin = sockhold_bin(),
     );
-    std::fs::write(path, script).unwrap();
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_executable(path, &script);
 }
 
 /// Perl: ends the process whose pid is in the file `victim` with SIGTERM
@@ -507,12 +500,7 @@ fn an_upgrade_while_accept_mode_stops_or_without_its_command_is_refused() {
     let control = dir.join("c.sock");
     // The command as a file that can go away.
     let program = dir.join("echo-server");
-    std::fs::write(&program, "#!/bin/sh\ntrap '' TERM\necho pid=$$\nexec cat\n").unwrap();
-    std::fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(&program, "#!/bin/sh\ntrap '' TERM\necho pid=$$\nexec cat\n");
     let hidden = dir.join("echo-server.hidden");
     let mut sockhold = Sockhold::command()
         .args(["-v", "--accept", "--inetd", "-l", "127.0.0.1:0"])
@@ -556,12 +544,7 @@ fn a_command_that_vanishes_during_the_upgrade_closes_connections_until_it_is_bac
     let dir = TempDir::new();
     let control = dir.join("c.sock");
     let program = dir.join("echo-server");
-    std::fs::write(&program, "#!/bin/sh\necho pid=$$\nexec cat\n").unwrap();
-    std::fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(&program, "#!/bin/sh\necho pid=$$\nexec cat\n");
     let hidden = dir.join("echo-server.hidden");
     let wrapper = dir.join("sockhold-wrapper");
     write_wrapper(

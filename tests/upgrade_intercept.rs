@@ -11,23 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-fn status_pid(status: &str) -> i32 {
-    let rest = status.split_once("{\"pid\":").expect("a pid").1;
-    rest.split(',').next().unwrap().parse().unwrap()
-}
-
 /// How many seccomp listeners `pid` holds.
 fn seccomp_listeners(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
         .filter(|link| link.as_os_str() == "anon_inode:seccomp notify")
-        .count()
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
         .count()
 }
 
@@ -159,9 +148,9 @@ fn a_bind_waiting_while_sockhold_upgrades_is_answered_by_the_new_binary() {
     // is still queued when the new binary starts. No fork: nothing here
     // may reap one of sockhold's children.
     let target = dir.join("next-sockhold");
-    std::fs::write(
+    write_executable(
         &target,
-        format!(
+        &format!(
             "#!/usr/bin/python3\n\
              import os, signal, sys, time\n\
              sockhold = {sockhold:?}\n\
@@ -175,11 +164,7 @@ fn a_bind_waiting_while_sockhold_upgrades_is_answered_by_the_new_binary() {
              os.execv(sockhold, [sockhold] + sys.argv[1:])\n",
             sockhold = sockhold_bin()
         ),
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(&target).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&target, permissions).unwrap();
+    );
     let target = target.to_str().unwrap().to_string();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -255,9 +240,9 @@ fn a_new_binary_that_cannot_take_the_interceptor_goes_back_and_the_old_one_answe
     // A stand-in for a sockhold that reads the arguments differently: run
     // with the state, it leaves --intercept-bind out.
     let next = dir.join("sockhold-next");
-    std::fs::write(
+    write_executable(
         &next,
-        format!(
+        &format!(
             "#!/usr/bin/python3\n\
              import os, sys\n\
              sockhold = {:?}\n\
@@ -267,11 +252,7 @@ fn a_new_binary_that_cannot_take_the_interceptor_goes_back_and_the_old_one_answe
              os.execv(sockhold, [sockhold] + args)\n",
             sockhold_bin()
         ),
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(&next).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&next, permissions).unwrap();
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let client = hammer(Arc::clone(&stop), move || request_tcp(address));
     let (code, out, err) = control_client(&["upgrade", "--exec", next.to_str().unwrap()], &control);

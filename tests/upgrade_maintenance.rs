@@ -21,12 +21,6 @@ fn exchange(address: SocketAddr) -> std::io::Result<Vec<u8>> {
     Ok(answer)
 }
 
-fn fd_count(pid: nix::unistd::Pid) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[test]
 fn upgrade_while_answering_carries_the_connections_being_answered() {
     let dir = TempDir::new();

@@ -9,25 +9,14 @@ use nix::unistd::Pid;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-fn status_pid(status: &str) -> i32 {
-    let rest = status.split_once("{\"pid\":").expect("a pid").1;
-    rest.split(',').next().unwrap().parse().unwrap()
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// A stand-in for a newer sockhold that reads the arguments differently:
 /// it answers the probe as sockhold does, but when executed with the
 /// state it runs sockhold with one `-l` more than the state holds.
 fn wrapper_naming_one_socket_more(dir: &TempDir) -> std::path::PathBuf {
     let path = dir.join("sockhold-next");
-    std::fs::write(
+    write_executable(
         &path,
-        format!(
+        &format!(
             "#!/usr/bin/python3\n\
              import os, sys\n\
              sockhold = {:?}\n\
@@ -37,11 +26,7 @@ fn wrapper_naming_one_socket_more(dir: &TempDir) -> std::path::PathBuf {
              os.execv(sockhold, [sockhold] + args)\n",
             sockhold_bin()
         ),
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    );
     path
 }
 
@@ -97,20 +82,16 @@ fn a_new_binary_that_cannot_take_over_goes_back_to_the_old_one_and_nothing_is_lo
 /// before it answers as sockhold.
 fn slow_to_answer(dir: &TempDir, fifo: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("sockhold-slow");
-    std::fs::write(
+    write_executable(
         &path,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              if [ \"$SOCKHOLD_UPGRADE_PROBE\" = 1 ]; then read line < '{}'; fi\n\
              exec '{}' \"$@\"\n",
             fifo.display(),
             sockhold_bin()
         ),
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    );
     path
 }
 
@@ -235,9 +216,9 @@ fn an_exec_path_the_request_line_cannot_carry_is_a_usage_error() {
 /// falls into the exec), then runs sockhold.
 fn killing_during_the_exec(dir: &TempDir, victim: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("sockhold-killing");
-    std::fs::write(
+    write_executable(
         &path,
-        format!(
+        &format!(
             "#!/usr/bin/python3\n\
              import os, signal, sys, time\n\
              sockhold = {:?}\n\
@@ -253,11 +234,7 @@ fn killing_during_the_exec(dir: &TempDir, victim: &std::path::Path) -> std::path
             sockhold_bin(),
             victim.display().to_string()
         ),
-    )
-    .unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
+    );
     path
 }
 

@@ -1604,7 +1604,10 @@ mod tests {
             };
             assert_eq!(read(&write(&other)), Ok(other));
         }
-        assert_eq!(sample().fds(), [3, 4, 5, 9, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(
+            sample().fds(),
+            [3, 4, 5, 9, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16]
+        );
         assert_eq!(sample().supervisor.pids(), [4242, 4243, 4100, 4101]);
     }
 
