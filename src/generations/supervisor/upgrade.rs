@@ -5,8 +5,8 @@
 //! where the old one was: generations starting, current and stopping,
 //! processes leaving with their SIGKILL deadlines, backoffs, `--lazy`
 //! idling, a queued reload, a waiting `scale`, whether `--maintenance`
-//! answers. Only a sockhold that is stopping is not carried. This is the one place that knows the
-//! supervisor's fields for an upgrade.
+//! answers. Only a sockhold that is stopping is not carried. This is the
+//! one place that knows the supervisor's fields for an upgrade.
 
 use super::{
     AfterStop, Awaiting, Cause, Generation, Leaving, Phase, Role, Supervisor, Worker, WorkerState,
