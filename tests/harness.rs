@@ -944,3 +944,20 @@ pub fn write_executable(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
+
+/// sockhold on a loopback port (`-l 127.0.0.1:0`, then `args`) with its
+/// control socket at `control`, running test_child with `child_args`,
+/// generation 1 ready.
+pub fn serving_test_child(control: &Path, args: &[&str], child_args: &[&str]) -> Sockhold {
+    let sockhold = Sockhold::command()
+        .args(["-l", "127.0.0.1:0"])
+        .args(args)
+        .arg("--control")
+        .arg(control)
+        .arg("--")
+        .arg(test_child_bin())
+        .args(child_args)
+        .start();
+    sockhold.wait_for("generation 1 ready");
+    sockhold
+}

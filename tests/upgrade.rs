@@ -65,12 +65,7 @@ fn upgrade_with_two_workers_keeps_both_and_drops_no_connection() {
 fn a_target_that_is_not_sockhold_is_refused_and_the_old_one_serves_on() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let _sockhold = serving_test_child(&control, &[], &[]);
     let (_, before, _) = control_client(&["status"], &control);
     let pid = status_pid(&before);
     let not_executable = dir.join("plain");
@@ -136,12 +131,7 @@ fn upgrade_with_unix_socket_pid_file_and_control_leaves_no_file_behind() {
 fn twenty_upgrades_leak_no_fd_and_no_memory() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let _sockhold = serving_test_child(&control, &["--workers", "2"], &[]);
     let (_, status, _) = control_client(&["status"], &control);
     let pid = status_pid(&status);
     let (code, _, err) = control_client(&["upgrade"], &control);
@@ -234,12 +224,7 @@ fn upgrade_during_a_rolling_reload_of_three_workers_carries_it() {
 fn upgrade_while_a_scale_waits_answers_it_from_the_new_binary() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin(), "--boot", "1000"])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &[], &["--boot", "1000"]);
     let waiting = {
         let control = control.clone();
         std::thread::spawn(move || control_client(&["scale", "2"], &control))
@@ -317,12 +302,7 @@ fn upgrade_while_lazy_and_idle_then_a_connection_starts_the_child() {
 fn upgrade_while_an_old_generation_stops_kills_it_at_its_deadline() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--stop-timeout", "4s", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin(), "--ignore-term"])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &["--stop-timeout", "4s"], &["--ignore-term"]);
     let old = sockhold.child_pids()[0];
     sockhold.signal(nix::sys::signal::Signal::SIGHUP);
     sockhold.wait_for(&format!("generation 1 stopping: SIGTERM to pid {old}"));
@@ -388,12 +368,7 @@ fn a_control_client_halfway_through_its_request_is_answered_by_the_new_binary() 
     use std::io::{Read, Write};
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &[], &[]);
     let connect = || {
         let stream = std::os::unix::net::UnixStream::connect(&control).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();

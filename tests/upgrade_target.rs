@@ -34,12 +34,7 @@ fn wrapper_naming_one_socket_more(dir: &TempDir) -> std::path::PathBuf {
 fn a_new_binary_that_cannot_take_over_goes_back_to_the_old_one_and_nothing_is_lost() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin(), "--graceful"])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &["--workers", "2"], &["--graceful"]);
     let (_, before, _) = control_client(&["status"], &control);
     let pid = status_pid(&before);
     let fds = fd_count(pid);
@@ -101,12 +96,7 @@ fn sockhold_serves_on_while_the_target_is_probed() {
     let control = dir.join("c.sock");
     let fifo = dir.join("go");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &[], &[]);
     let target = slow_to_answer(&dir, &fifo);
     let upgrading = std::process::Command::new(sockhold_bin())
         .args([
@@ -158,12 +148,7 @@ fn a_probe_that_does_not_answer_is_killed_at_its_deadline_and_refused() {
     // Nobody writes to the fifo: the probe waits until it is killed.
     let fifo = dir.join("never");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &[], &[]);
     let target = slow_to_answer(&dir, &fifo);
     let (code, _, err) = control_client(&["upgrade", "--exec", target.to_str().unwrap()], &control);
     assert_eq!(code, 1);
@@ -242,12 +227,7 @@ fn killing_during_the_exec(dir: &TempDir, victim: &std::path::Path) -> std::path
 fn a_child_that_ends_during_the_exec_is_reaped_and_counted_by_the_new_binary() {
     let dir = TempDir::new();
     let control = dir.join("c.sock");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &["--workers", "2"], &[]);
     let children = sockhold.child_pids();
     let victim = dir.join("victim");
     std::fs::write(&victim, children[1].to_string()).unwrap();

@@ -111,12 +111,11 @@ fn a_rolling_reload_under_a_stream_of_connections_fails_none_and_keeps_n_ready()
     let control = dir.join("ctl");
     // Each worker boots 300 ms (no READY=1): the rollout takes a while,
     // one worker at a time, and is seen by the observer alone.
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "3", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin(), "--boot", "300", "--graceful"])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(
+        &control,
+        &["--workers", "3"],
+        &["--boot", "300", "--graceful"],
+    );
     let address = sockhold.tcp_address(0);
     let first = sockhold.child_pids();
     let stop = Arc::new(AtomicBool::new(false));
@@ -232,12 +231,7 @@ exec "$0" --ready-after 0 --graceful"#;
 fn scale_up_and_down_under_a_stream_of_connections_fails_none() {
     let dir = TempDir::new();
     let control = dir.join("ctl");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin(), "--report", "--graceful"])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &["--workers", "2"], &["--report", "--graceful"]);
     let address = sockhold.tcp_address(0);
     let stop = Arc::new(AtomicBool::new(false));
     let client = hammer(Arc::clone(&stop), move || request_tcp(address));
@@ -321,12 +315,7 @@ fn with_ready_notify_a_generation_of_workers_is_ready_once_each_sent_ready() {
 fn status_lists_every_worker_with_its_slot_pid_and_generation() {
     let dir = TempDir::new();
     let control = dir.join("ctl");
-    let sockhold = Sockhold::command()
-        .args(["-l", "127.0.0.1:0", "--workers", "2", "--control"])
-        .arg(&control)
-        .args(["--", test_child_bin()])
-        .start();
-    sockhold.wait_for("generation 1 ready");
+    let sockhold = serving_test_child(&control, &["--workers", "2"], &[]);
     let (code, status, err) = control_client(&["status"], &control);
     assert_eq!(code, 0, "{err}");
     let pids = sockhold.child_pids();
